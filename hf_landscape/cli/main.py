@@ -1,0 +1,58 @@
+"""`hf-landscape`: registers the subcommands and dispatches to them."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from ..errors import LandscapeError
+from .demo import demo_command, demo_command_parser
+from .env import env_command, env_command_parser
+from .grids import (
+    interpolate_command,
+    interpolate_command_parser,
+    line_command,
+    line_command_parser,
+    plane_command,
+    plane_command_parser,
+)
+from .plot import plot_command, plot_command_parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hf-landscape", description="Loss landscapes of Hugging Face transformers models (Li et al. 2018)."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for register, run in (
+        (line_command_parser, line_command),
+        (plane_command_parser, plane_command),
+        (interpolate_command_parser, interpolate_command),
+        (plot_command_parser, plot_command),
+        (demo_command_parser, demo_command),
+        (env_command_parser, env_command),
+    ):
+        register(sub).set_defaults(func=run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except LandscapeError as err:
+        print(f"hf-landscape {args.command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""Gaussian directions with filter / layer / model normalization (Li et al. 2018, section 4).
+
+"Visualizing the Loss Landscape of Neural Nets" draws d ~ N(0, I) and rescales each *filter* of d to
+the norm of the same filter of the weights, d_ij <- d_ij / ||d_ij|| * ||θ_ij||, so that plots of
+networks with different weight scales can be compared. A filter here is one output unit: a row of an
+`nn.Linear`/`nn.Embedding` weight (out, in), but a *column* of GPT-2's `Conv1D` weight, stored
+transposed as (in, out).
+
+Directions are drawn on the CPU in float32 from a generator seeded by (seed, axis, parameter name),
+so the same seed gives the same direction on any machine and device, and the direction of a weight
+does not change when other weights are included or excluded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+
+import torch
+
+from ..config import BaseConfig, check_choice, check_patterns
+from ..errors import ConfigError
+from .base import Direction, select_parameters
+
+logger = logging.getLogger(__name__)
+
+NORMALIZATIONS = ("filter", "layer", "model", "none")
+EPS = 1e-10  # as in Li et al.'s code, so an all-zero filter gets a zero direction instead of NaN
+
+
+@dataclass
+class RandomDirectionConfig(BaseConfig):
+    """How Gaussian directions are drawn and normalized.
+
+    Args:
+        normalization (`str`, defaults to `"filter"`):
+            `"filter"`: each output unit of the direction gets the norm of the same unit of the weight
+            (Li et al. 2018); `"layer"`: each tensor gets the norm of its weight; `"model"`: the whole
+            direction gets the norm of all selected weights; `"none"`: raw N(0, 1) entries.
+        include_1d (`bool`, defaults to `False`):
+            Perturb parameters with fewer than two dimensions (biases, LayerNorm/RMSNorm weights).
+            Off by default, as in the paper. When on, each such tensor is one unit.
+        include (`list[str]`, *optional*):
+            Regular expressions; only parameters whose name matches one are perturbed.
+        exclude (`list[str]`, *optional*):
+            Regular expressions; parameters whose name matches one are left alone.
+        orthogonalize (`bool`, defaults to `False`):
+            Make each later direction orthogonal to the earlier ones. It is done inside each
+            normalization group (unit, tensor or model) before that group is rescaled, so the result
+            is both exactly orthogonal and exactly normalized.
+
+    Example:
+    ```python
+    >>> from hf_landscape import RandomDirectionConfig
+    >>> RandomDirectionConfig(normalization="layer", exclude=[r"wte|wpe"]).normalization
+    'layer'
+
+    ```
+    """
+
+    normalization: str = field(default="filter", metadata={"help": "filter, layer, model or none"})
+    include_1d: bool = field(default=False, metadata={"help": "perturb biases and norm weights too"})
+    include: list[str] | None = field(default=None, metadata={"help": "regexes of parameters to perturb"})
+    exclude: list[str] | None = field(default=None, metadata={"help": "regexes of parameters to leave alone"})
+    orthogonalize: bool = field(default=False, metadata={"help": "orthogonalize later directions"})
+
+    def __post_init__(self) -> None:
+        check_choice("normalization", self.normalization, NORMALIZATIONS)
+        for name in ("include_1d", "orthogonalize"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"`{name}` must be True or False, got {getattr(self, name)!r}.")
+        inc = check_patterns("include", self.include)
+        exc = check_patterns("exclude", self.exclude)
+        self.include = list(inc) if inc is not None else None
+        self.exclude = list(exc) if exc is not None else None
+
+
+def seed_for(seed: int, axis: int, name: str) -> int:
+    """A 63-bit generator seed that depends only on (seed, axis, parameter name)."""
+    digest = hashlib.sha256(f"hf_landscape:{seed}:{axis}:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def unit_dim(model: torch.nn.Module, name: str) -> int:
+    """The dimension that indexes output units of parameter `name`: 1 for GPT-2's `Conv1D`, else 0."""
+    module_name, _, _ = name.rpartition(".")
+    try:
+        module = model.get_submodule(module_name)
+    except AttributeError:
+        return 0
+    # transformers' Conv1D stores its weight transposed, (in_features, out_features) = (nx, nf).
+    if type(module).__name__ == "Conv1D" and hasattr(module, "nf"):
+        return 1
+    return 0
+
+
+def _as_units(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """View `t` as (units, everything else); 1-D and 0-D tensors are a single unit."""
+    if t.dim() < 2:
+        return t.reshape(1, -1)
+    return t.movedim(dim, 0).reshape(t.shape[dim], -1)
+
+
+def _from_units(u: torch.Tensor, like: torch.Tensor, dim: int) -> torch.Tensor:
+    if like.dim() < 2:
+        return u.reshape(like.shape)
+    moved = list(like.shape)
+    moved.insert(0, moved.pop(dim))
+    return u.reshape(moved).movedim(0, dim).contiguous()
+
+
+def _group_rescale(d: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Rescale each row of `d` to the norm of the same row of `w` (rows = normalization groups)."""
+    return d * (w.norm(dim=1, keepdim=True) / (d.norm(dim=1, keepdim=True) + EPS))
+
+
+def _group_orthogonalize(d: torch.Tensor, previous: list[torch.Tensor]) -> torch.Tensor:
+    """Gram-Schmidt of each row of `d` against the same rows of earlier (already orthogonal) ones."""
+    for p in previous:
+        pp = (p * p).sum(dim=1, keepdim=True)
+        coef = torch.where(pp > 0, (d * p).sum(dim=1, keepdim=True) / pp.clamp_min(EPS), torch.zeros_like(pp))
+        d = d - coef * p
+    return d
+
+
+def random_directions(
+    model: torch.nn.Module,
+    seed: int,
+    *,
+    config: RandomDirectionConfig | None = None,
+    axes: int = 2,
+    first_axis: int = 0,
+) -> list[Direction]:
+    """Draw `axes` normalized Gaussian directions for `model`.
+
+    Args:
+        model: the model whose weights set the normalization.
+        seed: the draw; axis `a` of seed `s` is the same whether one or two axes are drawn, so a line
+            with seed 0 runs along the first axis of the plane with seed 0.
+        config: a `RandomDirectionConfig`; the default is filter-normalized, 1-D parameters left alone.
+        axes: how many directions.
+        first_axis: axis index of the first one.
+
+    Returns:
+        `list[Direction]`, each keyed by parameter name, in the parameters' dtype and device.
+    """
+    config = config or RandomDirectionConfig()
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ConfigError(f"`seed` must be an integer, got {seed!r}.")
+    params = select_parameters(model, include=config.include, exclude=config.exclude, include_1d=config.include_1d)
+    norm = config.normalization
+    # Work on the CPU in float32 so that the result does not depend on the device (see module docstring).
+    weights = {n: p.detach().to("cpu", torch.float32) for n, p in params.items()}
+    dims = {n: unit_dim(model, n) for n in params}
+
+    def group_view(t: torch.Tensor, name: str) -> torch.Tensor:
+        if norm == "filter":
+            return _as_units(t, dims[name])
+        return t.reshape(1, -1)  # layer / model / none: one group per tensor (model joins them below)
+
+    drawn: list[dict[str, torch.Tensor]] = []  # group views, kept for orthogonalization
+    out = []
+    for k in range(axes):
+        axis = first_axis + k
+        views = {}
+        for name, w in weights.items():
+            g = torch.Generator().manual_seed(seed_for(seed, axis, name))
+            d = torch.randn(w.shape, generator=g, dtype=torch.float32)
+            views[name] = group_view(d, name)
+        if config.orthogonalize and drawn:
+            if norm in ("model", "none"):
+                views = _orthogonalize_global(views, drawn)
+            else:
+                views = {n: _group_orthogonalize(v, [p[n] for p in drawn]) for n, v in views.items()}
+        if norm in ("filter", "layer"):
+            views = {n: _group_rescale(v, group_view(weights[n], n)) for n, v in views.items()}
+        elif norm == "model":
+            w_norm = sum(float((w.double() ** 2).sum()) for w in weights.values()) ** 0.5
+            d_norm = sum(float((v.double() ** 2).sum()) for v in views.values()) ** 0.5
+            views = {n: v * (w_norm / (d_norm + EPS)) for n, v in views.items()}
+        drawn.append(views)
+        tensors = {
+            n: _from_units(v, weights[n], dims[n]).reshape(weights[n].shape).to(params[n].device, params[n].dtype)
+            if norm == "filter"
+            else v.reshape(weights[n].shape).to(params[n].device, params[n].dtype)
+            for n, v in views.items()
+        }
+        out.append(Direction(tensors, {"kind": "random", "seed": seed, "axis": axis, **config.to_dict()}))
+    return out
+
+
+def _orthogonalize_global(
+    views: dict[str, torch.Tensor], previous: list[dict[str, torch.Tensor]]
+) -> dict[str, torch.Tensor]:
+    """Gram-Schmidt over all tensors at once, keeping the direction's norm (model / none)."""
+    before = sum(float((v.double() ** 2).sum()) for v in views.values()) ** 0.5
+    for p in previous:
+        pp = sum(float((t.double() ** 2).sum()) for t in p.values())
+        if pp == 0:
+            continue
+        coef = sum(float((views[n].double() * p[n].double()).sum()) for n in views) / pp
+        views = {n: v - coef * p[n] for n, v in views.items()}
+    after = sum(float((v.double() ** 2).sum()) for v in views.values()) ** 0.5
+    return {n: v * (before / (after + EPS)) for n, v in views.items()}

@@ -1,0 +1,135 @@
+"""The grid loop: set a point's weights in place, evaluate, store; restore the weights at the end.
+
+No model is ever copied. Selected parameters are saved once; every point is then set *from the
+saved original* with fused `torch._foreach_*` ops (θ = θ₀ + α·δ + β·η, or lerp(θ₀, θ₁, α) for
+interpolation), never accumulated from the previous point, so a point's value does not depend on
+the path through the grid. The original weights are copied back, bit for bit, when the loop ends,
+raises, or is interrupted (`finally`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .objectives.base import Evaluation, Objective
+
+logger = logging.getLogger(__name__)
+
+
+class WeightEditor:
+    """Sets the selected parameters of a model to points of a grid, and back.
+
+    Args:
+        params: name -> parameter of the model; each is saved (cloned) once on construction.
+    """
+
+    def __init__(self, params: dict[str, torch.nn.Parameter]) -> None:
+        self.names = list(params)
+        self.params = [p.data for p in params.values()]
+        self.originals = [p.detach().clone() for p in self.params]
+
+    @torch.no_grad()
+    def set_linear(self, coords: Sequence[float], directions: Sequence[list[torch.Tensor]]) -> None:
+        """θ = θ₀ + Σᵢ cᵢ·dᵢ, recomputed from θ₀."""
+        torch._foreach_copy_(self.params, self.originals)
+        for c, d in zip(coords, directions):
+            if c != 0.0:
+                torch._foreach_add_(self.params, d, alpha=float(c))
+
+    @torch.no_grad()
+    def set_lerp(self, alpha: float, targets: list[torch.Tensor]) -> None:
+        """θ = lerp(θ₀, θ₁, α) = θ₀ + α·(θ₁ − θ₀); exact at α = 0 and α = 1."""
+        torch._foreach_copy_(self.params, self.originals)
+        if alpha != 0.0:
+            torch._foreach_lerp_(self.params, targets, float(alpha))
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        torch._foreach_copy_(self.params, self.originals)
+
+
+@contextlib.contextmanager
+def editing(model: torch.nn.Module, params: dict[str, torch.nn.Parameter]) -> Iterator[WeightEditor]:
+    """Yield a `WeightEditor` for `params`; on exit, however it comes, restore weights and train mode."""
+    was_training = model.training
+    editor = WeightEditor(params)
+    try:
+        model.eval()
+        yield editor
+    finally:
+        editor.restore()
+        model.train(was_training)
+
+
+def evaluate(model: torch.nn.Module, objective: Objective, *, details: bool = False) -> Evaluation:
+    """One evaluation of `objective` on `model` as it stands, in eval and inference mode."""
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.inference_mode():
+            return objective.evaluate(model, details=details)
+    finally:
+        model.train(was_training)
+
+
+def run_grid(
+    model: torch.nn.Module,
+    objective: Objective,
+    points: Sequence[tuple[float, ...]],
+    set_point: Callable[[tuple[float, ...]], None],
+    *,
+    progress: bool = True,
+    desc: str = "landscape",
+) -> tuple[np.ndarray, dict[str, np.ndarray], float]:
+    """Evaluate `objective` at every point; `set_point` puts the weights there (from the original).
+
+    Returns:
+        values (float64, one per point; NaN/inf kept), metrics (name -> one value per point), wall seconds.
+    """
+    values = np.full(len(points), np.nan, dtype=np.float64)
+    metrics: dict[str, np.ndarray] = {}
+    start = time.perf_counter()
+    bar = tqdm(total=len(points), desc=desc, unit="pt", disable=not progress, leave=False)
+    try:
+        for k, point in enumerate(points):
+            set_point(point)
+            with torch.inference_mode():
+                result = objective.evaluate(model)
+            values[k] = result.loss
+            for name, value in result.metrics.items():
+                metrics.setdefault(name, np.full(len(points), np.nan, dtype=np.float64))[k] = value
+            bar.update(1)
+    finally:
+        bar.close()
+    wall = time.perf_counter() - start
+    bad = int(np.sum(~np.isfinite(values)))
+    if bad:
+        logger.warning("%d of %d points gave a non-finite loss (kept as NaN/inf in the surface).", bad, len(points))
+    logger.info("evaluated %d points in %.1f s (%.3f s/point)", len(points), wall, wall / max(len(points), 1))
+    return values, metrics, wall
+
+
+def grid_axis(steps: int, span: Sequence[float], argument: str) -> np.ndarray:
+    """`steps` evenly spaced coordinates over `span`; validates both."""
+    from .errors import ConfigError
+
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 2:
+        raise ConfigError(f"`{argument}` steps must be an integer >= 2, got {steps!r}.")
+    try:
+        lo, hi = (float(v) for v in span)
+    except (TypeError, ValueError):
+        raise ConfigError(f"`{argument}` span must be a pair (low, high), got {span!r}.") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)) or not lo < hi:
+        raise ConfigError(f"`{argument}` span must be finite with low < high, got {span!r}; e.g. (-1.0, 1.0).")
+    axis = np.linspace(lo, hi, steps)
+    # Snap values within rounding of 0 to exactly 0, so a grid through the centre evaluates θ₀ itself.
+    axis[np.abs(axis) < 1e-12 * max(abs(lo), abs(hi))] = 0.0
+    return axis

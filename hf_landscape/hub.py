@@ -1,0 +1,118 @@
+"""Loading models by Hub name or local path, with the resolved revision recorded for provenance.
+
+Weights load from safetensors only, and `trust_remote_code` stays off unless the caller turns it on.
+A Hub name is resolved with `huggingface_hub.snapshot_download`, whose snapshot folder is named by
+the commit sha, so the surface records exactly which commit was probed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelError
+
+logger = logging.getLogger(__name__)
+
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+# What a model folder needs for loading: configs, safetensors weights, tokenizer files. No pickles.
+MODEL_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.jinja"]
+
+
+def resolve_model(
+    name_or_path: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """Return a local folder for `name_or_path` and its provenance (`name_or_path`, `revision`, `commit_sha`).
+
+    Raises:
+        ModelError: the name is neither a local folder nor a Hub repo that can be reached.
+    """
+    path = Path(name_or_path)
+    if path.is_dir():
+        return str(path), {
+            "name_or_path": str(name_or_path),
+            "revision": revision,
+            "commit_sha": None,
+            "local_path": str(path.resolve()),
+        }
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    try:
+        folder = snapshot_download(
+            str(name_or_path),
+            revision=revision,
+            allow_patterns=MODEL_PATTERNS,
+            token=token,
+            cache_dir=None if cache_dir is None else str(cache_dir),
+        )
+    except RevisionNotFoundError:
+        raise ModelError(
+            f"`revision` {revision!r} does not exist in Hub repo {str(name_or_path)!r}; pass a branch, tag or commit sha."
+        ) from None
+    except RepositoryNotFoundError:
+        raise ModelError(
+            f"`name_or_path` {str(name_or_path)!r} is neither a local folder nor a Hub repo you can read; check the "
+            "name, or pass `token=` for a private or gated repo."
+        ) from None
+    except (LocalEntryNotFoundError, HfHubHTTPError, ValueError) as err:
+        raise ModelError(
+            f"Could not fetch {str(name_or_path)!r} from the Hub ({type(err).__name__}: {err}); check the connection, "
+            "or pass a local folder."
+        ) from None
+    sha = Path(folder).name if _SHA.match(Path(folder).name) else None
+    return folder, {"name_or_path": str(name_or_path), "revision": revision, "commit_sha": sha}
+
+
+def load_model(
+    name_or_path: str | os.PathLike,
+    *,
+    model_class: Any = None,
+    revision: str | None = None,
+    dtype: Any = None,
+    device: Any = None,
+    trust_remote_code: bool = False,
+    token: str | bool | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    **model_kwargs: Any,
+) -> tuple[Any, dict[str, Any]]:
+    """Load a `PreTrainedModel` from safetensors and return it with its provenance.
+
+    Args:
+        name_or_path: a Hub repo id or a local folder.
+        model_class: a transformers class or auto class; `AutoModelForCausalLM` by default.
+        revision: branch, tag or commit sha on the Hub.
+        dtype: e.g. `torch.bfloat16` or `"auto"`.
+        device: where to put the model after loading (or pass `device_map=` in `model_kwargs`).
+        trust_remote_code: allow code from the repo to run; off unless you turn it on.
+        model_kwargs: passed to `from_pretrained`.
+    """
+    if model_class is None:
+        from transformers import AutoModelForCausalLM
+
+        model_class = AutoModelForCausalLM
+    folder, provenance = resolve_model(name_or_path, revision=revision, token=token, cache_dir=cache_dir)
+    if "gguf_file" not in model_kwargs:
+        model_kwargs.setdefault("use_safetensors", True)
+    try:
+        model = model_class.from_pretrained(folder, dtype=dtype, trust_remote_code=trust_remote_code, **model_kwargs)
+    except (OSError, ValueError) as err:
+        raise ModelError(
+            f"Could not load {str(name_or_path)!r} with {getattr(model_class, '__name__', model_class)}: {err}"
+        ) from None
+    if device is not None:
+        model.to(device)
+    provenance["class"] = type(model).__name__
+    return model, provenance

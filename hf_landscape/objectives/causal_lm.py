@@ -1,0 +1,422 @@
+"""Masked token-level causal-LM loss.
+
+The value is the sum of next-token negative log-likelihoods over every unmasked label token of the
+whole evaluation set, divided by the number of those tokens. It is not a mean of batch means, so it
+is the same, to float rounding, whatever the batch size, padding side and order of the examples.
+Padding never enters the loss, and position ids are passed explicitly so left padding does not
+shift the positions a model sees.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import BaseConfig, check_choice
+from ..errors import ConfigError, ModelError, ObjectiveError
+from .base import Evaluation, Objective
+
+logger = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100  # the label that masks a token, as in transformers
+
+
+@dataclass
+class CausalLMObjectiveConfig(BaseConfig):
+    """Options of `CausalLMObjective`.
+
+    Args:
+        max_length (`int`, defaults to 128): sequences are truncated to this many tokens (and to the
+            model's context), with a warning.
+        batch_size (`int`, defaults to 8): sequences per forward pass; the loss does not depend on it.
+        padding_side (`str`, defaults to `"right"`): `"right"` or `"left"`; the loss does not depend on it.
+        text_column (`str`, defaults to `"text"`): the column read from a `datasets.Dataset`.
+        add_special_tokens (`bool`, defaults to `True`): let the tokenizer add BOS/EOS as it usually does.
+        sort_by_length (`bool`, defaults to `True`): batch sequences of similar length together, which
+            cuts padding; results are reported in the original order either way.
+
+    Example:
+    ```python
+    >>> from hf_landscape import CausalLMObjectiveConfig
+    >>> CausalLMObjectiveConfig(max_length=64).batch_size
+    8
+
+    ```
+    """
+
+    max_length: int = field(default=128, metadata={"help": "tokens per sequence at most"})
+    batch_size: int = field(default=8, metadata={"help": "sequences per forward pass"})
+    padding_side: str = field(default="right", metadata={"help": "right or left"})
+    text_column: str = field(default="text", metadata={"help": "column of a datasets.Dataset"})
+    add_special_tokens: bool = field(default=True, metadata={"help": "tokenizer adds BOS/EOS"})
+    sort_by_length: bool = field(default=True, metadata={"help": "batch similar lengths together"})
+
+    def __post_init__(self) -> None:
+        for name, low in (("max_length", 2), ("batch_size", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ConfigError(f"`{name}` must be an integer >= {low}, got {value!r}.")
+        check_choice("padding_side", self.padding_side, ("right", "left"))
+        if not isinstance(self.text_column, str) or not self.text_column:
+            raise ConfigError(f"`text_column` must be a column name, got {self.text_column!r}.")
+
+
+@dataclass
+class _Batch:
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    mask: torch.Tensor  # (B, L-1) bool: which next-token predictions count
+    targets: torch.Tensor  # flat targets where mask is True
+    index: list[int]  # example indices of the rows
+    lengths: list[int]
+
+
+class CausalLMObjective(Objective):
+    """Masked token-level causal-LM loss over a fixed evaluation set, tokenized once.
+
+    Args:
+        data: a list of strings; a `datasets.Dataset` (its `text_column`, or `prompt`/`completion`
+            columns); prompt/completion pairs as `(prompt, completion)` tuples or dicts, whose prompt
+            tokens are masked; or pre-tokenized `{"input_ids", "attention_mask", "labels"}` with -100
+            marking masked labels (labels align with `input_ids`, as in transformers).
+        tokenizer: a transformers tokenizer; not needed for pre-tokenized data. No pad token is needed.
+        max_length, batch_size, padding_side, text_column, add_special_tokens, sort_by_length:
+            see `CausalLMObjectiveConfig`.
+        config: a `CausalLMObjectiveConfig` to use instead of the keyword options.
+
+    Example:
+    ```python
+    >>> from transformers import GPT2Config, GPT2LMHeadModel
+    >>> from hf_landscape import CausalLMObjective
+    >>> model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50, n_positions=32))
+    >>> objective = CausalLMObjective({"input_ids": [[1, 2, 3, 4], [5, 6, 7]]})
+    >>> objective.num_tokens
+    5
+    >>> objective.bind(model); round(objective.evaluate(model.eval()).loss, 1) > 0
+    True
+
+    ```
+    """
+
+    def __init__(
+        self,
+        data: Any,
+        tokenizer: Any = None,
+        *,
+        max_length: int = 128,
+        batch_size: int = 8,
+        padding_side: str = "right",
+        text_column: str = "text",
+        add_special_tokens: bool = True,
+        sort_by_length: bool = True,
+        config: CausalLMObjectiveConfig | None = None,
+    ) -> None:
+        self.config = config or CausalLMObjectiveConfig(
+            max_length=max_length,
+            batch_size=batch_size,
+            padding_side=padding_side,
+            text_column=text_column,
+            add_special_tokens=add_special_tokens,
+            sort_by_length=sort_by_length,
+        )
+        self.tokenizer = tokenizer
+        self.source = _describe_source(data)
+        examples = _tokenize(data, tokenizer, self.config)
+        self.examples = _truncate(examples, self.config.max_length, "`max_length`")
+        self._check_tokens(self.examples)
+        self._bound: tuple[Any, ...] | None = None
+        self._batches: list[_Batch] = []
+        self._active = self.examples
+
+    @classmethod
+    def from_long_text(
+        cls,
+        text: str,
+        tokenizer: Any,
+        *,
+        max_length: int = 128,
+        num_sequences: int | None = None,
+        **kwargs: Any,
+    ) -> CausalLMObjective:
+        """Tokenize one long text once and cut it into consecutive windows of `max_length` tokens.
+
+        Args:
+            text: e.g. a whole book.
+            tokenizer: the model's tokenizer.
+            max_length: tokens per window; a last, shorter window is dropped.
+            num_sequences: keep only the first this many windows.
+            kwargs: other `CausalLMObjective` options (`batch_size`, `padding_side`, ...).
+        """
+        if not isinstance(text, str) or not text.strip():
+            raise ObjectiveError("`text` is empty; pass the text to evaluate on.")
+        if tokenizer is None:
+            raise ObjectiveError("`tokenizer` is required; pass the model's tokenizer.")
+        ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+        windows = [ids[i : i + max_length] for i in range(0, len(ids) - max_length + 1, max_length)]
+        if not windows:
+            windows = [ids]
+        if num_sequences is not None:
+            if not isinstance(num_sequences, int) or num_sequences < 1:
+                raise ConfigError(f"`num_sequences` must be a positive integer, got {num_sequences!r}.")
+            windows = windows[:num_sequences]
+        objective = cls({"input_ids": windows}, tokenizer, max_length=max_length, add_special_tokens=False, **kwargs)
+        objective.source = {"type": "long_text", "characters": len(text), "windows": len(windows)}
+        return objective
+
+    @staticmethod
+    def _check_tokens(examples: list[tuple[list[int], list[int]]]) -> None:
+        if sum(_count(labels) for _, labels in examples) == 0:
+            raise ObjectiveError(
+                "Every label token is masked (or every sequence is shorter than 2 tokens), so there is no "
+                "loss to compute; pass longer texts or leave some labels unmasked (not -100)."
+            )
+
+    @property
+    def num_examples(self) -> int:
+        return len(self._active)
+
+    @property
+    def num_tokens(self) -> int:
+        """How many next-token predictions the loss averages over."""
+        return sum(_count(labels) for _, labels in self._active)
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        for ids, labels in self._active:
+            h.update(np.asarray(ids, dtype=np.int64).tobytes())
+            h.update(b"|")
+            h.update(np.asarray(labels, dtype=np.int64).tobytes())
+            h.update(b";")
+        return h.hexdigest()[:16]
+
+    def describe(self) -> dict[str, Any]:
+        out = super().describe()
+        out.update(num_examples=self.num_examples, num_tokens=self.num_tokens, source=self.source)
+        if self.tokenizer is not None:
+            out["tokenizer"] = getattr(self.tokenizer, "name_or_path", None) or type(self.tokenizer).__name__
+        return out
+
+    def bind(self, model: Any) -> None:
+        if not hasattr(model, "get_output_embeddings") or model.get_output_embeddings() is None:
+            raise ModelError(
+                f"`model` ({type(model).__name__}) has no language-model head, so it has no causal-LM loss; "
+                "load it with `AutoModelForCausalLM` (e.g. GPT2LMHeadModel rather than GPT2Model)."
+            )
+        device = model.get_input_embeddings().weight.device
+        context = _context_length(model)
+        key = (device, context, id(model))
+        if self._bound == key:
+            return
+        active = _truncate(self.examples, context, "the model's context") if context else self.examples
+        self._check_tokens(active)
+        self._active = active
+        self._batches = self._make_batches(active, device)
+        self._device = device
+        self._accepts_positions = "position_ids" in inspect.signature(model.forward).parameters
+        self._bound = key
+
+    def _make_batches(self, examples: list[tuple[list[int], list[int]]], device: torch.device) -> list[_Batch]:
+        order = list(range(len(examples)))
+        if self.config.sort_by_length:
+            order.sort(key=lambda i: -len(examples[i][0]))
+        pad_id = _pad_id(self.tokenizer)
+        left = self.config.padding_side == "left"
+        batches = []
+        for start in range(0, len(order), self.config.batch_size):
+            index = order[start : start + self.config.batch_size]
+            lengths = [len(examples[i][0]) for i in index]
+            width = max(lengths)
+            ids = torch.full((len(index), width), pad_id, dtype=torch.long)
+            labels = torch.full((len(index), width), IGNORE_INDEX, dtype=torch.long)
+            attn = torch.zeros((len(index), width), dtype=torch.long)
+            for row, i in enumerate(index):
+                x, y = examples[i]
+                cols = slice(width - len(x), width) if left else slice(0, len(x))
+                ids[row, cols] = torch.tensor(x, dtype=torch.long)
+                # The first token is never a target: nothing precedes it (with left padding a pad would).
+                labels[row, cols] = torch.tensor([IGNORE_INDEX, *y[1:]], dtype=torch.long)
+                attn[row, cols] = 1
+            positions = (attn.cumsum(dim=1) - 1).clamp_min(0)
+            targets = labels[:, 1:]
+            mask = targets != IGNORE_INDEX
+            batches.append(
+                _Batch(
+                    input_ids=ids.to(device),
+                    attention_mask=attn.to(device),
+                    position_ids=positions.to(device),
+                    mask=mask.to(device),
+                    targets=targets[mask].to(device),
+                    index=index,
+                    lengths=lengths,
+                )
+            )
+        return batches
+
+    def evaluate(self, model: torch.nn.Module, *, details: bool = False) -> Evaluation:
+        if self._bound is None:
+            self.bind(model)
+        total = torch.zeros((), dtype=torch.float64, device=self._device)
+        per_row: list[tuple[_Batch, torch.Tensor]] = []
+        for b in self._batches:
+            kwargs: dict[str, Any] = {"input_ids": b.input_ids, "attention_mask": b.attention_mask, "use_cache": False}
+            if self._accepts_positions:
+                kwargs["position_ids"] = b.position_ids
+            logits = model(**kwargs).logits[:, :-1]
+            # Upcast only the positions that count: the loss is computed in float32 for any model dtype.
+            nll = F.cross_entropy(logits[b.mask].float(), b.targets, reduction="none")
+            total += nll.sum(dtype=torch.float64)
+            if details:
+                per_row.append((b, nll))
+        loss = total.item() / self.num_tokens
+        if not details:
+            return Evaluation(loss=loss)
+        return self._details(loss, per_row)
+
+    def _details(self, loss: float, per_row: list[tuple[_Batch, torch.Tensor]]) -> Evaluation:
+        tokens: list[np.ndarray] = [np.empty(0)] * len(self._active)
+        left = self.config.padding_side == "left"
+        for b, nll in per_row:
+            full = torch.full(b.mask.shape, float("nan"), dtype=torch.float32)
+            full[b.mask.cpu()] = nll.float().cpu()
+            width = b.mask.shape[1] + 1
+            for row, (i, n) in enumerate(zip(b.index, b.lengths)):
+                start = width - n if left else 0
+                tokens[i] = full[row, start : start + n - 1].numpy().astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            seq = np.array([np.nanmean(t) if np.isfinite(t).any() else np.nan for t in tokens], dtype=np.float64)
+        return Evaluation(loss=loss, sequence_losses=seq, token_losses=tokens)
+
+
+def _count(labels: list[int]) -> int:
+    return sum(1 for y in labels[1:] if y != IGNORE_INDEX)
+
+
+def _pad_id(tokenizer: Any) -> int:
+    """Any id works as padding (it is masked out); prefer the tokenizer's pad, then EOS, then 0."""
+    for attr in ("pad_token_id", "eos_token_id"):
+        value = getattr(tokenizer, attr, None)
+        if isinstance(value, int):
+            return value
+    return 0
+
+
+def _context_length(model: torch.nn.Module) -> int | None:
+    config = getattr(model, "config", None)
+    for attr in ("max_position_embeddings", "n_positions", "n_ctx", "seq_length"):
+        value = getattr(config, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def _truncate(
+    examples: list[tuple[list[int], list[int]]], limit: int | None, what: str
+) -> list[tuple[list[int], list[int]]]:
+    if limit is None:
+        return examples
+    long = sum(1 for ids, _ in examples if len(ids) > limit)
+    if not long:
+        return examples
+    logger.warning(
+        "%d of %d sequences are longer than %s (%d tokens) and were truncated.", long, len(examples), what, limit
+    )
+    return [(ids[:limit], labels[:limit]) for ids, labels in examples]
+
+
+def _describe_source(data: Any) -> dict[str, Any]:
+    if hasattr(data, "column_names") and hasattr(data, "num_rows"):
+        info = getattr(data, "info", None)
+        return {
+            "type": "datasets.Dataset",
+            "num_rows": int(data.num_rows),
+            "fingerprint": getattr(data, "_fingerprint", None),
+            "dataset_name": getattr(info, "dataset_name", None),
+            "split": str(getattr(data, "split", None)) if getattr(data, "split", None) is not None else None,
+        }
+    return {"type": type(data).__name__}
+
+
+def _tokenize(data: Any, tokenizer: Any, config: CausalLMObjectiveConfig) -> list[tuple[list[int], list[int]]]:
+    """Turn any accepted input into (input_ids, labels) pairs, labels aligned with input_ids."""
+    if isinstance(data, str):
+        raise ObjectiveError("`data` is a single string; pass a list of strings, e.g. `[text]`.")
+    if isinstance(data, Mapping):
+        return _pretokenized(data)
+    if hasattr(data, "column_names") and hasattr(data, "num_rows"):  # datasets.Dataset
+        columns = list(data.column_names)
+        if config.text_column in columns:
+            data = list(data[config.text_column])
+        elif "prompt" in columns and "completion" in columns:
+            data = list(zip(data["prompt"], data["completion"]))
+        elif "input_ids" in columns:
+            return _pretokenized({c: data[c] for c in ("input_ids", "attention_mask", "labels") if c in columns})
+        else:
+            raise ObjectiveError(
+                f"`text_column` {config.text_column!r} is not a column of the dataset (columns: {columns}); "
+                "pass `text_column=` naming the text column."
+            )
+    if not isinstance(data, Sequence) or len(data) == 0:
+        raise ObjectiveError(
+            f"`data` must be a non-empty list of texts, pairs or a dataset, got {type(data).__name__} {data!r:.80}."
+        )
+    if tokenizer is None:
+        raise ObjectiveError(
+            "`tokenizer` is required for text data; pass the model's tokenizer (pre-tokenized input needs none)."
+        )
+    special = config.add_special_tokens
+    if all(isinstance(x, str) for x in data):
+        if not any(x.strip() for x in data):
+            raise ObjectiveError("`data` holds only empty strings; pass texts to evaluate on.")
+        ids = tokenizer(list(data), add_special_tokens=special)["input_ids"]
+        return [(list(x), list(x)) for x in ids]
+    pairs = []
+    for x in data:
+        if isinstance(x, Mapping) and "prompt" in x and "completion" in x:
+            pairs.append((x["prompt"], x["completion"]))
+        elif isinstance(x, (tuple, list)) and len(x) == 2 and all(isinstance(s, str) for s in x):
+            pairs.append((x[0], x[1]))
+        else:
+            raise ObjectiveError(
+                f"`data` item {x!r:.80} is neither a string nor a (prompt, completion) pair; "
+                "pass a list of strings or of pairs, not a mix."
+            )
+    prompts = tokenizer([p for p, _ in pairs], add_special_tokens=special)["input_ids"]
+    completions = tokenizer([c for _, c in pairs], add_special_tokens=False)["input_ids"]
+    return [(list(p) + list(c), [IGNORE_INDEX] * len(p) + list(c)) for p, c in zip(prompts, completions)]
+
+
+def _pretokenized(data: Mapping[str, Any]) -> list[tuple[list[int], list[int]]]:
+    if "input_ids" not in data:
+        raise ObjectiveError(f"Pre-tokenized `data` needs an `input_ids` key, got keys {sorted(data)}.")
+
+    def rows(value: Any) -> list[list[int]]:
+        if isinstance(value, torch.Tensor):
+            value = value.tolist()
+        return [list(map(int, r.tolist() if isinstance(r, torch.Tensor) else r)) for r in value]
+
+    ids = rows(data["input_ids"])
+    if not ids:
+        raise ObjectiveError("Pre-tokenized `data['input_ids']` is empty; pass at least one sequence.")
+    masks = rows(data["attention_mask"]) if data.get("attention_mask") is not None else [[1] * len(r) for r in ids]
+    labels = rows(data["labels"]) if data.get("labels") is not None else ids
+    out = []
+    for k, (x, m, y) in enumerate(zip(ids, masks, labels)):
+        if not (len(x) == len(m) == len(y)):
+            raise ObjectiveError(
+                f"Pre-tokenized example {k}: `input_ids`, `attention_mask` and `labels` have lengths "
+                f"{len(x)}, {len(m)}, {len(y)}; they must be equal."
+            )
+        keep = [j for j, v in enumerate(m) if v]
+        out.append(([x[j] for j in keep], [y[j] for j in keep]))
+    if len(ids) != len(masks) or len(ids) != len(labels):
+        raise ObjectiveError("Pre-tokenized `input_ids`, `attention_mask` and `labels` hold different numbers of rows.")
+    return out

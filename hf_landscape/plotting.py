@@ -1,0 +1,203 @@
+"""Matplotlib figures of surfaces. Every function returns a `Figure`; nothing is shown or printed.
+
+Figures are built with `matplotlib.figure.Figure` directly (no pyplot state), so they work on a
+machine with no display and never leak between calls.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from .surface import Surface
+
+LINE_KINDS = ("curve",)
+PLANE_KINDS = ("contour", "heatmap", "surface")
+FORMATS = ("png", "pdf", "svg")
+
+
+def _check_kind(surface: Surface, kind: str | None) -> str:
+    allowed = LINE_KINDS if surface.ndim == 1 else PLANE_KINDS
+    kind = kind or allowed[0]
+    if kind not in allowed:
+        raise ConfigError(f"`kind` must be one of {list(allowed)} for a {surface.kind}, got {kind!r}.")
+    return kind
+
+
+def _data(surface: Surface, metric: str | None) -> tuple[np.ndarray, str]:
+    if metric is None:
+        return surface.values, "loss"
+    if metric not in surface.metrics:
+        raise ConfigError(f"`metric` {metric!r} is not in this surface; it has {sorted(surface.metrics)}.")
+    return surface.metrics[metric], metric
+
+
+def _scaled(values: np.ndarray, log_scale: bool) -> np.ndarray:
+    if not log_scale:
+        return values
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(values > 0, np.log10(values), np.nan)
+
+
+def _axis_labels(surface: Surface) -> tuple[str, str]:
+    if surface.kind == "interpolation":
+        return "α  (0 = model, 1 = other model)", ""
+    return "α  (direction 1)", "β  (direction 2)"
+
+
+def _title(surface: Surface, title: str | None) -> str:
+    if title is not None:
+        return title
+    model = surface.metadata.get("model", {}).get("name_or_path") or "model"
+    return f"{Path(str(model)).name} — {surface.kind}"
+
+
+def plot_surface(
+    surface: Surface,
+    kind: str | None = None,
+    *,
+    log_scale: bool = False,
+    levels: int = 20,
+    metric: str | None = None,
+    title: str | None = None,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    ax: Any = None,
+) -> Figure:
+    """Draw one surface: a curve for lines, a contour / heatmap / 3-D surface for planes.
+
+    Args:
+        surface: the `Surface`.
+        kind: `"curve"` (lines); `"contour"` (default for planes), `"heatmap"` or `"surface"`.
+        log_scale: plot log10 of the values (non-positive values are left blank).
+        levels: contour levels.
+        metric: plot this metric instead of the loss.
+        title: figure title (default: model name and kind).
+        vmin, vmax: colour limits (shared limits make surfaces comparable; see `plot_comparison`).
+        ax: draw into this axes (its figure is returned) instead of a new figure.
+    """
+    from matplotlib.figure import Figure
+
+    kind = _check_kind(surface, kind)
+    values, label = _data(surface, metric)
+    z = _scaled(values, log_scale)
+    label = f"log10 {label}" if log_scale else label
+    xlabel, ylabel = _axis_labels(surface)
+    if ax is None:
+        fig = Figure(figsize=(6.4, 4.8), constrained_layout=True)
+        ax = fig.add_subplot(projection="3d" if kind == "surface" else None)
+    else:
+        fig = ax.figure
+    finite = z[np.isfinite(z)]
+    lo = vmin if vmin is not None else (float(finite.min()) if finite.size else 0.0)
+    hi = vmax if vmax is not None else (float(finite.max()) if finite.size else 1.0)
+    if hi <= lo:
+        hi = lo + 1e-12
+    if kind == "curve":
+        ax.plot(surface.x, z, color="C0", lw=1.8)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(label)
+        centre = np.flatnonzero(surface.x == 0.0)
+        if len(centre):
+            ax.plot(surface.x[centre], z[centre], "o", color="C3", label="centre (θ₀)")
+        if surface.kind == "interpolation":
+            end = np.flatnonzero(surface.x == 1.0)
+            if len(end):
+                ax.plot(surface.x[end], z[end], "s", color="C2", label="other model")
+        if vmin is not None or vmax is not None:
+            ax.set_ylim(lo, hi)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best")
+    else:
+        X, Y = np.meshgrid(surface.x, np.asarray(surface.y))
+        if kind == "contour":
+            masked = np.ma.masked_invalid(z)
+            cs = ax.contour(X, Y, masked, levels=np.linspace(lo, hi, levels), cmap="viridis")
+            ax.clabel(cs, inline=True, fontsize=7, fmt="%.3g")
+            fig.colorbar(cs, ax=ax, label=label)
+        elif kind == "heatmap":
+            mesh = ax.pcolormesh(X, Y, np.ma.masked_invalid(z), cmap="viridis", vmin=lo, vmax=hi, shading="nearest")
+            fig.colorbar(mesh, ax=ax, label=label)
+        else:
+            zz = np.clip(np.where(np.isfinite(z), z, hi), lo, hi)
+            surf = ax.plot_surface(X, Y, zz, cmap="viridis", vmin=lo, vmax=hi, linewidth=0, antialiased=True)
+            ax.set_zlim(lo, hi)
+            ax.set_zlabel(label)
+            fig.colorbar(surf, ax=ax, shrink=0.6, label=label)
+        if kind != "surface":
+            ax.plot([0.0], [0.0], "r*", markersize=10)
+            ax.set_aspect("auto")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+    ax.set_title(_title(surface, title))
+    return fig
+
+
+def plot_comparison(
+    surfaces: dict[str, Surface] | Sequence[Surface],
+    kind: str | None = None,
+    *,
+    log_scale: bool = False,
+    metric: str | None = None,
+    levels: int = 20,
+) -> Figure:
+    """Several surfaces side by side on shared colour (or y) limits, so they can be compared by eye.
+
+    Args:
+        surfaces: `{label: surface}` or a list; all lines or all planes.
+        kind: as in `plot_surface`.
+    """
+    from matplotlib.figure import Figure
+
+    items = list(surfaces.items()) if isinstance(surfaces, dict) else [(None, s) for s in surfaces]
+    if not items:
+        raise ConfigError("`surfaces` is empty; pass at least one surface.")
+    dims = {s.ndim for _, s in items}
+    if len(dims) != 1:
+        raise ConfigError("`surfaces` mixes lines and planes; compare surfaces of one kind.")
+    kind = _check_kind(items[0][1], kind)
+    finite = np.concatenate([_scaled(_data(s, metric)[0], log_scale).ravel() for _, s in items])
+    finite = finite[np.isfinite(finite)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    n = len(items)
+    fig = Figure(figsize=(5.2 * n, 4.4), constrained_layout=True)
+    for k, (label, s) in enumerate(items):
+        ax = fig.add_subplot(1, n, k + 1, projection="3d" if kind == "surface" else None)
+        plot_surface(s, kind, log_scale=log_scale, metric=metric, levels=levels, vmin=lo, vmax=hi, ax=ax, title=label)
+    return fig
+
+
+def save_plots(
+    surface: Surface,
+    save_directory: str | os.PathLike,
+    *,
+    formats: Sequence[str] = ("png",),
+    kinds: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> list[Path]:
+    """Write `plot_<kind>.<format>` for every plot kind of the surface (or `kinds`) and format."""
+    for fmt in formats:
+        if fmt not in FORMATS:
+            raise ConfigError(f"`formats` may hold {list(FORMATS)}, got {fmt!r}.")
+    folder = Path(save_directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    kinds = list(kinds) if kinds else list(LINE_KINDS if surface.ndim == 1 else PLANE_KINDS)
+    written = []
+    for kind in kinds:
+        fig = plot_surface(surface, kind, **kwargs)
+        for fmt in formats:
+            path = folder / f"plot_{kind}.{fmt}"
+            tmp = folder / f".plot_{kind}.tmp-{os.getpid()}.{fmt}"
+            fig.savefig(tmp, dpi=120)
+            os.replace(tmp, path)
+            written.append(path)
+    return written

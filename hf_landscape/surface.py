@@ -1,0 +1,280 @@
+"""`Surface`: the coordinates, values, metrics and provenance of a line or plane; save, load, plot.
+
+On disk a surface is two files: `surface.safetensors` (the arrays) and `surface.json` (sorted JSON:
+kind, provenance, and the SHA-256 of the arrays file, so a corrupted or mismatched file is caught on
+load). Both are written to temporary names and renamed into place, arrays first, so a crash never
+leaves a half-written surface. Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from .errors import SurfaceError
+
+logger = logging.getLogger(__name__)
+
+ARRAYS_NAME = "surface.safetensors"
+METADATA_NAME = "surface.json"
+FORMAT_VERSION = 1
+
+
+class Surface:
+    """A loss line (1-D) or plane (2-D) with its provenance.
+
+    Args:
+        x: coordinates along the first direction.
+        values: the loss, shape `(len(x),)` for a line and `(len(y), len(x))` for a plane. NaN and inf
+            are kept (far-out points can diverge).
+        y: coordinates along the second direction, for a plane.
+        metrics: further numbers with the shape of `values` (e.g. accuracy at every point).
+        metadata: provenance (model, revision, objective, directions, seed, versions, wall time).
+        directions: the `Direction`s along the axes, when they are at hand (not saved).
+
+    Example:
+    ```python
+    >>> import numpy as np
+    >>> from hf_landscape import Surface
+    >>> s = Surface(np.linspace(-1, 1, 3), np.array([2.0, 1.0, 2.0]), metadata={"kind": "line"})
+    >>> s.save_pretrained("/tmp/surface_example", overwrite=True)
+    >>> Surface.from_pretrained("/tmp/surface_example").values.tolist()
+    [2.0, 1.0, 2.0]
+
+    ```
+    """
+
+    def __init__(
+        self,
+        x: np.ndarray,
+        values: np.ndarray,
+        *,
+        y: np.ndarray | None = None,
+        metrics: dict[str, np.ndarray] | None = None,
+        metadata: dict[str, Any] | None = None,
+        directions: list[Any] | None = None,
+    ) -> None:
+        self.x = np.asarray(x, dtype=np.float64)
+        self.y = None if y is None else np.asarray(y, dtype=np.float64)
+        self.values = np.asarray(values, dtype=np.float64)
+        expected = (len(self.x),) if self.y is None else (len(self.y), len(self.x))
+        if self.values.shape != expected:
+            raise SurfaceError(f"`values` has shape {self.values.shape}, expected {expected} from the coordinates.")
+        self.metrics = {k: np.asarray(v, dtype=np.float64).reshape(expected) for k, v in (metrics or {}).items()}
+        self.metadata = dict(metadata or {})
+        self.directions = directions
+
+    @property
+    def kind(self) -> str:
+        """`"line"`, `"plane"` or `"interpolation"`."""
+        return str(self.metadata.get("kind", "line" if self.y is None else "plane"))
+
+    @property
+    def ndim(self) -> int:
+        return 1 if self.y is None else 2
+
+    @property
+    def centre(self) -> float:
+        """The value at the origin of the grid (NaN if the grid does not pass through it)."""
+        ix = np.flatnonzero(self.x == 0.0)
+        if self.y is None:
+            return float(self.values[ix[0]]) if len(ix) else float("nan")
+        iy = np.flatnonzero(self.y == 0.0)
+        return float(self.values[iy[0], ix[0]]) if len(ix) and len(iy) else float("nan")
+
+    def __repr__(self) -> str:
+        shape = "x".join(str(n) for n in self.values.shape)
+        return f"Surface(kind={self.kind!r}, shape={shape}, centre={self.centre:.6g}, metrics={sorted(self.metrics)})"
+
+    # --- save / load ---------------------------------------------------------------------------
+
+    def _arrays(self) -> dict[str, torch.Tensor]:
+        arrays = {"x": torch.from_numpy(self.x.copy()), "values": torch.from_numpy(self.values.copy())}
+        if self.y is not None:
+            arrays["y"] = torch.from_numpy(self.y.copy())
+        for name, value in self.metrics.items():
+            arrays[f"metrics.{name}"] = torch.from_numpy(value.copy())
+        return arrays
+
+    def surface_id(self) -> str:
+        """A hash of the arrays and metadata: two folders hold the same surface iff their ids match."""
+        h = hashlib.sha256()
+        for name, t in sorted(self._arrays().items()):
+            h.update(name.encode())
+            h.update(t.numpy().tobytes())
+        h.update(json.dumps(_jsonable(self.metadata), sort_keys=True).encode())
+        return h.hexdigest()
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *, overwrite: bool = False) -> None:
+        """Write `surface.safetensors` and `surface.json` into `save_directory`, atomically.
+
+        Args:
+            save_directory: the folder (created if needed).
+            overwrite: replace a *different* surface already in the folder. Saving the same surface
+                again is always allowed.
+
+        Raises:
+            SurfaceError: the folder holds a different surface and `overwrite` is False. Nothing is written.
+        """
+        folder = Path(save_directory)
+        if folder.exists() and not folder.is_dir():
+            raise SurfaceError(f"`save_directory` {str(folder)!r} is a file; pass a folder path.")
+        sid = self.surface_id()
+        existing = folder / METADATA_NAME
+        if existing.is_file() and not overwrite:
+            try:
+                old = json.loads(existing.read_text()).get("surface_id")
+            except (OSError, ValueError, AttributeError):
+                old = None
+            if old != sid:
+                raise SurfaceError(
+                    f"`save_directory` {str(folder)!r} already holds a different surface; choose another folder "
+                    "or pass `overwrite=True` (`--overwrite` on the command line)."
+                )
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp_arrays = folder / f".{ARRAYS_NAME}.tmp-{os.getpid()}"
+        tmp_meta = folder / f".{METADATA_NAME}.tmp-{os.getpid()}"
+        try:
+            save_file(self._arrays(), str(tmp_arrays), metadata={"format": "hf_landscape.surface"})
+            digest = _sha256_file(tmp_arrays)
+            record = {
+                "format_version": FORMAT_VERSION,
+                "kind": self.kind,
+                "surface_id": sid,
+                "arrays_sha256": digest,
+                "metrics": sorted(self.metrics),
+                "metadata": _jsonable(self.metadata),
+            }
+            tmp_meta.write_text(json.dumps(record, sort_keys=True, indent=2, allow_nan=True) + "\n")
+            os.replace(tmp_arrays, folder / ARRAYS_NAME)
+            os.replace(tmp_meta, folder / METADATA_NAME)
+        finally:
+            for tmp in (tmp_arrays, tmp_meta):
+                tmp.unlink(missing_ok=True)
+        logger.info("saved %s surface to %s", self.kind, folder)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        repo_id_or_path: str | os.PathLike,
+        *,
+        revision: str | None = None,
+        subfolder: str | None = None,
+        token: str | bool | None = None,
+        cache_dir: str | os.PathLike | None = None,
+    ) -> Surface:
+        """Load a surface from a local folder or a Hub repo id (no pickle anywhere).
+
+        Raises:
+            SurfaceError: the folder or repo holds no surface, or its arrays do not match their hash.
+        """
+        folder = Path(repo_id_or_path)
+        meta_path: str | Path
+        arrays_path: str | Path
+        if subfolder:
+            folder = folder / subfolder
+        if folder.is_dir():
+            meta_path, arrays_path = folder / METADATA_NAME, folder / ARRAYS_NAME
+            if not meta_path.is_file() or not arrays_path.is_file():
+                raise SurfaceError(
+                    f"`repo_id_or_path` {str(folder)!r} holds no surface ({METADATA_NAME} and {ARRAYS_NAME} are needed)."
+                )
+        else:
+            meta_path, arrays_path = _download(str(repo_id_or_path), revision, subfolder, token, cache_dir)
+        try:
+            record = json.loads(Path(meta_path).read_text())
+        except (OSError, ValueError) as err:
+            raise SurfaceError(
+                f"{str(meta_path)!r} is not valid surface JSON ({err}); save the surface again."
+            ) from None
+        if not isinstance(record, dict) or record.get("format_version") != FORMAT_VERSION:
+            raise SurfaceError(f"{str(meta_path)!r} is not an hf_landscape surface of format {FORMAT_VERSION}.")
+        if _sha256_file(Path(arrays_path)) != record.get("arrays_sha256"):
+            raise SurfaceError(
+                f"{str(arrays_path)!r} does not match the hash recorded in {METADATA_NAME}: the file is corrupted "
+                "or from another surface; save or download the surface again."
+            )
+        try:
+            arrays = {k: v.numpy() for k, v in load_file(str(arrays_path)).items()}
+        except Exception as err:  # safetensors raises its own error types for bad headers
+            raise SurfaceError(f"{str(arrays_path)!r} cannot be read as safetensors ({err}).") from None
+        metrics = {k[len("metrics.") :]: v for k, v in arrays.items() if k.startswith("metrics.")}
+        return cls(arrays["x"], arrays["values"], y=arrays.get("y"), metrics=metrics, metadata=record["metadata"])
+
+    # --- plots ---------------------------------------------------------------------------------
+
+    def plot(self, kind: str | None = None, **kwargs: Any) -> Any:
+        """Draw the surface and return the matplotlib `Figure`.
+
+        Args:
+            kind: `"curve"` for lines; `"contour"` (default), `"heatmap"` or `"surface"` (3-D) for planes.
+            **kwargs: passed to `hf_landscape.plotting.plot_surface` (`log_scale`, `levels`, `title`, `metric`).
+        """
+        from .plotting import plot_surface
+
+        return plot_surface(self, kind=kind, **kwargs)
+
+    def save_plots(
+        self, save_directory: str | os.PathLike, *, formats: tuple[str, ...] = ("png",), **kwargs: Any
+    ) -> list[Path]:
+        """Write every plot kind that fits this surface to `save_directory`, one file per kind and format."""
+        from .plotting import save_plots
+
+        return save_plots(self, save_directory, formats=formats, **kwargs)
+
+
+def _download(repo_id: str, revision: str | None, subfolder: str | None, token: Any, cache_dir: Any) -> tuple[str, str]:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
+
+    try:
+        paths = [
+            hf_hub_download(repo_id, name, subfolder=subfolder, revision=revision, token=token, cache_dir=cache_dir)
+            for name in (METADATA_NAME, ARRAYS_NAME)
+        ]
+    except RepositoryNotFoundError:
+        raise SurfaceError(
+            f"`repo_id_or_path` {repo_id!r} is neither a local folder nor a Hub repo you can read; check the "
+            "name, or pass `token=` for a private repo."
+        ) from None
+    except EntryNotFoundError:
+        raise SurfaceError(f"Hub repo {repo_id!r} holds no surface ({METADATA_NAME}, {ARRAYS_NAME}).") from None
+    except (LocalEntryNotFoundError, HfHubHTTPError, ValueError) as err:
+        raise SurfaceError(f"Could not load surface {repo_id!r} from the Hub: {type(err).__name__}: {err}") from None
+    return paths[0], paths[1]
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _jsonable(value: Any) -> Any:
+    """Metadata as plain JSON types (tuples to lists, numpy scalars to numbers, paths to strings)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)

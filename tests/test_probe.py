@@ -1,0 +1,425 @@
+"""LandscapeProbe: exact centres, grid shapes, the restore guarantee, interpolation, validation, provenance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import hf_landscape
+from hf_landscape import (
+    CausalLMObjective,
+    ConfigError,
+    Direction,
+    DirectionError,
+    LandscapeProbe,
+    ModelError,
+    RandomDirectionConfig,
+)
+
+
+def snapshot(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_bitwise_equal(model, saved: dict[str, torch.Tensor]) -> None:
+    current = model.state_dict()
+    assert list(current) == list(saved)
+    for name, tensor in saved.items():
+        assert torch.equal(current[name], tensor), name
+
+
+@pytest.fixture
+def probe(gpt2_model, tokenizer, texts):
+    return LandscapeProbe(gpt2_model(), CausalLMObjective(texts[:6], tokenizer, batch_size=4), progress=False)
+
+
+@pytest.fixture
+def llama_probe(llama_model, tokenizer, texts):
+    return LandscapeProbe(llama_model(), CausalLMObjective(texts[:6], tokenizer, batch_size=4), progress=False)
+
+
+class FailingEvaluate:
+    """Wraps an objective's `evaluate`: raises `error` on call number `fail_on`, records whether weights moved."""
+
+    def __init__(self, objective, model, error, fail_on=3):
+        self.inner = objective.evaluate
+        self.model = model
+        self.error = error
+        self.fail_on = fail_on
+        self.calls = 0
+        self.original = snapshot(model)
+        self.moved = False
+
+    def __call__(self, model, *, details=False):
+        self.calls += 1
+        current = model.state_dict()
+        self.moved |= any(not torch.equal(current[k], v) for k, v in self.original.items())
+        if self.calls == self.fail_on:
+            raise self.error
+        return self.inner(model, details=details)
+
+
+# --- exact centres and shapes -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["gpt2", "llama"])
+def test_plane_centre_equals_loss_exactly(which, probe, llama_probe):
+    p = probe if which == "gpt2" else llama_probe
+    plane = p.plane(steps=(5, 5), span=(-1, 1), seed=0)
+    assert plane.values[2, 2] == p.loss()
+    assert plane.centre == p.loss()
+    assert np.isfinite(plane.values).all()
+    assert len(np.unique(plane.values)) > 20  # the points really differ
+
+
+def test_line_centre_equals_loss_exactly(probe):
+    line = probe.line(steps=5, span=(-1, 1), seed=0)
+    assert line.values[2] == probe.loss()
+    assert line.centre == probe.loss()
+    np.testing.assert_array_equal(line.x, [-1.0, -0.5, 0.0, 0.5, 1.0])
+
+
+def test_centre_snapped_to_zero_on_uneven_span(probe):
+    line = probe.line(steps=7, span=(-0.3, 0.3), seed=1)
+    assert line.x[3] == 0.0
+    assert line.centre == probe.loss()
+
+
+def test_plane_shape_with_non_square_steps(probe):
+    plane = probe.plane(steps=(3, 5), span=((-1, 1), (-0.5, 0.5)), seed=0)
+    assert plane.values.shape == (5, 3)
+    np.testing.assert_array_equal(plane.x, [-1.0, 0.0, 1.0])
+    np.testing.assert_array_equal(plane.y, [-0.5, -0.25, 0.0, 0.25, 0.5])
+    assert plane.values[2, 1] == probe.loss()
+
+
+def test_plane_values_are_indexed_y_then_x(probe):
+    """values[j, i] is the loss at (x[i], y[j]): check every point against a single evaluation."""
+    plane = probe.plane(steps=(3, 2), span=((-1, 1), (0.5, 1.0)), seed=2)
+    for j, b in enumerate(plane.y):
+        for i, a in enumerate(plane.x):
+            assert probe.evaluate(point=(a, b), directions=plane.directions, details=False).loss == plane.values[j, i]
+
+
+def test_line_points_match_manual_perturbation(gpt2_model, tokenizer, texts):
+    """An independent check of θ₀ + α·δ: perturb a copy of the model by hand and compare losses."""
+    model = gpt2_model()
+    probe = LandscapeProbe(model, CausalLMObjective(texts[:4], tokenizer), progress=False)
+    line = probe.line(steps=3, span=(-0.5, 0.5), seed=3)
+    twin = gpt2_model()
+    (direction,) = line.directions
+    with torch.no_grad():
+        for name, t in direction.tensors.items():
+            twin.get_parameter(name).add_(t, alpha=0.5)
+    expected = LandscapeProbe(twin, CausalLMObjective(texts[:4], tokenizer), progress=False).loss()
+    assert line.values[2] == pytest.approx(expected, rel=1e-6)
+
+
+def test_value_does_not_depend_on_path(probe):
+    plane = probe.plane(steps=(3, 3), span=(-1, 1), seed=0)
+    points = [(i, j) for j in range(3) for i in range(3)]
+    for i, j in reversed(points):
+        result = probe.evaluate(point=(plane.x[i], plane.y[j]), directions=plane.directions)
+        assert result.loss == plane.values[j, i]
+    again = probe.plane(steps=(3, 3), span=(-1, 1), seed=0)
+    np.testing.assert_array_equal(again.values, plane.values)
+
+
+def test_user_directions_as_plain_dicts(probe):
+    (d1, d2) = probe.directions(seed=5)
+    a = probe.plane(steps=3, span=(-1, 1), directions=[d1, d2])
+    b = probe.plane(steps=3, span=(-1, 1), directions=[dict(d1.tensors), dict(d2.tensors)])
+    c = probe.plane(steps=3, span=(-1, 1), seed=5)
+    np.testing.assert_array_equal(a.values, b.values)
+    np.testing.assert_array_equal(a.values, c.values)
+    line = probe.line(steps=3, span=(-1, 1), direction=dict(d1.tensors))
+    np.testing.assert_array_equal(line.values, c.values[1, :])
+
+
+def test_zero_direction_gives_a_flat_line(probe):
+    zero = Direction({n: torch.zeros_like(p) for n, p in probe.model.named_parameters() if p.dim() >= 2})
+    line = probe.line(steps=3, span=(-1, 1), direction=zero)
+    assert line.values.tolist() == [probe.loss()] * 3
+
+
+def test_evaluate_without_point_is_the_loss(probe):
+    result = probe.evaluate()
+    assert result.loss == probe.loss()
+    assert result.token_losses is not None and result.sequence_losses is not None
+
+
+# --- restore guarantee ----------------------------------------------------------------------------------
+
+
+def test_weights_restored_after_line_plane_interpolate(gpt2_model, tokenizer, texts):
+    model = gpt2_model()
+    probe = LandscapeProbe(model, CausalLMObjective(texts[:4], tokenizer), progress=False)
+    saved = snapshot(model)
+    probe.line(steps=3, span=(-1, 1), seed=0, include_1d=True)
+    assert_bitwise_equal(model, saved)
+    probe.plane(steps=3, span=(-1, 1), seed=1, normalization="layer")
+    assert_bitwise_equal(model, saved)
+    probe.interpolate(gpt2_model(seed=1), steps=3, span=(-0.5, 1.5))
+    assert_bitwise_equal(model, saved)
+    probe.evaluate(point=(0.7,), directions=probe.directions(axes=1))
+    assert_bitwise_equal(model, saved)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_weights_and_mode_restored_after_exception_mid_grid(probe, monkeypatch, training):
+    probe.model.train(training)
+    saved = snapshot(probe.model)
+    spy = FailingEvaluate(probe.objective, probe.model, RuntimeError("injected"), fail_on=3)
+    monkeypatch.setattr(probe.objective, "evaluate", spy)
+    with pytest.raises(RuntimeError, match="injected"):
+        probe.plane(steps=(5, 5), span=(-1, 1), seed=0)
+    assert spy.calls == 3 and spy.moved  # the weights did move before the failure
+    assert_bitwise_equal(probe.model, saved)
+    assert probe.model.training is training
+    assert all(m.training is training for m in probe.model.modules())
+
+
+def test_weights_and_mode_restored_after_keyboard_interrupt(probe, monkeypatch):
+    probe.model.train()
+    saved = snapshot(probe.model)
+    spy = FailingEvaluate(probe.objective, probe.model, KeyboardInterrupt(), fail_on=3)
+    monkeypatch.setattr(probe.objective, "evaluate", spy)
+    with pytest.raises(KeyboardInterrupt):
+        probe.line(steps=5, span=(-1, 1), seed=0)
+    assert spy.moved
+    assert_bitwise_equal(probe.model, saved)
+    assert probe.model.training
+
+
+def test_weights_restored_after_exception_in_interpolation(probe, gpt2_model, monkeypatch):
+    saved = snapshot(probe.model)
+    spy = FailingEvaluate(probe.objective, probe.model, RuntimeError("injected"), fail_on=2)
+    monkeypatch.setattr(probe.objective, "evaluate", spy)
+    with pytest.raises(RuntimeError, match="injected"):
+        probe.interpolate(gpt2_model(seed=1), steps=5, span=(0, 1))
+    assert spy.moved
+    assert_bitwise_equal(probe.model, saved)
+
+
+def test_weights_restored_after_exception_in_single_evaluation(probe, monkeypatch):
+    saved = snapshot(probe.model)
+    directions = probe.directions(seed=0)
+    spy = FailingEvaluate(probe.objective, probe.model, RuntimeError("injected"), fail_on=1)
+    monkeypatch.setattr(probe.objective, "evaluate", spy)
+    with pytest.raises(RuntimeError, match="injected"):
+        probe.evaluate(point=(0.5, -0.5), directions=directions)
+    assert spy.moved
+    assert_bitwise_equal(probe.model, saved)
+
+
+def test_loss_after_failed_grid_is_unchanged(probe, monkeypatch):
+    before = probe.loss()
+    spy = FailingEvaluate(probe.objective, probe.model, ValueError("injected"), fail_on=4)
+    monkeypatch.setattr(probe.objective, "evaluate", spy)
+    with pytest.raises(ValueError, match="injected"):
+        probe.line(steps=5, span=(-1, 1))
+    monkeypatch.undo()
+    assert probe.loss() == before
+
+
+# --- interpolation -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["gpt2", "llama"])
+def test_interpolation_ends_are_exact(which, gpt2_model, llama_model, tokenizer, texts):
+    make = gpt2_model if which == "gpt2" else llama_model
+    model, other = make(seed=0), make(seed=1)
+    probe = LandscapeProbe(model, CausalLMObjective(texts[:6], tokenizer), progress=False)
+    other_loss = LandscapeProbe(other, CausalLMObjective(texts[:6], tokenizer), progress=False).loss()
+    assert other_loss != probe.loss()
+    surface = probe.interpolate(other, steps=3, span=(0, 1))
+    np.testing.assert_array_equal(surface.x, [0.0, 0.5, 1.0])
+    assert surface.values[0] == probe.loss()
+    assert surface.values[2] == pytest.approx(other_loss, rel=0, abs=1e-12)
+    assert surface.kind == "interpolation"
+    assert surface.metadata["other_model"]["class"] == type(other).__name__
+
+
+def test_interpolation_default_grid_hits_both_ends(probe, gpt2_model, tokenizer, texts):
+    other = gpt2_model(seed=1)
+    other_loss = LandscapeProbe(other, CausalLMObjective(texts[:6], tokenizer, batch_size=4), progress=False).loss()
+    surface = probe.interpolate(other, steps=5, span=(-0.5, 1.5))
+    assert surface.values.shape == (5,)
+    assert surface.values[1] == probe.loss()
+    assert surface.values[3] == pytest.approx(other_loss, rel=0, abs=1e-12)
+
+
+def test_interpolation_midpoint_matches_manual_average(gpt2_model, tokenizer, texts):
+    model, other = gpt2_model(seed=0), gpt2_model(seed=1)
+    probe = LandscapeProbe(model, CausalLMObjective(texts[:4], tokenizer), progress=False)
+    surface = probe.interpolate(other, steps=3, span=(0, 1))
+    mid = gpt2_model(seed=0)
+    with torch.no_grad():
+        for (name, p), q in zip(mid.named_parameters(), other.parameters()):
+            p.copy_(0.5 * p + 0.5 * q)
+    expected = LandscapeProbe(mid, CausalLMObjective(texts[:4], tokenizer), progress=False).loss()
+    assert surface.values[1] == pytest.approx(expected, rel=1e-6)
+
+
+def test_interpolation_between_different_shapes_fails_untouched(probe, gpt2_model):
+    saved = snapshot(probe.model)
+    with pytest.raises(DirectionError, match="shape"):
+        probe.interpolate(gpt2_model(n_embd=16), steps=3)
+    assert_bitwise_equal(probe.model, saved)
+    with pytest.raises(DirectionError, match="parameter names"):
+        probe.interpolate(gpt2_model(n_layer=1), steps=3)
+    assert_bitwise_equal(probe.model, saved)
+
+
+def test_interpolation_with_a_non_model_fails(probe):
+    with pytest.raises(ModelError):
+        probe.interpolate(torch.nn.Linear(2, 2), steps=3)
+
+
+# --- validation ---------------------------------------------------------------------------------------
+
+
+def test_not_a_pretrained_model_is_a_model_error(tokenizer, texts):
+    objective = CausalLMObjective(texts[:2], tokenizer)
+    with pytest.raises(ModelError, match="PreTrainedModel") as info:
+        LandscapeProbe(torch.nn.Linear(4, 4), objective)
+    assert isinstance(info.value, TypeError)
+
+
+def test_objective_must_be_an_objective(gpt2_model):
+    with pytest.raises(ConfigError, match="objective"):
+        LandscapeProbe(gpt2_model(), lambda model: 0.0)
+
+
+@pytest.mark.parametrize(
+    ("steps", "span"),
+    [(1, (-1, 1)), (0, (-1, 1)), (2.5, (-1, 1)), (True, (-1, 1)), (5, (1, 1)), (5, (1, -1)), (5, (0, float("inf"))), (5, (1,))],
+)
+def test_bad_steps_or_span_is_a_config_error(probe, steps, span):
+    saved = snapshot(probe.model)
+    with pytest.raises(ConfigError, match="steps/span"):
+        probe.line(steps=steps, span=span)
+    with pytest.raises(ConfigError, match="steps/span"):
+        probe.interpolate(probe.model, steps=steps, span=span)
+    if not isinstance(steps, float):
+        with pytest.raises(ConfigError, match="steps/span"):
+            probe.plane(steps=steps, span=span)
+    assert_bitwise_equal(probe.model, saved)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=TypeError,
+    reason="BUG: probe.plane does `tuple(steps)` on any non-int steps, so steps=2.5 raises a bare TypeError "
+    "('float' object is not iterable) instead of a ConfigError naming `steps`",
+)
+def test_plane_with_float_steps_is_a_config_error(probe):
+    with pytest.raises(ConfigError, match="steps"):
+        probe.plane(steps=2.5, span=(-1, 1))
+
+
+def test_plane_with_wrong_number_of_steps_or_spans(probe):
+    with pytest.raises((ConfigError, ValueError)):
+        probe.plane(steps=(3, 3, 3))
+
+
+def test_unknown_normalization_is_a_config_error(probe):
+    with pytest.raises(ConfigError, match="normalization"):
+        probe.line(steps=3, normalization="bogus")
+    with pytest.raises(ConfigError, match="normalization"):
+        probe.plane(steps=3, config=RandomDirectionConfig(normalization="unit"))
+
+
+def test_unknown_direction_option_is_a_config_error(probe):
+    with pytest.raises(ConfigError, match="normalisation"):
+        probe.line(steps=3, normalisation="filter")
+    with pytest.raises(ConfigError, match="bogus"):
+        probe.plane(steps=3, bogus=1)
+
+
+def test_config_and_options_together_is_a_config_error(probe):
+    with pytest.raises(ConfigError, match="either"):
+        probe.line(steps=3, config=RandomDirectionConfig(), normalization="layer")
+
+
+def test_plane_needs_two_directions(probe):
+    (d,) = probe.directions(axes=1)
+    with pytest.raises(ConfigError, match="two directions"):
+        probe.plane(steps=3, directions=[d])
+    with pytest.raises(ConfigError):
+        probe.plane(steps=3, directions="pca")
+
+
+def test_point_needs_one_direction_per_coordinate(probe):
+    (d,) = probe.directions(axes=1)
+    with pytest.raises(ConfigError, match="one direction per coordinate"):
+        probe.evaluate(point=(0.1, 0.2), directions=[d])
+
+
+def test_directions_of_another_architecture_are_rejected(probe, llama_model):
+    saved = snapshot(probe.model)
+    foreign = hf_landscape.random_directions(llama_model(), 0, axes=1)[0]
+    with pytest.raises(DirectionError, match="does not have"):
+        probe.line(steps=3, direction=foreign)
+    wrong_shape = Direction({"transformer.wte.weight": torch.zeros(10, 32)})
+    with pytest.raises(DirectionError, match="shape"):
+        probe.line(steps=3, direction=wrong_shape)
+    with pytest.raises(DirectionError, match="empty"):
+        probe.line(steps=3, direction=Direction({}))
+    assert_bitwise_equal(probe.model, saved)
+
+
+# --- loading and provenance ----------------------------------------------------------------------------
+
+
+def test_from_pretrained_local_folder(gpt2_model, tokenizer, texts, tmp_path):
+    model = gpt2_model()
+    model.save_pretrained(tmp_path)
+    objective = CausalLMObjective(texts[:4], tokenizer)
+    probe = LandscapeProbe.from_pretrained(str(tmp_path), objective=objective, progress=False)
+    assert type(probe.model).__name__ == "GPT2LMHeadModel"
+    assert probe.model.lm_head.weight is probe.model.transformer.wte.weight
+    reference = LandscapeProbe(model, CausalLMObjective(texts[:4], tokenizer), progress=False).loss()
+    assert probe.loss() == pytest.approx(reference, rel=1e-6)
+    surface = probe.line(steps=3, span=(-1, 1))
+    meta = surface.metadata["model"]
+    assert meta["name_or_path"] == str(tmp_path)
+    assert meta["local_path"] == str(tmp_path.resolve())
+    assert meta["class"] == "GPT2LMHeadModel"
+    assert meta["commit_sha"] is None
+
+
+def test_from_pretrained_missing_folder_is_a_model_error(tokenizer, texts, tmp_path):
+    with pytest.raises(ModelError):
+        LandscapeProbe.from_pretrained(
+            "no-such-user/no-such-model", objective=CausalLMObjective(texts[:2], tokenizer), progress=False
+        )
+
+
+def test_plane_metadata(probe):
+    plane = probe.plane(steps=(3, 4), span=((-1, 1), (-2, 2)), seed=7, normalization="layer")
+    meta = plane.metadata
+    assert meta["kind"] == "plane" and plane.kind == "plane"
+    assert meta["seed"] == 7
+    assert meta["objective"]["fingerprint"] == probe.objective.fingerprint()
+    assert meta["objective"]["num_tokens"] == probe.objective.num_tokens
+    assert meta["objective"]["config"]["batch_size"] == 4
+    assert [d["axis"] for d in meta["directions"]] == [0, 1]
+    assert all(d["normalization"] == "layer" and d["seed"] == 7 for d in meta["directions"])
+    assert meta["grid"] == {"steps": [3, 4], "span": [[-1.0, 1.0], [-2.0, 2.0]]}
+    assert meta["versions"]["torch"] == torch.__version__
+    assert meta["versions"]["hf_landscape"] == hf_landscape.__version__
+    assert isinstance(meta["wall_time_s"], float) and meta["wall_time_s"] >= 0
+    assert meta["model"]["class"] == "GPT2LMHeadModel"
+    assert meta["model"]["num_parameters"] == sum(p.numel() for p in probe.model.parameters())
+    assert meta["model"]["dtype"] == "float32"
+    assert meta["created"]
+
+
+def test_line_metadata(probe):
+    line = probe.line(steps=3, span=(-0.5, 0.5), seed=2)
+    assert line.kind == "line"
+    assert line.metadata["grid"] == {"steps": [3], "span": [[-0.5, 0.5]]}
+    assert line.metadata["seed"] == 2
+    assert len(line.metadata["directions"]) == 1
