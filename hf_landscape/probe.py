@@ -97,8 +97,12 @@ class LandscapeProbe:
 
         The resolved commit sha is recorded in every surface the probe makes.
         """
+        import transformers
+
         from .hub import load_model
 
+        if model_class is None:
+            model_class = getattr(transformers, getattr(objective, "auto_model_class", "AutoModelForCausalLM"))
         model, provenance = load_model(
             name_or_path,
             model_class=model_class,

@@ -36,6 +36,8 @@ class Objective(ABC):
     """Base class of objectives. Subclasses set `config` and implement the abstract methods."""
 
     config: Any
+    #: the transformers auto class `LandscapeProbe.from_pretrained` loads models with for this objective
+    auto_model_class: str = "AutoModelForCausalLM"
 
     @abstractmethod
     def bind(self, model: torch.nn.Module) -> None:
