@@ -4,7 +4,7 @@ __version__ = "0.1.0"
 
 from .config import BaseConfig
 from .directions import Direction, RandomDirectionConfig, interpolation_target, random_directions, select_parameters
-from .errors import ConfigError, DirectionError, LandscapeError, ModelError, ObjectiveError, SurfaceError
+from .errors import ConfigError, DirectionError, HubError, LandscapeError, ModelError, ObjectiveError, SurfaceError
 from .objectives import CausalLMObjective, CausalLMObjectiveConfig, Evaluation, Objective
 from .probe import LandscapeProbe
 from .surface import Surface
@@ -17,6 +17,7 @@ __all__ = [
     "Direction",
     "DirectionError",
     "Evaluation",
+    "HubError",
     "LandscapeError",
     "LandscapeProbe",
     "ModelError",

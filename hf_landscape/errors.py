@@ -28,3 +28,7 @@ class DirectionError(LandscapeError, ValueError):
 
 class SurfaceError(LandscapeError, ValueError):
     """A surface cannot be saved or loaded (corrupted file, folder holds another surface, ...)."""
+
+
+class HubError(LandscapeError, RuntimeError):
+    """A Hub operation failed (push refused, repo not found, ...). Local files are never touched."""

@@ -209,6 +209,43 @@ class Surface:
         metrics = {k[len("metrics.") :]: v for k, v in arrays.items() if k.startswith("metrics.")}
         return cls(arrays["x"], arrays["values"], y=arrays.get("y"), metrics=metrics, metadata=record["metadata"])
 
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        path_in_repo: str = "",
+        token: str | None = None,
+        private: bool | None = None,
+        revision: str | None = None,
+        commit_message: str | None = None,
+        create_pr: bool = False,
+    ) -> str:
+        """Push the surface, its PNG plots and a model card to a Hub repo in one commit; return the commit URL.
+
+        Args:
+            repo_id: `user/name`, created if needed.
+            path_in_repo: folder for this surface (the repo root by default); the card lists every folder.
+            token: a write token; never recorded or logged.
+            private: visibility of a new repo.
+            revision: branch to commit to.
+            commit_message: the commit message.
+            create_pr: open a pull request instead.
+
+        Raises:
+            HubError: the push failed; nothing was committed and local files are untouched.
+        """
+        from .hub_push import push_surfaces
+
+        return push_surfaces(
+            {path_in_repo: self},
+            repo_id,
+            token=token,
+            private=private,
+            revision=revision,
+            commit_message=commit_message,
+            create_pr=create_pr,
+        )
+
     # --- plots ---------------------------------------------------------------------------------
 
     def plot(self, kind: str | None = None, **kwargs: Any) -> Any:

@@ -51,14 +51,26 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-plots", action="store_true", help="save the surface only")
     group.add_argument("--log-scale", action="store_true", help="plot log10 of the loss")
     group.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    group.add_argument("--push-to-hub", metavar="REPO_ID", default=None, help="also push the surface to this Hub repo")
+    group.add_argument("--private", action="store_true", help="create the Hub repo private")
+    group.add_argument("--path-in-repo", default="", help="folder in the Hub repo (default: the root)")
 
 
 def parse_span(text: str) -> tuple[float, float]:
+    """`LOW:HIGH` -> (low, high). Write it as `--span=-1:1` (a leading '-' needs the '=')."""
     try:
         lo, hi = (float(v) for v in text.split(":"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"span must look like LOW:HIGH (e.g. -1:1), got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"span must look like LOW:HIGH (e.g. --span=-1:1), got {text!r}") from None
     return lo, hi
+
+
+def parse_spans(text: str) -> list[tuple[float, float]]:
+    """`LOW:HIGH` for both axes, or `XLOW:XHIGH,YLOW:YHIGH`."""
+    spans = [parse_span(part) for part in text.split(",")]
+    if len(spans) > 2:
+        raise argparse.ArgumentTypeError(f"span takes one or two LOW:HIGH pairs, got {text!r}")
+    return spans
 
 
 def torch_dtype(name: str) -> Any:
@@ -149,10 +161,17 @@ def direction_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def write_outputs(surface: Any, args: argparse.Namespace) -> None:
+    import shlex
+
+    argv = getattr(args, "argv", None)
+    surface.metadata["command"] = shlex.join(["hf-landscape", *argv]) if argv else None
     surface.save_pretrained(args.out, overwrite=args.overwrite)
     written = (
         [] if args.no_plots else surface.save_plots(args.out, formats=tuple(args.formats), log_scale=args.log_scale)
     )
+    url = None
+    if args.push_to_hub:
+        url = surface.push_to_hub(args.push_to_hub, path_in_repo=args.path_in_repo, private=args.private or None)
     summary = {
         "kind": surface.kind,
         "out": args.out,
@@ -161,6 +180,7 @@ def write_outputs(surface: Any, args: argparse.Namespace) -> None:
         "points": int(surface.values.size),
         "wall_time_s": surface.metadata.get("wall_time_s"),
         "plots": [str(p) for p in written],
+        "pushed": url,
     }
     print(json.dumps(summary, indent=2))
 

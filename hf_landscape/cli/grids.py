@@ -14,6 +14,7 @@ from .common import (
     direction_options,
     load_model_and_tokenizer,
     parse_span,
+    parse_spans,
     write_outputs,
 )
 
@@ -32,7 +33,7 @@ def line_command_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_data_arguments(parser)
     add_direction_arguments(parser)
     parser.add_argument("--steps", type=int, default=51, help="points (default 51)")
-    parser.add_argument("--span", type=parse_span, default=(-1.0, 1.0), help="LOW:HIGH (default -1:1)")
+    parser.add_argument("--span", type=parse_span, default=(-1.0, 1.0), help="--span=LOW:HIGH (default -1:1)")
     add_output_arguments(parser)
     return parser
 
@@ -51,7 +52,9 @@ def plane_command_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_direction_arguments(parser)
     parser.add_argument("--orthogonalize", action="store_true", help="make the second direction orthogonal")
     parser.add_argument("--steps", type=int, nargs="+", default=[25], help="points per axis: N or NX NY (default 25)")
-    parser.add_argument("--span", type=parse_span, nargs="+", default=[(-1.0, 1.0)], help="LOW:HIGH [LOW:HIGH for y]")
+    parser.add_argument(
+        "--span", type=parse_spans, default=[(-1.0, 1.0)], help="--span=LOW:HIGH or --span=XLOW:XHIGH,YLOW:YHIGH"
+    )
     add_output_arguments(parser)
     return parser
 
@@ -59,8 +62,8 @@ def plane_command_parser(subparsers: Any) -> argparse.ArgumentParser:
 def plane_command(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
 
-    if len(args.steps) not in (1, 2) or len(args.span) not in (1, 2):
-        raise ConfigError(f"`--steps` and `--span` take one or two values, got {args.steps} and {args.span}.")
+    if len(args.steps) not in (1, 2):
+        raise ConfigError(f"`--steps` takes one or two values, got {args.steps}.")
     steps = tuple(args.steps * 2)[:2] if len(args.steps) == 1 else tuple(args.steps)
     span = (args.span[0], args.span[0]) if len(args.span) == 1 else tuple(args.span)
     probe = _probe(args)
@@ -78,7 +81,7 @@ def interpolate_command_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--other-revision", default=None, help="revision of the second checkpoint")
     add_data_arguments(parser)
     parser.add_argument("--steps", type=int, default=41, help="points (default 41)")
-    parser.add_argument("--span", type=parse_span, default=(-0.5, 1.5), help="LOW:HIGH (default -0.5:1.5)")
+    parser.add_argument("--span", type=parse_span, default=(-0.5, 1.5), help="--span=LOW:HIGH (default -0.5:1.5)")
     add_output_arguments(parser)
     return parser
 

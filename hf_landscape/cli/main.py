@@ -18,6 +18,7 @@ from .grids import (
     plane_command_parser,
 )
 from .plot import plot_command, plot_command_parser
+from .push import push_command, push_command_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         (plane_command_parser, plane_command),
         (interpolate_command_parser, interpolate_command),
         (plot_command_parser, plot_command),
+        (push_command_parser, push_command),
         (demo_command_parser, demo_command),
         (env_command_parser, env_command),
     ):
@@ -40,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # recorded in surfaces as the command that reproduces them
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )

@@ -1,0 +1,45 @@
+"""`hf-landscape push OUT_DIR user/repo`: publish saved surfaces with plots and a model card."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def push_command_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("push", help="push saved surfaces (with plots and a model card) to the Hub")
+    parser.add_argument("folder", help="a surface folder, or a folder whose subfolders hold surfaces")
+    parser.add_argument("repo_id", help="Hub repo id, user/name (created if needed)")
+    parser.add_argument("--path-in-repo", default="", help="folder in the repo for a single surface (default: root)")
+    parser.add_argument("--private", action="store_true", help="create the repo private")
+    parser.add_argument("--revision", default=None, help="branch to commit to")
+    parser.add_argument("--commit-message", default=None)
+    parser.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
+    return parser
+
+
+def push_command(args: argparse.Namespace) -> int:
+    from ..errors import SurfaceError
+    from ..hub_push import push_surfaces
+    from ..surface import METADATA_NAME, Surface
+
+    root = Path(args.folder)
+    if (root / METADATA_NAME).is_file():
+        surfaces = {args.path_in_repo: Surface.from_pretrained(root)}
+    else:
+        found = sorted(p.parent for p in root.glob(f"*/{METADATA_NAME}")) if root.is_dir() else []
+        if not found:
+            raise SurfaceError(f"`folder` {str(root)!r} holds no surface (no {METADATA_NAME} in it or its subfolders).")
+        prefix = args.path_in_repo.strip("/")
+        surfaces = {"/".join(filter(None, [prefix, p.name])): Surface.from_pretrained(p) for p in found}
+    url = push_surfaces(
+        surfaces,
+        args.repo_id,
+        private=args.private or None,
+        revision=args.revision,
+        commit_message=args.commit_message,
+        create_pr=args.create_pr,
+    )
+    print(url)
+    return 0
