@@ -14,6 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,6 +55,63 @@ class WeightEditor:
     @torch.no_grad()
     def restore(self) -> None:
         torch._foreach_copy_(self.params, self.originals)
+
+
+class LowRankEditor:
+    """Applies low-rank directions as a forward path: y = W·x + Σᵢ cᵢ·(Bᵢ Aᵢ)·x, W untouched.
+
+    A forward hook on each targeted module adds cᵢ·(x Aᵢᵀ) Bᵢᵀ (nn.Linear) or cᵢ·(x Bᵢ) Aᵢ (GPT-2's
+    transposed Conv1D), as a LoRA adapter would (Hu et al. 2021), in the module's own dtype and on its
+    own device, so models loaded in bf16 or with `device_map` stay exactly as they are. Setting a point
+    only sets the coefficients.
+    """
+
+    def __init__(self, model: torch.nn.Module, directions: Sequence[Any]) -> None:
+        self.coeffs = [0.0] * len(directions)
+        self.handles: list[Any] = []
+        names = list(dict.fromkeys(n for d in directions for n in d.factors))
+        for name in names:
+            module = model.get_submodule(name.rpartition(".")[0])
+            transposed = type(module).__name__ == "Conv1D" and hasattr(module, "nf")
+            pairs = [(k, d.factors[name]) for k, d in enumerate(directions) if name in d.factors]
+            self.handles.append(module.register_forward_hook(self._hook(pairs, transposed)))
+
+    def _hook(self, pairs: list[tuple[int, tuple[torch.Tensor, torch.Tensor]]], transposed: bool) -> Callable[..., Any]:
+        coeffs = self.coeffs
+
+        def hook(module: torch.nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor | None:
+            x = args[0]
+            for k, (b, a) in pairs:
+                c = coeffs[k]
+                if c != 0.0:
+                    xd = x.to(device=b.device, dtype=b.dtype)
+                    delta = (xd @ b) @ a if transposed else (xd @ a.T) @ b.T
+                    output = output + (c * delta).to(device=output.device, dtype=output.dtype)
+            return output
+
+        return hook
+
+    def set_linear(self, coords: Sequence[float]) -> None:
+        for k, c in enumerate(coords):
+            self.coeffs[k] = float(c)
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+
+
+@contextlib.contextmanager
+def low_rank_editing(model: torch.nn.Module, directions: Sequence[Any]) -> Iterator[LowRankEditor]:
+    """Yield a `LowRankEditor`; on exit, however it comes, remove every hook and restore train mode."""
+    was_training = model.training
+    editor = LowRankEditor(model, directions)
+    try:
+        model.eval()
+        yield editor
+    finally:
+        editor.remove()
+        model.train(was_training)
 
 
 @contextlib.contextmanager

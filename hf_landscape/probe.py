@@ -18,8 +18,9 @@ import torch
 
 from .directions.base import Direction
 from .directions.interpolation import interpolation_target
+from .directions.low_rank import LowRankDirection, LowRankDirectionConfig, low_rank_directions
 from .directions.random import RandomDirectionConfig, random_directions
-from .engine import editing, evaluate, grid_axis, run_grid
+from .engine import editing, evaluate, grid_axis, low_rank_editing, run_grid
 from .errors import ConfigError, DirectionError, ModelError
 from .objectives.base import Evaluation, Objective
 from .surface import Surface
@@ -59,12 +60,10 @@ class LandscapeProbe:
         progress: bool = True,
         provenance: Mapping[str, Any] | None = None,
     ) -> None:
-        from transformers import PreTrainedModel
-
-        if not isinstance(model, PreTrainedModel):
+        if not _is_supported_model(model):
             raise ModelError(
-                f"`model` must be a transformers `PreTrainedModel`, got {type(model).__name__}; load it with "
-                "`AutoModelForCausalLM.from_pretrained(...)` or use `LandscapeProbe.from_pretrained(name)`."
+                f"`model` must be a transformers `PreTrainedModel` or a peft `PeftModel`, got {type(model).__name__}; "
+                "load it with `AutoModelForCausalLM.from_pretrained(...)` or use `LandscapeProbe.from_pretrained(name)`."
             )
         if not isinstance(objective, Objective):
             raise ConfigError(
@@ -136,9 +135,15 @@ class LandscapeProbe:
             raise ConfigError(
                 f"`point` {tuple(point)!r} needs one direction per coordinate; pass `directions=` of that length."
             )
+        coords = tuple(float(c) for c in point)
+        if all(isinstance(d, LowRankDirection) for d in directions):
+            with low_rank_editing(self.model, list(directions)) as low_rank:
+                low_rank.set_linear(coords)
+                with torch.inference_mode():
+                    return self.objective.evaluate(self.model, details=details)
         params, tensors = self._prepare(list(directions))
         with editing(self.model, params) as editor:
-            editor.set_linear(tuple(float(c) for c in point), tensors)
+            editor.set_linear(coords, tensors)
             with torch.inference_mode():
                 return self.objective.evaluate(self.model, details=details)
 
@@ -149,11 +154,45 @@ class LandscapeProbe:
         seed: int = 0,
         *,
         axes: int = 2,
-        config: RandomDirectionConfig | None = None,
+        kind: str = "random",
+        config: RandomDirectionConfig | LowRankDirectionConfig | None = None,
         **config_kwargs: Any,
-    ) -> list[Direction]:
-        """Draw normalized Gaussian directions (see `RandomDirectionConfig` for the options)."""
-        return random_directions(self.model, seed, config=_direction_config(config, config_kwargs), axes=axes)
+    ) -> list[Any]:
+        """Draw `axes` directions of `kind`:
+
+        - `"random"`: full-rank normalized Gaussian directions (options: `RandomDirectionConfig`).
+        - `"lora"`: low-rank D = B·A directions, never built at full size (options: `LowRankDirectionConfig`:
+          `rank`, `target_modules`, `normalization`).
+        - `"adapter"`: for a peft `PeftModel`, Gaussian directions over the LoRA adapter weights only,
+          filter-normalized to them (options: `adapter_name`, default the active adapter, and `normalization`).
+        """
+        if kind == "random":
+            cfg = _config(RandomDirectionConfig, config, config_kwargs)
+            return random_directions(self.model, seed, config=cfg, axes=axes)
+        if kind in ("lora", "low_rank"):
+            cfg = _config(LowRankDirectionConfig, config, config_kwargs)
+            return low_rank_directions(self.model, seed, config=cfg, axes=axes)
+        if kind == "adapter":
+            adapter = config_kwargs.pop("adapter_name", None)
+            pattern = _adapter_pattern(self.model, adapter)
+            cfg = _config(RandomDirectionConfig, config, {"include": [pattern], "include_1d": True, **config_kwargs})
+            dirs = random_directions(self.model, seed, config=cfg, axes=axes)
+            for d in dirs:
+                d.config.update(kind="adapter", adapter_name=adapter or _active_adapter(self.model))
+            return dirs
+        raise ConfigError(
+            f"`directions` must be 'random', 'lora' or 'adapter' (or a list of directions), got {kind!r}."
+        )
+
+    def _directions_for(self, spec: Any, seed: int, axes: int, config: Any, kwargs: dict[str, Any]) -> list[Any]:
+        if spec is None or isinstance(spec, str):
+            return self.directions(seed, axes=axes, kind=spec or "random", config=config, **kwargs)
+        spec = list(spec)
+        if len(spec) != axes:
+            raise ConfigError(f"`directions` must hold {axes} direction(s) here, got {len(spec)}.")
+        return [
+            d if isinstance(d, (Direction, LowRankDirection)) else Direction(dict(d), {"kind": "custom"}) for d in spec
+        ]
 
     def _prepare(self, directions: list[Direction]) -> tuple[dict[str, torch.nn.Parameter], list[list[torch.Tensor]]]:
         """Check user or drawn directions against the model; return the parameters they touch and
@@ -183,8 +222,8 @@ class LandscapeProbe:
         span: Sequence[float] = (-1.0, 1.0),
         seed: int = 0,
         *,
-        direction: Direction | Mapping[str, torch.Tensor] | None = None,
-        config: RandomDirectionConfig | None = None,
+        direction: Direction | LowRankDirection | Mapping[str, torch.Tensor] | str | None = None,
+        config: RandomDirectionConfig | LowRankDirectionConfig | None = None,
         **config_kwargs: Any,
     ) -> Surface:
         """Loss along θ₀ + α·δ for `steps` values of α over `span`.
@@ -193,14 +232,13 @@ class LandscapeProbe:
             steps: number of points (>= 2).
             span: (low, high) of α.
             seed: draw of the random direction δ (the first axis of `plane` with the same seed).
-            direction: use this direction instead of a random one (a `Direction` or name -> tensor dict).
-            config, config_kwargs: `RandomDirectionConfig` or its fields (`normalization="filter"`, ...).
+            direction: `"random"` (default), `"lora"`, `"adapter"` (see `directions`), or a direction to use
+                (a `Direction`, `LowRankDirection` or name -> tensor dict).
+            config, config_kwargs: the direction kind's config or its fields (`normalization="filter"`, `rank=8`, ...).
         """
         x = grid_axis(steps, span, "steps/span")
-        if direction is not None:
-            dirs = [direction if isinstance(direction, Direction) else Direction(dict(direction), {"kind": "custom"})]
-        else:
-            dirs = random_directions(self.model, seed, config=_direction_config(config, config_kwargs), axes=1)
+        spec = direction if direction is None or isinstance(direction, str) else [direction]
+        dirs = self._directions_for(spec, seed, 1, config, config_kwargs)
         values, metrics, wall = self._grid([(a,) for a in x], dirs, desc="line")
         meta = self._metadata("line", dirs, seed, {"steps": [steps], "span": [list(map(float, span))]}, wall)
         return Surface(x, values, metrics=metrics, metadata=meta, directions=dirs)
@@ -211,8 +249,8 @@ class LandscapeProbe:
         span: Sequence[Any] = ((-1.0, 1.0), (-1.0, 1.0)),
         seed: int = 0,
         *,
-        directions: Sequence[Direction | Mapping[str, torch.Tensor]] | str | None = None,
-        config: RandomDirectionConfig | None = None,
+        directions: Sequence[Direction | LowRankDirection | Mapping[str, torch.Tensor]] | str | None = None,
+        config: RandomDirectionConfig | LowRankDirectionConfig | None = None,
         **config_kwargs: Any,
     ) -> Surface:
         """Loss over θ₀ + α·δ + β·η on a grid; `values[j, i]` is at (x[i], y[j]).
@@ -221,24 +259,16 @@ class LandscapeProbe:
             steps: points per axis, an int for both or `(nx, ny)`.
             span: `((x_low, x_high), (y_low, y_high))`, or one `(low, high)` for both.
             seed: draw of the two random directions.
-            directions: two directions to use instead of random ones.
-            config, config_kwargs: `RandomDirectionConfig` or its fields (`normalization`, `orthogonalize`, ...).
+            directions: `"random"` (default), `"lora"` (low-rank, for large models) or `"adapter"` (a PeftModel's
+                LoRA weights only), see `directions`; or two directions to use.
+            config, config_kwargs: the direction kind's config or its fields (`normalization`, `orthogonalize`,
+                `rank`, `target_modules`, `adapter_name`, ...).
         """
-        if isinstance(directions, str):
-            raise ConfigError(
-                f"`directions={directions!r}` is not available in this version; pass None for random directions "
-                "or a list of two `Direction`s."
-            )
-        nx, ny = (steps, steps) if isinstance(steps, int) else tuple(steps)
-        span_x, span_y = (span, span) if _is_pair_of_numbers(span) else tuple(span)
+        nx, ny = _plane_steps(steps)
+        span_x, span_y = _plane_span(span)
         x = grid_axis(nx, span_x, "steps/span (x)")
         y = grid_axis(ny, span_y, "steps/span (y)")
-        if directions is not None:
-            if len(directions) != 2:
-                raise ConfigError(f"`directions` must hold two directions for a plane, got {len(directions)}.")
-            dirs = [d if isinstance(d, Direction) else Direction(dict(d), {"kind": "custom"}) for d in directions]
-        else:
-            dirs = random_directions(self.model, seed, config=_direction_config(config, config_kwargs), axes=2)
+        dirs = self._directions_for(directions, seed, 2, config, config_kwargs)
         values, metrics, wall = self._grid([(a, b) for b in y for a in x], dirs, desc="plane")
         shape = (len(y), len(x))
         grid = {"steps": [nx, ny], "span": [list(map(float, span_x)), list(map(float, span_y))]}
@@ -282,8 +312,14 @@ class LandscapeProbe:
         return Surface(x, values, metrics=metrics, metadata=meta)
 
     def _grid(
-        self, points: list[tuple[float, ...]], dirs: list[Direction], desc: str
+        self, points: list[tuple[float, ...]], dirs: list[Any], desc: str
     ) -> tuple[np.ndarray, dict[str, np.ndarray], float]:
+        low_rank = [isinstance(d, LowRankDirection) for d in dirs]
+        if all(low_rank):
+            with low_rank_editing(self.model, dirs) as hooks:
+                return run_grid(self.model, self.objective, points, hooks.set_linear, progress=self.progress, desc=desc)
+        if any(low_rank):
+            raise ConfigError("`directions` mixes low-rank and full-rank directions; use one kind for every axis.")
         params, tensors = self._prepare(dirs)
         with editing(self.model, params) as editor:
             return run_grid(
@@ -311,12 +347,29 @@ class LandscapeProbe:
             },
             "objective": self.objective.describe(),
             "directions": [d.config for d in dirs],
-            "seed": seed,
+            # user-given directions were not drawn from `seed`
+            "seed": seed if dirs and all("seed" in d.config for d in dirs) else None,
             "grid": grid,
             "wall_time_s": round(wall, 3),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "versions": library_versions(),
         }
+
+
+def _plane_steps(steps: Any) -> tuple[int, int]:
+    if isinstance(steps, int) and not isinstance(steps, bool):
+        return steps, steps
+    if isinstance(steps, Sequence) and len(steps) == 2:
+        return steps[0], steps[1]  # each is validated by grid_axis
+    raise ConfigError(f"`steps` must be an integer or a pair (nx, ny), got {steps!r}; e.g. steps=(25, 25).")
+
+
+def _plane_span(span: Any) -> tuple[Any, Any]:
+    if _is_pair_of_numbers(span):
+        return span, span
+    if isinstance(span, Sequence) and len(span) == 2:
+        return span[0], span[1]  # each is validated by grid_axis
+    raise ConfigError(f"`span` must be (low, high) or ((x_low, x_high), (y_low, y_high)), got {span!r}.")
 
 
 def _is_pair_of_numbers(value: Any) -> bool:
@@ -325,18 +378,60 @@ def _is_pair_of_numbers(value: Any) -> bool:
     )
 
 
-def _direction_config(config: RandomDirectionConfig | None, kwargs: dict[str, Any]) -> RandomDirectionConfig:
-    if config is not None and kwargs:
-        raise ConfigError(f"Pass either `config` or direction options {sorted(kwargs)}, not both.")
-    if config is not None:
-        return config
+def _config(cls: Any, config: Any, kwargs: dict[str, Any]) -> Any:
+    """`config` if given (it must be a `cls`), else `cls(**kwargs)` with unknown options rejected."""
     import dataclasses
 
-    known = {f.name for f in dataclasses.fields(RandomDirectionConfig)}
+    if config is not None:
+        if not isinstance(config, cls):
+            raise ConfigError(f"`config` must be a {cls.__name__} for these directions, got {type(config).__name__}.")
+        if kwargs:
+            raise ConfigError(f"Pass either `config` or direction options {sorted(kwargs)}, not both.")
+        return config
+    known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(kwargs) - known)
     if unknown:
-        raise ConfigError(f"Unknown direction option(s) {unknown}; the options are {sorted(known)}.")
-    return RandomDirectionConfig(**kwargs)
+        raise ConfigError(f"Unknown direction option(s) {unknown}; the options of {cls.__name__} are {sorted(known)}.")
+    return cls(**kwargs)
+
+
+def _is_supported_model(model: Any) -> bool:
+    from transformers import PreTrainedModel
+
+    if isinstance(model, PreTrainedModel):
+        return True
+    try:
+        from peft import PeftModel
+    except ImportError:
+        return False
+    return isinstance(model, PeftModel)
+
+
+def _active_adapter(model: Any) -> str | None:
+    active = getattr(model, "active_adapter", None)
+    return active if isinstance(active, str) else (list(active)[0] if active else None)
+
+
+def _adapter_pattern(model: Any, adapter_name: str | None) -> str:
+    """A regex selecting the LoRA weights of one adapter of a PeftModel."""
+    import re
+
+    if not hasattr(model, "peft_config"):
+        raise ConfigError(
+            "`directions='adapter'` needs a peft `PeftModel` (with LoRA adapters); wrap the model with "
+            "`peft.get_peft_model` or load one with `PeftModel.from_pretrained`."
+        )
+    names = sorted(model.peft_config)
+    adapter = adapter_name or _active_adapter(model)
+    if adapter is None or adapter not in names:
+        raise ConfigError(f"`adapter_name` {adapter_name!r} is not an adapter of this model; it has {names}.")
+    active = getattr(model, "active_adapters", None) or [_active_adapter(model)]
+    if adapter not in active:
+        raise ConfigError(
+            f"`adapter_name` {adapter!r} is not active (active: {list(active)}), so perturbing it cannot change the "
+            f"loss; call `model.set_adapter({adapter!r})` first."
+        )
+    return rf"\.lora_(A|B|embedding_A|embedding_B)\.{re.escape(adapter)}(\.weight)?$"
 
 
 def library_versions() -> dict[str, str]:

@@ -200,7 +200,9 @@ def test_layer_normalization_tensor_norms(gpt2_model):
     for name, w in weights_2d(model).items():
         assert d[name].norm().item() == pytest.approx(w.norm().item(), rel=1e-5), name
     # unit norms are not matched (that is filter normalization)
-    assert not torch.allclose(d[GPT2_CONV1D].norm(dim=0), model.get_parameter(GPT2_CONV1D).detach().norm(dim=0), rtol=1e-2)
+    assert not torch.allclose(
+        d[GPT2_CONV1D].norm(dim=0), model.get_parameter(GPT2_CONV1D).detach().norm(dim=0), rtol=1e-2
+    )
 
 
 def test_model_normalization_global_norm(llama_model):
@@ -271,7 +273,8 @@ def test_include_exclude_regexes(gpt2_model, include, exclude):
     expected = [
         n
         for n in weights_2d(model)
-        if (include is None or any(re.search(p, n) for p in include)) and not any(re.search(p, n) for p in exclude or [])
+        if (include is None or any(re.search(p, n) for p in include))
+        and not any(re.search(p, n) for p in exclude or [])
     ]
     assert expected, "the case must select something"
     assert list(d.keys()) == expected

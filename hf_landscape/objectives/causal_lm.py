@@ -65,6 +65,9 @@ class CausalLMObjectiveConfig(BaseConfig):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ConfigError(f"`{name}` must be an integer >= {low}, got {value!r}.")
         check_choice("padding_side", self.padding_side, ("right", "left"))
+        for name in ("add_special_tokens", "sort_by_length"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"`{name}` must be True or False, got {getattr(self, name)!r}.")
         if not isinstance(self.text_column, str) or not self.text_column:
             raise ConfigError(f"`text_column` must be a column name, got {self.text_column!r}.")
 
@@ -221,11 +224,14 @@ class CausalLMObjective(Objective):
         self._active = active
         self._batches = self._make_batches(active, device)
         self._device = device
-        self._accepts_positions = "position_ids" in inspect.signature(model.forward).parameters
+        # A PeftModel's forward takes **kwargs; ask the model it wraps whether it takes position ids.
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self._accepts_positions = "position_ids" in inspect.signature(inner.forward).parameters
         self._bound = key
 
     def _make_batches(self, examples: list[tuple[list[int], list[int]]], device: torch.device) -> list[_Batch]:
-        order = list(range(len(examples)))
+        # Sequences of fewer than 2 tokens predict nothing; they get no row (an all-padding row breaks models).
+        order = [i for i in range(len(examples)) if len(examples[i][0]) >= 2]
         if self.config.sort_by_length:
             order.sort(key=lambda i: -len(examples[i][0]))
         pad_id = _pad_id(self.tokenizer)
@@ -262,8 +268,7 @@ class CausalLMObjective(Objective):
         return batches
 
     def evaluate(self, model: torch.nn.Module, *, details: bool = False) -> Evaluation:
-        if self._bound is None:
-            self.bind(model)
+        self.bind(model)  # a no-op unless the model (or its device or context) changed since the last call
         total = torch.zeros((), dtype=torch.float64, device=self._device)
         per_row: list[tuple[_Batch, torch.Tensor]] = []
         for b in self._batches:
@@ -272,7 +277,7 @@ class CausalLMObjective(Objective):
                 kwargs["position_ids"] = b.position_ids
             logits = model(**kwargs).logits[:, :-1]
             # Upcast only the positions that count: the loss is computed in float32 for any model dtype.
-            nll = F.cross_entropy(logits[b.mask].float(), b.targets, reduction="none")
+            nll = F.cross_entropy(logits[b.mask].to(_loss_dtype(logits.dtype)), b.targets, reduction="none")
             total += nll.sum(dtype=torch.float64)
             if details:
                 per_row.append((b, nll))
@@ -290,10 +295,15 @@ class CausalLMObjective(Objective):
             width = b.mask.shape[1] + 1
             for row, (i, n) in enumerate(zip(b.index, b.lengths)):
                 start = width - n if left else 0
-                tokens[i] = full[row, start : start + n - 1].numpy().astype(np.float64)
+                tokens[i] = full[row, start : start + max(n - 1, 0)].numpy().astype(np.float64)
         with np.errstate(invalid="ignore"):
             seq = np.array([np.nanmean(t) if np.isfinite(t).any() else np.nan for t in tokens], dtype=np.float64)
         return Evaluation(loss=loss, sequence_losses=seq, token_losses=tokens)
+
+
+def _loss_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for half-precision logits, the logits' own dtype for float32/float64."""
+    return torch.promote_types(dtype, torch.float32)
 
 
 def _count(labels: list[int]) -> int:

@@ -1,0 +1,185 @@
+"""Low-rank (LoRA-subspace) directions: D = B·A per targeted weight, never built at full size.
+
+Full-rank random directions cost two extra copies of every weight (and the engine keeps a third,
+the original). For an 8B model in bf16 that is 48 GB more. A low-rank direction stores, for each
+targeted weight W, factors B and A with rank r, i.e. r·(rows + cols) numbers instead of rows·cols,
+and the engine applies it as a low-rank forward path (as LoRA does, Hu et al. 2021), so no base
+weight is ever written.
+
+Factors are in the weight's own layout: `D = B @ A` has W's shape. For `nn.Linear` (out × in) that is
+B (out × r), A (r × in); for GPT-2's transposed `Conv1D` (in × out) it is B (in × r), A (r × out).
+Normalization follows Li et al. (2018) and is computed from the factors without forming D:
+a unit of D (a row for Linear, a column for Conv1D) has squared norm b·(A Aᵀ)·bᵀ for row b of B,
+or aᵀ·(Bᵀ B)·a for column a of A.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..config import BaseConfig, check_choice
+from ..errors import ConfigError, DirectionError
+from .random import EPS, seed_for, unit_dim
+
+NORMALIZATIONS = ("filter", "layer", "model", "none")
+
+
+@dataclass
+class LowRankDirectionConfig(BaseConfig):
+    """How low-rank directions are drawn.
+
+    Args:
+        rank (`int`, defaults to 8): r, the rank of every D = B·A.
+        target_modules (`list[str]`, *optional*): module names (or name suffixes, like peft's
+            `target_modules`) whose weights get a direction, e.g. `["q_proj", "v_proj"]`. By default every
+            `nn.Linear`/`Conv1D` except the output embedding (LM head).
+        normalization (`str`, defaults to `"filter"`): as for full-rank directions: `"filter"` (each output
+            unit of D gets the norm of the same unit of W), `"layer"`, `"model"` or `"none"` (B ~ N(0, 1),
+            A ~ N(0, 1/r), so entries of D have unit variance).
+
+    Example:
+    ```python
+    >>> from hf_landscape import LowRankDirectionConfig
+    >>> LowRankDirectionConfig(rank=4, target_modules=["q_proj", "v_proj"]).rank
+    4
+
+    ```
+    """
+
+    rank: int = field(default=8, metadata={"help": "rank r of each D = B @ A"})
+    target_modules: list[str] | None = field(default=None, metadata={"help": "module names or suffixes"})
+    normalization: str = field(default="filter", metadata={"help": "filter, layer, model or none"})
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.rank, int) or isinstance(self.rank, bool) or self.rank < 1:
+            raise ConfigError(f"`rank` must be an integer >= 1, got {self.rank!r}.")
+        check_choice("normalization", self.normalization, NORMALIZATIONS)
+        if self.target_modules is not None:
+            if isinstance(self.target_modules, str):
+                self.target_modules = [self.target_modules]
+            if not all(isinstance(t, str) and t for t in self.target_modules):
+                raise ConfigError(f"`target_modules` must be a list of module names, got {self.target_modules!r}.")
+            self.target_modules = list(self.target_modules)
+
+
+@dataclass
+class LowRankDirection:
+    """A direction whose tensor for each weight is D = B @ A, kept as the factors.
+
+    Args:
+        factors: parameter name -> (B, A) with `B @ A` of the parameter's shape.
+        config: how it was drawn (kind, seed, axis, rank, ...).
+
+    Example:
+    ```python
+    >>> import torch
+    >>> from hf_landscape import LowRankDirection
+    >>> d = LowRankDirection({"w": (torch.ones(3, 1), torch.ones(1, 2))}, {"kind": "low_rank"})
+    >>> d.materialize("w").shape
+    torch.Size([3, 2])
+
+    ```
+    """
+
+    factors: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def keys(self) -> Any:
+        return self.factors.keys()
+
+    def __len__(self) -> int:
+        return len(self.factors)
+
+    def materialize(self, name: str) -> torch.Tensor:
+        """D = B @ A for one weight, at full size (for checks; the engine never does this)."""
+        b, a = self.factors[name]
+        return b.float() @ a.float()
+
+    def num_elements(self) -> int:
+        return sum(b.numel() + a.numel() for b, a in self.factors.values())
+
+
+def target_weights(model: Any, target_modules: list[str] | None) -> dict[str, tuple[str, Any]]:
+    """Parameter name -> (module name, module) for the weights that get low-rank directions."""
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    found = {}
+    for module_name, module in model.named_modules():
+        is_linear = isinstance(module, torch.nn.Linear) or (type(module).__name__ == "Conv1D" and hasattr(module, "nf"))
+        if not is_linear or not isinstance(getattr(module, "weight", None), torch.nn.Parameter):
+            continue
+        if target_modules is None:
+            if module is output:
+                continue
+        elif not any(
+            module_name == t or module_name.endswith("." + t) or re.fullmatch(t, module_name) for t in target_modules
+        ):
+            continue
+        found[f"{module_name}.weight" if module_name else "weight"] = (module_name, module)
+    if not found:
+        raise DirectionError(
+            f"`target_modules` {target_modules!r} matches no nn.Linear/Conv1D module of {type(model).__name__}; "
+            "pass module names such as ['q_proj', 'v_proj'] (GPT-2: ['c_attn', 'c_proj', 'c_fc'])."
+        )
+    return found
+
+
+def low_rank_directions(
+    model: Any,
+    seed: int,
+    *,
+    config: LowRankDirectionConfig | None = None,
+    axes: int = 2,
+) -> list[LowRankDirection]:
+    """Draw `axes` normalized low-rank directions for `model` (see the module docstring).
+
+    Factors are drawn on the CPU in float32 from generators seeded by (seed, axis, name), then moved to
+    the weight's device; normalization uses the weight's unit norms, computed on its device in float32.
+    """
+    config = config or LowRankDirectionConfig()
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ConfigError(f"`seed` must be an integer, got {seed!r}.")
+    targets = target_weights(model, config.target_modules)
+    r = config.rank
+    out = []
+    for axis in range(axes):
+        factors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        w_sq = d_sq = 0.0
+        for name, (_, module) in targets.items():
+            w = module.weight
+            rows, cols = w.shape
+            g = torch.Generator().manual_seed(seed_for(seed, axis, f"{name}#low_rank"))
+            b = torch.randn(rows, r, generator=g)
+            a = torch.randn(r, cols, generator=g) / r**0.5
+            b, a = b.to(w.device), a.to(w.device)
+            dim = unit_dim(model, name)
+            if config.normalization == "filter":
+                target = w.detach().float().norm(dim=1 - dim)  # norms of W's units
+                if dim == 0:  # units are rows: scale rows of B
+                    current = ((b @ (a @ a.T)) * b).sum(dim=1).clamp_min(0).sqrt()
+                    b = b * (target / (current + EPS)).unsqueeze(1)
+                else:  # units are columns (Conv1D): scale columns of A
+                    current = ((a * ((b.T @ b) @ a)).sum(dim=0)).clamp_min(0).sqrt()
+                    a = a * (target / (current + EPS)).unsqueeze(0)
+            elif config.normalization in ("layer", "model"):
+                frob = float(torch.trace((b.T @ b) @ (a @ a.T)).clamp_min(0).sqrt())
+                w_norm = float(w.detach().float().norm())
+                if config.normalization == "layer":
+                    b = b * (w_norm / (frob + EPS))
+                else:
+                    w_sq += w_norm**2
+                    d_sq += frob**2
+            factors[name] = (b, a)
+        if config.normalization == "model":
+            scale = (w_sq**0.5) / (d_sq**0.5 + EPS)
+            factors = {n: (b * scale, a) for n, (b, a) in factors.items()}
+        factors = {
+            n: (b.to(targets[n][1].weight.dtype), a.to(targets[n][1].weight.dtype)) for n, (b, a) in factors.items()
+        }
+        cfg = {"kind": "low_rank", "seed": seed, "axis": axis, **dataclasses.asdict(config)}
+        out.append(LowRankDirection(factors, cfg))
+    return out

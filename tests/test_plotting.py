@@ -1,0 +1,209 @@
+"""Plots: every kind returns a Figure and saves in every format; shared limits; validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from hf_landscape import ConfigError, Surface
+from hf_landscape.plotting import plot_comparison, plot_surface, save_plots
+
+
+def plane(scale: float = 1.0, offset: float = 1.0, n: int = 5) -> Surface:
+    x = np.linspace(-1.0, 1.0, n)
+    y = np.linspace(-1.0, 1.0, n)
+    values = scale * np.add.outer(y**2, 0.5 * x**2) + offset
+    acc = np.exp(-values)
+    return Surface(
+        x, values, y=y, metrics={"accuracy": acc}, metadata={"kind": "plane", "model": {"name_or_path": "org/tiny"}}
+    )
+
+
+def line(scale: float = 1.0, offset: float = 1.0) -> Surface:
+    x = np.linspace(-1.0, 1.0, 7)
+    return Surface(x, scale * x**2 + offset, metadata={"kind": "line"})
+
+
+def interpolation() -> Surface:
+    x = np.linspace(-0.5, 1.5, 9)
+    return Surface(x, (x - 0.5) ** 2 + 1, metadata={"kind": "interpolation"})
+
+
+def main_axes(fig: Figure, titles: list[str]):
+    by_title = {ax.get_title(): ax for ax in fig.axes if ax.get_title()}
+    return [by_title[t] for t in titles]
+
+
+def norm_limits(ax) -> list[tuple[float, float]]:
+    return [(c.norm.vmin, c.norm.vmax) for c in ax.collections if getattr(c, "norm", None) is not None]
+
+
+@pytest.mark.parametrize(
+    ("factory", "kind"),
+    [
+        (line, None),
+        (line, "curve"),
+        (interpolation, "curve"),
+        (plane, None),
+        (plane, "contour"),
+        (plane, "heatmap"),
+        (plane, "surface"),
+    ],
+)
+def test_every_kind_returns_a_figure(factory, kind):
+    fig = plot_surface(factory(), kind)
+    assert isinstance(fig, Figure)
+    assert fig.axes
+    fig2 = factory().plot(kind)
+    assert isinstance(fig2, Figure)
+
+
+def test_default_plane_kind_is_contour():
+    fig = plot_surface(plane())
+    assert any(type(c).__name__.endswith("ContourSet") for c in fig.axes[0].collections)
+
+
+def test_title_defaults_to_model_name_and_kind():
+    assert plot_surface(plane(), "heatmap").axes[0].get_title() == "tiny — plane"
+    assert plot_surface(plane(), "heatmap", title="custom").axes[0].get_title() == "custom"
+
+
+@pytest.mark.parametrize("factory", [line, plane, interpolation])
+def test_save_plots_every_kind_and_format(factory, tmp_path):
+    surface = factory()
+    written = surface.save_plots(tmp_path, formats=("png", "pdf", "svg"))
+    kinds = ["curve"] if surface.ndim == 1 else ["contour", "heatmap", "surface"]
+    expected = sorted(f"plot_{k}.{f}" for k in kinds for f in ("png", "pdf", "svg"))
+    assert sorted(p.name for p in written) == expected
+    assert sorted(p.name for p in tmp_path.iterdir()) == expected
+    for path in written:
+        assert path.stat().st_size > 0
+    assert (tmp_path / f"plot_{kinds[0]}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / f"plot_{kinds[0]}.pdf").read_bytes()[:5] == b"%PDF-"
+    assert b"<svg" in (tmp_path / f"plot_{kinds[0]}.svg").read_bytes()
+
+
+def test_save_plots_selected_kinds(tmp_path):
+    written = save_plots(plane(), tmp_path, kinds=["heatmap"])
+    assert [p.name for p in written] == ["plot_heatmap.png"]
+
+
+def test_save_plots_rejects_unknown_format(tmp_path):
+    with pytest.raises(ConfigError, match="formats"):
+        save_plots(line(), tmp_path, formats=("jpg",))
+    assert not list(tmp_path.iterdir())
+
+
+def test_line_kind_on_a_plane_is_a_config_error():
+    with pytest.raises(ConfigError, match="kind"):
+        plot_surface(plane(), "curve")
+
+
+def test_plane_kind_on_a_line_is_a_config_error():
+    for kind in ("contour", "heatmap", "surface", "bogus"):
+        with pytest.raises(ConfigError, match="kind"):
+            plot_surface(line(), kind)
+
+
+def test_unknown_metric_is_a_config_error():
+    with pytest.raises(ConfigError, match="metric"):
+        plot_surface(plane(), metric="f1")
+
+
+def test_metric_is_plotted():
+    fig = plot_surface(plane(), "heatmap", metric="accuracy")
+    mesh = fig.axes[0].collections[0]
+    acc = plane().metrics["accuracy"]
+    assert mesh.norm.vmin == pytest.approx(acc.min()) and mesh.norm.vmax == pytest.approx(acc.max())
+
+
+@pytest.mark.parametrize("kind", ["contour", "heatmap", "surface"])
+def test_log_scale_with_non_positive_values_does_not_crash(kind, tmp_path):
+    surface = plane(offset=-1.0)  # values from -1 to 0.5
+    assert (surface.values <= 0).any() and (surface.values > 0).any()
+    fig = plot_surface(surface, kind, log_scale=True)
+    fig.savefig(tmp_path / "log.png")
+    assert (tmp_path / "log.png").stat().st_size > 0
+
+
+def test_log_scale_line_with_non_positive_values(tmp_path):
+    fig = plot_surface(line(offset=-0.5), log_scale=True)
+    fig.savefig(tmp_path / "log.png")
+    assert (tmp_path / "log.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("kind", ["contour", "heatmap", "surface"])
+def test_log_scale_with_only_non_positive_values(kind, tmp_path):
+    surface = plane(scale=-1.0, offset=0.0)
+    assert (surface.values <= 0).all()
+    plot_surface(surface, kind, log_scale=True).savefig(tmp_path / "log.png")
+    assert (tmp_path / "log.png").stat().st_size > 0
+
+
+def test_log_scale_uses_log10_limits():
+    fig = plot_surface(plane(), "heatmap", log_scale=True)
+    mesh = fig.axes[0].collections[0]
+    values = plane().values
+    assert mesh.norm.vmin == pytest.approx(np.log10(values.min()))
+    assert mesh.norm.vmax == pytest.approx(np.log10(values.max()))
+
+
+def test_non_finite_values_do_not_crash(tmp_path):
+    surface = plane()
+    surface.values[0, 0] = np.nan
+    surface.values[1, 1] = np.inf
+    for kind in ("contour", "heatmap", "surface"):
+        fig = plot_surface(surface, kind)
+        fig.savefig(tmp_path / f"{kind}.png")
+        assert (tmp_path / f"{kind}.png").stat().st_size > 0
+
+
+def test_constant_surface_does_not_crash(tmp_path):
+    x = np.linspace(-1, 1, 3)
+    surface = Surface(x, np.full((3, 3), 2.0), y=x)
+    for kind in ("contour", "heatmap", "surface"):
+        plot_surface(surface, kind).savefig(tmp_path / f"{kind}.png")
+
+
+@pytest.mark.parametrize("kind", ["contour", "heatmap", "surface"])
+def test_plot_comparison_shares_colour_limits(kind):
+    a, b = plane(scale=1.0, offset=1.0), plane(scale=3.0, offset=2.0)
+    fig = plot_comparison({"a": a, "b": b}, kind)
+    assert isinstance(fig, Figure)
+    ax_a, ax_b = main_axes(fig, ["a", "b"])
+    lims_a, lims_b = norm_limits(ax_a), norm_limits(ax_b)
+    assert lims_a and lims_b
+    expected = (min(a.values.min(), b.values.min()), max(a.values.max(), b.values.max()))
+    for lo, hi in lims_a + lims_b:
+        assert (lo, hi) == pytest.approx(expected)
+
+
+def test_plot_comparison_of_lines_shares_y_limits():
+    a, b = line(scale=1.0, offset=1.0), line(scale=3.0, offset=0.0)
+    fig = plot_comparison([a, b])
+    lines_axes = [ax for ax in fig.axes if ax.lines]
+    assert len(lines_axes) == 2
+    assert lines_axes[0].get_ylim() == lines_axes[1].get_ylim() == pytest.approx((0.0, 3.0))
+
+
+def test_plot_comparison_validation():
+    with pytest.raises(ConfigError, match="empty"):
+        plot_comparison([])
+    with pytest.raises(ConfigError, match="mixes"):
+        plot_comparison([line(), plane()])
+    with pytest.raises(ConfigError, match="kind"):
+        plot_comparison([plane(), plane()], "curve")
+
+
+def test_plot_into_given_axes():
+    fig = Figure()
+    ax = fig.add_subplot()
+    assert plot_surface(line(), ax=ax) is fig
+    assert ax.lines
+
+
+def test_interpolation_marks_both_models():
+    fig = plot_surface(interpolation())
+    labels = [h.get_label() for h in fig.axes[0].lines]
+    assert "centre (θ₀)" in labels and "other model" in labels

@@ -1,0 +1,268 @@
+"""Surface: save / load round trips, the no-clobber rule, corruption detection, no pickle."""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from hf_landscape import CausalLMObjective, LandscapeProbe, Surface, SurfaceError
+
+
+def make_plane(scale: float = 1.0) -> Surface:
+    x = np.linspace(-1.0, 1.0, 4)
+    y = np.linspace(-2.0, 2.0, 3)
+    values = scale * (np.add.outer(y**2, x**2) + 1.0)
+    values[0, 0] = np.nan
+    values[2, 3] = np.inf
+    values[1, 0] = -np.inf
+    accuracy = np.arange(12, dtype=np.float64).reshape(3, 4) / 12
+    accuracy[2, 2] = np.nan
+    metadata = {
+        "kind": "plane",
+        "seed": 3,
+        "model": {"name_or_path": "tiny/gpt2", "class": "GPT2LMHeadModel", "revision": None},
+        "grid": {"steps": [4, 3], "span": [[-1.0, 1.0], [-2.0, 2.0]]},
+        "directions": [{"axis": 0, "normalization": "filter"}, {"axis": 1, "normalization": "filter"}],
+        "zeta": "last key",
+        "alpha": 0.5,
+    }
+    return Surface(x, values, y=y, metrics={"accuracy": accuracy}, metadata=metadata)
+
+
+def make_line() -> Surface:
+    x = np.linspace(-1.0, 1.0, 5)
+    return Surface(x, np.array([3.0, 2.0, 1.5, np.nan, 4.0]), metadata={"kind": "line", "seed": 0})
+
+
+def assert_same_surface(a: Surface, b: Surface) -> None:
+    np.testing.assert_array_equal(a.x, b.x)
+    assert (a.y is None) == (b.y is None)
+    if a.y is not None:
+        np.testing.assert_array_equal(a.y, b.y)
+    np.testing.assert_array_equal(a.values, b.values)  # NaN == NaN here, inf kept with its sign
+    assert sorted(a.metrics) == sorted(b.metrics)
+    for name in a.metrics:
+        np.testing.assert_array_equal(a.metrics[name], b.metrics[name])
+    assert a.metadata == b.metadata
+
+
+def folder_bytes(folder) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+# --- construction ---------------------------------------------------------------------------------
+
+
+def test_values_shape_must_match_coordinates():
+    with pytest.raises(SurfaceError, match="shape"):
+        Surface(np.zeros(3), np.zeros(4))
+    with pytest.raises(SurfaceError, match="shape"):
+        Surface(np.zeros(3), np.zeros((3, 2)), y=np.zeros(2))  # must be (len(y), len(x)) = (2, 3)
+
+
+def test_kind_ndim_and_centre():
+    plane = make_plane()
+    assert plane.kind == "plane" and plane.ndim == 2
+    assert math.isnan(plane.centre)  # x = linspace(-1, 1, 4) has no 0
+    line = make_line()
+    assert line.kind == "line" and line.ndim == 1
+    assert line.centre == 1.5
+    odd = Surface(np.array([-1.0, 0.0, 1.0]), np.arange(6.0).reshape(2, 3), y=np.array([0.0, 1.0]))
+    assert odd.centre == 1.0 and odd.kind == "plane"
+
+
+# --- save / load ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("factory", [make_plane, make_line])
+def test_round_trip(tmp_path, factory):
+    surface = factory()
+    surface.save_pretrained(tmp_path / "s")
+    loaded = Surface.from_pretrained(tmp_path / "s")
+    assert_same_surface(surface, loaded)
+    assert loaded.kind == surface.kind
+    assert loaded.values.dtype == np.float64
+
+
+def test_round_trip_keeps_nan_and_signed_inf(tmp_path):
+    Surface.save_pretrained(make_plane(), tmp_path)
+    loaded = Surface.from_pretrained(tmp_path)
+    assert np.isnan(loaded.values[0, 0])
+    assert loaded.values[2, 3] == np.inf
+    assert loaded.values[1, 0] == -np.inf
+    assert np.isnan(loaded.metrics["accuracy"][2, 2])
+    assert np.isfinite(loaded.values).sum() == 9
+
+
+def test_round_trip_of_a_probe_surface(gpt2_model, tokenizer, texts, tmp_path):
+    probe = LandscapeProbe(gpt2_model(), CausalLMObjective(texts[:3], tokenizer), progress=False)
+    plane = probe.plane(steps=(3, 2), span=(-1, 1), seed=1)
+    plane.save_pretrained(tmp_path)
+    loaded = Surface.from_pretrained(tmp_path)
+    np.testing.assert_array_equal(loaded.values, plane.values)
+    assert loaded.metadata["objective"]["fingerprint"] == probe.objective.fingerprint()
+    assert loaded.metadata["seed"] == 1
+    assert loaded.metadata["grid"] == {"steps": [3, 2], "span": [[-1.0, 1.0], [-1.0, 1.0]]}
+    assert loaded.surface_id() == plane.surface_id()
+
+
+def test_files_written(tmp_path):
+    folder = tmp_path / "new" / "nested"
+    make_plane().save_pretrained(folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["surface.json", "surface.safetensors"]
+
+
+def test_json_is_sorted(tmp_path):
+    make_plane().save_pretrained(tmp_path)
+    text = (tmp_path / "surface.json").read_text()
+
+    def check(pairs):
+        keys = [k for k, _ in pairs]
+        assert keys == sorted(keys), keys
+        return dict(pairs)
+
+    record = json.loads(text, object_pairs_hook=check)
+    assert record["metadata"]["zeta"] == "last key"
+    assert record["kind"] == "plane"
+    assert record["metrics"] == ["accuracy"]
+    assert text == json.dumps(record, sort_keys=True, indent=2) + "\n"
+
+
+def test_json_records_hash_of_arrays(tmp_path):
+    import hashlib
+
+    make_line().save_pretrained(tmp_path)
+    record = json.loads((tmp_path / "surface.json").read_text())
+    assert record["arrays_sha256"] == hashlib.sha256((tmp_path / "surface.safetensors").read_bytes()).hexdigest()
+
+
+def test_different_surface_in_same_folder_is_refused(tmp_path):
+    make_plane().save_pretrained(tmp_path)
+    before = folder_bytes(tmp_path)
+    with pytest.raises(SurfaceError, match="different surface") as info:
+        make_plane(scale=2.0).save_pretrained(tmp_path)
+    assert isinstance(info.value, ValueError)
+    assert folder_bytes(tmp_path) == before
+    with pytest.raises(SurfaceError):
+        make_line().save_pretrained(tmp_path)
+    assert folder_bytes(tmp_path) == before
+
+
+def test_metadata_change_alone_is_a_different_surface(tmp_path):
+    a = make_line()
+    a.save_pretrained(tmp_path)
+    b = make_line()
+    b.metadata["seed"] = 1
+    with pytest.raises(SurfaceError):
+        b.save_pretrained(tmp_path)
+
+
+def test_same_surface_again_is_allowed(tmp_path):
+    make_plane().save_pretrained(tmp_path)
+    before = folder_bytes(tmp_path)
+    make_plane().save_pretrained(tmp_path)
+    Surface.from_pretrained(tmp_path).save_pretrained(tmp_path)
+    assert folder_bytes(tmp_path) == before
+
+
+def test_overwrite_replaces(tmp_path):
+    make_plane().save_pretrained(tmp_path)
+    other = make_plane(scale=2.0)
+    other.save_pretrained(tmp_path, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["surface.json", "surface.safetensors"]
+    assert_same_surface(other, Surface.from_pretrained(tmp_path))
+
+
+def test_saving_into_a_file_path_is_refused(tmp_path):
+    target = tmp_path / "file.txt"
+    target.write_text("x")
+    with pytest.raises(SurfaceError, match="is a file"):
+        make_line().save_pretrained(target)
+
+
+def test_corrupted_arrays_file_is_detected(tmp_path):
+    make_plane().save_pretrained(tmp_path)
+    path = tmp_path / "surface.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF  # flip a byte inside the array data
+    path.write_bytes(bytes(data))
+    with pytest.raises(SurfaceError, match="corrupted"):
+        Surface.from_pretrained(tmp_path)
+
+
+def test_corrupted_json_is_detected(tmp_path):
+    make_line().save_pretrained(tmp_path)
+    (tmp_path / "surface.json").write_text("{not json")
+    with pytest.raises(SurfaceError, match="not valid surface JSON"):
+        Surface.from_pretrained(tmp_path)
+
+
+def test_json_of_another_format_is_refused(tmp_path):
+    make_line().save_pretrained(tmp_path)
+    (tmp_path / "surface.json").write_text(json.dumps({"format_version": 999}))
+    with pytest.raises(SurfaceError, match="format"):
+        Surface.from_pretrained(tmp_path)
+
+
+def test_arrays_of_another_surface_are_refused(tmp_path):
+    make_plane().save_pretrained(tmp_path / "a")
+    make_plane(scale=2.0).save_pretrained(tmp_path / "b")
+    (tmp_path / "a" / "surface.safetensors").write_bytes((tmp_path / "b" / "surface.safetensors").read_bytes())
+    with pytest.raises(SurfaceError):
+        Surface.from_pretrained(tmp_path / "a")
+
+
+def test_folder_without_surface(tmp_path):
+    with pytest.raises(SurfaceError, match="holds no surface"):
+        Surface.from_pretrained(tmp_path)
+    make_line().save_pretrained(tmp_path / "half")
+    (tmp_path / "half" / "surface.safetensors").unlink()
+    with pytest.raises(SurfaceError, match="holds no surface"):
+        Surface.from_pretrained(tmp_path / "half")
+
+
+def test_missing_path_offline_is_a_surface_error(tmp_path):
+    with pytest.raises(SurfaceError):
+        Surface.from_pretrained("no-such-user/no-such-surface")
+
+
+def test_loading_never_unpickles(tmp_path, monkeypatch):
+    make_plane().save_pretrained(tmp_path)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("unpickling is not allowed")
+
+    monkeypatch.setattr(torch, "load", forbidden)
+    monkeypatch.setattr(pickle, "load", forbidden)
+    monkeypatch.setattr(pickle, "loads", forbidden)
+    monkeypatch.setattr(np, "load", forbidden)
+    assert_same_surface(make_plane(), Surface.from_pretrained(tmp_path))
+
+
+def test_surface_id_depends_on_arrays_and_metadata():
+    assert make_plane().surface_id() == make_plane().surface_id()
+    assert make_plane().surface_id() != make_plane(scale=2.0).surface_id()
+    changed = make_plane()
+    changed.metadata["seed"] = 4
+    assert changed.surface_id() != make_plane().surface_id()
+
+
+def test_metadata_is_stored_as_plain_json(tmp_path):
+    surface = Surface(
+        np.array([0.0, 1.0]),
+        np.array([1.0, 2.0]),
+        metadata={"tuple": (1, 2), "numpy": np.float32(0.5), "array": np.array([1, 2]), "path": tmp_path},
+    )
+    surface.save_pretrained(tmp_path / "s")
+    meta = Surface.from_pretrained(tmp_path / "s").metadata
+    assert meta == {"tuple": [1, 2], "numpy": 0.5, "array": [1, 2], "path": str(tmp_path)}
+
+
+def test_repr_mentions_kind_and_shape():
+    text = repr(make_plane())
+    assert "plane" in text and "3x4" in text and "accuracy" in text
