@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .checkpoint import GridCheckpoint
 from .objectives.base import Evaluation, Objective
 
 logger = logging.getLogger(__name__)
@@ -146,32 +147,56 @@ def run_grid(
     *,
     progress: bool = True,
     desc: str = "landscape",
+    checkpoint: GridCheckpoint | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray], float]:
     """Evaluate `objective` at every point; `set_point` puts the weights there (from the original).
+
+    With a `checkpoint`, points already saved by an earlier run of the same configuration are loaded
+    instead of computed, and progress is saved every `checkpoint.every` points and when the loop stops
+    early, so no finished point is lost.
 
     Returns:
         values (float64, one per point; NaN/inf kept), metrics (name -> one value per point), wall seconds.
     """
-    values = np.full(len(points), np.nan, dtype=np.float64)
-    metrics: dict[str, np.ndarray] = {}
+    n = len(points)
+    if checkpoint is not None:
+        values, done, metrics = checkpoint.load(n)
+    else:
+        values, done, metrics = np.full(n, np.nan, dtype=np.float64), np.zeros(n, dtype=bool), {}
+    todo = [k for k in range(n) if not done[k]]
     start = time.perf_counter()
-    bar = tqdm(total=len(points), desc=desc, unit="pt", disable=not progress, leave=False)
+    bar = tqdm(total=n, initial=n - len(todo), desc=desc, unit="pt", disable=not progress, leave=False)
+    unsaved = 0
     try:
-        for k, point in enumerate(points):
-            set_point(point)
+        for k in todo:
+            set_point(points[k])
             with torch.inference_mode():
                 result = objective.evaluate(model)
             values[k] = result.loss
             for name, value in result.metrics.items():
-                metrics.setdefault(name, np.full(len(points), np.nan, dtype=np.float64))[k] = value
+                metrics.setdefault(name, np.full(n, np.nan, dtype=np.float64))[k] = value
+            done[k] = True
             bar.update(1)
+            unsaved += 1
+            if checkpoint is not None and unsaved >= checkpoint.every:
+                checkpoint.save(values, done, metrics)
+                unsaved = 0
+    except BaseException:
+        if checkpoint is not None and unsaved:
+            try:
+                checkpoint.save(values, done, metrics)
+            except Exception as err:  # keep the original error; the earlier checkpoint is intact
+                logger.error("could not save the partial grid while stopping: %s", err)
+        raise
     finally:
         bar.close()
+    if checkpoint is not None:
+        checkpoint.clear()
     wall = time.perf_counter() - start
     bad = int(np.sum(~np.isfinite(values)))
     if bad:
-        logger.warning("%d of %d points gave a non-finite loss (kept as NaN/inf in the surface).", bad, len(points))
-    logger.info("evaluated %d points in %.1f s (%.3f s/point)", len(points), wall, wall / max(len(points), 1))
+        logger.warning("%d of %d points gave a non-finite loss (kept as NaN/inf in the surface).", bad, n)
+    logger.info("evaluated %d points in %.1f s (%.3f s/point)", len(todo), wall, wall / max(len(todo), 1))
     return values, metrics, wall
 
 

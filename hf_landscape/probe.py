@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .checkpoint import GridCheckpoint, tensor_fingerprint
 from .directions.base import Direction
 from .directions.interpolation import interpolation_target
 from .directions.low_rank import LowRankDirection, LowRankDirectionConfig, low_rank_directions
@@ -224,6 +225,8 @@ class LandscapeProbe:
         *,
         direction: Direction | LowRankDirection | Mapping[str, torch.Tensor] | str | None = None,
         config: RandomDirectionConfig | LowRankDirectionConfig | None = None,
+        checkpoint_dir: str | os.PathLike | None = None,
+        checkpoint_every: int = 10,
         **config_kwargs: Any,
     ) -> Surface:
         """Loss along θ₀ + α·δ for `steps` values of α over `span`.
@@ -235,11 +238,14 @@ class LandscapeProbe:
             direction: `"random"` (default), `"lora"`, `"adapter"` (see `directions`), or a direction to use
                 (a `Direction`, `LowRankDirection` or name -> tensor dict).
             config, config_kwargs: the direction kind's config or its fields (`normalization="filter"`, `rank=8`, ...).
+            checkpoint_dir: save finished points here (every `checkpoint_every` points and when stopped early);
+                calling again with the same configuration and folder resumes, computing only missing points.
         """
         x = grid_axis(steps, span, "steps/span")
         spec = direction if direction is None or isinstance(direction, str) else [direction]
         dirs = self._directions_for(spec, seed, 1, config, config_kwargs)
-        values, metrics, wall = self._grid([(a,) for a in x], dirs, desc="line")
+        checkpoint = self._checkpoint(checkpoint_dir, checkpoint_every, "line", [x], dirs)
+        values, metrics, wall = self._grid([(a,) for a in x], dirs, desc="line", checkpoint=checkpoint)
         meta = self._metadata("line", dirs, seed, {"steps": [steps], "span": [list(map(float, span))]}, wall)
         return Surface(x, values, metrics=metrics, metadata=meta, directions=dirs)
 
@@ -251,6 +257,8 @@ class LandscapeProbe:
         *,
         directions: Sequence[Direction | LowRankDirection | Mapping[str, torch.Tensor]] | str | None = None,
         config: RandomDirectionConfig | LowRankDirectionConfig | None = None,
+        checkpoint_dir: str | os.PathLike | None = None,
+        checkpoint_every: int = 10,
         **config_kwargs: Any,
     ) -> Surface:
         """Loss over θ₀ + α·δ + β·η on a grid; `values[j, i]` is at (x[i], y[j]).
@@ -263,13 +271,16 @@ class LandscapeProbe:
                 LoRA weights only), see `directions`; or two directions to use.
             config, config_kwargs: the direction kind's config or its fields (`normalization`, `orthogonalize`,
                 `rank`, `target_modules`, `adapter_name`, ...).
+            checkpoint_dir: save finished points here (every `checkpoint_every` points and when stopped early);
+                calling again with the same configuration and folder resumes, computing only missing points.
         """
         nx, ny = _plane_steps(steps)
         span_x, span_y = _plane_span(span)
         x = grid_axis(nx, span_x, "steps/span (x)")
         y = grid_axis(ny, span_y, "steps/span (y)")
         dirs = self._directions_for(directions, seed, 2, config, config_kwargs)
-        values, metrics, wall = self._grid([(a, b) for b in y for a in x], dirs, desc="plane")
+        checkpoint = self._checkpoint(checkpoint_dir, checkpoint_every, "plane", [x, y], dirs)
+        values, metrics, wall = self._grid([(a, b) for b in y for a in x], dirs, desc="plane", checkpoint=checkpoint)
         shape = (len(y), len(x))
         grid = {"steps": [nx, ny], "span": [list(map(float, span_x)), list(map(float, span_y))]}
         meta = self._metadata("plane", dirs, seed, grid, wall)
@@ -282,10 +293,19 @@ class LandscapeProbe:
             directions=dirs,
         )
 
-    def interpolate(self, other_model: Any, steps: int = 41, span: Sequence[float] = (-0.5, 1.5)) -> Surface:
+    def interpolate(
+        self,
+        other_model: Any,
+        steps: int = 41,
+        span: Sequence[float] = (-0.5, 1.5),
+        *,
+        checkpoint_dir: str | os.PathLike | None = None,
+        checkpoint_every: int = 10,
+    ) -> Surface:
         """Loss along θ(α) = (1 − α)·θ + α·θ_other (every floating-point parameter, biases included).
 
-        Exact at the ends: α = 0 evaluates this model's weights and α = 1 `other_model`'s.
+        Exact at the ends: α = 0 evaluates this model's weights and α = 1 `other_model`'s. `checkpoint_dir`
+        and `checkpoint_every` save finished points and resume, as for `plane`.
         """
         from transformers import PreTrainedModel
 
@@ -297,6 +317,7 @@ class LandscapeProbe:
         targets = interpolation_target(self.model, other_model)
         params = {n: p for n, p in self.model.named_parameters() if n in targets}
         target_list = [targets[n] for n in params]
+        checkpoint = self._checkpoint(checkpoint_dir, checkpoint_every, "interpolation", [x], [], other=targets)
         with editing(self.model, params) as editor:
             values, metrics, wall = run_grid(
                 self.model,
@@ -305,19 +326,50 @@ class LandscapeProbe:
                 lambda point: editor.set_lerp(point[0], target_list),
                 progress=self.progress,
                 desc="interpolate",
+                checkpoint=checkpoint,
             )
         other = {"name_or_path": getattr(other_model, "name_or_path", "") or None, "class": type(other_model).__name__}
         meta = self._metadata("interpolation", [], None, {"steps": [steps], "span": [list(map(float, span))]}, wall)
         meta["other_model"] = other
         return Surface(x, values, metrics=metrics, metadata=meta)
 
+    def _checkpoint(
+        self,
+        folder: str | os.PathLike | None,
+        every: int,
+        kind: str,
+        axes: list[np.ndarray],
+        dirs: list[Any],
+        other: dict[str, torch.Tensor] | None = None,
+    ) -> GridCheckpoint | None:
+        """A `GridCheckpoint` keyed by everything that decides the values, or None without a folder."""
+        if folder is None:
+            return None
+        key = {
+            "kind": kind,
+            "axes": [a.tolist() for a in axes],
+            "model": tensor_fingerprint(dict(self.model.named_parameters())),
+            "objective": self.objective.describe(),
+            "directions": [_direction_fingerprint(d) for d in dirs],
+            "other_model": tensor_fingerprint(other) if other is not None else None,
+        }
+        return GridCheckpoint(folder, key, every=every)
+
     def _grid(
-        self, points: list[tuple[float, ...]], dirs: list[Any], desc: str
+        self, points: list[tuple[float, ...]], dirs: list[Any], desc: str, checkpoint: GridCheckpoint | None = None
     ) -> tuple[np.ndarray, dict[str, np.ndarray], float]:
         low_rank = [isinstance(d, LowRankDirection) for d in dirs]
         if all(low_rank):
             with low_rank_editing(self.model, dirs) as hooks:
-                return run_grid(self.model, self.objective, points, hooks.set_linear, progress=self.progress, desc=desc)
+                return run_grid(
+                    self.model,
+                    self.objective,
+                    points,
+                    hooks.set_linear,
+                    progress=self.progress,
+                    desc=desc,
+                    checkpoint=checkpoint,
+                )
         if any(low_rank):
             raise ConfigError("`directions` mixes low-rank and full-rank directions; use one kind for every axis.")
         params, tensors = self._prepare(dirs)
@@ -329,6 +381,7 @@ class LandscapeProbe:
                 lambda point: editor.set_linear(point, tensors),
                 progress=self.progress,
                 desc=desc,
+                checkpoint=checkpoint,
             )
 
     def _metadata(
@@ -354,6 +407,13 @@ class LandscapeProbe:
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "versions": library_versions(),
         }
+
+
+def _direction_fingerprint(direction: Any) -> str:
+    if isinstance(direction, LowRankDirection):
+        flat = {f"{n}.{i}": t for n, pair in direction.factors.items() for i, t in enumerate(pair)}
+        return tensor_fingerprint(flat)
+    return tensor_fingerprint(direction.tensors)
 
 
 def _plane_steps(steps: Any) -> tuple[int, int]:

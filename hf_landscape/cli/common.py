@@ -51,6 +51,9 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-plots", action="store_true", help="save the surface only")
     group.add_argument("--log-scale", action="store_true", help="plot log10 of the loss")
     group.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    group.add_argument(
+        "--checkpoint-every", type=int, default=10, help="save finished points to --out every N points (default 10)"
+    )
     group.add_argument("--push-to-hub", metavar="REPO_ID", default=None, help="also push the surface to this Hub repo")
     group.add_argument("--private", action="store_true", help="create the Hub repo private")
     group.add_argument("--path-in-repo", default="", help="folder in the Hub repo (default: the root)")
@@ -158,6 +161,22 @@ def direction_options(args: argparse.Namespace) -> dict[str, Any]:
         "include": args.include,
         "exclude": args.exclude,
     }
+
+
+def check_output_folder(args: argparse.Namespace) -> None:
+    """Refuse, before any work, an --out that holds a finished surface (unless --overwrite)."""
+    from ..errors import SurfaceError
+    from ..surface import METADATA_NAME
+
+    if not args.overwrite and (Path(args.out) / METADATA_NAME).is_file():
+        raise SurfaceError(
+            f"`--out` {args.out!r} already holds a surface; choose another folder or pass `--overwrite`."
+        )
+
+
+def grid_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Checkpointing into --out: running the same command again resumes an interrupted grid."""
+    return {"checkpoint_dir": args.out, "checkpoint_every": args.checkpoint_every}
 
 
 def write_outputs(surface: Any, args: argparse.Namespace) -> None:

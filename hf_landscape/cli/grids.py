@@ -11,7 +11,9 @@ from .common import (
     add_model_arguments,
     add_output_arguments,
     build_objective,
+    check_output_folder,
     direction_options,
+    grid_options,
     load_model_and_tokenizer,
     parse_span,
     parse_spans,
@@ -22,6 +24,7 @@ from .common import (
 def _probe(args: argparse.Namespace) -> Any:
     from ..probe import LandscapeProbe
 
+    check_output_folder(args)
     model, tokenizer, provenance = load_model_and_tokenizer(args)
     objective = build_objective(args, tokenizer)
     return LandscapeProbe(model, objective, progress=not args.no_progress, provenance=provenance)
@@ -40,7 +43,9 @@ def line_command_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def line_command(args: argparse.Namespace) -> int:
     probe = _probe(args)
-    surface = probe.line(steps=args.steps, span=args.span, seed=args.seed, **direction_options(args))
+    surface = probe.line(
+        steps=args.steps, span=args.span, seed=args.seed, **direction_options(args), **grid_options(args)
+    )
     write_outputs(surface, args)
     return 0
 
@@ -68,7 +73,12 @@ def plane_command(args: argparse.Namespace) -> int:
     span = (args.span[0], args.span[0]) if len(args.span) == 1 else tuple(args.span)
     probe = _probe(args)
     surface = probe.plane(
-        steps=steps, span=span, seed=args.seed, orthogonalize=args.orthogonalize, **direction_options(args)
+        steps=steps,
+        span=span,
+        seed=args.seed,
+        orthogonalize=args.orthogonalize,
+        **direction_options(args),
+        **grid_options(args),
     )
     write_outputs(surface, args)
     return 0
@@ -90,6 +100,6 @@ def interpolate_command(args: argparse.Namespace) -> int:
     probe = _probe(args)
     other_args = argparse.Namespace(**{**vars(args), "revision": args.other_revision})
     other, _, _ = load_model_and_tokenizer(other_args, name=args.other)
-    surface = probe.interpolate(other, steps=args.steps, span=args.span)
+    surface = probe.interpolate(other, steps=args.steps, span=args.span, **grid_options(args))
     write_outputs(surface, args)
     return 0

@@ -1,0 +1,159 @@
+"""Never lose finished work: partial grids are checkpointed and resumed exactly."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import build_gpt2
+
+from hf_landscape import CausalLMObjective, Direction, LandscapeProbe, SurfaceError
+from hf_landscape.checkpoint import ARRAYS_NAME, META_NAME
+
+IDS = [[(7 * i + 3 * j) % 97 + 1 for j in range(12 + i % 5)] for i in range(6)]
+
+
+def make_probe():
+    model = build_gpt2(100, seed=0)
+    return LandscapeProbe(model, CausalLMObjective({"input_ids": IDS}, batch_size=4), progress=False)
+
+
+def fail_on_call(probe, monkeypatch, n):
+    original = probe.objective.evaluate
+    calls = {"n": 0}
+
+    def evaluate(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(probe.objective, "evaluate", evaluate)
+
+
+def test_interrupted_grid_resumes_to_the_uninterrupted_values(tmp_path, monkeypatch):
+    reference = make_probe().plane(steps=(4, 3), seed=1)
+    probe = make_probe()
+    fail_on_call(probe, monkeypatch, 6)
+    with pytest.raises(KeyboardInterrupt):
+        probe.plane(steps=(4, 3), seed=1, checkpoint_dir=tmp_path, checkpoint_every=100)
+    assert json.loads((tmp_path / META_NAME).read_text())["done"] == 5  # saved on interrupt
+    monkeypatch.undo()
+    resumed = make_probe().plane(steps=(4, 3), seed=1, checkpoint_dir=tmp_path)
+    np.testing.assert_array_equal(resumed.values, reference.values)
+    assert not (tmp_path / META_NAME).exists() and not (tmp_path / ARRAYS_NAME).exists()
+
+
+def test_resume_computes_only_the_missing_points(tmp_path, monkeypatch):
+    probe = make_probe()
+    fail_on_call(probe, monkeypatch, 4)
+    with pytest.raises(KeyboardInterrupt):
+        probe.line(steps=7, checkpoint_dir=tmp_path, checkpoint_every=1)
+    monkeypatch.undo()
+    again = make_probe()
+    calls = {"n": 0}
+    original = again.objective.evaluate
+
+    def counting(*args, **kwargs):
+        calls["n"] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(again.objective, "evaluate", counting)
+    again.line(steps=7, checkpoint_dir=tmp_path)
+    assert calls["n"] == 7 - 3
+
+
+def test_a_different_configuration_in_the_same_folder_is_refused(tmp_path, monkeypatch):
+    probe = make_probe()
+    fail_on_call(probe, monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        probe.plane(steps=(3, 3), seed=0, checkpoint_dir=tmp_path, checkpoint_every=1)
+    monkeypatch.undo()
+    before = (tmp_path / ARRAYS_NAME).read_bytes()
+    with pytest.raises(SurfaceError, match=r"different configuration \(differs in \['directions'\]\)"):
+        make_probe().plane(steps=(3, 3), seed=1, checkpoint_dir=tmp_path)
+    assert (tmp_path / ARRAYS_NAME).read_bytes() == before
+
+
+def test_disk_full_is_a_clear_error_and_earlier_points_stay(tmp_path, monkeypatch):
+    import hf_landscape.checkpoint as checkpoint
+
+    real_save = checkpoint.save_file
+    saves = {"n": 0}
+
+    def save_file(*args, **kwargs):
+        saves["n"] += 1
+        if saves["n"] > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "save_file", save_file)
+    with pytest.raises(SurfaceError, match="No space left on device.*free disk space.*intact"):
+        make_probe().line(steps=6, checkpoint_dir=tmp_path, checkpoint_every=2)
+    assert json.loads((tmp_path / META_NAME).read_text())["done"] == 2
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+def test_nan_and_inf_points_are_kept_saved_and_plotted(tmp_path):
+    probe = make_probe()
+    huge = Direction({n: torch.full_like(p, 1e30) for n, p in probe.model.named_parameters() if p.dim() == 2})
+    line = probe.line(steps=3, direction=huge)
+    assert np.isfinite(line.values[1]) and not np.isfinite(line.values[0]) and not np.isfinite(line.values[2])
+    line.save_pretrained(tmp_path / "s")
+    line.save_plots(tmp_path / "s")
+    assert (tmp_path / "s" / "plot_curve.png").stat().st_size > 0
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    sys.path.insert(0, {tests!r})
+    import torch
+    torch.set_num_threads(1)
+    from test_checkpoint import make_probe
+    probe = make_probe()
+    original = probe.objective.evaluate
+    def slow(*args, **kwargs):
+        time.sleep(0.1)
+        return original(*args, **kwargs)
+    probe.objective.evaluate = slow
+    probe.plane(steps=(5, 4), seed=2, checkpoint_dir={out!r}, checkpoint_every=1)
+    """
+)
+
+
+def test_sigkill_mid_grid_then_rerun_equals_uninterrupted(tmp_path):
+    torch.set_num_threads(1)
+    out = tmp_path / "out"
+    script = SCRIPT.format(tests=str(Path(__file__).parent), out=str(out))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            meta = out / META_NAME
+            if meta.is_file() and json.loads(meta.read_text())["done"] >= 5:
+                break
+            if proc.poll() is not None:
+                pytest.fail(f"the child exited early with {proc.returncode}")
+            time.sleep(0.02)
+        else:
+            pytest.fail("the child saved no checkpoint in time")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    done = json.loads((out / META_NAME).read_text())["done"]
+    assert 5 <= done < 20
+    resumed = make_probe().plane(steps=(5, 4), seed=2, checkpoint_dir=out)
+    reference = make_probe().plane(steps=(5, 4), seed=2)
+    np.testing.assert_array_equal(resumed.values, reference.values)
