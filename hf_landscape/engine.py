@@ -139,17 +139,93 @@ def evaluate(model: torch.nn.Module, objective: Objective, *, details: bool = Fa
         model.train(was_training)
 
 
+class StackedPoints:
+    """Evaluates k grid points in one forward: k perturbed copies of the selected weights, stacked on a new
+    leading axis, run through `torch.func.vmap` over `torch.func.functional_call`. Matrix products become
+    batched ones (one launch for k points instead of k), which is what small models on a GPU need. The
+    model's own weights are never written on this path.
+
+    Args:
+        model: the model.
+        params: name -> parameter of the weights the directions perturb.
+        directions: per axis, the direction tensors in the order of `params`.
+    """
+
+    def __init__(
+        self, model: torch.nn.Module, params: dict[str, torch.nn.Parameter], directions: Sequence[list[torch.Tensor]]
+    ) -> None:
+        self.model = model
+        self.names = list(params)
+        self.originals = [p.detach() for p in params.values()]
+        self.directions = directions
+
+    def stacked(self, coords: Sequence[tuple[float, ...]]) -> dict[str, torch.Tensor]:
+        """θ₀ + Σᵢ cᵢ·dᵢ for every point, shape (k, *weight.shape)."""
+        k = len(coords)
+        out = {}
+        for i, (name, w) in enumerate(zip(self.names, self.originals)):
+            t = w.unsqueeze(0).expand(k, *w.shape).clone()
+            for axis, d in enumerate(self.directions):
+                c = torch.tensor([p[axis] for p in coords], dtype=w.dtype, device=w.device).view(k, *([1] * w.dim()))
+                t.addcmul_(c, d[i].unsqueeze(0))
+            out[name] = t
+        return out
+
+    def evaluate(self, objective: Objective, coords: Sequence[tuple[float, ...]]) -> list[Evaluation]:
+        from torch.func import functional_call, vmap
+
+        stacked = self.stacked(coords)
+        model = self.model
+
+        def forward(inputs: dict[str, Any]) -> torch.Tensor:
+            one = lambda weights: functional_call(model, weights, (), inputs).logits  # noqa: E731
+            return vmap(one, randomness="error")(stacked)
+
+        return objective.evaluate_points(model, forward, len(coords))  # type: ignore[attr-defined]
+
+
+def points_per_forward(
+    model: torch.nn.Module, params: dict[str, torch.nn.Parameter], objective: Objective, requested: int | str, n: int
+) -> int:
+    """How many points to evaluate per forward: `requested`, or for `"auto"` as many as half the free GPU
+    memory holds (weights plus the activations of one forward, measured), at most 64; 1 on the CPU."""
+    from .errors import ConfigError
+
+    if requested == "auto":
+        device = next(iter(params.values())).device
+        if device.type != "cuda" or not hasattr(objective, "evaluate_points"):
+            return 1
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        evaluate(model, objective)
+        activations = torch.cuda.max_memory_allocated(device) - before
+        weights = sum(p.numel() * p.element_size() for p in params.values())
+        free, _ = torch.cuda.mem_get_info(device)
+        return max(1, min(64, n, int(0.5 * free // max(weights + activations, 1))))
+    if not isinstance(requested, int) or isinstance(requested, bool) or requested < 1:
+        raise ConfigError(f"`points_per_forward` must be a positive integer or 'auto', got {requested!r}.")
+    if requested > 1 and not hasattr(objective, "evaluate_points"):
+        raise ConfigError(
+            f"{type(objective).__name__} cannot evaluate several points per forward; use points_per_forward=1."
+        )
+    return min(requested, n)
+
+
 def run_grid(
     model: torch.nn.Module,
     objective: Objective,
     points: Sequence[tuple[float, ...]],
-    set_point: Callable[[tuple[float, ...]], None],
+    set_point: Callable[[tuple[float, ...]], None] | None,
     *,
     progress: bool = True,
     desc: str = "landscape",
     checkpoint: GridCheckpoint | None = None,
+    stacked: StackedPoints | None = None,
+    chunk: int = 1,
 ) -> tuple[np.ndarray, dict[str, np.ndarray], float]:
-    """Evaluate `objective` at every point; `set_point` puts the weights there (from the original).
+    """Evaluate `objective` at every point; `set_point` puts the weights there (from the original), or
+    `stacked` evaluates `chunk` points per forward without touching the weights.
 
     With a `checkpoint`, points already saved by an earlier run of the same configuration are loaded
     instead of computed, and progress is saved every `checkpoint.every` points and when the loop stops
@@ -164,20 +240,26 @@ def run_grid(
     else:
         values, done, metrics = np.full(n, np.nan, dtype=np.float64), np.zeros(n, dtype=bool), {}
     todo = [k for k in range(n) if not done[k]]
+    step = chunk if stacked is not None else 1
     start = time.perf_counter()
     bar = tqdm(total=n, initial=n - len(todo), desc=desc, unit="pt", disable=not progress, leave=False)
     unsaved = 0
     try:
-        for k in todo:
-            set_point(points[k])
+        for first in range(0, len(todo), step):
+            ks = todo[first : first + step]
             with torch.inference_mode():
-                result = objective.evaluate(model)
-            values[k] = result.loss
-            for name, value in result.metrics.items():
-                metrics.setdefault(name, np.full(n, np.nan, dtype=np.float64))[k] = value
-            done[k] = True
-            bar.update(1)
-            unsaved += 1
+                if stacked is not None:
+                    results = stacked.evaluate(objective, [points[k] for k in ks])
+                else:
+                    set_point(points[ks[0]])  # type: ignore[misc]
+                    results = [objective.evaluate(model)]
+            for k, result in zip(ks, results):
+                values[k] = result.loss
+                for name, value in result.metrics.items():
+                    metrics.setdefault(name, np.full(n, np.nan, dtype=np.float64))[k] = value
+                done[k] = True
+            bar.update(len(ks))
+            unsaved += len(ks)
             if checkpoint is not None and unsaved >= checkpoint.every:
                 checkpoint.save(values, done, metrics)
                 unsaved = 0

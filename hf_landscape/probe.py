@@ -21,7 +21,7 @@ from .directions.base import Direction
 from .directions.interpolation import interpolation_target
 from .directions.low_rank import LowRankDirection, LowRankDirectionConfig, low_rank_directions
 from .directions.random import RandomDirectionConfig, random_directions
-from .engine import editing, evaluate, grid_axis, low_rank_editing, run_grid
+from .engine import StackedPoints, editing, evaluate, grid_axis, low_rank_editing, points_per_forward, run_grid
 from .errors import ConfigError, DirectionError, ModelError
 from .objectives.base import Evaluation, Objective
 from .surface import Surface
@@ -38,6 +38,9 @@ class LandscapeProbe:
         progress: show a tqdm progress bar on grids.
         provenance: where the model came from (`name_or_path`, `revision`, `commit_sha`); filled in by
             `from_pretrained`, recorded in every surface.
+        points_per_forward: grid points evaluated in one forward pass with full-rank directions (`vmap` over
+            stacked perturbed weights; values equal the one-point path to float rounding). `"auto"` picks
+            from free GPU memory (1 on the CPU, where a forward is compute-bound anyway).
 
     Example:
     ```python
@@ -60,6 +63,7 @@ class LandscapeProbe:
         *,
         progress: bool = True,
         provenance: Mapping[str, Any] | None = None,
+        points_per_forward: int | str = "auto",
     ) -> None:
         if not _is_supported_model(model):
             raise ModelError(
@@ -75,6 +79,7 @@ class LandscapeProbe:
         self.model = model
         self.objective = objective
         self.progress = progress
+        self.points_per_forward = points_per_forward
         self.provenance = dict(provenance or {})
         self.provenance.setdefault("name_or_path", getattr(model, "name_or_path", "") or None)
 
@@ -373,6 +378,25 @@ class LandscapeProbe:
         if any(low_rank):
             raise ConfigError("`directions` mixes low-rank and full-rank directions; use one kind for every axis.")
         params, tensors = self._prepare(dirs)
+        k = points_per_forward(self.model, params, self.objective, self.points_per_forward, len(points))
+        if k > 1:
+            was_training = self.model.training
+            try:
+                self.model.eval()
+                stacked = StackedPoints(self.model, params, tensors)
+                return run_grid(
+                    self.model,
+                    self.objective,
+                    points,
+                    None,
+                    progress=self.progress,
+                    desc=desc,
+                    checkpoint=checkpoint,
+                    stacked=stacked,
+                    chunk=k,
+                )
+            finally:
+                self.model.train(was_training)
         with editing(self.model, params) as editor:
             return run_grid(
                 self.model,

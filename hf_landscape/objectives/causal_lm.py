@@ -267,15 +267,18 @@ class CausalLMObjective(Objective):
             )
         return batches
 
+    def _inputs(self, b: _Batch) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"input_ids": b.input_ids, "attention_mask": b.attention_mask, "use_cache": False}
+        if self._accepts_positions:
+            kwargs["position_ids"] = b.position_ids
+        return kwargs
+
     def evaluate(self, model: torch.nn.Module, *, details: bool = False) -> Evaluation:
         self.bind(model)  # a no-op unless the model (or its device or context) changed since the last call
         total = torch.zeros((), dtype=torch.float64, device=self._device)
         per_row: list[tuple[_Batch, torch.Tensor]] = []
         for b in self._batches:
-            kwargs: dict[str, Any] = {"input_ids": b.input_ids, "attention_mask": b.attention_mask, "use_cache": False}
-            if self._accepts_positions:
-                kwargs["position_ids"] = b.position_ids
-            logits = model(**kwargs).logits[:, :-1]
+            logits = model(**self._inputs(b)).logits[:, :-1]
             # Upcast only the positions that count: the loss is computed in float32 for any model dtype.
             nll = F.cross_entropy(logits[b.mask].to(_loss_dtype(logits.dtype)), b.targets, reduction="none")
             total += nll.sum(dtype=torch.float64)
@@ -285,6 +288,22 @@ class CausalLMObjective(Objective):
         if not details:
             return Evaluation(loss=loss)
         return self._details(loss, per_row)
+
+    def evaluate_points(self, model: torch.nn.Module, forward: Any, k: int) -> list[Evaluation]:
+        """The loss at `k` grid points from one forward per batch: `forward(inputs)` returns the logits of all
+        `k` points stacked on a leading axis (the engine's batched-points path). One host sync in all."""
+        self.bind(model)
+        totals = torch.zeros(k, dtype=torch.float64, device=self._device)
+        for b in self._batches:
+            logits = forward(self._inputs(b))[:, :, :-1]  # (k, batch, length - 1, vocab)
+            selected = logits[:, b.mask]  # (k, tokens, vocab)
+            nll = F.cross_entropy(
+                selected.reshape(-1, selected.shape[-1]).to(_loss_dtype(logits.dtype)),
+                b.targets.repeat(k),
+                reduction="none",
+            ).view(k, -1)
+            totals += nll.sum(dim=1, dtype=torch.float64)
+        return [Evaluation(loss=v / self.num_tokens) for v in totals.tolist()]
 
     def _details(self, loss: float, per_row: list[tuple[_Batch, torch.Tensor]]) -> Evaluation:
         tokens: list[np.ndarray] = [np.empty(0)] * len(self._active)

@@ -1,0 +1,66 @@
+"""Several grid points per forward (vmap over stacked perturbed weights) give the one-point values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import TEXTS, build_gpt2, build_llama, train_tokenizer
+
+from hf_landscape import CausalLMObjective, ConfigError, LandscapeProbe
+
+
+@pytest.fixture(scope="module")
+def objective():
+    return CausalLMObjective(TEXTS, train_tokenizer(), max_length=24, batch_size=5, padding_side="left")
+
+
+@pytest.mark.parametrize("build", [build_gpt2, build_llama])
+def test_batched_points_equal_the_one_point_path_bitwise_on_cpu(build, objective):
+    model = build(len(train_tokenizer()))
+    one = LandscapeProbe(model, objective, progress=False, points_per_forward=1).plane(steps=(5, 3), seed=4)
+    many = LandscapeProbe(model, objective, progress=False, points_per_forward=4).plane(steps=(5, 3), seed=4)
+    np.testing.assert_array_equal(many.values, one.values)
+
+
+def test_batched_points_never_write_the_weights(objective):
+    model = build_gpt2(len(train_tokenizer()))
+    before = {n: (p.data_ptr(), p.clone()) for n, p in model.named_parameters()}
+    LandscapeProbe(model, objective, progress=False, points_per_forward=6).line(steps=7, include_1d=True)
+    for n, p in model.named_parameters():
+        assert p.data_ptr() == before[n][0] and torch.equal(p, before[n][1])
+    assert model.training
+
+
+def test_batched_points_resume_from_a_checkpoint(objective, tmp_path, monkeypatch):
+    model = build_llama(len(train_tokenizer()))
+    probe = LandscapeProbe(model, objective, progress=False, points_per_forward=3)
+    reference = probe.plane(steps=(3, 3), seed=1)
+    calls = {"n": 0}
+    original = objective.evaluate_points
+
+    def failing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(objective, "evaluate_points", failing)
+    with pytest.raises(KeyboardInterrupt):
+        probe.plane(steps=(3, 3), seed=1, checkpoint_dir=tmp_path, checkpoint_every=1)
+    monkeypatch.undo()
+    np.testing.assert_array_equal(probe.plane(steps=(3, 3), seed=1, checkpoint_dir=tmp_path).values, reference.values)
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, "many"])
+def test_bad_points_per_forward_is_a_config_error(objective, bad):
+    probe = LandscapeProbe(build_gpt2(len(train_tokenizer())), objective, progress=False, points_per_forward=bad)
+    with pytest.raises(ConfigError, match="points_per_forward"):
+        probe.line(steps=3)
+
+
+def test_auto_is_one_point_per_forward_on_the_cpu(objective):
+    from hf_landscape.engine import points_per_forward
+
+    model = build_gpt2(len(train_tokenizer()))
+    assert points_per_forward(model, dict(model.named_parameters()), objective, "auto", 100) == 1
