@@ -61,40 +61,66 @@ class WeightEditor:
 class LowRankEditor:
     """Applies low-rank directions as a forward path: y = W·x + Σᵢ cᵢ·(Bᵢ Aᵢ)·x, W untouched.
 
-    A forward hook on each targeted module adds cᵢ·(x Aᵢᵀ) Bᵢᵀ (nn.Linear) or cᵢ·(x Bᵢ) Aᵢ (GPT-2's
-    transposed Conv1D), as a LoRA adapter would (Hu et al. 2021), in the module's own dtype and on its
-    own device, so models loaded in bf16 or with `device_map` stay exactly as they are. Setting a point
-    only sets the coefficients.
+    A forward hook on each targeted module adds Σᵢ cᵢ·(x Lᵢ) Rᵢ to its output, where (L, R) = (Aᵀ, Bᵀ) for
+    `nn.Linear` and (B, A) for GPT-2's transposed Conv1D, as a LoRA adapter would (Hu et al. 2021). The
+    axes are fused into one rank-(r·axes) product, [L₁ L₂] then [c₁R₁; c₂R₂], added in place with one
+    `addmm_`, in the module's own dtype and on its own device, so models loaded in bf16 or with
+    `device_map` stay exactly as they are. Setting a point only rescales the small right factors.
     """
 
     def __init__(self, model: torch.nn.Module, directions: Sequence[Any]) -> None:
-        self.coeffs = [0.0] * len(directions)
         self.handles: list[Any] = []
+        self.slots: list[dict[str, Any]] = []
+        self.active = False
         names = list(dict.fromkeys(n for d in directions for n in d.factors))
         for name in names:
             module = model.get_submodule(name.rpartition(".")[0])
             transposed = type(module).__name__ == "Conv1D" and hasattr(module, "nf")
-            pairs = [(k, d.factors[name]) for k, d in enumerate(directions) if name in d.factors]
-            self.handles.append(module.register_forward_hook(self._hook(pairs, transposed)))
+            lefts, rights = [], []
+            for d in directions:
+                if name in d.factors:
+                    b, a = d.factors[name]
+                    left, right = (b, a) if transposed else (a.T, b.T)
+                else:  # this axis leaves the weight alone: a zero block keeps shapes fixed
+                    ref = next(iter(x.factors[name] for x in directions if name in x.factors))
+                    left, right = (
+                        (torch.zeros_like(ref[0]), torch.zeros_like(ref[1]))
+                        if transposed
+                        else (
+                            torch.zeros_like(ref[1].T),
+                            torch.zeros_like(ref[0].T),
+                        )
+                    )
+                lefts.append(left)
+                rights.append(right)
+            slot = {"left": torch.cat(lefts, dim=1).contiguous(), "rights": rights, "right": None}
+            self.slots.append(slot)
+            self.handles.append(module.register_forward_hook(self._hook(slot)))
 
-    def _hook(self, pairs: list[tuple[int, tuple[torch.Tensor, torch.Tensor]]], transposed: bool) -> Callable[..., Any]:
-        coeffs = self.coeffs
-
+    def _hook(self, slot: dict[str, Any]) -> Callable[..., Any]:
         def hook(module: torch.nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor | None:
+            right = slot["right"]
+            if right is None:  # the centre: nothing to add
+                return None
             x = args[0]
-            for k, (b, a) in pairs:
-                c = coeffs[k]
-                if c != 0.0:
-                    xd = x.to(device=b.device, dtype=b.dtype)
-                    delta = (xd @ b) @ a if transposed else (xd @ a.T) @ b.T
-                    output = output + (c * delta).to(device=output.device, dtype=output.dtype)
-            return output
+            left = slot["left"]
+            if x.device != left.device or x.dtype != left.dtype:
+                x = x.to(device=left.device, dtype=left.dtype)
+            xl = x.reshape(-1, left.shape[0]) @ left
+            if output.device == right.device and output.dtype == right.dtype and output.is_contiguous():
+                output.view(-1, right.shape[1]).addmm_(xl, right)
+                return output
+            return output + (xl @ right).view(output.shape).to(device=output.device, dtype=output.dtype)
 
         return hook
 
     def set_linear(self, coords: Sequence[float]) -> None:
-        for k, c in enumerate(coords):
-            self.coeffs[k] = float(c)
+        zero = all(float(c) == 0.0 for c in coords)
+        for slot in self.slots:
+            if zero:
+                slot["right"] = None
+            else:
+                slot["right"] = torch.cat([float(c) * r for c, r in zip(coords, slot["rights"])], dim=0)
 
     def remove(self) -> None:
         for handle in self.handles:
@@ -184,11 +210,16 @@ class StackedPoints:
         return objective.evaluate_points(model, forward, len(coords))  # type: ignore[attr-defined]
 
 
+# One evaluation longer than this keeps the GPU busy on its own (launch overhead is amortized): no stacking.
+AUTO_BATCH_MAX_SECONDS = 0.05
+
+
 def points_per_forward(
     model: torch.nn.Module, params: dict[str, torch.nn.Parameter], objective: Objective, requested: int | str, n: int
 ) -> int:
-    """How many points to evaluate per forward: `requested`, or for `"auto"` as many as half the free GPU
-    memory holds (weights plus the activations of one forward, measured), at most 64; 1 on the CPU."""
+    """How many points to evaluate per forward: `requested`, or for `"auto"` 1 on the CPU or when one
+    evaluation already takes over 50 ms (the GPU is busy), else as many as 30% of the free GPU memory holds
+    at twice the measured cost of one point (weights plus activations of one evaluation), at most 64."""
     from .errors import ConfigError
 
     if requested == "auto":
@@ -198,11 +229,16 @@ def points_per_forward(
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
+        start = time.perf_counter()
         evaluate(model, objective)
+        torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - start
+        if seconds > AUTO_BATCH_MAX_SECONDS:  # the GPU is already busy with one point: stacking only costs memory
+            return 1
         activations = torch.cuda.max_memory_allocated(device) - before
         weights = sum(p.numel() * p.element_size() for p in params.values())
         free, _ = torch.cuda.mem_get_info(device)
-        return max(1, min(64, n, int(0.5 * free // max(weights + activations, 1))))
+        return max(1, min(64, n, int(0.3 * free // max(2 * (weights + activations), 1))))
     if not isinstance(requested, int) or isinstance(requested, bool) or requested < 1:
         raise ConfigError(f"`points_per_forward` must be a positive integer or 'auto', got {requested!r}.")
     if requested > 1 and not hasattr(objective, "evaluate_points"):

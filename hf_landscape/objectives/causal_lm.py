@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,8 +75,8 @@ class CausalLMObjectiveConfig(BaseConfig):
 @dataclass
 class _Batch:
     input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    position_ids: torch.Tensor
+    attention_mask: torch.Tensor | None  # None when the batch has no padding: the model's causal fast path
+    position_ids: torch.Tensor | None
     mask: torch.Tensor  # (B, L-1) bool: which next-token predictions count
     targets: torch.Tensor  # flat targets where mask is True
     index: list[int]  # example indices of the rows
@@ -252,13 +252,16 @@ class CausalLMObjective(Objective):
                 labels[row, cols] = torch.tensor([IGNORE_INDEX, *y[1:]], dtype=torch.long)
                 attn[row, cols] = 1
             positions = (attn.cumsum(dim=1) - 1).clamp_min(0)
+            # Without padding the mask and positions are the defaults; leaving them out lets SDPA use its
+            # causal (flash) kernel instead of a masked one.
+            padded_free = bool(attn.all())
             targets = labels[:, 1:]
             mask = targets != IGNORE_INDEX
             batches.append(
                 _Batch(
                     input_ids=ids.to(device),
-                    attention_mask=attn.to(device),
-                    position_ids=positions.to(device),
+                    attention_mask=None if padded_free else attn.to(device),
+                    position_ids=None if padded_free else positions.to(device),
                     mask=mask.to(device),
                     targets=targets[mask].to(device),
                     index=index,
@@ -268,9 +271,11 @@ class CausalLMObjective(Objective):
         return batches
 
     def _inputs(self, b: _Batch) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"input_ids": b.input_ids, "attention_mask": b.attention_mask, "use_cache": False}
-        if self._accepts_positions:
-            kwargs["position_ids"] = b.position_ids
+        kwargs: dict[str, Any] = {"input_ids": b.input_ids, "use_cache": False}
+        if b.attention_mask is not None:
+            kwargs["attention_mask"] = b.attention_mask
+            if self._accepts_positions:
+                kwargs["position_ids"] = b.position_ids
         return kwargs
 
     def evaluate(self, model: torch.nn.Module, *, details: bool = False) -> Evaluation:
@@ -288,6 +293,16 @@ class CausalLMObjective(Objective):
         if not details:
             return Evaluation(loss=loss)
         return self._details(loss, per_row)
+
+    def loss_terms(self, model: torch.nn.Module) -> Iterator[torch.Tensor]:
+        """Differentiable loss, one term per batch: the terms sum to the loss. Gradients or Hessian-vector
+        products can be accumulated batch by batch, so memory does not grow with the evaluation set.
+        Autograd must be enabled by the caller (no inference mode)."""
+        self.bind(model)
+        for b in self._batches:
+            logits = model(**self._inputs(b)).logits[:, :-1]
+            nll = F.cross_entropy(logits[b.mask].to(_loss_dtype(logits.dtype)), b.targets, reduction="sum")
+            yield nll / self.num_tokens
 
     def evaluate_points(self, model: torch.nn.Module, forward: Any, k: int) -> list[Evaluation]:
         """The loss at `k` grid points from one forward per batch: `forward(inputs)` returns the logits of all

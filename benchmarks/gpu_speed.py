@@ -1,0 +1,158 @@
+"""hf_landscape's own evaluation paths on the GPU, against the no-perturbation floor, in one process.
+
+Workloads (issue 6): (a) GPT-2 from config, 4 layers, width 256, 4 heads, vocab 4096, context 128;
+(b) GPT-2-small size, 12 layers, width 768, 12 heads, vocab 50257 (124M parameters). Each on 16 sequences
+x 128 tokens, a 21 x 21 filter-normalized plane over [-1, 1]^2. For each dtype (fp32, bf16) it times:
+- floor: points x one plain `probe.loss()` (no perturbation);
+- one point per forward (`points_per_forward=1`): in-place fused weight updates;
+- k points per forward (`points_per_forward=k`, vmap over stacked weights), for several k and "auto";
+- one point per forward with the forward compiled by `torch.compile(mode="reduce-overhead")` (CUDA graphs).
+MFU = 2 * parameters * tokens per point / seconds per point / measured bf16 matmul rate.
+
+    python benchmarks/gpu_speed.py [--workloads a,b] [--steps 21] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from hf_landscape import CausalLMObjective, LandscapeProbe
+
+WORKLOADS = {
+    "a": dict(n_layer=4, n_embd=256, n_head=4, vocab_size=4096, n_positions=128),
+    "b": dict(n_layer=12, n_embd=768, n_head=12, vocab_size=50257, n_positions=1024),
+}
+
+
+def matmul_rate(n: int = 8192, reps: int = 30) -> float:
+    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    for _ in range(5):
+        a @ b
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    torch.cuda.synchronize()
+    return 2 * n**3 * reps / (time.perf_counter() - start)
+
+
+def timed(fn, rounds: int = 2):
+    best, out = float("inf"), None
+    for _ in range(rounds):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        out = fn()
+        torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return out, best
+
+
+def run(workload: str, dtype: torch.dtype, steps: int, ks: list, rate: float, compile_forward: bool) -> dict:
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(**WORKLOADS[workload])).to("cuda", dtype).eval()
+    params = sum(p.numel() for p in model.parameters())
+    ids = torch.randint(0, model.config.vocab_size, (16, 128)).tolist()
+    objective = CausalLMObjective({"input_ids": ids}, max_length=128, batch_size=16)
+    points = steps * steps
+    tokens = 16 * 127
+    rows = {}
+    probe = LandscapeProbe(model, objective, progress=False, points_per_forward=1)
+    base = probe.loss()
+    _, floor = timed(lambda: [probe.loss() for _ in range(points)])
+    rows["floor"] = floor
+    one, t = timed(lambda: probe.plane(steps=(steps, steps), seed=0))
+    rows["1 point/forward"] = t
+    centre_ok = {"1": one.centre == base}
+    # The one-point path's own cost: setting the weights of every point, without the forward.
+    from hf_landscape.engine import editing
+
+    params, tensors = probe._prepare(one.directions)
+    coords = [(a, b) for b in one.y for a in one.x]
+    with editing(model, params) as editor:
+        _, t_set = timed(lambda: [editor.set_linear(c, tensors) for c in coords])
+    rows["weight updates only"] = t_set
+    for k in ks:
+        p = LandscapeProbe(model, objective, progress=False, points_per_forward=k)
+        try:
+            surf, t = timed(lambda p=p: p.plane(steps=(steps, steps), seed=0))
+        except torch.OutOfMemoryError:
+            rows[f"{k} points/forward"] = float("nan")
+            continue
+        rows[f"{k} points/forward"] = t
+        centre_ok[str(k)] = abs(surf.centre - base) <= 1e-5 * abs(base)
+        centre_ok[f"{k}_max_abs_diff_vs_1"] = float(np.nanmax(np.abs(surf.values - one.values)))
+    if compile_forward:
+        original = model.forward
+        model.forward = torch.compile(model.forward, mode="reduce-overhead", dynamic=False)
+        try:
+            probe.plane(steps=(3, 3), seed=0)  # compile and capture
+            surf, t = timed(lambda: probe.plane(steps=(steps, steps), seed=0))
+            rows["1 point/forward + CUDA graphs"] = t
+            centre_ok["compiled_max_abs_diff_vs_1"] = float(np.nanmax(np.abs(surf.values - one.values)))
+        except Exception as err:  # report, don't hide
+            rows["1 point/forward + CUDA graphs"] = float("nan")
+            centre_ok["compile_error"] = f"{type(err).__name__}: {str(err)[:200]}"
+        finally:
+            model.forward = original
+    table = {
+        name: {
+            "s": t,
+            "points_per_s": points / t,
+            "x_floor": t / floor,
+            "mfu": 2 * params * tokens * points / t / rate,
+        }
+        for name, t in rows.items()
+    }
+    return {
+        "workload": workload,
+        "dtype": str(dtype),
+        "params": params,
+        "points": points,
+        "table": table,
+        "checks": centre_ok,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workloads", default="a,b")
+    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--steps", type=int, default=21)
+    parser.add_argument("--ks", default="8,32,auto")
+    parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32
+    rate = matmul_rate()
+    print(f"GPU: {torch.cuda.get_device_name()}  bf16 matmul: {rate / 1e12:.0f} TFLOP/s", flush=True)
+    ks = [k if k == "auto" else int(k) for k in args.ks.split(",")]
+    results = []
+    for w in args.workloads.split(","):
+        for dt in args.dtypes.split(","):
+            r = run(w, getattr(torch, dt), args.steps, ks, rate, not args.no_compile)
+            results.append(r)
+            print(
+                f"\n## workload {w}, {dt}, {r['params'] / 1e6:.1f}M params, {r['points']} points; checks {r['checks']}"
+            )
+            print("| path | s | points/s | x floor | MFU |\n|---|---|---|---|---|")
+            for name, row in r["table"].items():
+                print(
+                    f"| {name} | {row['s']:.2f} | {row['points_per_s']:.0f} | {row['x_floor']:.2f} | {row['mfu']:.1%} |",
+                    flush=True,
+                )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(
+                {"gpu": torch.cuda.get_device_name(), "matmul_tflops": rate / 1e12, "results": results}, f, indent=1
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""LLM scale on one GPU: peak memory and time per grid point of plain evaluation, full-rank directions and
+LoRA-subspace (rank-8) directions, for Llama-architecture models built from configs with random bf16 weights.
+
+Models: TinyLlama-1.1B's config (~1.1B parameters) and Llama-3-8B's config (~8.0B). Evaluation set: 32
+sequences x 1024 tokens. Model FLOPs utilization (MFU) = 2 * parameters * tokens per point / seconds per
+point / the GPU's bf16 matmul rate measured here (as in PaLM, appendix B; the forward pass only).
+Speed and memory do not depend on the weights' values, so random weights are as good as trained ones; the
+full-rank directions are drawn on the GPU (their values do not matter either; on the CPU an 8B draw takes
+minutes).
+
+    python benchmarks/llm_scale.py [--models 1b,8b] [--steps 3] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import time
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from hf_landscape import CausalLMObjective, Direction, LandscapeProbe
+
+CONFIGS = {
+    # TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T config.json
+    "1b": dict(
+        hidden_size=2048,
+        intermediate_size=5632,
+        num_hidden_layers=22,
+        num_attention_heads=32,
+        num_key_value_heads=4,
+        vocab_size=32000,
+        max_position_embeddings=2048,
+        rms_norm_eps=1e-5,
+    ),
+    # meta-llama/Meta-Llama-3-8B config.json
+    "8b": dict(
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+        max_position_embeddings=8192,
+        rope_theta=500000.0,
+        rms_norm_eps=1e-5,
+    ),
+}
+BATCH = {"1b": 8, "8b": 4}  # sequences per forward: the 8B's 128k-vocab logits are 1 GB per sequence in fp32
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def matmul_rate(n: int = 8192, reps: int = 30) -> float:
+    """Measured dense bf16 matmul FLOP/s on this GPU (the MFU denominator)."""
+    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    for _ in range(5):
+        a @ b
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    torch.cuda.synchronize()
+    return 2 * n**3 * reps / (time.perf_counter() - start)
+
+
+def timed(fn):
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    out = fn()
+    torch.cuda.synchronize()
+    return out, time.perf_counter() - start, torch.cuda.max_memory_allocated() / 2**30
+
+
+def gpu_directions(model, seed: int) -> list[Direction]:
+    """Full-rank filter-normalized Gaussian directions drawn on the GPU (same memory as the CPU draw)."""
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    out = []
+    for _ in range(2):
+        tensors = {}
+        for name, p in model.named_parameters():
+            if p.dim() < 2:
+                continue
+            d = torch.randn(p.shape, generator=g, device=p.device, dtype=p.dtype)
+            d.mul_(
+                p.float().norm(dim=1, keepdim=True).to(p.dtype)
+                / (d.float().norm(dim=1, keepdim=True).to(p.dtype) + 1e-10)
+            )
+            tensors[name] = d
+        out.append(Direction(tensors, {"kind": "random", "drawn_on": "cuda"}))
+    return out
+
+
+def run(name: str, steps: int, peak_rate: float) -> dict:
+    torch.manual_seed(0)
+    config = LlamaConfig(**CONFIGS[name], attn_implementation="sdpa")
+    with torch.device("cuda"):
+        model = LlamaForCausalLM(config).to(torch.bfloat16)
+    model.eval()
+    params = sum(p.numel() for p in model.parameters())
+    ids = torch.randint(0, config.vocab_size, (32, 1024)).tolist()
+    objective = CausalLMObjective({"input_ids": ids}, max_length=1024, batch_size=BATCH[name])
+    probe = LandscapeProbe(model, objective, progress=False)
+    tokens = 32 * 1024
+    probe.loss()  # warm-up (kernels, allocator)
+    rounds = [timed(probe.loss) for _ in range(3)]
+    plain_loss, plain_time, plain_mem = min(rounds, key=lambda r: r[1])
+    points = steps * steps
+    result = {
+        "model": name,
+        "parameters": params,
+        "tokens_per_point": tokens,
+        "plain": {"peak_gib": plain_mem, "s_per_point": plain_time},
+    }
+    lora, t, mem = timed(
+        lambda: probe.plane(steps=(steps, steps), seed=0, directions="lora", rank=8, target_modules=TARGETS)
+    )
+    result["lora_r8"] = {"peak_gib": mem, "s_per_point": t / points, "centre_equals_loss": lora.centre == plain_loss}
+    gc.collect()
+    torch.cuda.empty_cache()
+    try:
+        torch.cuda.reset_peak_memory_stats()
+        dirs = gpu_directions(model, 0)
+        full, t, mem = timed(lambda: probe.plane(steps=(steps, steps), directions=dirs))
+        result["full_rank"] = {
+            "peak_gib": mem,
+            "s_per_point": t / points,
+            "centre_equals_loss": full.centre == plain_loss,
+        }
+    except torch.OutOfMemoryError as err:
+        result["full_rank"] = {"error": f"out of memory: {str(err).splitlines()[0]}"}
+    for key in ("plain", "lora_r8", "full_rank"):
+        row = result[key]
+        if "s_per_point" in row:
+            row["mfu"] = 2 * params * tokens / row["s_per_point"] / peak_rate
+    result["lora_memory_ratio"] = result["lora_r8"]["peak_gib"] / plain_mem
+    result["lora_time_ratio"] = result["lora_r8"]["s_per_point"] / plain_time
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="1b,8b")
+    parser.add_argument("--steps", type=int, default=3, help="plane of steps x steps points per method")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    torch.backends.cuda.matmul.allow_tf32 = True
+    rate = matmul_rate()
+    print(f"GPU: {torch.cuda.get_device_name()}  measured bf16 matmul rate: {rate / 1e12:.0f} TFLOP/s", flush=True)
+    results = []
+    for name in args.models.split(","):
+        r = run(name, args.steps, rate)
+        results.append(r)
+        gc.collect()
+        torch.cuda.empty_cache()
+        print(json.dumps(r, indent=1), flush=True)
+    print("\n| model | params | method | peak GiB | s / point | MFU |")
+    print("|---|---|---|---|---|---|")
+    for r in results:
+        for key, label in (
+            ("plain", "plain evaluation"),
+            ("full_rank", "full-rank directions"),
+            ("lora_r8", "LoRA-subspace r=8"),
+        ):
+            row = r[key]
+            if "error" in row:
+                print(f"| {r['model']} | {r['parameters'] / 1e9:.2f}B | {label} | {row['error']} | | |")
+            else:
+                print(
+                    f"| {r['model']} | {r['parameters'] / 1e9:.2f}B | {label} | {row['peak_gib']:.1f} | {row['s_per_point']:.3f} | {row['mfu']:.1%} |"
+                )
+        print(
+            f"| {r['model']} | | LoRA / plain | memory x{r['lora_memory_ratio']:.3f} | time x{r['lora_time_ratio']:.3f} | |"
+        )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(
+                {"gpu": torch.cuda.get_device_name(), "matmul_tflops": rate / 1e12, "results": results}, f, indent=1
+            )
+
+
+if __name__ == "__main__":
+    main()
