@@ -259,6 +259,7 @@ def run_grid(
     checkpoint: GridCheckpoint | None = None,
     stacked: StackedPoints | None = None,
     chunk: int = 1,
+    shard: Any = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray], float]:
     """Evaluate `objective` at every point; `set_point` puts the weights there (from the original), or
     `stacked` evaluates `chunk` points per forward without touching the weights.
@@ -266,6 +267,10 @@ def run_grid(
     With a `checkpoint`, points already saved by an earlier run of the same configuration are loaded
     instead of computed, and progress is saved every `checkpoint.every` points and when the loop stops
     early, so no finished point is lost.
+
+    With `shard` (an `accelerate.PartialState` of several processes, see `distributed_state`), process i
+    evaluates the points i, i + world, ... and the values are gathered so that every process returns the
+    whole grid (checkpoints are then kept per process).
 
     Returns:
         values (float64, one per point; NaN/inf kept), metrics (name -> one value per point), wall seconds.
@@ -276,6 +281,8 @@ def run_grid(
     else:
         values, done, metrics = np.full(n, np.nan, dtype=np.float64), np.zeros(n, dtype=bool), {}
     todo = [k for k in range(n) if not done[k]]
+    if shard is not None:
+        todo = todo[shard.process_index :: shard.num_processes]
     step = chunk if stacked is not None else 1
     start = time.perf_counter()
     bar = tqdm(total=n, initial=n - len(todo), desc=desc, unit="pt", disable=not progress, leave=False)
@@ -308,6 +315,8 @@ def run_grid(
         raise
     finally:
         bar.close()
+    if shard is not None:
+        values, metrics = _gather(shard, values, done, metrics)
     if checkpoint is not None:
         checkpoint.clear()
     wall = time.perf_counter() - start
@@ -316,6 +325,54 @@ def run_grid(
         logger.warning("%d of %d points gave a non-finite loss (kept as NaN/inf in the surface).", bad, n)
     logger.info("evaluated %d points in %.1f s (%.3f s/point)", len(todo), wall, wall / max(len(todo), 1))
     return values, metrics, wall
+
+
+def distributed_state() -> Any:
+    """The `accelerate.PartialState` when this process was started by `accelerate launch` or `torchrun`
+    with more than one process, else None."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import PartialState
+
+    state = PartialState(cpu=not torch.cuda.is_available())  # gloo on CPU-only machines, NCCL on GPUs
+    return state if state.num_processes > 1 else None
+
+
+def _gather(
+    state: Any, values: np.ndarray, done: np.ndarray, metrics: dict[str, np.ndarray]
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Merge the points every process computed, with plain tensor all-gathers (nothing is pickled)."""
+    import json
+
+    import torch.distributed as dist
+
+    device = state.device
+    # Metric names can differ only if a process got no point; agree on the union through padded bytes.
+    raw = json.dumps(sorted(metrics)).encode()
+    size = torch.tensor([len(raw)], device=device)
+    sizes = [torch.zeros_like(size) for _ in range(state.num_processes)]
+    dist.all_gather(sizes, size)
+    width = int(max(int(t) for t in sizes))
+    buf = torch.zeros(width, dtype=torch.uint8, device=device)
+    buf[: len(raw)] = torch.tensor(list(raw), dtype=torch.uint8, device=device)
+    bufs = [torch.zeros_like(buf) for _ in range(state.num_processes)]
+    dist.all_gather(bufs, buf)
+    names = sorted({n for b, k in zip(bufs, sizes) for n in json.loads(bytes(b[: int(k)].tolist()).decode())})
+    n = len(values)
+    local = np.stack([values, done.astype(np.float64)] + [metrics.get(m, np.full(n, np.nan)) for m in names])
+    mine = torch.from_numpy(local).to(device)
+    parts = [torch.empty_like(mine) for _ in range(state.num_processes)]
+    dist.all_gather(parts, mine)
+    merged_values = values.copy()
+    merged = {m: np.full(n, np.nan) for m in names}
+    for part in (p.cpu().numpy() for p in parts):
+        mask = part[1] == 1.0
+        merged_values[mask] = part[0][mask]
+        for i, m in enumerate(names):
+            merged[m][mask] = part[2 + i][mask]
+    return merged_values, merged
 
 
 def grid_axis(steps: int, span: Sequence[float], argument: str) -> np.ndarray:

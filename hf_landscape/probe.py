@@ -21,7 +21,16 @@ from .directions.base import Direction
 from .directions.interpolation import interpolation_target
 from .directions.low_rank import LowRankDirection, LowRankDirectionConfig, low_rank_directions
 from .directions.random import RandomDirectionConfig, random_directions
-from .engine import StackedPoints, editing, evaluate, grid_axis, low_rank_editing, points_per_forward, run_grid
+from .engine import (
+    StackedPoints,
+    distributed_state,
+    editing,
+    evaluate,
+    grid_axis,
+    low_rank_editing,
+    points_per_forward,
+    run_grid,
+)
 from .errors import ConfigError, DirectionError, ModelError
 from .objectives.base import Evaluation, Objective
 from .surface import Surface
@@ -41,6 +50,9 @@ class LandscapeProbe:
         points_per_forward: grid points evaluated in one forward pass with full-rank directions (`vmap` over
             stacked perturbed weights; values equal the one-point path to float rounding). `"auto"` picks
             from free GPU memory (1 on the CPU, where a forward is compute-bound anyway).
+        distributed: shard grid points over the processes of `accelerate launch` / `torchrun` (each process
+            holds the model on its own device, `model.to(PartialState().device)`); every process gets the whole
+            surface. `None` detects it from the launcher's environment.
 
     Example:
     ```python
@@ -64,6 +76,7 @@ class LandscapeProbe:
         progress: bool = True,
         provenance: Mapping[str, Any] | None = None,
         points_per_forward: int | str = "auto",
+        distributed: bool | None = None,
     ) -> None:
         if not _is_supported_model(model):
             raise ModelError(
@@ -80,6 +93,14 @@ class LandscapeProbe:
         self.objective = objective
         self.progress = progress
         self.points_per_forward = points_per_forward
+        if distributed not in (None, True, False):
+            raise ConfigError(f"`distributed` must be None (auto), True or False, got {distributed!r}.")
+        self._shard = distributed_state() if distributed is not False else None
+        if distributed is True and self._shard is None:
+            raise ConfigError(
+                "`distributed=True` but this process was not started by `accelerate launch` or `torchrun` with "
+                "several processes; launch it that way, or leave `distributed` unset."
+            )
         self.provenance = dict(provenance or {})
         self.provenance.setdefault("name_or_path", getattr(model, "name_or_path", "") or None)
 
@@ -332,6 +353,7 @@ class LandscapeProbe:
                 progress=self.progress,
                 desc="interpolate",
                 checkpoint=checkpoint,
+                shard=self._shard,
             )
         other = {"name_or_path": getattr(other_model, "name_or_path", "") or None, "class": type(other_model).__name__}
         meta = self._metadata("interpolation", [], None, {"steps": [steps], "span": [list(map(float, span))]}, wall)
@@ -350,6 +372,8 @@ class LandscapeProbe:
         """A `GridCheckpoint` keyed by everything that decides the values, or None without a folder."""
         if folder is None:
             return None
+        if self._shard is not None:  # one partial grid per process
+            folder = os.path.join(folder, f".rank{self._shard.process_index}-of-{self._shard.num_processes}")
         key = {
             "kind": kind,
             "axes": [a.tolist() for a in axes],
@@ -374,6 +398,7 @@ class LandscapeProbe:
                     progress=self.progress,
                     desc=desc,
                     checkpoint=checkpoint,
+                    shard=self._shard,
                 )
         if any(low_rank):
             raise ConfigError("`directions` mixes low-rank and full-rank directions; use one kind for every axis.")
@@ -394,6 +419,7 @@ class LandscapeProbe:
                     checkpoint=checkpoint,
                     stacked=stacked,
                     chunk=k,
+                    shard=self._shard,
                 )
             finally:
                 self.model.train(was_training)
@@ -406,6 +432,7 @@ class LandscapeProbe:
                 progress=self.progress,
                 desc=desc,
                 checkpoint=checkpoint,
+                shard=self._shard,
             )
 
     def _metadata(
@@ -428,6 +455,7 @@ class LandscapeProbe:
             "seed": seed if dirs and all("seed" in d.config for d in dirs) else None,
             "grid": grid,
             "wall_time_s": round(wall, 3),
+            "processes": self._shard.num_processes if self._shard is not None else 1,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "versions": library_versions(),
         }

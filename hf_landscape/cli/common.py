@@ -182,6 +182,11 @@ def grid_options(args: argparse.Namespace) -> dict[str, Any]:
 def write_outputs(surface: Any, args: argparse.Namespace) -> None:
     import shlex
 
+    from ..engine import distributed_state
+
+    state = distributed_state()
+    if state is not None and not state.is_main_process:  # every process holds the whole grid; one writes it
+        return
     argv = getattr(args, "argv", None)
     surface.metadata["command"] = shlex.join(["hf-landscape", *argv]) if argv else None
     surface.save_pretrained(args.out, overwrite=args.overwrite)
