@@ -2,31 +2,75 @@
 
 __version__ = "0.1.0"
 
+from .compare import CompareReport, compare
 from .config import BaseConfig
-from .directions import Direction, RandomDirectionConfig, interpolation_target, random_directions, select_parameters
+from .directions import (
+    Direction,
+    LowRankDirection,
+    LowRankDirectionConfig,
+    RandomDirectionConfig,
+    interpolation_target,
+    low_rank_directions,
+    random_directions,
+    select_parameters,
+    trajectory_directions,
+)
 from .errors import ConfigError, DirectionError, HubError, LandscapeError, ModelError, ObjectiveError, SurfaceError
-from .objectives import CausalLMObjective, CausalLMObjectiveConfig, Evaluation, Objective
+from .objectives import (
+    CausalLMObjective,
+    CausalLMObjectiveConfig,
+    Evaluation,
+    GlueObjective,
+    GlueObjectiveConfig,
+    Objective,
+)
 from .probe import LandscapeProbe
+from .sharpness import EigenResult, SharpnessConfig, SharpnessResult, TraceResult, hessian_eigenvalues, hessian_trace
 from .surface import Surface
 
 __all__ = [
     "BaseConfig",
     "CausalLMObjective",
     "CausalLMObjectiveConfig",
+    "CompareReport",
     "ConfigError",
     "Direction",
     "DirectionError",
+    "EigenResult",
     "Evaluation",
+    "GlueObjective",
+    "GlueObjectiveConfig",
     "HubError",
+    "LandscapeCallback",
     "LandscapeError",
     "LandscapeProbe",
+    "LowRankDirection",
+    "LowRankDirectionConfig",
     "ModelError",
     "Objective",
     "ObjectiveError",
     "RandomDirectionConfig",
+    "SharpnessConfig",
+    "SharpnessResult",
     "Surface",
     "SurfaceError",
+    "TraceResult",
+    "compare",
+    "hessian_eigenvalues",
+    "hessian_trace",
     "interpolation_target",
+    "low_rank_directions",
     "random_directions",
     "select_parameters",
+    "trajectory_directions",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # `LandscapeCallback` subclasses transformers' `TrainerCallback`, whose import pulls in the Trainer stack
+    # (seconds); it is loaded on first use only.
+    if name == "LandscapeCallback":
+        from .callbacks import LandscapeCallback
+
+        return LandscapeCallback
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

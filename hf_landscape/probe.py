@@ -33,6 +33,15 @@ from .engine import (
 )
 from .errors import ConfigError, DirectionError, ModelError
 from .objectives.base import Evaluation, Objective
+from .sharpness import (
+    EigenResult,
+    SharpnessConfig,
+    SharpnessResult,
+    TraceResult,
+    hessian_eigenvalues,
+    hessian_trace,
+)
+from .sharpness import sharpness as sharpness_measure
 from .surface import Surface
 
 logger = logging.getLogger(__name__)
@@ -383,6 +392,86 @@ class LandscapeProbe:
             "other_model": tensor_fingerprint(other) if other is not None else None,
         }
         return GridCheckpoint(folder, key, every=every)
+
+    def trajectory_plane(
+        self,
+        run_dir: str | os.PathLike,
+        steps: int | Sequence[int] = (25, 25),
+        span: Sequence[Any] | None = None,
+        *,
+        snapshots: Sequence[int] | None = None,
+        center: bool = False,
+        include: list[str] | None = None,
+        exclude: list[str] | None = None,
+        include_1d: bool = False,
+        margin: float = 0.25,
+        **plane_kwargs: Any,
+    ) -> Surface:
+        """Loss over the plane of the top two PCA directions of a training run around this model's weights
+        (normally the run's final weights), with the optimization path on it (Li et al. 2018, §7).
+
+        Args:
+            run_dir: the folder a `LandscapeCallback` wrote.
+            steps: grid points per axis, as for `plane`.
+            span: as for `plane`; by default the path and the centre, widened by `margin` on each side.
+            snapshots: which saved steps to use (default all).
+            center, include, exclude, include_1d: see `trajectory_directions`.
+            plane_kwargs: passed on to `plane` (`checkpoint_dir`, `checkpoint_every`).
+
+        `surface.metadata["trajectory"]` holds the snapshots' `steps`, their `coordinates` in the plane, their true
+        `losses` (each snapshot's own weights, not their projection onto the plane), the
+        `explained_variance_ratio` and the run's logged `train_losses`.
+        """
+        from .directions.trajectory import path_losses, trajectory_directions, trajectory_span
+
+        dirs, info = trajectory_directions(
+            run_dir,
+            self.model,
+            n_components=2,
+            steps=snapshots,
+            include=include,
+            exclude=exclude,
+            include_1d=include_1d,
+            center=center,
+            progress=self.progress,
+        )
+        if span is None:
+            span = trajectory_span(info["coordinates"], margin=margin)
+        surface = self.plane(steps=steps, span=span, directions=dirs, **plane_kwargs)
+        info["losses"] = path_losses(self.model, self.objective, run_dir, steps=info["steps"], progress=self.progress)
+        surface.metadata["trajectory"] = info
+        return surface
+
+    # --- curvature and sharpness (hf_landscape.sharpness) ----------------------------------------
+
+    def hessian_eigenvalues(self, k: int = 3, *, tol: float = 1e-3, max_iter: int = 100, **kwargs: Any) -> EigenResult:
+        """The `k` largest algebraic eigenvalues of the Hessian at the model's weights, by thick-restart Lanczos.
+
+        Other options (`basis_size`, `offload`, `include`, `exclude`, `include_1d`, `seed`, `return_eigenvectors`):
+        see `hf_landscape.sharpness.hessian_eigenvalues`.
+        """
+        kwargs.setdefault("progress", self.progress)
+        return hessian_eigenvalues(self.model, self.objective, k=k, tol=tol, max_iter=max_iter, **kwargs)
+
+    def hessian_trace(
+        self, samples: int = 100, *, seed: int = 0, per_layer: bool = False, **kwargs: Any
+    ) -> TraceResult:
+        """Hutchinson's estimate of tr(H) with its standard error (and per layer); see
+        `hf_landscape.sharpness.hessian_trace` for `include`, `exclude`, `include_1d`."""
+        kwargs.setdefault("progress", self.progress)
+        return hessian_trace(self.model, self.objective, samples=samples, seed=seed, per_layer=per_layer, **kwargs)
+
+    def sharpness(
+        self, rho: float = 0.05, kind: str = "adaptive", *, config: SharpnessConfig | None = None, **config_kwargs: Any
+    ) -> SharpnessResult:
+        """ρ-sharpness at the model's weights: `kind` is `"worst"` (SAM), `"adaptive"` (ASAM), `"average"` or
+        `"adaptive_average"`; other options (`steps`, `samples`, `eta`, `include`, ...) as in `SharpnessConfig`.
+        The weights are restored bit for bit afterwards."""
+        if config is None:
+            config = SharpnessConfig(rho=rho, kind=kind, **config_kwargs)
+        elif config_kwargs:
+            raise ConfigError(f"Pass either `config` or sharpness options {sorted(config_kwargs)}, not both.")
+        return sharpness_measure(self.model, self.objective, config, progress=self.progress)
 
     def _grid(
         self, points: list[tuple[float, ...]], dirs: list[Any], desc: str, checkpoint: GridCheckpoint | None = None

@@ -2,5 +2,16 @@
 
 from .base import Evaluation, Objective
 from .causal_lm import CausalLMObjective, CausalLMObjectiveConfig
+from .glue import GLUE_TASKS, GlueObjective, GlueObjectiveConfig, GlueTask, glue_task
 
-__all__ = ["CausalLMObjective", "CausalLMObjectiveConfig", "Evaluation", "Objective"]
+__all__ = [
+    "CausalLMObjective",
+    "CausalLMObjectiveConfig",
+    "Evaluation",
+    "GLUE_TASKS",
+    "GlueObjective",
+    "GlueObjectiveConfig",
+    "GlueTask",
+    "Objective",
+    "glue_task",
+]

@@ -222,7 +222,8 @@ class CausalLMObjective(Objective):
         active = _truncate(self.examples, context, "the model's context") if context else self.examples
         self._check_tokens(active)
         self._active = active
-        self._batches = self._make_batches(active, device)
+        with torch.inference_mode(False):  # normal tensors, so `loss_terms` can backpropagate through them later
+            self._batches = self._make_batches(active, device)
         self._device = device
         # A PeftModel's forward takes **kwargs; ask the model it wraps whether it takes position ids.
         inner = model.get_base_model() if hasattr(model, "get_base_model") else model

@@ -1,0 +1,495 @@
+"""Loss landscapes of several models side by side ("BERT vs. BERT+SAM on CoLA"), with flatness summaries.
+
+`compare` evaluates every model on one objective over the same grid, along random directions drawn the same way
+from the same seed: each parameter's raw Gaussian draw depends only on (seed, axis, parameter name), and is then
+filter-normalized to that model's own weights (Li et al. 2018). Two models of one architecture therefore see the
+same raw draws, and differences between their surfaces come from the models. `CompareReport` holds the surfaces,
+summarizes each (centre loss and metrics, mean loss increase within a radius, the radius where the loss first
+rises by a threshold, curvature at the centre) and draws them on shared colour limits.
+
+The summaries are small pure functions of a `Surface` (`mean_increase_within`, `rise_radius`, `centre_curvature`),
+usable on any plane or line. What does not live here: the grid loop (`probe.py`, `engine.py`) and single-surface
+plots (`plotting.py`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .directions.random import RandomDirectionConfig
+from .errors import ConfigError, SurfaceError
+from .objectives.base import Objective
+from .surface import Surface, _jsonable
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+logger = logging.getLogger(__name__)
+
+REPORT_NAME = "report.json"
+FORMAT = "hf_landscape.compare"
+FORMAT_VERSION = 1
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+_ON_CIRCLE = 1e-9  # relative slack so grid points on the circle of radius r (up to rounding) count as inside
+
+
+# --- flatness / sharpness summaries (pure functions of a surface) --------------------------------
+
+
+def _centre_index(surface: Surface) -> tuple[int, ...]:
+    """Index of the grid's origin in `surface.values` (`(j, i)` for planes, `(i,)` for lines)."""
+    ix = np.flatnonzero(surface.x == 0.0)
+    if surface.y is None:
+        if not len(ix):
+            raise SurfaceError("The surface's grid does not pass through 0; use a span that contains 0, e.g. (-1, 1).")
+        return (int(ix[0]),)
+    iy = np.flatnonzero(surface.y == 0.0)
+    if not len(ix) or not len(iy):
+        raise SurfaceError("The surface's grid does not pass through (0, 0); use spans that contain 0, e.g. (-1, 1).")
+    return int(iy[0]), int(ix[0])
+
+
+def radial_distance(surface: Surface) -> np.ndarray:
+    """Distance √(α² + β²) of every grid point from the centre, shaped like `surface.values`."""
+    if surface.y is None:
+        return np.abs(surface.x)
+    xx, yy = np.meshgrid(surface.x, surface.y)
+    return np.sqrt(xx**2 + yy**2)
+
+
+def mean_increase_within(surface: Surface, radius: float) -> float:
+    """Mean of L(α, β) − L(0, 0) over the grid points with √(α² + β²) ≤ `radius` (the centre included).
+
+    A flat minimum has a small value, a sharp one a large value. Non-finite losses inside the radius make the
+    result non-finite.
+
+    Example:
+    ```python
+    >>> import numpy as np
+    >>> from hf_landscape import Surface
+    >>> from hf_landscape.compare import mean_increase_within
+    >>> x = np.array([-1.0, 0.0, 1.0])
+    >>> mean_increase_within(Surface(x, x**2), radius=1.0)   # (1 + 0 + 1) / 3
+    0.6666666666666666
+
+    ```
+    """
+    radius = _positive("radius", radius)
+    centre = surface.values[_centre_index(surface)]
+    inside = radial_distance(surface) <= radius * (1 + _ON_CIRCLE)
+    return float(np.mean(surface.values[inside] - centre))
+
+
+def rise_radius(surface: Surface, rise: float) -> float:
+    """The smallest distance from the centre of a grid point whose loss is at least `rise` above the centre's
+    (`inf` when no grid point rises that far). Larger means flatter. NaN losses never count as a rise.
+
+    Example:
+    ```python
+    >>> import numpy as np
+    >>> from hf_landscape import Surface
+    >>> from hf_landscape.compare import rise_radius
+    >>> x = np.linspace(-1, 1, 5)
+    >>> rise_radius(Surface(x, x**2), rise=0.2), rise_radius(Surface(x, x**2), rise=5.0)
+    (0.5, inf)
+
+    ```
+    """
+    rise = _positive("rise", rise)
+    centre = surface.values[_centre_index(surface)]
+    with np.errstate(invalid="ignore"):
+        risen = (surface.values - centre) >= rise
+    distances = radial_distance(surface)[risen]
+    return float(distances.min()) if distances.size else math.inf
+
+
+def centre_curvature(surface: Surface) -> tuple[float, ...]:
+    """Second derivatives of the loss at the centre along each axis, from second differences of the grid:
+    `(d²L/dα², d²L/dβ²)` for a plane, `(d²L/dα²,)` for a line. Exact for a quadratic; uneven spacing around the
+    centre is allowed. NaN along an axis where the centre is at the edge of the grid.
+
+    Example:
+    ```python
+    >>> import numpy as np
+    >>> from hf_landscape import Surface
+    >>> from hf_landscape.compare import centre_curvature
+    >>> x = y = np.linspace(-1, 1, 5)
+    >>> xx, yy = np.meshgrid(x, y)
+    >>> centre_curvature(Surface(x, 3 * xx**2 + 0.5 * yy**2, y=y))
+    (6.0, 1.0)
+
+    ```
+    """
+    index = _centre_index(surface)
+    if surface.y is None:
+        return (_second_difference(surface.x, surface.values, index[0]),)
+    j, i = index
+    return (
+        _second_difference(surface.x, surface.values[j, :], i),
+        _second_difference(surface.y, surface.values[:, i], j),
+    )
+
+
+def _second_difference(coords: np.ndarray, values: np.ndarray, k: int) -> float:
+    if k == 0 or k == len(coords) - 1:
+        return math.nan
+    h1, h2 = coords[k] - coords[k - 1], coords[k + 1] - coords[k]
+    # The second derivative of the parabola through the three points (the usual [1, -2, 1] / h² when h1 == h2).
+    return float(2.0 * (h1 * values[k + 1] - (h1 + h2) * values[k] + h2 * values[k - 1]) / (h1 * h2 * (h1 + h2)))
+
+
+def summarize(surface: Surface, *, radius: float = 0.5, rise: float = 0.1) -> dict[str, float]:
+    """Centre loss and metrics, and the flatness / sharpness summaries of one surface, as a table row.
+
+    Keys: `centre_loss`, `centre_<metric>` for each metric of the surface, `mean_increase` (see
+    `mean_increase_within`), `rise_radius`, and `curvature_x`, `curvature_y`, `curvature_mean` (see
+    `centre_curvature`; a line has `curvature_x` and `curvature_mean` only).
+    """
+    index = _centre_index(surface)
+    row = {"centre_loss": float(surface.values[index])}
+    for name in sorted(surface.metrics):
+        row[f"centre_{name}"] = float(surface.metrics[name][index])
+    row["mean_increase"] = mean_increase_within(surface, radius)
+    row["rise_radius"] = rise_radius(surface, rise)
+    curvature = centre_curvature(surface)
+    for axis, value in zip(("x", "y"), curvature):
+        row[f"curvature_{axis}"] = value
+    row["curvature_mean"] = float(np.mean(curvature))
+    return row
+
+
+def _positive(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not 0 < value < math.inf:
+        raise ConfigError(f"`{name}` must be a positive finite number, got {value!r}.")
+    return float(value)
+
+
+def _check_name(name: Any) -> str:
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name == REPORT_NAME:
+        raise ConfigError(
+            f"Model label {name!r} must be a non-empty name of letters, digits, '.', '_', '+' or '-' (it names a "
+            f"folder when the report is saved), not {REPORT_NAME!r}; e.g. 'plain' or 'sam'."
+        )
+    return name
+
+
+# --- the report ----------------------------------------------------------------------------------
+
+
+class CompareReport:
+    """Several surfaces over the same grid and directions, with per-model summaries and a side-by-side figure.
+
+    Args:
+        surfaces: `{label: Surface}`, in the order to show them.
+        radius: the radius of `mean_increase_within` in the table.
+        rise: the loss increase `rise_radius` looks for in the table.
+        metadata: how the comparison was made (seed, grid, direction options, objective).
+
+    Example:
+    ```python
+    >>> import numpy as np
+    >>> from hf_landscape import CompareReport, Surface
+    >>> x = y = np.linspace(-1, 1, 5)
+    >>> xx, yy = np.meshgrid(x, y)
+    >>> report = CompareReport({"flat": Surface(x, xx**2 + yy**2, y=y), "sharp": Surface(x, 4 * (xx**2 + yy**2), y=y)})
+    >>> [row["curvature_mean"] for row in report.table()]
+    [2.0, 8.0]
+    >>> report.save_pretrained("/tmp/compare_example", overwrite=True)
+    >>> sorted(CompareReport.from_pretrained("/tmp/compare_example").surfaces)
+    ['flat', 'sharp']
+
+    ```
+    """
+
+    def __init__(
+        self,
+        surfaces: Mapping[str, Surface],
+        *,
+        radius: float = 0.5,
+        rise: float = 0.1,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(surfaces, Mapping) or not surfaces:
+            raise ConfigError("`surfaces` must be a non-empty dict {label: Surface}.")
+        for name, surface in surfaces.items():
+            _check_name(name)
+            if not isinstance(surface, Surface):
+                raise ConfigError(f"`surfaces[{name!r}]` must be a `Surface`, got {type(surface).__name__}.")
+        if len({s.ndim for s in surfaces.values()}) != 1:
+            raise ConfigError("`surfaces` mixes lines and planes; compare surfaces of one kind.")
+        self.surfaces = dict(surfaces)
+        self.radius = _positive("radius", radius)
+        self.rise = _positive("rise", rise)
+        self.metadata = dict(metadata or {})
+
+    def __repr__(self) -> str:
+        return f"CompareReport(models={list(self.surfaces)}, radius={self.radius}, rise={self.rise})"
+
+    # --- the table -------------------------------------------------------------------------------
+
+    def table(self) -> list[dict[str, Any]]:
+        """One row per model, in order: `{"model": label, **summarize(surface, radius=..., rise=...)}`."""
+        return [
+            {"model": name, **summarize(s, radius=self.radius, rise=self.rise)} for name, s in self.surfaces.items()
+        ]
+
+    def table_markdown(self, *, digits: int = 4) -> str:
+        """The table as GitHub markdown, numbers to `digits` significant digits."""
+        rows = self.table()
+        keys = list(dict.fromkeys(k for row in rows for k in row))
+        alpha, beta = ("α", "β")
+        titles = {
+            "model": "model",
+            "centre_loss": "centre loss",
+            "mean_increase": f"mean ΔL (r ≤ {self.radius:g})",
+            "rise_radius": f"r where ΔL ≥ {self.rise:g}",
+            "curvature_x": f"d²L/d{alpha}²",
+            "curvature_y": f"d²L/d{beta}²",
+            "curvature_mean": "mean curvature",
+        }
+
+        def cell(value: Any) -> str:
+            if isinstance(value, float):
+                return f"{value:.{digits}g}"
+            return "" if value is None else str(value)
+
+        lines = [
+            "| " + " | ".join(titles.get(k, k.replace("centre_", "centre ")) for k in keys) + " |",
+            "|" + "|".join(":---" if k == "model" else "---:" for k in keys) + "|",
+        ]
+        lines += ["| " + " | ".join(cell(row.get(k)) for k in keys) + " |" for row in rows]
+        return "\n".join(lines) + "\n"
+
+    # --- the figure ------------------------------------------------------------------------------
+
+    def colour_limits(self, *, metric: str | None = None, log_scale: bool = False) -> tuple[float, float]:
+        """The shared (low, high) of the plotted values (the loss, or `metric`) over every finite point of every
+        surface; log10 of the positive values when `log_scale`."""
+        arrays = []
+        for name, s in self.surfaces.items():
+            if metric is not None and metric not in s.metrics:
+                raise ConfigError(f"`metric` {metric!r} is not in surface {name!r}; it has {sorted(s.metrics)}.")
+            values = s.values if metric is None else s.metrics[metric]
+            if log_scale:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    values = np.where(values > 0, np.log10(values), np.nan)
+            arrays.append(np.ravel(values))
+        finite = np.concatenate(arrays)
+        finite = finite[np.isfinite(finite)]
+        if not finite.size:
+            return 0.0, 1.0
+        return float(finite.min()), float(finite.max())
+
+    def figure(
+        self,
+        *,
+        metric: str | None = None,
+        log_scale: bool = False,
+        levels: int = 20,
+        vmin: float | None = None,
+        vmax: float | None = None,
+    ) -> Figure:
+        """Contours (top row) and 3-D surfaces (bottom row) of every model, side by side on shared colour limits;
+        curves on shared y limits for lines.
+
+        Args:
+            metric: plot this metric (e.g. `"matthews_correlation"`) instead of the loss.
+            log_scale: plot log10 of the values.
+            levels: contour levels, the same for every model.
+            vmin, vmax: override the shared limits (e.g. clip far-out divergence with `vmax=`).
+        """
+        from matplotlib.figure import Figure
+
+        from .plotting import plot_surface
+
+        lo, hi = self.colour_limits(metric=metric, log_scale=log_scale)
+        lo = lo if vmin is None else float(vmin)
+        hi = hi if vmax is None else float(vmax)
+        n = len(self.surfaces)
+        kinds = ("curve",) if next(iter(self.surfaces.values())).ndim == 1 else ("contour", "surface")
+        fig = Figure(figsize=(5.2 * n, 4.4 * len(kinds)), constrained_layout=True)
+        for row, kind in enumerate(kinds):
+            for col, (name, surface) in enumerate(self.surfaces.items()):
+                ax = fig.add_subplot(len(kinds), n, row * n + col + 1, projection="3d" if kind == "surface" else None)
+                plot_surface(
+                    surface,
+                    kind,
+                    log_scale=log_scale,
+                    levels=levels,
+                    metric=metric,
+                    title=name,
+                    vmin=lo,
+                    vmax=hi,
+                    ax=ax,
+                )
+        return fig
+
+    # --- save / load -----------------------------------------------------------------------------
+
+    def _record(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "models": list(self.surfaces),
+            "surface_ids": {name: s.surface_id() for name, s in self.surfaces.items()},
+            "radius": self.radius,
+            "rise": self.rise,
+            "metadata": _jsonable(self.metadata),
+            "table": self.table(),
+        }
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *, overwrite: bool = False) -> None:
+        """Write each surface into `save_directory/<label>/` and `report.json` (sorted JSON: labels, grid and
+        direction options, objective, the table, and each surface's id).
+
+        Raises:
+            SurfaceError: the folder holds a different report (or a label's folder a different surface) and
+                `overwrite` is False. The report is checked before anything is written.
+        """
+        folder = Path(save_directory)
+        if folder.exists() and not folder.is_dir():
+            raise SurfaceError(f"`save_directory` {str(folder)!r} is a file; pass a folder path.")
+        text = json.dumps(self._record(), sort_keys=True, indent=2, allow_nan=True) + "\n"
+        existing = folder / REPORT_NAME
+        if existing.is_file() and not overwrite and existing.read_text() != text:
+            raise SurfaceError(
+                f"`save_directory` {str(folder)!r} already holds a different comparison; choose another folder or "
+                "pass `overwrite=True`."
+            )
+        for name, surface in self.surfaces.items():
+            surface.save_pretrained(folder / name, overwrite=overwrite)
+        tmp = folder / f".{REPORT_NAME}.tmp-{os.getpid()}"
+        try:
+            tmp.write_text(text)
+            os.replace(tmp, existing)
+        finally:
+            tmp.unlink(missing_ok=True)
+        logger.info("saved a comparison of %d models to %s", len(self.surfaces), folder)
+
+    @classmethod
+    def from_pretrained(cls, save_directory: str | os.PathLike) -> CompareReport:
+        """Load a report written by `save_pretrained` (no pickle anywhere).
+
+        Raises:
+            SurfaceError: the folder holds no report, or a surface does not match the id the report recorded.
+        """
+        folder = Path(save_directory)
+        path = folder / REPORT_NAME
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise SurfaceError(f"{str(path)!r} is not a readable comparison report ({err}).") from None
+        if (
+            not isinstance(record, dict)
+            or record.get("format") != FORMAT
+            or record.get("format_version") != FORMAT_VERSION
+        ):
+            raise SurfaceError(f"{str(path)!r} is not an hf_landscape comparison of format {FORMAT_VERSION}.")
+        surfaces = {}
+        for name in record["models"]:
+            surface = Surface.from_pretrained(folder / _check_name(name))
+            if surface.surface_id() != record["surface_ids"].get(name):
+                raise SurfaceError(
+                    f"The surface in {str(folder / name)!r} is not the one {REPORT_NAME} recorded; save the "
+                    "comparison again."
+                )
+            surfaces[name] = surface
+        return cls(surfaces, radius=record["radius"], rise=record["rise"], metadata=record.get("metadata"))
+
+
+# --- the comparison ------------------------------------------------------------------------------
+
+
+def compare(
+    models: Mapping[str, Any],
+    objective: Objective,
+    *,
+    steps: int | Sequence[int] = (21, 21),
+    span: Sequence[Any] = ((-1.0, 1.0), (-1.0, 1.0)),
+    seed: int = 0,
+    radius: float = 0.5,
+    rise: float = 0.1,
+    progress: bool = True,
+    **direction_options: Any,
+) -> CompareReport:
+    """Evaluate the loss plane of every model on one objective, along directions drawn the same way.
+
+    Each model gets `LandscapeProbe(model, objective).plane(steps, span, seed, **direction_options)`: the same raw
+    Gaussian draws for every parameter name (seeded by (seed, axis, name)), filter-normalized (by default) to that
+    model's own weights. Every model is checked against the objective before any grid is evaluated, and every
+    model's weights are restored afterwards.
+
+    Args:
+        models: `{label: PreTrainedModel}`, e.g. `{"plain": model_a, "sam": model_b}`; labels name the folders of
+            `CompareReport.save_pretrained`.
+        objective: e.g. a `GlueObjective`, shared by every model.
+        steps, span, seed: as in `LandscapeProbe.plane`.
+        radius, rise: the thresholds of the report's table (`mean_increase_within`, `rise_radius`).
+        progress: show a progress bar per model.
+        direction_options: `RandomDirectionConfig` fields (`normalization`, `include_1d`, `exclude`, ...).
+
+    Returns:
+        `CompareReport`.
+
+    Example:
+    ```python
+    >>> import torch
+    >>> from transformers import BertConfig, BertForSequenceClassification
+    >>> from hf_landscape import GlueObjective, compare
+    >>> def tiny(seed):
+    ...     _ = torch.manual_seed(seed)
+    ...     return BertForSequenceClassification(BertConfig(hidden_size=16, num_hidden_layers=1,
+    ...         num_attention_heads=2, intermediate_size=32, vocab_size=30, num_labels=2))
+    >>> objective = GlueObjective("sst2", data={"input_ids": [[2, 5, 3], [2, 7, 8, 3]], "label": [1, 0]})
+    >>> report = compare({"a": tiny(0), "b": tiny(1)}, objective, steps=(3, 3), progress=False)
+    >>> [row["model"] for row in report.table()]
+    ['a', 'b']
+
+    ```
+    """
+    from .probe import LandscapeProbe
+
+    if not isinstance(models, Mapping) or not models:
+        raise ConfigError("`models` must be a non-empty dict {label: PreTrainedModel}, e.g. {'plain': a, 'sam': b}.")
+    for name in models:
+        _check_name(name)
+    radius = _positive("radius", radius)
+    rise = _positive("rise", rise)
+    direction_config = _direction_config(direction_options)
+    if len({id(m) for m in models.values()}) != len(models):
+        logger.warning("`models` holds the same model object under two labels; their surfaces will be identical.")
+    # Check every model before evaluating any, so a wrong one fails in seconds rather than after a grid.
+    probes = {name: LandscapeProbe(model, objective, progress=progress) for name, model in models.items()}
+    surfaces = {}
+    for name, probe in probes.items():
+        logger.info("comparing: evaluating %r", name)
+        objective.bind(probe.model)  # one objective serves every model: bind it to this one again
+        surface = probe.plane(steps=steps, span=span, seed=seed, config=direction_config)
+        surface.metadata["compare_label"] = name
+        surfaces[name] = surface
+    first = next(iter(surfaces.values())).metadata
+    metadata = {
+        "seed": seed,
+        "grid": first.get("grid"),
+        "directions": direction_config.to_dict(),
+        "objective": objective.describe(),
+    }
+    return CompareReport(surfaces, radius=radius, rise=rise, metadata=metadata)
+
+
+def _direction_config(options: dict[str, Any]) -> RandomDirectionConfig:
+    known = {f.name for f in dataclasses.fields(RandomDirectionConfig)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(f"Unknown direction option(s) {unknown}; the options are {sorted(known)}.")
+    return RandomDirectionConfig(**options)

@@ -1,0 +1,782 @@
+"""GLUE task loss and metrics for sequence-classification models.
+
+The loss is the task's own: cross-entropy of the logits against the label for the classification tasks, and the
+squared error of the single output against the float score for STS-B (regression), summed over every example of
+the evaluation set in float64 and divided by their number. It is not a mean of batch means, so it is the same, to
+float rounding, whatever the batch size, padding side and order. The task's official metrics (Matthews correlation
+for CoLA, accuracy and F1 for MRPC and QQP, Pearson and Spearman correlations for STS-B, accuracy otherwise) are
+computed with `evaluate`, from the same logits, at every evaluation, with the metric modules shipped in
+`hf_landscape/metrics/` (so nothing is downloaded).
+
+Data come from the `nyu-mll/glue` dataset on the Hub by name (online only), from local CSV / TSV / JSON / parquet
+files, or from a `datasets.Dataset`; column names and label ids follow the Hub dataset. What does not live here:
+the grid loop (`engine.py`) and the metric scripts (`metrics/`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import BaseConfig, check_choice
+from ..errors import ConfigError, ModelError, ObjectiveError
+from .base import Evaluation, Objective
+
+logger = logging.getLogger(__name__)
+
+GLUE_DATASET = "nyu-mll/glue"  # the canonical Hub repo (`load_dataset("glue", ...)` redirects to it)
+LABEL_COLUMN = "label"
+
+
+@dataclass(frozen=True)
+class GlueTask:
+    """What a GLUE task reads and reports.
+
+    Args:
+        name: the task name, e.g. `"cola"`.
+        text_columns: one column (single-sentence tasks) or two (sentence-pair tasks), in the order the
+            tokenizer receives them.
+        num_labels: classes, or 1 for the regression task STS-B.
+        label_names: class names by label id, as in the Hub dataset (empty for STS-B).
+        metrics: `(key, metric module)` pairs: `key` names the metric in `Evaluation.metrics` and `Surface.metrics`.
+        default_split: the split read when none is given.
+        hub_config: the configuration of the Hub dataset.
+    """
+
+    name: str
+    text_columns: tuple[str, ...]
+    num_labels: int
+    label_names: tuple[str, ...]
+    metrics: tuple[tuple[str, str], ...]
+    default_split: str = "validation"
+    hub_config: str = ""
+
+    @property
+    def is_regression(self) -> bool:
+        return self.num_labels == 1
+
+
+_ACC = (("accuracy", "accuracy"),)
+_ACC_F1 = (("accuracy", "accuracy"), ("f1", "f1"))
+_NLI3 = ("entailment", "neutral", "contradiction")
+
+GLUE_TASKS: dict[str, GlueTask] = {
+    t.name: t
+    for t in (
+        GlueTask("cola", ("sentence",), 2, ("unacceptable", "acceptable"), (("matthews_correlation",) * 2,)),
+        GlueTask("sst2", ("sentence",), 2, ("negative", "positive"), _ACC),
+        GlueTask("mrpc", ("sentence1", "sentence2"), 2, ("not_equivalent", "equivalent"), _ACC_F1),
+        GlueTask("qqp", ("question1", "question2"), 2, ("not_duplicate", "duplicate"), _ACC_F1),
+        GlueTask("stsb", ("sentence1", "sentence2"), 1, (), (("pearson", "pearsonr"), ("spearmanr", "spearmanr"))),
+        GlueTask("mnli", ("premise", "hypothesis"), 3, _NLI3, _ACC, default_split="validation_matched"),
+        GlueTask("mnli_matched", ("premise", "hypothesis"), 3, _NLI3, _ACC),
+        GlueTask("mnli_mismatched", ("premise", "hypothesis"), 3, _NLI3, _ACC),
+        GlueTask("qnli", ("question", "sentence"), 2, ("entailment", "not_entailment"), _ACC),
+        GlueTask("rte", ("sentence1", "sentence2"), 2, ("entailment", "not_entailment"), _ACC),
+        GlueTask("wnli", ("sentence1", "sentence2"), 2, ("not_entailment", "entailment"), _ACC),
+    )
+}
+# Spellings people use for the same tasks ("SST-2", "STS-B", "mnli-m").
+_ALIASES = {"mnlim": "mnli_matched", "mnlimm": "mnli_mismatched", "stsbenchmark": "stsb"}
+# Splits of the Hub dataset, per configuration (test splits carry no labels, label -1).
+_HUB_SPLITS = {
+    "mnli": ("train", "validation_matched", "validation_mismatched"),
+    "mnli_matched": ("validation",),
+    "mnli_mismatched": ("validation",),
+}
+_FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+def glue_task(task: str) -> GlueTask:
+    """The `GlueTask` named `task` (case and dashes ignored: `"SST-2"` is `"sst2"`).
+
+    Raises:
+        ConfigError: `task` is not a GLUE task.
+    """
+    if not isinstance(task, str):
+        raise ConfigError(f"`task` must be a GLUE task name such as 'cola', got {task!r}.")
+    key = task.strip().lower().replace("-", "").replace(" ", "")
+    key = _ALIASES.get(key, key)
+    if key not in GLUE_TASKS:
+        raise ConfigError(f"`task` must be one of the GLUE tasks {sorted(GLUE_TASKS)}, got {task!r}.")
+    return GLUE_TASKS[key]
+
+
+@dataclass
+class GlueObjectiveConfig(BaseConfig):
+    """Options of `GlueObjective`.
+
+    Args:
+        task (`str`, defaults to `"cola"`): one of `cola`, `sst2`, `mrpc`, `qqp`, `stsb`, `mnli`, `mnli_matched`,
+            `mnli_mismatched`, `qnli`, `rte`, `wnli` (case and dashes ignored). Sets the input columns, the loss
+            (MSE for `stsb`, cross-entropy otherwise), the number of labels the model must have and the metrics.
+        split (`str`, *optional*): the split to evaluate; defaults to `"validation"` (`"validation_matched"` for
+            `mnli`). For local files given as `{split: files}` it picks the entry.
+        max_length (`int`, defaults to 128): examples are truncated to this many tokens (pairs: the longer
+            sentence first), with a warning saying how many were.
+        batch_size (`int`, defaults to 32): examples per forward pass; the loss does not depend on it.
+        padding_side (`str`, defaults to `"right"`): `"right"` or `"left"`. Encoders that read their first token
+            (BERT's [CLS] pooler) need `"right"`; `check_padding` catches the mismatch.
+        sort_by_length (`bool`, defaults to `True`): batch examples of similar length together, which cuts padding.
+        max_examples (`int`, *optional*): evaluate only the first this many examples of the split.
+        revision (`str`, *optional*): revision of the Hub dataset when loading by name (branch, tag or commit);
+            the resolved commit is recorded either way.
+        check_padding (`bool`, defaults to `True`): when binding a model, check once that padding does not change
+            its outputs (one short example alone against the same example padded), and refuse the padding side
+            otherwise.
+
+    Example:
+    ```python
+    >>> from hf_landscape import GlueObjectiveConfig
+    >>> GlueObjectiveConfig(task="MNLI").split
+    'validation_matched'
+
+    ```
+    """
+
+    task: str = field(default="cola", metadata={"help": "GLUE task: cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, ..."})
+    split: str | None = field(default=None, metadata={"help": "split to evaluate; default validation"})
+    max_length: int = field(default=128, metadata={"help": "tokens per example at most"})
+    batch_size: int = field(default=32, metadata={"help": "examples per forward pass"})
+    padding_side: str = field(default="right", metadata={"help": "right or left"})
+    sort_by_length: bool = field(default=True, metadata={"help": "batch similar lengths together"})
+    max_examples: int | None = field(default=None, metadata={"help": "evaluate only the first this many examples"})
+    revision: str | None = field(default=None, metadata={"help": "revision of the Hub dataset (by-name loading)"})
+    check_padding: bool = field(default=True, metadata={"help": "check once that padding leaves outputs unchanged"})
+
+    def __post_init__(self) -> None:
+        self.task = glue_task(self.task).name
+        if self.split is None:
+            self.split = GLUE_TASKS[self.task].default_split
+        if not isinstance(self.split, str) or not self.split:
+            raise ConfigError(f"`split` must be a split name such as 'validation', got {self.split!r}.")
+        for name, low in (("max_length", 2), ("batch_size", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ConfigError(f"`{name}` must be an integer >= {low}, got {value!r}.")
+        check_choice("padding_side", self.padding_side, ("right", "left"))
+        for name in ("sort_by_length", "check_padding"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"`{name}` must be True or False, got {getattr(self, name)!r}.")
+        if self.max_examples is not None and (
+            not isinstance(self.max_examples, int) or isinstance(self.max_examples, bool) or self.max_examples < 1
+        ):
+            raise ConfigError(f"`max_examples` must be a positive integer or None, got {self.max_examples!r}.")
+        if self.revision is not None and (not isinstance(self.revision, str) or not self.revision):
+            raise ConfigError(f"`revision` must be a branch, tag or commit of the Hub dataset, got {self.revision!r}.")
+
+
+@dataclass
+class _Example:
+    input_ids: list[int]
+    token_type_ids: list[int] | None
+
+
+@dataclass
+class _Batch:
+    inputs: dict[str, torch.Tensor]
+    labels: torch.Tensor
+    index: list[int]  # example indices of the rows
+
+
+class GlueObjective(Objective):
+    """Task loss and official metrics of a GLUE task, over a fixed evaluation set tokenized once.
+
+    Args:
+        task: the GLUE task (`"cola"`, `"sst2"`, `"mrpc"`, `"qqp"`, `"stsb"`, `"mnli"`, `"mnli_matched"`,
+            `"mnli_mismatched"`, `"qnli"`, `"rte"`, `"wnli"`).
+        tokenizer: the model's tokenizer; pairs are tokenized as pairs (`tokenizer(first, second)`).
+        split: see `GlueObjectiveConfig`.
+        data: the examples, instead of loading by name: a `datasets.Dataset` (or `DatasetDict`, indexed by
+            `split`), a dict of columns or a list of rows. Columns and label ids as in the Hub's `glue` dataset.
+        data_files: local files instead of loading by name: a path, a list of paths or `{split: paths}`, in CSV,
+            TSV (tab-separated, no quoting, as GLUE ships them), JSON lines or parquet.
+        column_names: names of the columns of headerless CSV / TSV files, in file order, e.g.
+            `["sentence", "label"]` for CoLA's `dev.tsv`.
+        column_mapping: `{column in the data: task column}` renames, e.g. `{"text": "sentence"}`.
+        delimiter: the field separator of CSV / TSV files (default: tab for `.tsv`, comma otherwise).
+        max_length, batch_size, padding_side, sort_by_length, max_examples, revision, check_padding:
+            see `GlueObjectiveConfig`.
+        config: a `GlueObjectiveConfig` to use instead of the keyword options (its task must be `task`).
+
+    Loading by name (`data` and `data_files` both None) uses `datasets.load_dataset("nyu-mll/glue", task)` and
+    records the dataset's resolved commit and fingerprint in `describe()`. Offline (`HF_HUB_OFFLINE`,
+    `HF_DATASETS_OFFLINE`) it fails at once with an `ObjectiveError` instead of waiting on the network.
+
+    Example:
+    ```python
+    >>> import torch
+    >>> from transformers import BertConfig, BertForSequenceClassification
+    >>> from hf_landscape import GlueObjective, LandscapeProbe
+    >>> _ = torch.manual_seed(0)
+    >>> model = BertForSequenceClassification(BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+    ...     intermediate_size=32, vocab_size=30, num_labels=2))
+    >>> data = {"input_ids": [[2, 5, 6, 3], [2, 7, 3], [2, 8, 9, 10, 3]], "label": [1, 0, 1]}
+    >>> objective = GlueObjective("cola", data=data)
+    >>> plane = LandscapeProbe(model, objective, progress=False).plane(steps=(3, 3), seed=0)
+    >>> plane.values.shape, sorted(plane.metrics)
+    ((3, 3), ['matthews_correlation'])
+
+    ```
+    Pre-tokenized `data` (an `input_ids` column, optionally `token_type_ids`) needs no tokenizer.
+    """
+
+    auto_model_class = "AutoModelForSequenceClassification"
+
+    def __init__(
+        self,
+        task: str,
+        tokenizer: Any = None,
+        *,
+        split: str | None = None,
+        data: Any = None,
+        data_files: str | os.PathLike | Sequence[Any] | Mapping[str, Any] | None = None,
+        column_names: Sequence[str] | None = None,
+        column_mapping: Mapping[str, str] | None = None,
+        delimiter: str | None = None,
+        max_length: int = 128,
+        batch_size: int = 32,
+        padding_side: str = "right",
+        sort_by_length: bool = True,
+        max_examples: int | None = None,
+        revision: str | None = None,
+        check_padding: bool = True,
+        config: GlueObjectiveConfig | None = None,
+    ) -> None:
+        if config is not None:
+            if glue_task(task).name != config.task:
+                raise ConfigError(f"`task` {task!r} and `config.task` {config.task!r} differ; pass one task.")
+            self.config = config
+        else:
+            self.config = GlueObjectiveConfig(
+                task=task,
+                split=split,
+                max_length=max_length,
+                batch_size=batch_size,
+                padding_side=padding_side,
+                sort_by_length=sort_by_length,
+                max_examples=max_examples,
+                revision=revision,
+                check_padding=check_padding,
+            )
+        self.task = GLUE_TASKS[self.config.task]
+        self.tokenizer = tokenizer
+        dataset, self.source = _load_dataset(
+            self.task, self.config, data, data_files, column_names, column_mapping, delimiter
+        )
+        if self.config.max_examples is not None and dataset.num_rows > self.config.max_examples:
+            dataset = dataset.select(range(self.config.max_examples))
+            self.source["max_examples"] = self.config.max_examples
+        self.labels = _labels(dataset, self.task)
+        self.examples = _tokenize(dataset, self.task, tokenizer, self.config.max_length)
+        self._metrics = {module: _load_metric(module) for _, module in self.task.metrics}
+        self._bound: tuple[Any, ...] | None = None
+        self._batches: list[_Batch] = []
+        self._references = self.labels
+
+    # --- provenance ------------------------------------------------------------------------------
+
+    @property
+    def num_examples(self) -> int:
+        return len(self.examples)
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256(self.task.name.encode())
+        for ex, label in zip(self.examples, self.labels):
+            h.update(np.asarray(ex.input_ids, dtype=np.int64).tobytes())
+            h.update(b"|")
+            if ex.token_type_ids is not None:
+                h.update(np.asarray(ex.token_type_ids, dtype=np.int64).tobytes())
+            h.update(b"|")
+            h.update(np.float64(label).tobytes())
+            h.update(b";")
+        return h.hexdigest()[:16]
+
+    def describe(self) -> dict[str, Any]:
+        out = super().describe()
+        out.update(
+            num_examples=self.num_examples,
+            source=self.source,
+            loss="mse" if self.task.is_regression else "cross_entropy",
+            metrics=[key for key, _ in self.task.metrics],
+            label_names=list(self.task.label_names),
+        )
+        if self.tokenizer is not None:
+            out["tokenizer"] = getattr(self.tokenizer, "name_or_path", None) or type(self.tokenizer).__name__
+        return out
+
+    # --- binding ---------------------------------------------------------------------------------
+
+    def bind(self, model: Any) -> None:
+        _check_model(model, self.task)
+        device = model.get_input_embeddings().weight.device
+        key = (device, id(model), type(model), getattr(model.config, "pad_token_id", None))
+        if self._bound == key:
+            return
+        self._check_fits(model)
+        parameters = inspect.signature(model.forward).parameters
+        self._pad_id = _pad_id(model, self.tokenizer)
+        self._pass_positions = "position_ids" in parameters
+        self._pass_token_types = "token_type_ids" in parameters and self.examples[0].token_type_ids is not None
+        self._device = device
+        order = list(range(self.num_examples))
+        if self.config.sort_by_length:
+            order.sort(key=lambda i: -len(self.examples[i].input_ids))
+        size = self.config.batch_size
+        self._batches = [self._make_batch(order[s : s + size]) for s in range(0, len(order), size)]
+        batched = np.concatenate([b.index for b in self._batches])
+        self._references = self.labels[batched]  # the metrics see predictions in batch order
+        self._order = batched
+        if self.config.check_padding:
+            self._check_padding(model)
+        self._bound = key
+
+    def _check_fits(self, model: Any) -> None:
+        vocab = model.get_input_embeddings().weight.shape[0]
+        top = max(max(ex.input_ids) for ex in self.examples)
+        if top >= vocab:
+            raise ModelError(
+                f"The data hold token id {top} but the model's embedding has {vocab} rows: the tokenizer does not "
+                "belong to this model; pass the model's own tokenizer."
+            )
+        context = getattr(model.config, "max_position_embeddings", None)
+        longest = max(len(ex.input_ids) for ex in self.examples)
+        if isinstance(context, int) and longest > context:
+            raise ConfigError(
+                f"`max_length` {self.config.max_length} lets examples reach {longest} tokens but the model reads at "
+                f"most {context}; pass `max_length={context}` or less."
+            )
+
+    def _make_batch(self, index: list[int]) -> _Batch:
+        examples = [self.examples[i] for i in index]
+        width = max(len(ex.input_ids) for ex in examples)
+        left = self.config.padding_side == "left"
+        ids = torch.full((len(index), width), self._pad_id, dtype=torch.long)
+        attn = torch.zeros((len(index), width), dtype=torch.long)
+        types = torch.zeros((len(index), width), dtype=torch.long)
+        for row, ex in enumerate(examples):
+            n = len(ex.input_ids)
+            cols = slice(width - n, width) if left else slice(0, n)
+            ids[row, cols] = torch.tensor(ex.input_ids, dtype=torch.long)
+            attn[row, cols] = 1
+            if ex.token_type_ids is not None:
+                types[row, cols] = torch.tensor(ex.token_type_ids, dtype=torch.long)
+        inputs = {"input_ids": ids, "attention_mask": attn}
+        if self._pass_positions:
+            # Explicit positions: left padding must not shift the positions the real tokens see.
+            inputs["position_ids"] = (attn.cumsum(dim=1) - 1).clamp_min(0)
+        if self._pass_token_types:
+            inputs["token_type_ids"] = types
+        dtype = torch.float32 if self.task.is_regression else torch.long
+        labels = torch.as_tensor(self.labels[index], dtype=dtype)
+        return _Batch({k: v.to(self._device) for k, v in inputs.items()}, labels.to(self._device), index)
+
+    def _check_padding(self, model: Any) -> None:
+        """Refuse a padding side that changes the model's outputs (e.g. left padding with BERT's [CLS] pooler)."""
+        lengths = [len(ex.input_ids) for ex in self.examples]
+        short, long = int(np.argmin(lengths)), int(np.argmax(lengths))
+        if lengths[short] == lengths[long]:
+            return  # nothing is ever padded
+        was_training = model.training
+        try:
+            model.eval()
+            with torch.inference_mode():
+                alone = model(**self._make_batch([short]).inputs).logits[0].float()
+                padded = model(**self._make_batch([long, short]).inputs).logits[1].float()
+        except ValueError as err:
+            raise ModelError(
+                f"`model` ({type(model).__name__}) cannot evaluate a padded batch ({err}); if it reads its last "
+                "token, set `model.config.pad_token_id` (e.g. to `tokenizer.pad_token_id` or the EOS id)."
+            ) from None
+        finally:
+            model.train(was_training)
+        half = next(model.parameters()).dtype in (torch.float16, torch.bfloat16)
+        tolerance = (5e-2 if half else 1e-3) * max(1.0, float(alone.abs().max()))
+        gap = float((alone - padded).abs().max())
+        if not gap <= tolerance:
+            side = self.config.padding_side
+            fix = (
+                "a model that reads its first token (BERT's [CLS] pooler, RoBERTa, ...) needs `padding_side='right'`"
+                if side == "left"
+                else "a model that reads its last token needs `model.config.pad_token_id` set to the padding id, or "
+                "`padding_side='left'`"
+            )
+            raise ConfigError(
+                f"`padding_side={side!r}` changes this model's outputs (logits differ by {gap:.3g} when an example "
+                f"is padded), so the loss would depend on batching; {fix}."
+            )
+
+    # --- the value -------------------------------------------------------------------------------
+
+    def evaluate(self, model: torch.nn.Module, *, details: bool = False) -> Evaluation:
+        if self._bound is None or self._bound[1] != id(model):
+            self.bind(model)
+        regression = self.task.is_regression
+        total = torch.zeros((), dtype=torch.float64, device=self._device)
+        predictions, losses = [], []
+        for b in self._batches:
+            logits = model(**b.inputs).logits
+            if regression:
+                scores = logits[:, 0].float()
+                loss = (scores - b.labels) ** 2
+                predictions.append(scores)
+            else:
+                loss = F.cross_entropy(logits.float(), b.labels, reduction="none")
+                predictions.append(logits.argmax(dim=-1))
+            total += loss.sum(dtype=torch.float64)
+            if details:
+                losses.append(loss)
+        value = total.item() / self.num_examples
+        predicted = torch.cat(predictions).cpu().numpy()
+        metrics = self.compute_metrics(predicted, self._references)
+        if not details:
+            return Evaluation(loss=value, metrics=metrics)
+        per_example = np.empty(self.num_examples, dtype=np.float64)
+        per_example[self._order] = torch.cat(losses).double().cpu().numpy()
+        return Evaluation(loss=value, metrics=metrics, sequence_losses=per_example)
+
+    def compute_metrics(self, predictions: np.ndarray, references: np.ndarray) -> dict[str, float]:
+        """The task's metrics of `predictions` (class ids, or scores for STS-B) against `references`."""
+        if self.task.is_regression:
+            predictions = np.asarray(predictions, dtype=np.float64)
+        return {
+            key: float(self._metrics[module].compute(predictions=predictions, references=references)[module])
+            for key, module in self.task.metrics
+        }
+
+
+# --- models ----------------------------------------------------------------------------------------
+
+
+def _check_model(model: Any, task: GlueTask) -> None:
+    name = type(model).__name__
+    fix = f"`AutoModelForSequenceClassification.from_pretrained(name, num_labels={task.num_labels})`"
+    config = getattr(model, "config", None)
+    if not name.endswith("ForSequenceClassification") or config is None:
+        raise ModelError(
+            f"`model` ({name}) is not a sequence-classification model, so it has no GLUE loss; load it with {fix}."
+        )
+    num_labels = getattr(config, "num_labels", None)
+    if num_labels != task.num_labels:
+        kind = "1 output (regression)" if task.is_regression else f"{task.num_labels} labels"
+        raise ModelError(
+            f"`model` has num_labels={num_labels} but task {task.name!r} needs {kind}; load it with {fix}."
+        )
+    names = [str(v).lower() for _, v in sorted((getattr(config, "id2label", None) or {}).items())]
+    if task.label_names and sorted(names) == sorted(task.label_names) and tuple(names) != task.label_names:
+        logger.warning(
+            "The model's labels are ordered %s but GLUE's %s are %s: the loss and metrics compare label ids as GLUE "
+            "numbers them; remap the model's head if its ids differ.",
+            names,
+            task.name,
+            list(task.label_names),
+        )
+
+
+def _pad_id(model: Any, tokenizer: Any) -> int:
+    """The id padding uses: the model's own (models that read their last token find it by this id), else the
+    tokenizer's, else 0 (masked out either way)."""
+    for value in (getattr(model.config, "pad_token_id", None), getattr(tokenizer, "pad_token_id", None)):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return 0
+
+
+# --- data ------------------------------------------------------------------------------------------
+
+
+def _hub_offline() -> bool:
+    """True when the Hub must not be contacted (huggingface_hub's flag, or the environment variables)."""
+    try:
+        from huggingface_hub import constants
+
+        if constants.HF_HUB_OFFLINE:
+            return True
+    except ImportError:
+        pass
+    truthy = {"1", "on", "yes", "true"}
+    return any(os.environ.get(var, "").strip().lower() in truthy for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def _load_dataset(
+    task: GlueTask,
+    config: GlueObjectiveConfig,
+    data: Any,
+    data_files: Any,
+    column_names: Sequence[str] | None,
+    column_mapping: Mapping[str, str] | None,
+    delimiter: str | None,
+) -> tuple[Any, dict[str, Any]]:
+    """The evaluation examples as a `datasets.Dataset` with the task's columns, and where they came from."""
+    if data is not None and data_files is not None:
+        raise ConfigError("Pass either `data` or `data_files`, not both.")
+    if data_files is None and (column_names is not None or delimiter is not None):
+        raise ConfigError("`column_names` and `delimiter` describe CSV/TSV files; pass them with `data_files=`.")
+    if data is not None:
+        dataset, source = _from_data(data, str(config.split))
+    elif data_files is not None:
+        dataset, source = _from_files(data_files, str(config.split), column_names, delimiter)
+    else:
+        dataset, source = _from_hub(task, config)
+    if column_mapping:
+        if not isinstance(column_mapping, Mapping):
+            raise ConfigError(
+                f"`column_mapping` must be a dict {{column in the data: task column}}, got {column_mapping!r}."
+            )
+        missing = sorted(set(column_mapping) - set(dataset.column_names))
+        if missing:
+            raise ObjectiveError(
+                f"`column_mapping` renames {missing}, which the data do not have (columns: {dataset.column_names})."
+            )
+        clashes = sorted(set(column_mapping.values()) & (set(dataset.column_names) - set(column_mapping)))
+        if clashes:
+            raise ObjectiveError(
+                f"`column_mapping` renames columns to {clashes}, which the data already have; drop those columns "
+                "first or leave them out of the mapping."
+            )
+        dataset = dataset.rename_columns(dict(column_mapping))
+        source["column_mapping"] = dict(column_mapping)
+    pretokenized = "input_ids" in dataset.column_names
+    needed = [*([] if pretokenized else task.text_columns), LABEL_COLUMN]
+    missing = [c for c in needed if c not in dataset.column_names]
+    if missing:
+        hint = (
+            " The file looks headerless: pass `column_names=` in file order."
+            if data_files is not None and column_names is None
+            else ""
+        )
+        example = {"<your column>": missing[0]}
+        raise ObjectiveError(
+            f"Task {task.name!r} needs the column(s) {missing}, which the data do not have (columns: "
+            f"{dataset.column_names}); rename yours with `column_mapping={example}`.{hint}"
+        )
+    if dataset.num_rows == 0:
+        raise ObjectiveError(f"The {task.name!r} data hold no examples; pass a non-empty split.")
+    source["num_rows"] = int(dataset.num_rows)
+    return dataset, source
+
+
+def _from_data(data: Any, split: str) -> tuple[Any, dict[str, Any]]:
+    import datasets
+
+    if isinstance(data, datasets.DatasetDict):
+        if split not in data:
+            raise ConfigError(f"`split` {split!r} is not in the DatasetDict; it has {sorted(data)}.")
+        data = data[split]
+    if isinstance(data, datasets.Dataset):
+        info = data.info
+        source = {
+            "type": "datasets.Dataset",
+            "fingerprint": data._fingerprint,
+            "dataset_name": getattr(info, "dataset_name", None),
+            "config_name": getattr(info, "config_name", None),
+            "split": str(data.split) if data.split is not None else None,
+        }
+        return data, source
+    if isinstance(data, Mapping):
+        try:
+            dataset = datasets.Dataset.from_dict({str(k): list(v) for k, v in data.items()})
+        except (TypeError, ValueError) as err:
+            raise ObjectiveError(f"`data` must be a dict of equal-length columns ({err}).") from None
+        return dataset, {"type": "dict"}
+    if isinstance(data, Sequence) and not isinstance(data, str) and data and all(isinstance(r, Mapping) for r in data):
+        return datasets.Dataset.from_list([dict(r) for r in data]), {"type": "list"}
+    raise ObjectiveError(
+        f"`data` must be a datasets.Dataset, a DatasetDict, a dict of columns or a non-empty list of rows, got "
+        f"{type(data).__name__}; or pass local files with `data_files=`."
+    )
+
+
+def _from_files(
+    data_files: Any, split: str, column_names: Sequence[str] | None, delimiter: str | None
+) -> tuple[Any, dict[str, Any]]:
+    import datasets
+
+    if isinstance(data_files, Mapping):
+        if split not in data_files:
+            raise ConfigError(f"`split` {split!r} is not a key of `data_files`; its keys are {sorted(data_files)}.")
+        files = data_files[split]
+    else:
+        files = data_files
+    paths = [Path(f) for f in ([files] if isinstance(files, (str, os.PathLike)) else list(files))]
+    if not paths:
+        raise ConfigError("`data_files` is empty; pass the path of a CSV, TSV, JSON or parquet file.")
+    for p in paths:
+        if not p.is_file():
+            raise ObjectiveError(f"`data_files` names {str(p)!r}, which is not a file.")
+    suffixes = {p.suffix.lower() for p in paths}
+    builders = {_FILE_BUILDERS.get(s) for s in suffixes}
+    if None in builders or len(builders) != 1:
+        raise ConfigError(
+            f"`data_files` must all be one of {sorted(_FILE_BUILDERS)} (one format), got suffixes {sorted(suffixes)}."
+        )
+    builder = builders.pop()
+    kwargs: dict[str, Any] = {}
+    if builder == "csv":
+        tsv = suffixes == {".tsv"}
+        kwargs["delimiter"] = delimiter if delimiter is not None else ("\t" if tsv else ",")
+        if kwargs["delimiter"] == "\t":
+            kwargs["quoting"] = 3  # csv.QUOTE_NONE: GLUE's TSV files hold bare quote characters
+        kwargs["na_filter"] = False  # a sentence "NA" or "null" stays text
+        if column_names is not None:
+            names = list(column_names)
+            if not names or not all(isinstance(c, str) and c for c in names) or len(set(names)) != len(names):
+                raise ConfigError(f"`column_names` must be distinct non-empty strings, got {column_names!r}.")
+            kwargs["column_names"] = names  # the file has no header row
+    elif column_names is not None or delimiter is not None:
+        raise ConfigError(f"`column_names` and `delimiter` apply to CSV/TSV files only, not {builder} files.")
+    try:
+        dataset = datasets.load_dataset(builder, data_files=[str(p) for p in paths], split="train", **kwargs)
+    except Exception as err:  # datasets and pandas/pyarrow raise many types on malformed files
+        raise ObjectiveError(
+            f"Could not read `data_files` {[str(p) for p in paths]} as {builder}: {type(err).__name__}: {err}"
+        ) from None
+    source = {
+        "type": "files",
+        "files": [{"path": str(p.resolve()), "sha256": _sha256_file(p)} for p in paths],
+        "format": builder,
+        "split": split if isinstance(data_files, Mapping) else None,
+        "column_names": list(column_names) if column_names is not None else None,
+        "fingerprint": dataset._fingerprint,
+    }
+    return dataset, source
+
+
+def _from_hub(task: GlueTask, config: GlueObjectiveConfig) -> tuple[Any, dict[str, Any]]:
+    split = str(config.split)
+    hub_config = task.hub_config or task.name
+    splits = _HUB_SPLITS.get(hub_config, ("train", "validation"))
+    if split not in splits:
+        raise ConfigError(
+            f"`split` {split!r} is not a labelled split of GLUE {hub_config!r}; use one of {list(splits)}"
+            + (
+                " (or task 'mnli_matched' / 'mnli_mismatched' with split 'validation')."
+                if hub_config == "mnli"
+                else "."
+            )
+        )
+    if _hub_offline():
+        raise ObjectiveError(
+            f"Loading GLUE {task.name!r} by name needs the Hugging Face Hub, but offline mode is on "
+            "(HF_HUB_OFFLINE / HF_DATASETS_OFFLINE). Pass local files instead, e.g. "
+            f"`GlueObjective({task.name!r}, tokenizer, data_files='dev.tsv', column_names={[*task.text_columns, 'label']})`"
+            ", or a `datasets.Dataset` with `data=`."
+        )
+    import datasets
+
+    try:
+        builder = datasets.load_dataset_builder(GLUE_DATASET, hub_config, revision=config.revision)
+        builder.download_and_prepare()
+        dataset = builder.as_dataset(split=split)
+    except Exception as err:  # network, Hub and cache errors come in many types
+        raise ObjectiveError(
+            f"Could not load GLUE {hub_config!r} split {split!r} from the Hub ({type(err).__name__}: {err}); pass "
+            "local files with `data_files=` or a `datasets.Dataset` with `data=`."
+        ) from None
+    source = {
+        "type": "hub",
+        "path": GLUE_DATASET,
+        "config_name": hub_config,
+        "split": split,
+        "revision": getattr(builder, "hash", None),  # the resolved commit of the Hub dataset
+        "requested_revision": config.revision,
+        "fingerprint": dataset._fingerprint,
+    }
+    return dataset, source
+
+
+def _labels(dataset: Any, task: GlueTask) -> np.ndarray:
+    """Label ids (int64) or STS-B scores (float64), checked."""
+    values = list(dataset[LABEL_COLUMN])
+    if task.is_regression:
+        try:
+            labels = np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ObjectiveError(f"STS-B labels must be numbers (similarity 0-5), got e.g. {values[0]!r}.") from None
+        if not np.isfinite(labels).all():
+            raise ObjectiveError("STS-B labels hold NaN or inf (a test split has no labels); use a labelled split.")
+        return labels
+    names = {name: k for k, name in enumerate(task.label_names)}
+    out = np.empty(len(values), dtype=np.int64)
+    for i, v in enumerate(values):
+        if isinstance(v, str) and v.strip().lower() in names:
+            out[i] = names[v.strip().lower()]
+            continue
+        try:
+            out[i] = int(v)
+        except (TypeError, ValueError):
+            raise ObjectiveError(
+                f"Example {i} has label {v!r}; {task.name!r} labels are ids 0..{task.num_labels - 1} or the names "
+                f"{list(task.label_names)}."
+            ) from None
+    bad = np.flatnonzero((out < 0) | (out >= task.num_labels))
+    if len(bad):
+        what = " (-1 marks an unlabelled test split; use a labelled split)" if (out[bad] == -1).any() else ""
+        raise ObjectiveError(
+            f"Example {int(bad[0])} has label {int(out[bad[0]])}, outside 0..{task.num_labels - 1} for task "
+            f"{task.name!r}{what}."
+        )
+    return out
+
+
+def _tokenize(dataset: Any, task: GlueTask, tokenizer: Any, max_length: int) -> list[_Example]:
+    if "input_ids" in dataset.column_names:
+        ids = [list(map(int, r)) for r in dataset["input_ids"]]
+        types = (
+            [list(map(int, r)) for r in dataset["token_type_ids"]] if "token_type_ids" in dataset.column_names else None
+        )
+        if any(len(r) == 0 for r in ids):
+            raise ObjectiveError("Pre-tokenized `input_ids` hold an empty example; every example needs tokens.")
+        if types is not None and any(len(a) != len(b) for a, b in zip(ids, types)):
+            raise ObjectiveError("Pre-tokenized `token_type_ids` and `input_ids` differ in length.")
+        long = sum(len(r) > max_length for r in ids)
+        if long:
+            logger.warning(
+                "%d of %d examples are longer than `max_length` (%d) and were cut.", long, len(ids), max_length
+            )
+        return [
+            _Example(r[:max_length], types[i][:max_length] if types is not None else None) for i, r in enumerate(ids)
+        ]
+    if tokenizer is None:
+        raise ObjectiveError("`tokenizer` is required for text data; pass the model's tokenizer.")
+    columns = [list(dataset[c]) for c in task.text_columns]
+    for c, texts in zip(task.text_columns, columns):
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise ObjectiveError(f"Example {i} has {c}={t!r}; GLUE text columns must hold strings.")
+    encoded = tokenizer(*columns)
+    long = sum(len(r) > max_length for r in encoded["input_ids"])
+    if long:
+        logger.warning(
+            "%d of %d examples are longer than `max_length` (%d) and were truncated.", long, len(columns[0]), max_length
+        )
+        encoded = tokenizer(*columns, truncation=True, max_length=max_length)
+    types = encoded.get("token_type_ids")
+    return [
+        _Example(list(encoded["input_ids"][i]), list(types[i]) if types is not None else None)
+        for i in range(len(columns[0]))
+    ]
+
+
+def _load_metric(name: str) -> Any:
+    from ..metrics import load_metric
+
+    return load_metric(name)
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

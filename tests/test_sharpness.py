@@ -1,0 +1,448 @@
+"""Hessian eigenvalues and trace, sharpness: exact values on quadratics with known Hessians, agreement with the
+full Hessian of a tiny GPT-2 (`torch.autograd.functional.hessian`), and the restore guarantees."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from hf_landscape import CausalLMObjective, ConfigError, ObjectiveError
+from hf_landscape.sharpness import (
+    SharpnessConfig,
+    differentiable_loss,
+    double_backward_attention,
+    hessian_eigenvalues,
+    hessian_trace,
+    hessian_vector_product,
+    layer_of,
+    sharpness,
+)
+
+# --- a quadratic with a known Hessian -----------------------------------------------------------------
+
+
+class TwoTensors(torch.nn.Module):
+    """θ = (layer0.weight (3 × 4), layer1.bias (5,)), 17 numbers in float64."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.layer0 = torch.nn.Module()
+        self.layer1 = torch.nn.Module()
+        self.layer0.weight = torch.nn.Parameter(torch.randn(3, 4, generator=g, dtype=torch.float64))
+        self.layer1.bias = torch.nn.Parameter(torch.randn(5, generator=g, dtype=torch.float64))
+
+    def flat(self) -> torch.Tensor:
+        return torch.cat([self.layer0.weight.reshape(-1), self.layer1.bias])
+
+
+N = 17
+
+
+def matrix_with_spectrum(eigenvalues, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(len(eigenvalues), len(eigenvalues), generator=g, dtype=torch.float64))
+    return q @ torch.diag(torch.tensor(eigenvalues, dtype=torch.float64)) @ q.T
+
+
+def quadratic(a: torch.Tensor, b: torch.Tensor | None = None):
+    """loss_fn(model) = ½ θᵀAθ + bᵀθ; its Hessian is A everywhere."""
+    b = torch.zeros(a.shape[0], dtype=torch.float64) if b is None else b
+
+    def loss_fn(model):
+        x = model.flat()
+        return 0.5 * x @ a @ x + b @ x
+
+    return loss_fn
+
+
+def value(a, b, x) -> float:
+    return float(0.5 * x @ a @ x + b @ x)
+
+
+def test_eigenvalues_of_a_known_spectrum():
+    spectrum = [9.0, 7.0, 5.0] + list(np.linspace(-2.0, 3.0, N - 3))
+    model = TwoTensors()
+    result = hessian_eigenvalues(model, quadratic(matrix_with_spectrum(spectrum)), k=3, tol=1e-8, progress=False)
+    np.testing.assert_allclose(result.eigenvalues, [9.0, 7.0, 5.0], rtol=1e-8)
+    assert result.converged and result.num_parameters == N
+    assert np.all(result.residuals <= 1e-8 * np.abs(result.eigenvalues))
+
+
+def test_eigenvalues_are_largest_algebraic_not_largest_magnitude():
+    # Large negative curvature (an unconverged point); the top algebraic eigenvalues are small and positive.
+    n = 60
+    spectrum = list(np.linspace(-100.0, -10.0, n - 3)) + [0.3, 0.2, 0.1]
+    a = matrix_with_spectrum(spectrum)
+
+    class Vector(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.x = torch.nn.Parameter(torch.zeros(n, dtype=torch.float64))
+
+    result = hessian_eigenvalues(Vector(), lambda m: 0.5 * m.x @ a @ m.x, k=3, tol=1e-6, max_iter=500, progress=False)
+    np.testing.assert_allclose(result.eigenvalues, [0.3, 0.2, 0.1], rtol=1e-6)
+    assert result.converged
+    # Power iteration would have found the largest magnitude instead.
+    assert abs(torch.linalg.eigvalsh(a)[0].item() + 100.0) < 1e-9
+
+
+def test_restarted_lanczos_with_a_small_basis_gives_the_same_values():
+    spectrum = list(np.linspace(-50.0, 1.0, N - 3)) + [4.0, 3.0, 2.5]
+    loss_fn = quadratic(matrix_with_spectrum(spectrum))
+    result = hessian_eigenvalues(TwoTensors(), loss_fn, k=3, tol=1e-7, max_iter=400, basis_size=5, progress=False)
+    assert result.restarts > 0
+    np.testing.assert_allclose(result.eigenvalues, [4.0, 3.0, 2.5], rtol=1e-7)
+
+
+def test_offloaded_basis_gives_the_same_values():
+    loss_fn = quadratic(matrix_with_spectrum(list(np.linspace(-5.0, 6.0, N))))
+    a = hessian_eigenvalues(TwoTensors(), loss_fn, k=2, tol=1e-9, progress=False)
+    b = hessian_eigenvalues(TwoTensors(), loss_fn, k=2, tol=1e-9, offload=True, progress=False)
+    np.testing.assert_allclose(a.eigenvalues, b.eigenvalues, rtol=1e-12)
+
+
+def test_eigenvectors_are_name_keyed_unit_eigenvectors():
+    a = matrix_with_spectrum([8.0, 6.0] + [1.0] * (N - 2))
+    result = hessian_eigenvalues(TwoTensors(), quadratic(a), k=2, tol=1e-10, return_eigenvectors=True, progress=False)
+    for lam, d in zip(result.eigenvalues, result.eigenvectors):
+        assert set(d.keys()) == {"layer0.weight", "layer1.bias"}
+        y = torch.cat([d["layer0.weight"].reshape(-1), d["layer1.bias"]])
+        assert abs(y.norm().item() - 1.0) < 1e-12
+        torch.testing.assert_close(a @ y, lam * y, rtol=0, atol=1e-8)
+        assert d.config["kind"] == "hessian_eigenvector"
+
+
+def test_unconverged_lanczos_says_so(caplog):
+    spectrum = list(np.linspace(-100.0, 0.0, N - 3)) + [0.3, 0.2, 0.1]
+    with caplog.at_level(logging.WARNING, logger="hf_landscape.sharpness"):
+        result = hessian_eigenvalues(
+            TwoTensors(), quadratic(matrix_with_spectrum(spectrum)), k=3, tol=1e-12, max_iter=4, progress=False
+        )
+    assert not result.converged and result.iterations == 4
+    assert "did not reach" in caplog.text
+
+
+def test_hessian_vector_product_is_a_times_v():
+    a = matrix_with_spectrum(list(np.linspace(-3.0, 3.0, N)))
+    model = TwoTensors()
+    v = {"layer0.weight": torch.ones(3, 4, dtype=torch.float64), "layer1.bias": torch.arange(5.0, dtype=torch.float64)}
+    hv = hessian_vector_product(model, quadratic(a), v)
+    flat_v = torch.cat([v["layer0.weight"].reshape(-1), v["layer1.bias"]])
+    torch.testing.assert_close(torch.cat([hv["layer0.weight"].reshape(-1), hv["layer1.bias"]]), a @ flat_v)
+
+
+def test_trace_of_a_diagonal_hessian_is_exact():
+    # z_i² = 1, so zᵀ D z = tr(D) for every Rademacher z.
+    diag = torch.linspace(-3.0, 5.0, N, dtype=torch.float64)
+    result = hessian_trace(TwoTensors(), quadratic(torch.diag(diag)), samples=5, progress=False)
+    assert result.trace == pytest.approx(diag.sum().item(), rel=1e-12)
+    assert result.stderr == pytest.approx(0.0, abs=1e-12)
+
+
+def test_trace_estimate_and_its_standard_error_match_theory():
+    a = matrix_with_spectrum(list(np.linspace(-2.0, 4.0, N)))
+    samples = 1000
+    result = hessian_trace(TwoTensors(), quadratic(a), samples=samples, seed=3, progress=False)
+    exact = torch.trace(a).item()
+    # Var(zᵀAz) = 2·Σ_{i≠j} A_ij² for Rademacher z.
+    off = a - torch.diag(torch.diag(a))
+    expected_stderr = (2.0 * (off**2).sum().item() / samples) ** 0.5
+    assert abs(result.trace - exact) <= 4 * expected_stderr
+    assert result.stderr == pytest.approx(expected_stderr, rel=0.15)
+
+
+def test_trace_per_layer_blocks_add_up_and_match_block_traces():
+    a = matrix_with_spectrum(list(np.linspace(-2.0, 4.0, N)))
+    result = hessian_trace(TwoTensors(), quadratic(a), samples=500, per_layer=True, progress=False)
+    assert list(result.per_layer) == ["layer0", "layer1"]
+    assert sum(t for t, _ in result.per_layer.values()) == pytest.approx(result.trace, rel=1e-12)
+    blocks = {"layer0": torch.trace(a[:12, :12]).item(), "layer1": torch.trace(a[12:, 12:]).item()}
+    for name, (trace, stderr) in result.per_layer.items():
+        assert abs(trace - blocks[name]) <= 4 * stderr
+
+
+def test_layer_of_groups_by_block():
+    assert layer_of("transformer.h.0.attn.c_attn.weight") == "transformer.h.0"
+    assert layer_of("model.layers.11.mlp.up_proj.weight") == "model.layers.11"
+    assert layer_of("transformer.wte.weight") == "transformer.wte"
+    assert layer_of("bias") == "bias"
+
+
+# --- a tiny GPT-2 against its full Hessian -------------------------------------------------------------
+
+VOCAB = 24
+SEQUENCES = [[3, 17, 5, 9, 22, 1, 0, 14, 8, 11], [7, 2, 19, 4, 4, 13, 6], [21, 10, 15, 12, 23]]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A float64 GPT-2 with 396 parameters, its objective, and its full Hessian (all parameters, tied once)."""
+    from conftest import build_gpt2
+
+    model = build_gpt2(VOCAB, seed=0, n_layer=1, n_embd=4, n_head=1, n_positions=12).double().eval()
+    objective = CausalLMObjective({"input_ids": SEQUENCES}, batch_size=2)
+    objective.bind(model)
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for _, p in model.named_parameters()]
+
+    def loss(flat):  # written independently of hf_landscape: per-sequence NLL sums over all predicted tokens
+        params = {n: c.view(s) for n, c, s in zip(names, flat.split([s.numel() for s in shapes]), shapes)}
+        total = 0.0
+        for seq in SEQUENCES:
+            ids = torch.tensor([seq])
+            logits = functional_call(model, params, (ids,)).logits[0, :-1]
+            total = total + F.cross_entropy(logits, ids[0, 1:], reduction="sum")
+        return total / sum(len(s) - 1 for s in SEQUENCES)
+
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    model.set_attn_implementation("eager")  # the reference needs a double backward too
+    hessian = torch.autograd.functional.hessian(loss, flat, vectorize=True)
+    model.set_attn_implementation("sdpa")
+    offsets = dict(zip(names, np.cumsum([0] + [s.numel() for s in shapes])))
+    return model, objective, hessian, offsets, loss(flat).item()
+
+
+def test_differentiable_loss_equals_the_objective(tiny):
+    model, objective, _, _, reference = tiny
+    loss = differentiable_loss(model, objective)
+    assert loss.requires_grad
+    assert loss.item() == pytest.approx(objective.evaluate(model).loss, rel=1e-12)
+    assert loss.item() == pytest.approx(reference, rel=1e-12)
+
+
+def test_differentiable_loss_of_llama_with_left_padding(llama_model, tokenizer, texts):
+    model = llama_model().eval()
+    objective = CausalLMObjective(texts[:5], tokenizer, batch_size=2, padding_side="left")
+    objective.bind(model)
+    loss = differentiable_loss(model, objective)
+    assert loss.item() == pytest.approx(objective.evaluate(model).loss, rel=1e-5)
+
+
+def test_differentiable_loss_of_a_glue_objective():
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    from hf_landscape import GlueObjective
+
+    torch.manual_seed(0)
+    config = GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=40, n_positions=32, num_labels=2, pad_token_id=0)
+    model = GPT2ForSequenceClassification(config).eval()
+    objective = GlueObjective("sst2", data={"input_ids": [[5, 6, 7, 8], [9, 10], [11, 12, 13]], "label": [0, 1, 1]})
+    objective.bind(model)
+    assert differentiable_loss(model, objective).item() == pytest.approx(objective.evaluate(model).loss, rel=1e-6)
+
+
+def test_top_eigenvalues_match_the_full_hessian(tiny):
+    model, objective, hessian, _, _ = tiny
+    assert model.config._attn_implementation == "sdpa"  # whose CPU kernel has no double backward
+    result = hessian_eigenvalues(model, objective, k=3, tol=1e-6, max_iter=200, progress=False)
+    exact = torch.linalg.eigvalsh(hessian).flip(0)[:3].numpy()
+    np.testing.assert_allclose(result.eigenvalues, exact, rtol=1e-4)
+    assert result.converged and result.num_parameters == hessian.shape[0]
+    assert model.config._attn_implementation == "sdpa"
+
+
+def test_top_eigenvalues_of_a_parameter_subset_match_the_hessian_block(tiny):
+    model, objective, hessian, offsets, _ = tiny
+    lo, hi = offsets["transformer.h.0.mlp.c_fc.weight"], offsets["transformer.h.0.mlp.c_fc.bias"]
+    exact = torch.linalg.eigvalsh(hessian[lo:hi, lo:hi]).flip(0)[:2].numpy()
+    result = hessian_eigenvalues(model, objective, k=2, tol=1e-6, include=[r"mlp\.c_fc\.weight"], progress=False)
+    assert result.num_parameters == hi - lo
+    np.testing.assert_allclose(result.eigenvalues, exact, rtol=1e-4)
+
+
+def test_trace_matches_the_full_hessian(tiny):
+    model, objective, hessian, _, _ = tiny
+    result = hessian_trace(model, objective, samples=60, progress=False)
+    assert abs(result.trace - torch.trace(hessian).item()) <= 3 * result.stderr
+
+
+def test_curvature_restores_mode_grad_flags_and_attention(gpt2_model, tokenizer, texts):
+    model = gpt2_model(n_layer=1, n_embd=8)
+    model.train()
+    model.transformer.wpe.weight.requires_grad_(False)
+    objective = CausalLMObjective(texts[:3], tokenizer)
+    objective.bind(model)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    hessian_trace(model, objective, samples=2, progress=False)
+    assert model.training and model.config._attn_implementation == "sdpa"
+    assert not model.transformer.wpe.weight.requires_grad and model.transformer.wte.weight.requires_grad
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+
+
+def test_attention_implementation_restored_after_an_error(gpt2_model):
+    model = gpt2_model(n_layer=1, n_embd=8)
+    with pytest.raises(RuntimeError, match="boom"), double_backward_attention(model):
+        assert model.config._attn_implementation == "eager"
+        raise RuntimeError("boom")
+    assert model.config._attn_implementation == "sdpa"
+
+
+def test_objective_without_a_differentiable_loss_is_rejected():
+    with pytest.raises(ObjectiveError, match="differentiable"):
+        hessian_trace(TwoTensors(), object(), samples=2, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "argument"),
+    [
+        ({"k": 0}, "k"),
+        ({"tol": -1.0}, "tol"),
+        ({"max_iter": 2, "k": 3}, "max_iter"),
+        ({"include_1d": "yes"}, "include_1d"),
+    ],
+)
+def test_bad_eigen_options_are_config_errors(kwargs, argument):
+    with pytest.raises(ConfigError, match=f"`{argument}`"):
+        hessian_eigenvalues(TwoTensors(), quadratic(torch.eye(N, dtype=torch.float64)), progress=False, **kwargs)
+
+
+# --- sharpness ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def quad():
+    """A quadratic with mixed curvature and a nonzero gradient at the model's weights."""
+    a = matrix_with_spectrum(list(np.linspace(-3.0, 4.0, N)))
+    b = torch.randn(N, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    return a, b, TwoTensors()
+
+
+def test_worst_case_one_step_is_sam(quad):
+    a, b, model = quad
+    x = model.flat().detach()
+    g = a @ x + b
+    eps = 0.3 * g / g.norm()  # Foret et al. 2021, eq. 2
+    result = sharpness(model, quadratic(a, b), rho=0.3, kind="worst", steps=1, progress=False)
+    assert result.sharpness == pytest.approx(value(a, b, x + eps) - value(a, b, x), rel=1e-12)
+    assert result.base_loss == pytest.approx(value(a, b, x), rel=1e-12)
+    assert result.stderr is None
+
+
+def test_adaptive_one_step_is_asam(quad):
+    a, b, model = quad
+    x = model.flat().detach()
+    g = a @ x + b
+    t = x.abs() + 0.01
+    eps = 0.2 * t**2 * g / (t * g).norm()  # Kwon et al. 2021, eq. 11 with T = |θ| + η
+    result = sharpness(model, quadratic(a, b), rho=0.2, kind="adaptive", steps=1, eta=0.01, progress=False)
+    assert result.sharpness == pytest.approx(value(a, b, x + eps) - value(a, b, x), rel=1e-12)
+
+
+def test_worst_case_ascent_reaches_the_maximum_over_the_ball(quad):
+    a, b, model = quad
+    x = model.flat().detach()
+    g, rho = a @ x + b, 0.5
+    # max of gᵀε + ½εᵀAε over ‖ε‖ ≤ ρ: ε = (μI − A)⁻¹g with μ > λ_max(A) and ‖ε‖ = ρ (bisection on μ).
+    lo, hi = torch.linalg.eigvalsh(a)[-1].item() + 1e-12, 1e6
+    for _ in range(200):
+        mu = (lo + hi) / 2
+        eps = torch.linalg.solve(mu * torch.eye(N, dtype=torch.float64) - a, g)
+        lo, hi = (mu, hi) if eps.norm() > rho else (lo, mu)
+    exact = value(a, b, x + eps) - value(a, b, x)
+    result = sharpness(model, quadratic(a, b), rho=rho, kind="worst", steps=50, progress=False)
+    assert result.sharpness == pytest.approx(exact, rel=1e-9)
+
+
+def test_worst_case_at_a_critical_point_climbs_the_top_curvature(caplog):
+    # ∇L(0) = 0: SAM's step is undefined; from a random start the ascent finds ½·λ_max·ρ² along the top eigenvector.
+    a = matrix_with_spectrum(list(np.linspace(-3.0, 4.0, N)))
+    model = TwoTensors()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    with caplog.at_level(logging.WARNING, logger="hf_landscape.sharpness"):
+        result = sharpness(model, quadratic(a), rho=0.5, kind="worst", steps=200, progress=False)
+    assert "random direction" in caplog.text
+    assert result.sharpness == pytest.approx(0.5 * 4.0 * 0.5**2, rel=1e-6)
+
+
+def test_average_sharpness_matches_its_expectation(quad):
+    a, b, model = quad
+    rho, samples = 0.5, 400
+    # ε uniform on the sphere of radius ρ: E[gᵀε] = 0, E[½εᵀAε] = ½ρ²·tr(A)/n.
+    expected = 0.5 * rho**2 * torch.trace(a).item() / N
+    result = sharpness(model, quadratic(a, b), rho=rho, kind="average", samples=samples, progress=False)
+    assert len(result.losses) == samples
+    assert abs(result.sharpness - expected) <= 4 * result.stderr
+
+
+def test_adaptive_average_sharpness_matches_its_expectation(quad):
+    a, b, model = quad
+    t = torch.diag(model.flat().detach().abs())
+    rho = 0.5
+    expected = 0.5 * rho**2 * torch.trace(t @ a @ t).item() / N  # ε = T·δ, δ uniform on the ρ-sphere
+    result = sharpness(model, quadratic(a, b), rho=rho, kind="adaptive_average", samples=400, progress=False)
+    assert abs(result.sharpness - expected) <= 4 * result.stderr
+
+
+def test_small_rho_worst_case_is_rho_times_gradient_norm(tiny):
+    model, objective, _, _, _ = tiny
+    loss = differentiable_loss(model, objective)
+    grad_norm = torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, list(model.parameters()))]).norm()
+    rho = 1e-5
+    result = sharpness(model, objective, rho=rho, kind="worst", steps=1, progress=False)
+    assert result.sharpness == pytest.approx(rho * grad_norm.item(), rel=1e-3)  # first order in ρ
+    assert result.base_loss == objective.evaluate(model).loss
+
+
+@pytest.mark.parametrize("kind", ["worst", "average", "adaptive", "adaptive_average"])
+def test_sharpness_restores_weights_bit_for_bit_and_mode(kind, gpt2_model, tokenizer, texts):
+    model = gpt2_model(n_layer=1, n_embd=8)
+    model.train()
+    objective = CausalLMObjective(texts[:3], tokenizer)
+    before = {n: t.clone() for n, t in model.state_dict().items()}
+    sharpness(model, objective, rho=0.5, kind=kind, steps=2, samples=2, progress=False)
+    assert model.training
+    assert all(torch.equal(t, before[n]) for n, t in model.state_dict().items())
+
+
+def test_sharpness_restores_weights_after_an_error(quad):
+    a, b, model = quad
+    before = {n: t.clone() for n, t in model.state_dict().items()}
+    calls = {"n": 0}
+
+    def failing(m):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("boom")
+        return quadratic(a, b)(m)
+
+    with pytest.raises(RuntimeError, match="boom"):
+        sharpness(model, failing, rho=1.0, kind="worst", steps=5, progress=False)
+    assert calls["n"] == 3
+    assert all(torch.equal(t, before[n]) for n, t in model.state_dict().items())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "argument"),
+    [
+        ({"rho": 0.0}, "rho"),
+        ({"kind": "sam"}, "kind"),
+        ({"steps": 0}, "steps"),
+        ({"samples": 1}, "samples"),
+        ({"eta": -0.1}, "eta"),
+        ({"include": ["("]}, "include"),
+    ],
+)
+def test_bad_sharpness_options_are_config_errors(kwargs, argument):
+    with pytest.raises(ConfigError, match=f"`{argument}`"):
+        SharpnessConfig(**kwargs)
+
+
+def test_sharpness_config_round_trip():
+    config = SharpnessConfig(rho=0.1, kind="average", samples=8, exclude=["wte"])
+    assert SharpnessConfig.from_dict(config.to_dict()) == config
+
+
+def test_objective_first_bound_under_inference_mode_still_differentiates(gpt2_model, tokenizer, texts):
+    model = gpt2_model(n_layer=1, n_embd=8).eval()
+    objective = CausalLMObjective(texts[:3], tokenizer)
+    with torch.inference_mode():
+        expected = objective.evaluate(model).loss  # binds: the batches are inference tensors
+    assert differentiable_loss(model, objective).item() == pytest.approx(expected, rel=1e-6)
