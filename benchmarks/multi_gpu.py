@@ -40,7 +40,7 @@ def run(steps: int, out: str) -> None:
     from hf_landscape.engine import distributed_state
 
     state = distributed_state()
-    device = state.device if state is not None else torch.device("cuda")
+    device = state.device if state is not None else torch.device("cuda", 0)
     torch.cuda.set_device(device)
     torch.manual_seed(0)
     with torch.device(device):

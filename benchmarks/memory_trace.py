@@ -1,0 +1,55 @@
+"""Where the GPU memory of a full-rank plane goes, stage by stage (a diagnostic for llm_scale.py).
+
+python benchmarks/memory_trace.py
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from hf_landscape import CausalLMObjective, LandscapeProbe
+from hf_landscape.engine import editing
+
+
+def gib() -> str:
+    return f"allocated {torch.cuda.memory_allocated() / 2**30:.2f} GiB, peak {torch.cuda.max_memory_allocated() / 2**30:.2f}"
+
+
+def main() -> None:
+    config = LlamaConfig(
+        hidden_size=2048,
+        intermediate_size=5632,
+        num_hidden_layers=22,
+        num_attention_heads=32,
+        num_key_value_heads=4,
+        vocab_size=32000,
+        max_position_embeddings=2048,
+    )
+    with torch.device("cuda"):
+        model = LlamaForCausalLM(config).to(torch.bfloat16).eval()
+    print("model:", gib())
+    ids = torch.randint(0, 32000, (32, 1024)).tolist()
+    probe = LandscapeProbe(model, CausalLMObjective({"input_ids": ids}, max_length=1024, batch_size=8), progress=False)
+    torch.cuda.reset_peak_memory_stats()
+    probe.loss()
+    print("after loss:", gib())
+    torch.cuda.reset_peak_memory_stats()
+    dirs = probe.directions(seed=0)
+    print("directions drawn (CPU draw, moved to GPU):", gib())
+    torch.cuda.reset_peak_memory_stats()
+    params, tensors = probe._prepare(dirs)
+    print("prepared:", gib())
+    with editing(model, params) as editor:
+        print("originals saved:", gib())
+        torch.cuda.reset_peak_memory_stats()
+        editor.set_linear((0.5, -0.5), tensors)
+        torch.cuda.synchronize()
+        print("after one set_linear:", gib())
+        torch.cuda.reset_peak_memory_stats()
+        probe.objective.evaluate(model)
+        print("after one evaluation:", gib())
+
+
+if __name__ == "__main__":
+    main()
