@@ -44,7 +44,9 @@ def targets(kind):
 def test_value_equals_loss_of_explicitly_merged_copy(kind, tok, objective):
     model = build(kind, tok)
     probe = LandscapeProbe(model, objective, progress=False)
-    plane = probe.plane(steps=(3, 3), span=((-1, 1), (-0.5, 0.5)), directions="lora", rank=4, target_modules=targets(kind))
+    plane = probe.plane(
+        steps=(3, 3), span=((-1, 1), (-0.5, 0.5)), directions="lora", rank=4, target_modules=targets(kind)
+    )
     merged = copy.deepcopy(model)
     params = dict(merged.named_parameters())
     with torch.no_grad():
@@ -206,3 +208,27 @@ def test_adapter_directions_refuse_inactive_unknown_or_plain_models(tok, objecti
         probe.plane(directions="adapter", adapter_name="three", steps=2)
     with pytest.raises(ConfigError, match="needs a peft `PeftModel`"):
         LandscapeProbe(build("llama", tok), objective, progress=False).plane(directions="adapter", steps=2)
+
+
+def test_rank_above_the_smallest_side_is_refused(tok, objective):
+    probe = LandscapeProbe(build("llama", tok), objective, progress=False)
+    with pytest.raises(ConfigError, match=r"`rank` 33 exceeds min\(rows, cols\).*use rank <= 32"):
+        probe.plane(steps=2, directions="lora", rank=33, target_modules=["q_proj"])
+
+
+def test_unmatched_target_modules_name_the_existing_ones(tok, objective):
+    probe = LandscapeProbe(build("gpt2", tok), objective, progress=False)
+    with pytest.raises(DirectionError, match=r"named \['c_attn', 'c_fc', 'c_proj', 'lm_head'\]"):
+        probe.plane(steps=2, directions="lora", target_modules=["q_proj"])
+
+
+def test_quantized_weights_are_refused_with_a_clear_message(tok, objective):
+    class Packed(torch.nn.Parameter):
+        """Stands in for a quantized parameter class (bitsandbytes' Int8Params / Params4bit)."""
+
+    model = build("llama", tok)
+    q = model.model.layers[0].self_attn.q_proj
+    q.weight = Packed(q.weight.data)
+    probe = LandscapeProbe(model, objective, progress=False)
+    with pytest.raises(DirectionError, match="quantized or packed layers"):
+        probe.plane(steps=2, directions="lora", target_modules=["q_proj"])

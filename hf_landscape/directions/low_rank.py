@@ -121,10 +121,25 @@ def target_weights(model: Any, target_modules: list[str] | None) -> dict[str, tu
             continue
         found[f"{module_name}.weight" if module_name else "weight"] = (module_name, module)
     if not found:
+        available = sorted(
+            {
+                n.rpartition(".")[2]
+                for n, m in model.named_modules()
+                if isinstance(m, torch.nn.Linear) or type(m).__name__ == "Conv1D"
+            }
+        )
         raise DirectionError(
             f"`target_modules` {target_modules!r} matches no nn.Linear/Conv1D module of {type(model).__name__}; "
-            "pass module names such as ['q_proj', 'v_proj'] (GPT-2: ['c_attn', 'c_proj', 'c_fc'])."
+            f"its linear modules are named {available}."
         )
+    for name, (_, module) in found.items():
+        weight = module.weight
+        if not weight.is_floating_point() or weight.dim() != 2 or weight.__class__ is not torch.nn.Parameter:
+            raise DirectionError(
+                f"Cannot perturb {name!r}: its weight is a {type(weight).__name__} of dtype {weight.dtype} (quantized or "
+                "packed layers have no dense weight to take row norms of); exclude it from `target_modules` or load "
+                "the model unquantized."
+            )
     return found
 
 
@@ -145,6 +160,13 @@ def low_rank_directions(
         raise ConfigError(f"`seed` must be an integer, got {seed!r}.")
     targets = target_weights(model, config.target_modules)
     r = config.rank
+    too_big = {n: tuple(m.weight.shape) for n, (_, m) in targets.items() if r > min(m.weight.shape)}
+    if too_big:
+        name, shape = next(iter(too_big.items()))
+        raise ConfigError(
+            f"`rank` {r} exceeds min(rows, cols) of {len(too_big)} targeted weight(s), e.g. {name!r} of shape {shape}; "
+            f"use rank <= {min(min(s) for s in too_big.values())} or leave those modules out of `target_modules`."
+        )
     out = []
     for axis in range(axes):
         factors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
