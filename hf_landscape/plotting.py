@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .surface import Surface
 
 LINE_KINDS = ("curve",)
-PLANE_KINDS = ("contour", "heatmap", "surface")
+PLANE_KINDS = ("contour", "heatmap", "surface", "spread")
 FORMATS = ("png", "pdf", "svg")
 
 
@@ -103,7 +103,9 @@ def plot_surface(
     if hi <= lo:
         hi = lo + 1e-12
     if kind == "curve":
-        ax.plot(surface.x, z, color="C0", lw=1.8)
+        ax.plot(surface.x, z, color="C0", lw=1.8, label="mean over seeds" if surface.spread is not None else None)
+        if surface.spread is not None and metric is None and not log_scale:
+            ax.fill_between(surface.x, z - surface.spread, z + surface.spread, color="C0", alpha=0.25, label="± 1 std")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(label)
         centre = np.flatnonzero(surface.x == 0.0)
@@ -124,6 +126,12 @@ def plot_surface(
             cs = ax.contour(X, Y, masked, levels=np.linspace(lo, hi, levels), cmap="viridis")
             ax.clabel(cs, inline=True, fontsize=7, fmt="%.3g")
             fig.colorbar(cs, ax=ax, label=label)
+        elif kind == "spread":
+            if surface.spread is None:
+                raise ConfigError("`kind='spread'` needs a surface made over several seeds (`seed=[0, 1, 2]`).")
+            spread = np.ma.masked_invalid(surface.spread)
+            mesh = ax.pcolormesh(X, Y, spread, cmap="magma", shading="nearest")
+            fig.colorbar(mesh, ax=ax, label=f"std of {label} across seeds")
         elif kind == "heatmap":
             mesh = ax.pcolormesh(X, Y, np.ma.masked_invalid(z), cmap="viridis", vmin=lo, vmax=hi, shading="nearest")
             fig.colorbar(mesh, ax=ax, label=label)
@@ -190,7 +198,12 @@ def save_plots(
             raise ConfigError(f"`formats` may hold {list(FORMATS)}, got {fmt!r}.")
     folder = Path(save_directory)
     folder.mkdir(parents=True, exist_ok=True)
-    kinds = list(kinds) if kinds else list(LINE_KINDS if surface.ndim == 1 else PLANE_KINDS)
+    if kinds:
+        kinds = list(kinds)
+    elif surface.ndim == 1:
+        kinds = list(LINE_KINDS)
+    else:
+        kinds = [k for k in PLANE_KINDS if k != "spread" or surface.spread is not None]
     written = []
     for kind in kinds:
         fig = plot_surface(surface, kind, **kwargs)

@@ -11,7 +11,7 @@ import datetime
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -256,7 +256,7 @@ class LandscapeProbe:
         self,
         steps: int = 51,
         span: Sequence[float] = (-1.0, 1.0),
-        seed: int = 0,
+        seed: int | Sequence[int] = 0,
         *,
         direction: Direction | LowRankDirection | Mapping[str, torch.Tensor] | str | None = None,
         config: RandomDirectionConfig | LowRankDirectionConfig | None = None,
@@ -269,15 +269,29 @@ class LandscapeProbe:
         Args:
             steps: number of points (>= 2).
             span: (low, high) of α.
-            seed: draw of the random direction δ (the first axis of `plane` with the same seed).
+            seed: draw of the random direction δ (the first axis of `plane` with the same seed); a list of seeds
+                gives the mean over draws in `values`, their standard deviation in `spread`.
             direction: `"random"` (default), `"lora"`, `"adapter"` (see `directions`), or a direction to use
                 (a `Direction`, `LowRankDirection` or name -> tensor dict).
             config, config_kwargs: the direction kind's config or its fields (`normalization="filter"`, `rank=8`, ...).
             checkpoint_dir: save finished points here (every `checkpoint_every` points and when stopped early);
                 calling again with the same configuration and folder resumes, computing only missing points.
         """
+        if isinstance(seed, (list, tuple)):
+            return self._over_seeds(
+                "line",
+                seed,
+                steps=steps,
+                span=span,
+                direction=direction,
+                config=config,
+                checkpoint_dir=checkpoint_dir,
+                checkpoint_every=checkpoint_every,
+                **config_kwargs,
+            )
         x = grid_axis(steps, span, "steps/span")
         spec = direction if direction is None or isinstance(direction, str) else [direction]
+        seed = cast(int, seed)  # a list of seeds returned above
         dirs = self._directions_for(spec, seed, 1, config, config_kwargs)
         checkpoint = self._checkpoint(checkpoint_dir, checkpoint_every, "line", [x], dirs)
         values, metrics, wall = self._grid([(a,) for a in x], dirs, desc="line", checkpoint=checkpoint)
@@ -288,7 +302,7 @@ class LandscapeProbe:
         self,
         steps: int | Sequence[int] = (25, 25),
         span: Sequence[Any] = ((-1.0, 1.0), (-1.0, 1.0)),
-        seed: int = 0,
+        seed: int | Sequence[int] = 0,
         *,
         directions: Sequence[Direction | LowRankDirection | Mapping[str, torch.Tensor]] | str | None = None,
         config: RandomDirectionConfig | LowRankDirectionConfig | None = None,
@@ -301,7 +315,8 @@ class LandscapeProbe:
         Args:
             steps: points per axis, an int for both or `(nx, ny)`.
             span: `((x_low, x_high), (y_low, y_high))`, or one `(low, high)` for both.
-            seed: draw of the two random directions.
+            seed: draw of the two random directions; a list of seeds gives the mean over draws in `values`,
+                their standard deviation in `spread` and each draw's values in `samples`.
             directions: `"random"` (default), `"lora"` (low-rank, for large models) or `"adapter"` (a PeftModel's
                 LoRA weights only), see `directions`; or two directions to use.
             config, config_kwargs: the direction kind's config or its fields (`normalization`, `orthogonalize`,
@@ -309,10 +324,23 @@ class LandscapeProbe:
             checkpoint_dir: save finished points here (every `checkpoint_every` points and when stopped early);
                 calling again with the same configuration and folder resumes, computing only missing points.
         """
+        if isinstance(seed, (list, tuple)):
+            return self._over_seeds(
+                "plane",
+                seed,
+                steps=steps,
+                span=span,
+                directions=directions,
+                config=config,
+                checkpoint_dir=checkpoint_dir,
+                checkpoint_every=checkpoint_every,
+                **config_kwargs,
+            )
         nx, ny = _plane_steps(steps)
         span_x, span_y = _plane_span(span)
         x = grid_axis(nx, span_x, "steps/span (x)")
         y = grid_axis(ny, span_y, "steps/span (y)")
+        seed = cast(int, seed)  # a list of seeds returned above
         dirs = self._directions_for(directions, seed, 2, config, config_kwargs)
         checkpoint = self._checkpoint(checkpoint_dir, checkpoint_every, "plane", [x, y], dirs)
         values, metrics, wall = self._grid([(a, b) for b in y for a in x], dirs, desc="plane", checkpoint=checkpoint)
@@ -368,6 +396,39 @@ class LandscapeProbe:
         meta = self._metadata("interpolation", [], None, {"steps": [steps], "span": [list(map(float, span))]}, wall)
         meta["other_model"] = other
         return Surface(x, values, metrics=metrics, metadata=meta)
+
+    def _over_seeds(self, kind: str, seeds: Sequence[int], **kwargs: Any) -> Surface:
+        """One surface per direction seed, combined: `values` is the mean, `spread` the standard deviation
+        (ddof=1) and `samples` the per-seed values, so a plot can show whether a feature is one draw's."""
+        seeds = list(seeds)
+        if len(seeds) < 2 or len(set(seeds)) != len(seeds) or not all(isinstance(v, int) for v in seeds):
+            raise ConfigError(f"`seed` as a list needs two or more distinct integers, got {seeds!r}.")
+        folder = kwargs.pop("checkpoint_dir")
+        surfaces = []
+        for seed in seeds:
+            sub = None if folder is None else os.path.join(folder, f"seed-{seed}")
+            method = self.line if kind == "line" else self.plane
+            surfaces.append(method(seed=seed, checkpoint_dir=sub, **kwargs))
+        samples = np.stack([s.values for s in surfaces])
+        first = surfaces[0]
+        meta = dict(first.metadata)
+        meta.update(
+            seed=None,
+            seeds=seeds,
+            directions=[d for s in surfaces for d in s.metadata["directions"]],
+            wall_time_s=round(sum(s.metadata["wall_time_s"] for s in surfaces), 3),
+        )
+        metrics = {k: np.mean(np.stack([s.metrics[k] for s in surfaces]), axis=0) for k in first.metrics}
+        return Surface(
+            first.x,
+            samples.mean(axis=0),
+            y=first.y,
+            metrics=metrics,
+            metadata=meta,
+            spread=samples.std(axis=0, ddof=1),
+            samples=samples,
+            directions=[d for s in surfaces for d in (s.directions or [])],
+        )
 
     def _checkpoint(
         self,

@@ -39,6 +39,8 @@ class Surface:
         metrics: further numbers with the shape of `values` (e.g. accuracy at every point).
         metadata: provenance (model, revision, objective, directions, seed, versions, wall time).
         directions: the `Direction`s along the axes, when they are at hand (not saved).
+        spread: for a surface over several direction seeds, the standard deviation across seeds per point.
+        samples: for a surface over several seeds, each seed's values, shape `(seeds, *values.shape)`.
 
     Example:
     ```python
@@ -61,6 +63,8 @@ class Surface:
         metrics: dict[str, np.ndarray] | None = None,
         metadata: dict[str, Any] | None = None,
         directions: list[Any] | None = None,
+        spread: np.ndarray | None = None,
+        samples: np.ndarray | None = None,
     ) -> None:
         self.x = np.asarray(x, dtype=np.float64)
         self.y = None if y is None else np.asarray(y, dtype=np.float64)
@@ -71,6 +75,8 @@ class Surface:
         self.metrics = {k: np.asarray(v, dtype=np.float64).reshape(expected) for k, v in (metrics or {}).items()}
         self.metadata = dict(metadata or {})
         self.directions = directions
+        self.spread = None if spread is None else np.asarray(spread, dtype=np.float64).reshape(expected)
+        self.samples = None if samples is None else np.asarray(samples, dtype=np.float64).reshape(-1, *expected)
 
     @property
     def kind(self) -> str:
@@ -102,6 +108,10 @@ class Surface:
             arrays["y"] = torch.from_numpy(self.y.copy())
         for name, value in self.metrics.items():
             arrays[f"metrics.{name}"] = torch.from_numpy(value.copy())
+        if self.spread is not None:
+            arrays["spread"] = torch.from_numpy(self.spread.copy())
+        if self.samples is not None:
+            arrays["samples"] = torch.from_numpy(self.samples.copy())
         return arrays
 
     def surface_id(self) -> str:
@@ -207,7 +217,15 @@ class Surface:
         except Exception as err:  # safetensors raises its own error types for bad headers
             raise SurfaceError(f"{str(arrays_path)!r} cannot be read as safetensors ({err}).") from None
         metrics = {k[len("metrics.") :]: v for k, v in arrays.items() if k.startswith("metrics.")}
-        return cls(arrays["x"], arrays["values"], y=arrays.get("y"), metrics=metrics, metadata=record["metadata"])
+        return cls(
+            arrays["x"],
+            arrays["values"],
+            y=arrays.get("y"),
+            metrics=metrics,
+            metadata=record["metadata"],
+            spread=arrays.get("spread"),
+            samples=arrays.get("samples"),
+        )
 
     def push_to_hub(
         self,
