@@ -332,6 +332,8 @@ class CompareReport:
                     vmax=hi,
                     ax=ax,
                 )
+        what = ("log10 " if log_scale else "") + (metric or "loss")
+        fig.suptitle(f"{what} of {', '.join(self.surfaces)} on shared colour limits [{lo:.4g}, {hi:.4g}]")
         return fig
 
     # --- save / load -----------------------------------------------------------------------------

@@ -159,7 +159,7 @@ class LandscapeProbe:
     def evaluate(
         self,
         point: Sequence[float] | None = None,
-        directions: Sequence[Direction] | None = None,
+        directions: Sequence[Direction | LowRankDirection] | None = None,
         *,
         details: bool = True,
     ) -> Evaluation:
@@ -182,6 +182,59 @@ class LandscapeProbe:
             editor.set_linear(coords, tensors)
             with torch.inference_mode():
                 return self.objective.evaluate(self.model, details=details)
+
+    def token_curvature(
+        self,
+        direction: Any = None,
+        *,
+        h: float = 0.1,
+        seed: int = 0,
+        top: int = 20,
+        **direction_options: Any,
+    ) -> list[dict[str, Any]]:
+        """Which tokens make the landscape sharp along a direction: per-token loss, slope and curvature
+        from central differences at θ₀ − h·d, θ₀, θ₀ + h·d, the `top` tokens by curvature first.
+
+        Args:
+            direction: a direction (default: the seed's first random axis, drawn with `direction_options`).
+            h: the finite-difference step, in units of the direction.
+            top: how many tokens to return.
+
+        Returns:
+            Rows with `example`, `position` (index of the predicted token in its sequence), `token_id`, `token`
+            (decoded when the objective has a tokenizer), `loss`, `slope` = dL/dα and `curvature` = d²L/dα².
+        """
+        if not (isinstance(h, (int, float)) and h > 0):
+            raise ConfigError(f"`h` must be a positive number, got {h!r}.")
+        if direction is None:
+            direction = self.directions(seed, axes=1, **direction_options)[0]
+        dirs = [direction if isinstance(direction, (Direction, LowRankDirection)) else Direction(dict(direction))]
+        minus = self.evaluate((-h,), dirs, details=True).token_losses
+        centre = self.evaluate(details=True).token_losses
+        plus = self.evaluate((h,), dirs, details=True).token_losses
+        if minus is None or centre is None or plus is None:
+            raise ConfigError(f"{type(self.objective).__name__} gives no per-token losses.")
+        tokenizer = getattr(self.objective, "tokenizer", None)
+        examples = getattr(self.objective, "_active", None)
+        rows: list[dict[str, Any]] = []
+        for i, (lm, l0, lp) in enumerate(zip(minus, centre, plus)):
+            for j in np.flatnonzero(np.isfinite(l0)):
+                token_id = int(examples[i][0][j + 1]) if examples is not None else None
+                rows.append(
+                    {
+                        "example": i,
+                        "position": int(j) + 1,
+                        "token_id": token_id,
+                        "token": tokenizer.decode([token_id])
+                        if tokenizer is not None and token_id is not None
+                        else None,
+                        "loss": float(l0[j]),
+                        "slope": float((lp[j] - lm[j]) / (2 * h)),
+                        "curvature": float((lp[j] - 2 * l0[j] + lm[j]) / h**2),
+                    }
+                )
+        rows.sort(key=lambda r: -r["curvature"])
+        return rows[:top]
 
     # --- directions ------------------------------------------------------------------------------
 
@@ -230,7 +283,7 @@ class LandscapeProbe:
             d if isinstance(d, (Direction, LowRankDirection)) else Direction(dict(d), {"kind": "custom"}) for d in spec
         ]
 
-    def _prepare(self, directions: list[Direction]) -> tuple[dict[str, torch.nn.Parameter], list[list[torch.Tensor]]]:
+    def _prepare(self, directions: list[Any]) -> tuple[dict[str, torch.nn.Parameter], list[list[torch.Tensor]]]:
         """Check user or drawn directions against the model; return the parameters they touch and
         per-axis tensor lists on the parameters' devices and dtypes (zeros where an axis skips a name)."""
         all_params = dict(self.model.named_parameters())

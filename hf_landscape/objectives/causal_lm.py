@@ -183,6 +183,54 @@ class CausalLMObjective(Objective):
                 "loss to compute; pass longer texts or leave some labels unmasked (not -100)."
             )
 
+    def restricted(
+        self,
+        *,
+        token_ids: Sequence[int] | None = None,
+        positions: Sequence[int] | None = None,
+        mask: Sequence[Sequence[bool]] | None = None,
+    ) -> CausalLMObjective:
+        """A copy whose loss counts only a subset of the label tokens, e.g. to draw the surface of the tokens
+        that turned out sharp: the tokens with these ids, at these positions (0-based, within each sequence),
+        and/or where `mask[i][j]` is true (one row per example, one entry per token). Given several, a token
+        must pass all of them. Tokens already masked stay masked.
+
+        Raises:
+            ObjectiveError: the subset holds no token, or `mask` does not match the examples' lengths.
+        """
+        ids = set(token_ids) if token_ids is not None else None
+        pos = set(positions) if positions is not None else None
+        if mask is not None and len(mask) != len(self.examples):
+            raise ObjectiveError(f"`mask` has {len(mask)} rows but there are {len(self.examples)} examples.")
+        examples = []
+        for i, (x, y) in enumerate(self.examples):
+            if mask is not None and len(mask[i]) != len(x):
+                raise ObjectiveError(f"`mask[{i}]` has {len(mask[i])} entries but example {i} has {len(x)} tokens.")
+            keep = [
+                label != IGNORE_INDEX
+                and (ids is None or label in ids)
+                and (pos is None or j in pos)
+                and (mask is None or bool(mask[i][j]))
+                for j, label in enumerate(y)
+            ]
+            examples.append((list(x), [label if k else IGNORE_INDEX for label, k in zip(y, keep)]))
+        self._check_tokens(examples)
+        clone = object.__new__(CausalLMObjective)
+        clone.__dict__.update(self.__dict__)
+        clone.examples = examples
+        clone._active = examples
+        clone._bound = None
+        clone._batches = []
+        clone.source = {
+            **self.source,
+            "restricted": {
+                "token_ids": sorted(ids) if ids else None,
+                "positions": sorted(pos) if pos else None,
+                "mask": mask is not None,
+            },
+        }
+        return clone
+
     @property
     def num_examples(self) -> int:
         return len(self._active)
