@@ -64,3 +64,12 @@ def test_auto_is_one_point_per_forward_on_the_cpu(objective):
 
     model = build_gpt2(len(train_tokenizer()))
     assert points_per_forward(model, dict(model.named_parameters()), objective, "auto", 100) == 1
+
+
+@pytest.mark.slow
+def test_compile_gives_the_same_values_and_restores_forward(objective):
+    model = build_gpt2(len(train_tokenizer()))
+    reference = LandscapeProbe(model, objective, progress=False).plane(steps=(3, 3))
+    compiled = LandscapeProbe(model, objective, progress=False, compile=True).plane(steps=(3, 3))
+    np.testing.assert_allclose(compiled.values, reference.values, rtol=1e-6, atol=0)
+    assert "forward" not in model.__dict__
