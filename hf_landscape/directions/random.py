@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -151,7 +154,7 @@ def random_directions(
     params = select_parameters(model, include=config.include, exclude=config.exclude, include_1d=config.include_1d)
     norm = config.normalization
     # Work on the CPU in float32 so that the result does not depend on the device (see module docstring).
-    weights = {n: p.detach().to("cpu", torch.float32) for n, p in params.items()}
+    weights = _pmap(lambda n: params[n].detach().to("cpu", torch.float32), params)
     dims = {n: unit_dim(model, n) for n in params}
 
     def group_view(t: torch.Tensor, name: str) -> torch.Tensor:
@@ -163,31 +166,43 @@ def random_directions(
     out = []
     for k in range(axes):
         axis = first_axis + k
-        views = {}
-        for name, w in weights.items():
+
+        def draw(name: str, axis: int = axis) -> torch.Tensor:
             g = torch.Generator().manual_seed(seed_for(seed, axis, name))
-            d = torch.randn(w.shape, generator=g, dtype=torch.float32)
-            views[name] = group_view(d, name)
+            return group_view(torch.randn(weights[name].shape, generator=g, dtype=torch.float32), name)
+
+        views = _pmap(draw, weights)
         if config.orthogonalize and drawn:
             if norm in ("model", "none"):
                 views = _orthogonalize_global(views, drawn)
             else:
                 views = {n: _group_orthogonalize(v, [p[n] for p in drawn]) for n, v in views.items()}
         if norm in ("filter", "layer"):
-            views = {n: _group_rescale(v, group_view(weights[n], n)) for n, v in views.items()}
+            views = _pmap(lambda n, views=views: _group_rescale(views[n], group_view(weights[n], n)), views)
         elif norm == "model":
             w_norm = sum(float((w.double() ** 2).sum()) for w in weights.values()) ** 0.5
             d_norm = sum(float((v.double() ** 2).sum()) for v in views.values()) ** 0.5
             views = {n: v * (w_norm / (d_norm + EPS)) for n, v in views.items()}
         drawn.append(views)
-        tensors = {
-            n: _from_units(v, weights[n], dims[n]).reshape(weights[n].shape).to(params[n].device, params[n].dtype)
-            if norm == "filter"
-            else v.reshape(weights[n].shape).to(params[n].device, params[n].dtype)
-            for n, v in views.items()
-        }
+
+        def finish(n: str, views: dict[str, torch.Tensor] = views) -> torch.Tensor:
+            full = _from_units(views[n], weights[n], dims[n]) if norm == "filter" else views[n]
+            return full.reshape(weights[n].shape).to(params[n].device, params[n].dtype)
+
+        tensors = _pmap(finish, views)
         out.append(Direction(tensors, {"kind": "random", "seed": seed, "axis": axis, **config.to_dict()}))
     return out
+
+
+def _pmap(fn: Any, names: Any) -> dict[str, torch.Tensor]:
+    """{name: fn(name)} computed on a thread pool (torch releases the GIL); the order of names is kept and
+    every result depends on its name alone, so the output is the same as a plain loop's."""
+    names = list(names)
+    workers = min(16, os.cpu_count() or 1, max(len(names), 1))
+    if workers == 1:
+        return {n: fn(n) for n in names}
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return dict(zip(names, pool.map(fn, names)))
 
 
 def _orthogonalize_global(
