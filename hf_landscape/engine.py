@@ -26,8 +26,18 @@ from .objectives.base import Evaluation, Objective
 logger = logging.getLogger(__name__)
 
 
+# Keep a second copy of the selected weights ("row base", below) only when it is this small.
+ROW_CACHE_MAX_BYTES = 2 * 2**30
+
+
 class WeightEditor:
     """Sets the selected parameters of a model to points of a grid, and back.
+
+    A point is always computed the same way, from the saved original: θ = (θ₀ + c₁·d₁ + ... + cₙ·dₙ) + c₀·d₀,
+    the later axes first. On a plane walked row by row the bracket (the "row base") is the same for a whole
+    row, so when the weights are small enough (`ROW_CACHE_MAX_BYTES`) it is kept and each point costs one
+    fused pass, `torch.add(base, d₀, alpha=c₀, out=θ)`, instead of a copy and two adds; the arithmetic, and so
+    every bit of the result, is the same either way.
 
     Args:
         params: name -> parameter of the model; each is saved (cloned) once on construction.
@@ -37,14 +47,41 @@ class WeightEditor:
         self.names = list(params)
         self.params = [p.data for p in params.values()]
         self.originals = [p.detach().clone() for p in self.params]
+        nbytes = sum(p.numel() * p.element_size() for p in self.params)
+        self._row: list[torch.Tensor] | None = None
+        self._row_key: tuple[float, ...] | None = None
+        self._row_allowed = nbytes <= ROW_CACHE_MAX_BYTES
 
     @torch.no_grad()
     def set_linear(self, coords: Sequence[float], directions: Sequence[list[torch.Tensor]]) -> None:
-        """θ = θ₀ + Σᵢ cᵢ·dᵢ, recomputed from θ₀."""
-        torch._foreach_copy_(self.params, self.originals)
-        for c, d in zip(coords, directions):
-            if c != 0.0:
-                torch._foreach_add_(self.params, d, alpha=float(c))
+        """θ = (θ₀ + Σ_{i≥1} cᵢ·dᵢ) + c₀·d₀, recomputed from θ₀ (see the class docstring)."""
+        c0, rest = float(coords[0]), tuple(float(c) for c in coords[1:])
+        if not any(rest):  # the bracket is θ₀ itself
+            base = self.originals
+        elif self._row_allowed:
+            if self._row_key != rest or self._row is None:
+                if self._row is None:
+                    self._row = [o.clone() for o in self.originals]
+                else:
+                    torch._foreach_copy_(self._row, self.originals)
+                for c, d in zip(rest, directions[1:]):
+                    if c != 0.0:
+                        torch._foreach_add_(self._row, d, alpha=c)
+                self._row_key = rest
+            base = self._row
+        else:
+            torch._foreach_copy_(self.params, self.originals)
+            for c, d in zip(rest, directions[1:]):
+                if c != 0.0:
+                    torch._foreach_add_(self.params, d, alpha=c)
+            if c0 != 0.0:
+                torch._foreach_add_(self.params, directions[0], alpha=c0)
+            return
+        if c0 == 0.0:
+            torch._foreach_copy_(self.params, base)
+        else:
+            for param, b, d0 in zip(self.params, base, directions[0]):
+                torch.add(b, d0, alpha=c0, out=param)
 
     @torch.no_grad()
     def set_lerp(self, alpha: float, targets: list[torch.Tensor]) -> None:
@@ -206,14 +243,15 @@ class StackedPoints:
         self.directions = directions
 
     def stacked(self, coords: Sequence[tuple[float, ...]]) -> dict[str, torch.Tensor]:
-        """θ₀ + Σᵢ cᵢ·dᵢ for every point, shape (k, *weight.shape)."""
+        """(θ₀ + Σ_{i≥1} cᵢ·dᵢ) + c₀·d₀ for every point, shape (k, *weight.shape)."""
         k = len(coords)
         out = {}
         for i, (name, w) in enumerate(zip(self.names, self.originals)):
             t = w.unsqueeze(0).expand(k, *w.shape).clone()
-            for axis, d in enumerate(self.directions):
+            order = [*range(1, len(self.directions)), 0]  # the later axes first, as `WeightEditor` does
+            for axis in order:
                 c = torch.tensor([p[axis] for p in coords], dtype=w.dtype, device=w.device).view(k, *([1] * w.dim()))
-                t.addcmul_(c, d[i].unsqueeze(0))
+                t.addcmul_(c, self.directions[axis][i].unsqueeze(0))
             out[name] = t
         return out
 
