@@ -73,9 +73,9 @@ def run(workload: str, dtype: torch.dtype, steps: int, ks: list, rate: float, co
     # The one-point path's own cost: setting the weights of every point, without the forward.
     from hf_landscape.engine import editing
 
-    params, tensors = probe._prepare(one.directions)
+    weights, tensors = probe._prepare(one.directions)
     coords = [(a, b) for b in one.y for a in one.x]
-    with editing(model, params) as editor:
+    with editing(model, weights) as editor:
         _, t_set = timed(lambda: [editor.set_linear(c, tensors) for c in coords])
     rows["weight updates only"] = t_set
     for k in ks:

@@ -521,3 +521,8 @@ def test_shared_cola_dev_with_minilm():
     evaluation = LandscapeProbe(model, objective, progress=False).evaluate()
     assert objective.num_examples == 64
     assert np.isfinite(evaluation.loss) and "matthews_correlation" in evaluation.metrics
+
+
+def test_unknown_metric_module_is_a_config_error():
+    with pytest.raises(ConfigError, match="shipped metrics"):
+        metric_path("bleu")

@@ -47,7 +47,7 @@ def demo_text() -> str:
 def demo_command_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("demo", help="run the main job offline on SmolLM2-135M and a built-in text")
     parser.add_argument("--out", default="landscape_demo", help="output folder (default landscape_demo)")
-    parser.add_argument("--steps", type=int, default=9, help="points per axis of the plane (default 9)")
+    parser.add_argument("--steps", type=int, default=7, help="points per axis of the plane (default 7)")
     parser.add_argument("--seed", type=int, default=0, help="draw of the random directions")
     parser.add_argument("--max-length", type=int, default=48, help="tokens per sequence (default 48)")
     parser.add_argument("--overwrite", action="store_true", help="replace surfaces already in --out")
@@ -75,10 +75,10 @@ def demo_command(args: argparse.Namespace) -> int:
     out = Path(args.out)
     base = probe.loss()
     print(f"loss at the pretrained weights: {base:.4f} over {objective.num_tokens} tokens", flush=True)
-    line = probe.line(steps=2 * args.steps - 1, span=(-1.0, 1.0), seed=args.seed)
+    line = probe.line(steps=2 * args.steps - 1, span=(-0.5, 0.5), seed=args.seed)
     line.save_pretrained(out / "line", overwrite=args.overwrite)
     line.save_plots(out / "line")
-    plane = probe.plane(steps=(args.steps, args.steps), span=((-1.0, 1.0), (-1.0, 1.0)), seed=args.seed)
+    plane = probe.plane(steps=(args.steps, args.steps), span=((-0.5, 0.5), (-0.5, 0.5)), seed=args.seed)
     plane.save_pretrained(out / "plane", overwrite=args.overwrite)
     plane.save_plots(out / "plane")
     summary = {
