@@ -143,6 +143,11 @@ def plot_surface(
             fig.colorbar(surf, ax=ax, shrink=0.6, label=label)
         if kind != "surface":
             ax.plot([0.0], [0.0], "r*", markersize=10)
+            path = (surface.metadata.get("trajectory") or {}).get("coordinates")
+            if path:  # the optimizer's path projected on the plane (Li et al. 2018, section 7)
+                xy = np.asarray(path, dtype=np.float64).reshape(-1, 2)
+                ax.plot(xy[:, 0], xy[:, 1], "-o", color="C3", markersize=3, lw=1.2, label="training path")
+                ax.legend(loc="best")
             ax.set_aspect("auto")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)

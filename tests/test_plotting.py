@@ -207,3 +207,18 @@ def test_interpolation_marks_both_models():
     fig = plot_surface(interpolation())
     labels = [h.get_label() for h in fig.axes[0].lines]
     assert "centre (θ₀)" in labels and "other model" in labels
+
+
+def test_trajectory_path_is_drawn_on_the_contours():
+    import numpy as np
+
+    from hf_landscape import Surface
+
+    x = np.linspace(-1, 1, 5)
+    values = np.add.outer(x**2, x**2)
+    path = [[0.8, -0.6], [0.3, -0.2], [0.0, 0.0]]
+    surface = Surface(x, values, y=x.copy(), metadata={"kind": "plane", "trajectory": {"coordinates": path}})
+    fig = surface.plot(kind="contour")
+    lines = [ln for ln in fig.axes[0].get_lines() if ln.get_label() == "training path"]
+    assert len(lines) == 1
+    np.testing.assert_array_equal(np.column_stack(lines[0].get_data()), np.array(path))
