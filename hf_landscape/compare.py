@@ -495,3 +495,20 @@ def _direction_config(options: dict[str, Any]) -> RandomDirectionConfig:
     if unknown:
         raise ConfigError(f"Unknown direction option(s) {unknown}; the options are {sorted(known)}.")
     return RandomDirectionConfig(**options)
+
+
+def interpolation_barrier(surface: Surface) -> float:
+    """The loss barrier between the two ends of an interpolation (linear mode connectivity, Frankle et al.
+    2020): max over α in [0, 1] of L(α) − ((1 − α)·L(0) + α·L(1)), from the surface's own points. Zero or
+    below means the two checkpoints are linearly connected at this resolution.
+
+    Raises:
+        ConfigError: the surface is not a line through α = 0 and α = 1.
+    """
+    x = surface.x
+    if surface.y is not None or not (np.any(x == 0.0) and np.any(x == 1.0)):
+        raise ConfigError("`surface` must be an interpolation (a line) whose grid contains α = 0 and α = 1.")
+    v = surface.values
+    l0, l1 = float(v[np.flatnonzero(x == 0.0)[0]]), float(v[np.flatnonzero(x == 1.0)[0]])
+    inside = (x >= 0.0) & (x <= 1.0)
+    return float(np.max(v[inside] - ((1 - x[inside]) * l0 + x[inside] * l1)))

@@ -287,3 +287,14 @@ def test_saving_a_different_comparison_over_one_is_refused(tmp_path):
 def test_loading_a_folder_without_a_report_fails_clearly(tmp_path):
     with pytest.raises(SurfaceError, match="report"):
         CompareReport.from_pretrained(tmp_path)
+
+
+def test_interpolation_barrier_is_the_rise_above_the_chord():
+    import numpy as np
+
+    from hf_landscape import Surface
+    from hf_landscape.compare import interpolation_barrier
+
+    x = np.array([-0.5, 0.0, 0.25, 0.5, 0.75, 1.0, 1.5])
+    values = np.array([9.0, 1.0, 2.0, 3.5, 2.5, 2.0, 9.0])  # chord at 0.5 is 1.5
+    assert interpolation_barrier(Surface(x, values, metadata={"kind": "interpolation"})) == 2.0
