@@ -380,7 +380,7 @@ class CompareReport:
 
     @classmethod
     def from_pretrained(cls, save_directory: str | os.PathLike) -> CompareReport:
-        """Load a report written by `save_pretrained` (no pickle anywhere).
+        """Load a report written by `save_pretrained` (safetensors and JSON only).
 
         Raises:
             SurfaceError: the folder holds no report, or a surface does not match the id the report recorded.

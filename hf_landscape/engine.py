@@ -403,7 +403,7 @@ def distributed_state() -> Any:
 def _gather(
     state: Any, values: np.ndarray, done: np.ndarray, metrics: dict[str, np.ndarray]
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Merge the points every process computed, with plain tensor all-gathers (nothing is pickled)."""
+    """Merge the points every process computed, with plain tensor all-gathers (no Python objects are serialized)."""
     import json
 
     import torch.distributed as dist

@@ -18,7 +18,7 @@ from .errors import ModelError
 logger = logging.getLogger(__name__)
 
 _SHA = re.compile(r"^[0-9a-f]{40}$")
-# What a model folder needs for loading: configs, safetensors weights, tokenizer files. No pickles.
+# What a model folder needs for loading: configs, safetensors weights, tokenizer files. Never .bin or .pt files.
 MODEL_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.jinja"]
 
 

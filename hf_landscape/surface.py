@@ -3,7 +3,7 @@
 On disk a surface is two files: `surface.safetensors` (the arrays) and `surface.json` (sorted JSON:
 kind, provenance, and the SHA-256 of the arrays file, so a corrupted or mismatched file is caught on
 load). Both are written to temporary names and renamed into place, arrays first, so a crash never
-leaves a half-written surface. Nothing is ever unpickled.
+leaves a half-written surface. Only safetensors and JSON are ever read.
 """
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ class Surface:
         token: str | bool | None = None,
         cache_dir: str | os.PathLike | None = None,
     ) -> Surface:
-        """Load a surface from a local folder or a Hub repo id (no pickle anywhere).
+        """Load a surface from a local folder or a Hub repo id (safetensors and JSON only).
 
         Raises:
             SurfaceError: the folder or repo holds no surface, or its arrays do not match their hash.

@@ -2,7 +2,7 @@
 
 A direction is a `dict[str, Tensor]` whose keys are names from `model.named_parameters()` (which
 lists tied weights once, so an embedding tied to the LM head is perturbed once). It saves to and
-loads from safetensors, with its config in the file's metadata; nothing is unpickled.
+loads from safetensors, with its config in the file's metadata; only safetensors is read.
 """
 
 from __future__ import annotations
