@@ -284,6 +284,9 @@ def points_per_forward(
         device = next(iter(params.values())).device
         if device.type != "cuda" or not hasattr(objective, "evaluate_points"):
             return 1
+        weights = sum(p.numel() * p.element_size() for p in params.values())
+        if weights > ROW_CACHE_MAX_BYTES:  # a model this large keeps the GPU busy with one point
+            return 1
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
@@ -296,7 +299,6 @@ def points_per_forward(
         if seconds > AUTO_BATCH_MAX_SECONDS:  # the GPU is already busy with one point: stacking only costs memory
             return 1
         activations = torch.cuda.max_memory_allocated(device) - before
-        weights = sum(p.numel() * p.element_size() for p in params.values())
         free, _ = torch.cuda.mem_get_info(device)
         return max(1, min(64, n, int(0.3 * free // max(2 * (weights + activations), 1))))
     if not isinstance(requested, int) or isinstance(requested, bool) or requested < 1:
