@@ -47,7 +47,8 @@ def main() -> None:
         torch.cuda.synchronize()
         print("after one set_linear:", gib())
         torch.cuda.reset_peak_memory_stats()
-        probe.objective.evaluate(model)
+        with torch.inference_mode():  # as the engine does; without it autograd keeps every activation
+            probe.objective.evaluate(model)
         print("after one evaluation:", gib())
 
 
