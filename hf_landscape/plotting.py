@@ -143,6 +143,10 @@ def plot_surface(
             fig.colorbar(surf, ax=ax, shrink=0.6, label=label)
         if kind != "surface":
             ax.plot([0.0], [0.0], "r*", markersize=10)
+            if metric is None and "dL/dalpha" in surface.metrics and "dL/dbeta" in surface.metrics:
+                u, v = surface.metrics["dL/dalpha"], surface.metrics["dL/dbeta"]
+                ok = np.isfinite(u) & np.isfinite(v)
+                ax.quiver(X[ok], Y[ok], -u[ok], -v[ok], color="0.3", angles="xy", label="−∇L (projected)")
             path = (surface.metadata.get("trajectory") or {}).get("coordinates")
             if path:  # the optimizer's path projected on the plane (Li et al. 2018, section 7)
                 xy = np.asarray(path, dtype=np.float64).reshape(-1, 2)

@@ -244,6 +244,50 @@ class LandscapeProbe:
         rows.sort(key=lambda r: -r["curvature"])
         return rows[:top]
 
+    def directional_derivatives(self, surface: Surface, *, stride: int = 1) -> Surface:
+        """Add the gradient projected on the plane's directions at its grid points, dL/dα = ∇L·δ and
+        dL/dβ = ∇L·η, as `surface.metrics["dL/dalpha"]` and `["dL/dbeta"]` (NaN between strided points);
+        contour plots then draw −∇ as arrows. One forward and backward per point, weights restored after.
+
+        Args:
+            surface: a plane made by this probe, with its full-rank `directions` at hand.
+            stride: compute every `stride`-th point along each axis.
+        """
+        from .sharpness import loss_terms
+
+        dirs = surface.directions
+        if surface.y is None or not dirs or len(dirs) != 2 or not all(isinstance(d, Direction) for d in dirs):
+            raise ConfigError(
+                "`surface` must be a plane made here with two full-rank directions (`surface.directions`)."
+            )
+        if not isinstance(stride, int) or stride < 1:
+            raise ConfigError(f"`stride` must be a positive integer, got {stride!r}.")
+        params, tensors = self._prepare(list(dirs))
+        shape = surface.values.shape
+        da, db = np.full(shape, np.nan), np.full(shape, np.nan)
+        flags = {n: p.requires_grad for n, p in params.items()}
+        with editing(self.model, params) as editor:
+            try:
+                for p in params.values():
+                    p.requires_grad_(True)
+                for j in range(0, shape[0], stride):
+                    for i in range(0, shape[1], stride):
+                        editor.set_linear((float(surface.x[i]), float(surface.y[j])), tensors)
+                        grads = [torch.zeros_like(p) for p in params.values()]
+                        for term in loss_terms(self.model, self.objective):
+                            for g, gi in zip(
+                                grads, torch.autograd.grad(term, list(params.values()), allow_unused=True)
+                            ):
+                                if gi is not None:
+                                    g += gi
+                        da[j, i] = sum(float((g.double() * d.double()).sum()) for g, d in zip(grads, tensors[0]))
+                        db[j, i] = sum(float((g.double() * d.double()).sum()) for g, d in zip(grads, tensors[1]))
+            finally:
+                for n, p in params.items():
+                    p.requires_grad_(flags[n])
+        surface.metrics["dL/dalpha"], surface.metrics["dL/dbeta"] = da, db
+        return surface
+
     # --- directions ------------------------------------------------------------------------------
 
     def directions(
