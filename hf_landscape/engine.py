@@ -103,12 +103,18 @@ class LowRankEditor:
     axes are fused into one rank-(r·axes) product, [L₁ L₂] then [c₁R₁; c₂R₂], added in place with one
     `addmm_`, in the module's own dtype and on its own device, so models loaded in bf16 or with
     `device_map` stay exactly as they are. Setting a point only rescales the small right factors.
+
+    Modules that read the same input (q/k/v, gate/up) share one product: the first forward records which
+    hooks see the same tensor, later ones compute x·[L_q L_k L_v] once and slice it (checked by identity
+    at every call, so a wrong guess only costs time, never correctness).
     """
 
     def __init__(self, model: torch.nn.Module, directions: Sequence[Any]) -> None:
         self.handles: list[Any] = []
         self.slots: list[dict[str, Any]] = []
         self.active = False
+        self._trace: list[tuple[int, int]] | None = []  # (slot, id of its input) during the first forward
+        self._shared: tuple[Any, torch.Tensor] | None = None  # (input, x·[L...]) of the current group
         names = list(dict.fromkeys(n for d in directions for n in d.factors))
         for name in names:
             module = model.get_submodule(name.rpartition(".")[0])
@@ -130,7 +136,12 @@ class LowRankEditor:
                     )
                 lefts.append(left)
                 rights.append(right)
-            slot = {"left": torch.cat(lefts, dim=1).contiguous(), "rights": rights, "right": None}
+            slot = {
+                "left": torch.cat(lefts, dim=1).contiguous(),
+                "rights": rights,
+                "right": None,
+                "index": len(self.slots),
+            }
             self.slots.append(slot)
             self.handles.append(module.register_forward_hook(self._hook(slot)))
 
@@ -140,16 +151,61 @@ class LowRankEditor:
             if right is None:  # the centre: nothing to add
                 return None
             x = args[0]
+            if self._trace is not None:
+                self._learn(slot["index"], x)
             left = slot["left"]
-            if x.device != left.device or x.dtype != left.dtype:
-                x = x.to(device=left.device, dtype=left.dtype)
-            xl = x.reshape(-1, left.shape[0]) @ left
+            group = slot.get("group")
+            if group is not None and slot is group["first"]:
+                x2 = (
+                    x.to(device=left.device, dtype=left.dtype)
+                    if x.device != left.device or x.dtype != left.dtype
+                    else x
+                )
+                self._shared = (x, x2.reshape(-1, left.shape[0]) @ group["left"])
+            shared = self._shared
+            if group is not None and shared is not None and shared[0] is x:
+                xl = shared[1][:, slot["cols"]]
+            else:
+                if x.device != left.device or x.dtype != left.dtype:
+                    x = x.to(device=left.device, dtype=left.dtype)
+                xl = x.reshape(-1, left.shape[0]) @ left
             if output.device == right.device and output.dtype == right.dtype and output.is_contiguous():
                 output.view(-1, right.shape[1]).addmm_(xl, right)
                 return output
             return output + (xl @ right).view(output.shape).to(device=output.device, dtype=output.dtype)
 
         return hook
+
+    def _learn(self, index: int, x: Any) -> None:
+        """Record the first forward's calls; once every hook has run once, group consecutive hooks that saw the
+        same input tensor and the same input width."""
+        trace = self._trace
+        if trace is None:
+            return
+        if any(i == index for i, _ in trace):  # a module called twice per forward: do not guess
+            self._trace = None
+            return
+        trace.append((index, id(x)))
+        if len(trace) < len(self.slots):
+            return
+        self._trace = None
+        runs: list[list[int]] = []
+        for k, (i, ident) in enumerate(trace):
+            width = self.slots[i]["left"].shape[0]
+            if k and ident == trace[k - 1][1] and width == self.slots[runs[-1][0]]["left"].shape[0]:
+                runs[-1].append(i)
+            else:
+                runs.append([i])
+        for run in runs:
+            if len(run) < 2:
+                continue
+            lefts = [self.slots[i]["left"] for i in run]
+            group = {"first": self.slots[run[0]], "left": torch.cat(lefts, dim=1).contiguous()}
+            start = 0
+            for i, left in zip(run, lefts):
+                self.slots[i]["group"] = group
+                self.slots[i]["cols"] = slice(start, start + left.shape[1])
+                start += left.shape[1]
 
     def set_linear(self, coords: Sequence[float]) -> None:
         zero = all(float(c) == 0.0 for c in coords)
@@ -163,6 +219,7 @@ class LowRankEditor:
         for handle in self.handles:
             handle.remove()
         self.handles.clear()
+        self._shared = None
 
 
 @contextlib.contextmanager
