@@ -47,16 +47,13 @@ _ON_CIRCLE = 1e-9  # relative slack so grid points on the circle of radius r (up
 
 
 def _centre_index(surface: Surface) -> tuple[int, ...]:
-    """Index of the grid's origin in `surface.values` (`(j, i)` for planes, `(i,)` for lines)."""
-    ix = np.flatnonzero(surface.x == 0.0)
-    if surface.y is None:
-        if not len(ix):
-            raise SurfaceError("The surface's grid does not pass through 0; use a span that contains 0, e.g. (-1, 1).")
-        return (int(ix[0]),)
-    iy = np.flatnonzero(surface.y == 0.0)
-    if not len(ix) or not len(iy):
-        raise SurfaceError("The surface's grid does not pass through (0, 0); use spans that contain 0, e.g. (-1, 1).")
-    return int(iy[0]), int(ix[0])
+    """`surface.centre_index`, or a `SurfaceError` when the grid does not pass through the origin."""
+    index = surface.centre_index
+    if index is None:
+        raise SurfaceError(
+            "The surface's grid does not pass through the origin; use a span that contains 0, e.g. (-1, 1)."
+        )
+    return index
 
 
 def radial_distance(surface: Surface) -> np.ndarray:

@@ -112,7 +112,6 @@ class LowRankEditor:
     def __init__(self, model: torch.nn.Module, directions: Sequence[Any]) -> None:
         self.handles: list[Any] = []
         self.slots: list[dict[str, Any]] = []
-        self.active = False
         self._trace: list[tuple[int, int]] | None = []  # (slot, id of its input) during the first forward
         self._shared: tuple[Any, torch.Tensor] | None = None  # (input, x·[L...]) of the current group
         names = list(dict.fromkeys(n for d in directions for n in d.factors))

@@ -212,7 +212,8 @@ def surface_section(folder: str, surface: Surface) -> str:
         ("lowest / highest loss", f"{_fmt(float(finite.min()))} / {_fmt(float(finite.max()))}" if finite.size else "—"),
     ]
     for name in sorted(surface.metrics):
-        rows.append((f"{name} at centre", _fmt(_centre_of(surface, surface.metrics[name]))))
+        index = surface.centre_index
+        rows.append((f"{name} at centre", _fmt(float(surface.metrics[name][index]) if index else float("nan"))))
     rows += [
         ("span", " × ".join(f"[{lo:g}, {hi:g}]" for lo, hi in grid.get("span", []))),
         ("steps", " × ".join(str(n) for n in grid.get("steps", []))),
@@ -227,18 +228,6 @@ def surface_section(folder: str, surface: Surface) -> str:
         f"<!-- surface:{folder} -->\n### {title}\n\n{images}\n\n{table}\n\n"
         f"Reproduce:\n\n```bash\n{reproduce_command(surface)}\n```\n<!-- /surface:{folder} -->"
     )
-
-
-def _centre_of(surface: Surface, values: Any) -> float:
-    import numpy as np
-
-    ix = np.flatnonzero(surface.x == 0.0)
-    if not len(ix):
-        return float("nan")
-    if surface.y is None:
-        return float(values[ix[0]])
-    iy = np.flatnonzero(surface.y == 0.0)
-    return float(values[iy[0], ix[0]]) if len(iy) else float("nan")
 
 
 def reproduce_command(surface: Surface) -> str:

@@ -88,13 +88,20 @@ class Surface:
         return 1 if self.y is None else 2
 
     @property
-    def centre(self) -> float:
-        """The value at the origin of the grid (NaN if the grid does not pass through it)."""
+    def centre_index(self) -> tuple[int, ...] | None:
+        """Index of the grid's origin in `values` (`(j, i)` for planes, `(i,)` for lines), or None if the grid
+        does not pass through it."""
         ix = np.flatnonzero(self.x == 0.0)
         if self.y is None:
-            return float(self.values[ix[0]]) if len(ix) else float("nan")
+            return (int(ix[0]),) if len(ix) else None
         iy = np.flatnonzero(self.y == 0.0)
-        return float(self.values[iy[0], ix[0]]) if len(ix) and len(iy) else float("nan")
+        return (int(iy[0]), int(ix[0])) if len(ix) and len(iy) else None
+
+    @property
+    def centre(self) -> float:
+        """The value at the origin of the grid (NaN if the grid does not pass through it)."""
+        index = self.centre_index
+        return float(self.values[index]) if index is not None else float("nan")
 
     def __repr__(self) -> str:
         shape = "x".join(str(n) for n in self.values.shape)
