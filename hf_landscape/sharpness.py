@@ -34,7 +34,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .config import BaseConfig, check_choice, check_patterns
@@ -67,21 +66,12 @@ def loss_terms(model: torch.nn.Module, objective: Any) -> Iterator[torch.Tensor]
         objective: a `CausalLMObjective`, a `GlueObjective`, any object with a `loss_terms(model)` method,
             or a callable `loss_fn(model) -> scalar tensor`.
     """
-    _rebind_if_inference(model, objective)
     own = getattr(objective, "loss_terms", None)
     if callable(own):
         yield from own(model)
         return
     from .objectives.base import Objective
-    from .objectives.causal_lm import CausalLMObjective
-    from .objectives.glue import GlueObjective
 
-    if isinstance(objective, CausalLMObjective):
-        yield from _causal_lm_terms(model, objective)
-        return
-    if isinstance(objective, GlueObjective):
-        yield from _glue_terms(model, objective)
-        return
     if isinstance(objective, Objective) or not callable(objective):
         raise ObjectiveError(
             f"`objective` ({type(objective).__name__}) has no differentiable loss; use a `CausalLMObjective` or "
@@ -95,58 +85,6 @@ def loss_terms(model: torch.nn.Module, objective: Any) -> Iterator[torch.Tensor]
             f"{tuple(value.shape) if isinstance(value, torch.Tensor) else ''}."
         )
     yield value.reshape(())
-
-
-def _rebind_if_inference(model: torch.nn.Module, objective: Any) -> None:
-    """Rebuild an objective's batches if they were first built under `torch.inference_mode` (e.g. by a plain
-    `evaluate` inside it): autograd cannot save inference tensors for backward."""
-    batches = getattr(objective, "_batches", None) or []
-    values = [v for b in batches for v in vars(b).values()]
-    values += [x for v in values if isinstance(v, Mapping) for x in v.values()]  # GLUE batches hold an inputs dict
-    tensors = [v for v in values if isinstance(v, torch.Tensor)]
-    if hasattr(objective, "_bound") and any(t.is_inference() for t in tensors):
-        objective._bound = None
-        with torch.inference_mode(False):
-            objective.bind(model)
-
-
-# Fallbacks for objectives without a `loss_terms` method (delete each once its objective has one).
-
-
-def _causal_lm_terms(model: torch.nn.Module, objective: Any) -> Iterator[torch.Tensor]:
-    """`CausalLMObjective.evaluate` with autograd on: Σ token NLL / number of tokens, batch by batch."""
-    objective.bind(model)
-    total = objective.num_tokens
-    for b in objective._batches:
-        inputs = objective._inputs(b) if hasattr(objective, "_inputs") else _causal_lm_inputs(objective, b)
-        logits = model(**inputs).logits[:, :-1]
-        # Upcast only the positions that count, as `evaluate` does (float32 for half-precision models).
-        selected = logits[b.mask]
-        selected = selected.to(torch.promote_types(selected.dtype, torch.float32))
-        yield F.cross_entropy(selected, b.targets, reduction="sum") / total
-
-
-def _causal_lm_inputs(objective: Any, b: Any) -> dict[str, Any]:
-    """The forward arguments of a batch, for versions of `CausalLMObjective` without `_inputs`."""
-    kwargs: dict[str, Any] = {"input_ids": b.input_ids, "use_cache": False}
-    if b.attention_mask is not None:
-        kwargs["attention_mask"] = b.attention_mask
-        if objective._accepts_positions and b.position_ids is not None:
-            kwargs["position_ids"] = b.position_ids
-    return kwargs
-
-
-def _glue_terms(model: torch.nn.Module, objective: Any) -> Iterator[torch.Tensor]:
-    """`GlueObjective.evaluate` with autograd on: Σ example loss / number of examples, batch by batch."""
-    objective.bind(model)
-    total = objective.num_examples
-    for b in objective._batches:
-        logits = model(**b.inputs).logits
-        if objective.task.is_regression:
-            loss = ((logits[:, 0].float() - b.labels) ** 2).sum()
-        else:
-            loss = F.cross_entropy(logits.float(), b.labels, reduction="sum")
-        yield loss / total
 
 
 def differentiable_loss(model: torch.nn.Module, objective: Any) -> torch.Tensor:

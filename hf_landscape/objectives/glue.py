@@ -19,7 +19,7 @@ import hashlib
 import inspect
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -333,7 +333,8 @@ class GlueObjective(Objective):
         if self.config.sort_by_length:
             order.sort(key=lambda i: -len(self.examples[i].input_ids))
         size = self.config.batch_size
-        self._batches = [self._make_batch(order[s : s + size]) for s in range(0, len(order), size)]
+        with torch.inference_mode(False):  # normal tensors, so `loss_terms` can backpropagate through them later
+            self._batches = [self._make_batch(order[s : s + size]) for s in range(0, len(order), size)]
         batched = np.concatenate([b.index for b in self._batches])
         self._references = self.labels[batched]  # the metrics see predictions in batch order
         self._order = batched
@@ -418,21 +419,28 @@ class GlueObjective(Objective):
 
     # --- the value -------------------------------------------------------------------------------
 
+    def _batch_losses(self, logits: torch.Tensor, b: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-example loss (squared error for regression, cross-entropy otherwise) and predictions."""
+        if self.task.is_regression:
+            scores = logits[:, 0].float()
+            return (scores - b.labels) ** 2, scores
+        return F.cross_entropy(logits.float(), b.labels, reduction="none"), logits.argmax(dim=-1)
+
+    def loss_terms(self, model: torch.nn.Module) -> Iterator[torch.Tensor]:
+        """Differentiable loss, one term per batch (Σ example loss / number of examples); the terms sum to the
+        loss, so gradients or Hessian-vector products can be accumulated batch by batch."""
+        self.bind(model)
+        for b in self._batches:
+            yield self._batch_losses(model(**b.inputs).logits, b)[0].sum() / self.num_examples
+
     def evaluate(self, model: torch.nn.Module, *, details: bool = False) -> Evaluation:
         if self._bound is None or self._bound[1] != id(model):
             self.bind(model)
-        regression = self.task.is_regression
         total = torch.zeros((), dtype=torch.float64, device=self._device)
         predictions, losses = [], []
         for b in self._batches:
-            logits = model(**b.inputs).logits
-            if regression:
-                scores = logits[:, 0].float()
-                loss = (scores - b.labels) ** 2
-                predictions.append(scores)
-            else:
-                loss = F.cross_entropy(logits.float(), b.labels, reduction="none")
-                predictions.append(logits.argmax(dim=-1))
+            loss, prediction = self._batch_losses(model(**b.inputs).logits, b)
+            predictions.append(prediction)
             total += loss.sum(dtype=torch.float64)
             if details:
                 losses.append(loss)
