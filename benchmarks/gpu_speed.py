@@ -20,6 +20,7 @@ import time
 
 import numpy as np
 import torch
+from bench_utils import matmul_rate
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from hf_landscape import CausalLMObjective, LandscapeProbe
@@ -28,19 +29,6 @@ WORKLOADS = {
     "a": dict(n_layer=4, n_embd=256, n_head=4, vocab_size=4096, n_positions=128),
     "b": dict(n_layer=12, n_embd=768, n_head=12, vocab_size=50257, n_positions=1024),
 }
-
-
-def matmul_rate(n: int = 8192, reps: int = 30) -> float:
-    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    for _ in range(5):
-        a @ b
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    torch.cuda.synchronize()
-    return 2 * n**3 * reps / (time.perf_counter() - start)
 
 
 def timed(fn, rounds: int = 2):

@@ -19,51 +19,13 @@ import json
 import time
 
 import torch
+from bench_utils import LLAMA_CONFIGS, matmul_rate
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from hf_landscape import CausalLMObjective, Direction, LandscapeProbe
 
-CONFIGS = {
-    # TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T config.json
-    "1b": dict(
-        hidden_size=2048,
-        intermediate_size=5632,
-        num_hidden_layers=22,
-        num_attention_heads=32,
-        num_key_value_heads=4,
-        vocab_size=32000,
-        max_position_embeddings=2048,
-        rms_norm_eps=1e-5,
-    ),
-    # meta-llama/Meta-Llama-3-8B config.json
-    "8b": dict(
-        hidden_size=4096,
-        intermediate_size=14336,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        vocab_size=128256,
-        max_position_embeddings=8192,
-        rope_theta=500000.0,
-        rms_norm_eps=1e-5,
-    ),
-}
 BATCH = {"1b": 8, "8b": 4}  # sequences per forward: the 8B's 128k-vocab logits are 1 GB per sequence in fp32
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-def matmul_rate(n: int = 8192, reps: int = 30) -> float:
-    """Measured dense bf16 matmul FLOP/s on this GPU (the MFU denominator)."""
-    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    for _ in range(5):
-        a @ b
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    torch.cuda.synchronize()
-    return 2 * n**3 * reps / (time.perf_counter() - start)
 
 
 def timed(fn):
@@ -96,7 +58,7 @@ def gpu_directions(model, seed: int) -> list[Direction]:
 
 def run(name: str, steps: int, peak_rate: float) -> dict:
     torch.manual_seed(0)
-    config = LlamaConfig(**CONFIGS[name], attn_implementation="sdpa")
+    config = LlamaConfig(**LLAMA_CONFIGS[name], attn_implementation="sdpa")
     with torch.device("cuda"):
         model = LlamaForCausalLM(config).to(torch.bfloat16)
     model.eval()

@@ -6,6 +6,7 @@ python benchmarks/memory_trace.py
 from __future__ import annotations
 
 import torch
+from bench_utils import LLAMA_CONFIGS
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from hf_landscape import CausalLMObjective, LandscapeProbe
@@ -17,15 +18,7 @@ def gib() -> str:
 
 
 def main() -> None:
-    config = LlamaConfig(
-        hidden_size=2048,
-        intermediate_size=5632,
-        num_hidden_layers=22,
-        num_attention_heads=32,
-        num_key_value_heads=4,
-        vocab_size=32000,
-        max_position_embeddings=2048,
-    )
+    config = LlamaConfig(**LLAMA_CONFIGS["1b"])
     with torch.device("cuda"):
         model = LlamaForCausalLM(config).to(torch.bfloat16).eval()
     print("model:", gib())

@@ -21,16 +21,9 @@ import time
 
 import numpy as np
 import torch
+from bench_utils import LLAMA_CONFIGS
 
-CONFIG = dict(
-    hidden_size=2048,
-    intermediate_size=5632,
-    num_hidden_layers=22,
-    num_attention_heads=32,
-    num_key_value_heads=4,
-    vocab_size=32000,
-    max_position_embeddings=2048,
-)
+CONFIG = LLAMA_CONFIGS["1b"]  # TinyLlama-1.1B
 
 
 def run(steps: int, out: str) -> None:
