@@ -257,16 +257,16 @@ class CausalLMObjective(Objective):
         return out
 
     def bind(self, model: Any) -> None:
+        device = model.get_input_embeddings().weight.device
+        context = _context_length(model)
+        key = (device, context, id(model))
+        if self._bound == key:  # the common case: called at every grid point, nothing changed
+            return
         if not hasattr(model, "get_output_embeddings") or model.get_output_embeddings() is None:
             raise ModelError(
                 f"`model` ({type(model).__name__}) has no language-model head, so it has no causal-LM loss; "
                 "load it with `AutoModelForCausalLM` (e.g. GPT2LMHeadModel rather than GPT2Model)."
             )
-        device = model.get_input_embeddings().weight.device
-        context = _context_length(model)
-        key = (device, context, id(model))
-        if self._bound == key:
-            return
         active = _truncate(self.examples, context, "the model's context") if context else self.examples
         self._check_tokens(active)
         self._active = active
