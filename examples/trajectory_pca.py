@@ -2,8 +2,18 @@
 
 `LandscapeCallback` streams parameter snapshots to safetensors every few steps; `probe.trajectory_plane` builds
 the top two PCA directions of θ_t − θ_final (Li et al. 2018, section 7), evaluates the plane around the final
-weights and plots the projected path with each checkpoint's true loss. Text: Tiny Shakespeare
-(`../shared/data/text/tinyshakespeare.txt`) when present, else the demo's built-in sample. CPU, a few minutes.
+weights and plots the projected path with each checkpoint's true loss. Then, on the same model:
+
+- the loss along the piecewise-linear path first snapshot → middle snapshot → final weights, extrapolated on both
+  sides, with the barrier of each segment (`probe.interpolate([...])`, `interpolation_barrier`);
+- a random-direction plane over five direction seeds (mean and spread per point) and the flatness figures with
+  their 95% intervals over the seeds (`plane(seed=[...])`, `compare.summarize`);
+- a per-token loss map along one direction and the tokens whose loss rises most (`probe.token_loss_map`);
+- sharpness with intervals: top Hessian eigenvalues with their residual bounds, the Hutchinson trace and adaptive
+  (ASAM) sharpness, each with its interval.
+
+Text: Tiny Shakespeare (`../shared/data/text/tinyshakespeare.txt`) when present, else the demo's built-in
+sample. CPU, a few minutes.
 
     python examples/trajectory_pca.py [--steps 120] [--out examples/out/trajectory_pca]
 """
@@ -11,6 +21,7 @@ weights and plots the projected path with each checkpoint's true loss. Text: Tin
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 from pathlib import Path
 
@@ -21,6 +32,8 @@ from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast, T
 from hf_landscape import CausalLMObjective, LandscapeProbe
 from hf_landscape.callbacks import LandscapeCallback
 from hf_landscape.cli.demo import demo_text
+from hf_landscape.compare import interpolation_barrier, summarize
+from hf_landscape.directions.trajectory import load_snapshot, read_trajectory
 
 SHAKESPEARE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "text" / "tinyshakespeare.txt"
 
@@ -73,7 +86,7 @@ def main() -> None:
         callbacks=[LandscapeCallback(run_dir, every_n_steps=args.every, overwrite=True)],
     )
     trainer.train()
-    objective = CausalLMObjective({"input_ids": held_out}, batch_size=16)
+    objective = CausalLMObjective({"input_ids": held_out}, tokenizer, batch_size=16)
     probe = LandscapeProbe(model, objective)
     plane = probe.trajectory_plane(run_dir, steps=(args.grid, args.grid))
     plane.save_pretrained(out / "plane", overwrite=True)
@@ -85,8 +98,49 @@ def main() -> None:
         "first_checkpoint_loss": info["losses"][0],
         "final_loss": probe.loss(),
     }
+    summary.update(statistics(model, objective, run_dir, args.grid, out))
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary, indent=1))
+
+
+def statistics(model, objective, run_dir: Path, grid: int, out: Path) -> dict:
+    """Path through checkpoints, seed spread, token map and sharpness with intervals; figures under `out`."""
+    steps = [int(e["step"]) for e in read_trajectory(run_dir)["snapshots"]]
+    early, middle = (copy.deepcopy(model) for _ in range(2))
+    early.load_state_dict(load_snapshot(run_dir, steps[0]), strict=False)
+    middle.load_state_dict(load_snapshot(run_dir, steps[len(steps) // 2]), strict=False)
+    path = LandscapeProbe(early, objective).interpolate([middle, model], span=(-0.25, 2.25), steps=51)
+    path.save_pretrained(out / "path", overwrite=True)
+    path.plot(title=f"path: step {steps[0]} → step {steps[len(steps) // 2]} → final").savefig(out / "path.png", dpi=120)
+
+    probe = LandscapeProbe(model, objective)
+    spread = probe.plane(steps=(grid, grid), seed=[0, 1, 2, 3, 4])
+    spread.save_pretrained(out / "spread", overwrite=True)
+    spread.plot(kind="spread").savefig(out / "spread.png", dpi=120)
+
+    token_map = probe.token_loss_map([-1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0], seed=0)
+    token_map.plot(example=0, max_tokens=48).savefig(out / "token_map.png", dpi=120)
+
+    eigen = probe.hessian_eigenvalues(k=2, tol=1e-3, max_iter=60)
+    trace = probe.hessian_trace(samples=30)
+    asam = probe.sharpness(rho=0.05, kind="adaptive", steps=5)
+    row = summarize(spread)
+    return {
+        "path_barriers": {
+            "first→middle": interpolation_barrier(path, (0, 1)),
+            "middle→final": interpolation_barrier(path, (1, 2)),
+            "first→final along the path": interpolation_barrier(path, (0, 2)),
+        },
+        "seed_spread": {
+            k: row[k] for k in ("curvature_mean", "curvature_mean_ci", "mean_increase", "mean_increase_ci")
+        },
+        "max_spread_over_seeds": float(spread.spread.max()),
+        "top_tokens_at_alpha_1": [(r["token"], round(r["rise"], 3)) for r in token_map.top(5, alpha=1.0)],
+        "hessian_top2": eigen.eigenvalues.tolist(),
+        "hessian_top2_intervals": eigen.intervals.tolist(),
+        "hessian_trace": [trace.trace, list(trace.interval)],
+        "adaptive_sharpness": [asam.sharpness, list(asam.interval), asam.interval_over],
+    }
 
 
 if __name__ == "__main__":

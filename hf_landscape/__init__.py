@@ -27,6 +27,7 @@ from .objectives import (
 from .probe import LandscapeProbe
 from .sharpness import EigenResult, SharpnessConfig, SharpnessResult, TraceResult, hessian_eigenvalues, hessian_trace
 from .surface import Surface
+from .tokens import TokenLossMap
 
 __all__ = [
     "BaseConfig",
@@ -54,6 +55,7 @@ __all__ = [
     "SharpnessResult",
     "Surface",
     "SurfaceError",
+    "TokenLossMap",
     "TraceResult",
     "compare",
     "hessian_eigenvalues",

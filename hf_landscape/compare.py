@@ -29,6 +29,7 @@ import numpy as np
 from .directions.random import RandomDirectionConfig
 from .errors import ConfigError, SurfaceError
 from .objectives.base import Objective
+from .stats import DEFAULT_CONFIDENCE, check_confidence, t_interval
 from .surface import Surface, _jsonable
 
 if TYPE_CHECKING:
@@ -145,19 +146,58 @@ def _second_difference(coords: np.ndarray, values: np.ndarray, k: int) -> float:
     return float(2.0 * (h1 * values[k + 1] - (h1 + h2) * values[k] + h2 * values[k - 1]) / (h1 * h2 * (h1 + h2)))
 
 
-def summarize(surface: Surface, *, radius: float = 0.5, rise: float = 0.1) -> dict[str, float]:
+SUMMARY_FIGURES = ("mean_increase", "rise_radius", "curvature_x", "curvature_y", "curvature_mean")
+
+
+def summarize(
+    surface: Surface, *, radius: float = 0.5, rise: float = 0.1, confidence: float = DEFAULT_CONFIDENCE
+) -> dict[str, Any]:
     """Centre loss and metrics, and the flatness / sharpness summaries of one surface, as a table row.
 
     Keys: `centre_loss`, `centre_<metric>` for each metric of the surface, `mean_increase` (see
     `mean_increase_within`), `rise_radius`, and `curvature_x`, `curvature_y`, `curvature_mean` (see
     `centre_curvature`; a line has `curvature_x` and `curvature_mean` only).
+
+    For a surface made over several direction seeds (`seed=[0, 1, 2]`, which keeps each draw in `samples`),
+    every summary figure is computed on each draw: the row holds their mean, and `<figure>_ci` the
+    `confidence` Student-t interval of that mean over the draws (`stats.t_interval`). The centre is the same
+    point for every draw, so `centre_*` has no interval.
+
+    Example:
+    ```python
+    >>> import numpy as np
+    >>> from hf_landscape import Surface
+    >>> from hf_landscape.compare import summarize
+    >>> x = np.linspace(-1, 1, 5)
+    >>> draws = np.stack([2 * x**2, 4 * x**2, 6 * x**2])          # curvatures 4, 8, 12 along three draws
+    >>> row = summarize(Surface(x, draws.mean(0), samples=draws, spread=draws.std(0, ddof=1)))
+    >>> row["curvature_x"], [round(v, 3) for v in row["curvature_x_ci"]]
+    (8.0, [-1.937, 17.937])
+
+    ```
     """
+    confidence = check_confidence(confidence)
     index = _centre_index(surface)
-    row = {"centre_loss": float(surface.values[index])}
+    row: dict[str, Any] = {"centre_loss": float(surface.values[index])}
     for name in sorted(surface.metrics):
         row[f"centre_{name}"] = float(surface.metrics[name][index])
-    row["mean_increase"] = mean_increase_within(surface, radius)
-    row["rise_radius"] = rise_radius(surface, rise)
+    row.update(_figures(surface.x, surface.y, surface.values, index, radius, rise))
+    samples = surface.samples
+    if samples is not None and len(samples) >= 2:
+        draws = [_figures(surface.x, surface.y, sample, index, radius, rise) for sample in samples]
+        for key in list(row):
+            if key in SUMMARY_FIGURES:
+                values = np.array([d[key] for d in draws])
+                row[key] = float(values.mean())
+                row[f"{key}_ci"] = [float(v) for v in t_interval(values, confidence)]
+    return row
+
+
+def _figures(
+    x: np.ndarray, y: np.ndarray | None, values: np.ndarray, index: tuple[int, ...], radius: float, rise: float
+) -> dict[str, float]:
+    surface = Surface(x, values, y=y)
+    row = {"mean_increase": mean_increase_within(surface, radius), "rise_radius": rise_radius(surface, rise)}
     curvature = centre_curvature(surface)
     for axis, value in zip(("x", "y"), curvature):
         row[f"curvature_{axis}"] = value
@@ -190,6 +230,7 @@ class CompareReport:
         surfaces: `{label: Surface}`, in the order to show them.
         radius: the radius of `mean_increase_within` in the table.
         rise: the loss increase `rise_radius` looks for in the table.
+        confidence: the level of the intervals the table gives for surfaces made over several seeds.
         metadata: how the comparison was made (seed, grid, direction options, objective).
 
     Example:
@@ -214,6 +255,7 @@ class CompareReport:
         *,
         radius: float = 0.5,
         rise: float = 0.1,
+        confidence: float = DEFAULT_CONFIDENCE,
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(surfaces, Mapping) or not surfaces:
@@ -227,6 +269,7 @@ class CompareReport:
         self.surfaces = dict(surfaces)
         self.radius = _positive("radius", radius)
         self.rise = _positive("rise", rise)
+        self.confidence = check_confidence(confidence)
         self.metadata = dict(metadata or {})
 
     def __repr__(self) -> str:
@@ -235,15 +278,18 @@ class CompareReport:
     # --- the table -------------------------------------------------------------------------------
 
     def table(self) -> list[dict[str, Any]]:
-        """One row per model, in order: `{"model": label, **summarize(surface, radius=..., rise=...)}`."""
+        """One row per model, in order: `{"model": label, **summarize(surface, radius=..., rise=..., confidence=...)}`
+        (with `<figure>_ci` intervals for surfaces made over several seeds)."""
         return [
-            {"model": name, **summarize(s, radius=self.radius, rise=self.rise)} for name, s in self.surfaces.items()
+            {"model": name, **summarize(s, radius=self.radius, rise=self.rise, confidence=self.confidence)}
+            for name, s in self.surfaces.items()
         ]
 
     def table_markdown(self, *, digits: int = 4) -> str:
-        """The table as GitHub markdown, numbers to `digits` significant digits."""
+        """The table as GitHub markdown, numbers to `digits` significant digits; a figure with an interval reads
+        `value [low, high]`."""
         rows = self.table()
-        keys = list(dict.fromkeys(k for row in rows for k in row))
+        keys = [k for k in dict.fromkeys(k for row in rows for k in row) if not k.endswith("_ci")]
         alpha, beta = ("α", "β")
         titles = {
             "model": "model",
@@ -255,16 +301,23 @@ class CompareReport:
             "curvature_mean": "mean curvature",
         }
 
-        def cell(value: Any) -> str:
+        def cell(value: Any, interval: Any = None) -> str:
             if isinstance(value, float):
-                return f"{value:.{digits}g}"
+                text = f"{value:.{digits}g}"
+                if interval is not None:
+                    text += f" [{interval[0]:.{digits}g}, {interval[1]:.{digits}g}]"
+                return text
             return "" if value is None else str(value)
 
         lines = [
             "| " + " | ".join(titles.get(k, k.replace("centre_", "centre ")) for k in keys) + " |",
             "|" + "|".join(":---" if k == "model" else "---:" for k in keys) + "|",
         ]
-        lines += ["| " + " | ".join(cell(row.get(k)) for k in keys) + " |" for row in rows]
+        lines += ["| " + " | ".join(cell(row.get(k), row.get(f"{k}_ci")) for k in keys) + " |" for row in rows]
+        if any(k.endswith("_ci") for row in rows for k in row):
+            lines.append(
+                f"\nIntervals: {self.confidence:.0%} Student-t confidence intervals of the mean over the direction seeds."
+            )
         return "\n".join(lines) + "\n"
 
     # --- the figure ------------------------------------------------------------------------------
@@ -343,6 +396,7 @@ class CompareReport:
             "surface_ids": {name: s.surface_id() for name, s in self.surfaces.items()},
             "radius": self.radius,
             "rise": self.rise,
+            "confidence": self.confidence,
             "metadata": _jsonable(self.metadata),
             "table": self.table(),
         }
@@ -403,7 +457,13 @@ class CompareReport:
                     "comparison again."
                 )
             surfaces[name] = surface
-        return cls(surfaces, radius=record["radius"], rise=record["rise"], metadata=record.get("metadata"))
+        return cls(
+            surfaces,
+            radius=record["radius"],
+            rise=record["rise"],
+            confidence=record.get("confidence", DEFAULT_CONFIDENCE),
+            metadata=record.get("metadata"),
+        )
 
 
 # --- the comparison ------------------------------------------------------------------------------
@@ -415,9 +475,10 @@ def compare(
     *,
     steps: int | Sequence[int] = (21, 21),
     span: Sequence[Any] = ((-1.0, 1.0), (-1.0, 1.0)),
-    seed: int = 0,
+    seed: int | Sequence[int] = 0,
     radius: float = 0.5,
     rise: float = 0.1,
+    confidence: float = DEFAULT_CONFIDENCE,
     progress: bool = True,
     **direction_options: Any,
 ) -> CompareReport:
@@ -432,8 +493,11 @@ def compare(
         models: `{label: PreTrainedModel}`, e.g. `{"plain": model_a, "sam": model_b}`; labels name the folders of
             `CompareReport.save_pretrained`.
         objective: e.g. a `GlueObjective`, shared by every model.
-        steps, span, seed: as in `LandscapeProbe.plane`.
+        steps, span, seed: as in `LandscapeProbe.plane`; a list of seeds (e.g. `[0, 1, 2, 3, 4]`) makes every
+            model's surface over those draws (mean, spread), and the table gives each flatness figure with its
+            `confidence` interval over the draws, so a difference between models can be told from one draw's luck.
         radius, rise: the thresholds of the report's table (`mean_increase_within`, `rise_radius`).
+        confidence: the level of those intervals.
         progress: show a progress bar per model.
         direction_options: `RandomDirectionConfig` fields (`normalization`, `include_1d`, `exclude`, ...).
 
@@ -464,6 +528,11 @@ def compare(
         _check_name(name)
     radius = _positive("radius", radius)
     rise = _positive("rise", rise)
+    confidence = check_confidence(confidence)
+    if isinstance(seed, (list, tuple)):
+        seed = list(seed)
+        if len(seed) < 2 or len(set(seed)) != len(seed) or not all(isinstance(v, int) for v in seed):
+            raise ConfigError(f"`seed` as a list needs two or more distinct integers, got {seed!r}.")
     direction_config = _direction_config(direction_options)
     if len({id(m) for m in models.values()}) != len(models):
         logger.warning("`models` holds the same model object under two labels; their surfaces will be identical.")
@@ -483,7 +552,7 @@ def compare(
         "directions": direction_config.to_dict(),
         "objective": objective.describe(),
     }
-    return CompareReport(surfaces, radius=radius, rise=rise, metadata=metadata)
+    return CompareReport(surfaces, radius=radius, rise=rise, confidence=confidence, metadata=metadata)
 
 
 def _direction_config(options: dict[str, Any]) -> RandomDirectionConfig:
@@ -494,18 +563,45 @@ def _direction_config(options: dict[str, Any]) -> RandomDirectionConfig:
     return RandomDirectionConfig(**options)
 
 
-def interpolation_barrier(surface: Surface) -> float:
-    """The loss barrier between the two ends of an interpolation (linear mode connectivity, Frankle et al.
-    2020): max over α in [0, 1] of L(α) − ((1 − α)·L(0) + α·L(1)), from the surface's own points. Zero or
-    below means the two checkpoints are linearly connected at this resolution.
+def interpolation_barrier(surface: Surface, between: Sequence[float] = (0.0, 1.0)) -> float:
+    """The loss barrier between two points of an interpolation (linear mode connectivity, Frankle et al. 2020):
+    max over a ≤ α ≤ b of L(α) − ((b − α)·L(a) + (α − a)·L(b)) / (b − a), from the surface's own points, with
+    (a, b) = `between`. Zero or below means the two checkpoints are connected along the line (or path) at this
+    resolution. The default (0, 1) is the barrier between the probed model and the other model; on a path
+    through several checkpoints (`probe.interpolate([m1, m2])`), (1, 2) is the barrier between m1 and m2, and
+    (0, 2) the barrier along the whole path.
+
+    Example:
+    ```python
+    >>> import numpy as np
+    >>> from hf_landscape import Surface
+    >>> from hf_landscape.compare import interpolation_barrier
+    >>> x = np.linspace(0, 2, 5)                          # knots at 0, 1, 2
+    >>> values = np.array([1.0, 3.0, 1.0, 1.0, 1.0])      # a bump on the first segment only
+    >>> interpolation_barrier(Surface(x, values), (0, 1)), interpolation_barrier(Surface(x, values), (1, 2))
+    (2.0, 0.0)
+
+    ```
 
     Raises:
-        ConfigError: the surface is not a line through α = 0 and α = 1.
+        ConfigError: the surface is not a line, or its grid does not contain both ends of `between`.
     """
     x = surface.x
-    if surface.y is not None or not (np.any(x == 0.0) and np.any(x == 1.0)):
-        raise ConfigError("`surface` must be an interpolation (a line) whose grid contains α = 0 and α = 1.")
+    if (
+        not isinstance(between, (list, tuple))
+        or len(between) != 2
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in between)
+        or not between[0] < between[1]
+    ):
+        raise ConfigError(f"`between` must be two increasing numbers (a, b), e.g. (0, 1); got {between!r}.")
+    a, b = float(between[0]), float(between[1])
+    if surface.y is not None or not (np.any(x == a) and np.any(x == b)):
+        raise ConfigError(
+            f"`surface` must be an interpolation (a line) whose grid contains α = {a:g} and α = {b:g}; its grid runs "
+            f"over [{x.min():g}, {x.max():g}] with {len(x)} points (use `steps` that put a point on every knot)."
+        )
     v = surface.values
-    l0, l1 = float(v[np.flatnonzero(x == 0.0)[0]]), float(v[np.flatnonzero(x == 1.0)[0]])
-    inside = (x >= 0.0) & (x <= 1.0)
-    return float(np.max(v[inside] - ((1 - x[inside]) * l0 + x[inside] * l1)))
+    la, lb = float(v[np.flatnonzero(x == a)[0]]), float(v[np.flatnonzero(x == b)[0]])
+    inside = (x >= a) & (x <= b)
+    chord = ((b - x[inside]) * la + (x[inside] - a) * lb) / (b - a)
+    return float(np.max(v[inside] - chord))

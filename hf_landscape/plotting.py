@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from .surface import Surface
+    from .tokens import TokenLossMap
 
 LINE_KINDS = ("curve",)
 PLANE_KINDS = ("contour", "heatmap", "surface", "spread")
@@ -50,6 +51,9 @@ def _scaled(values: np.ndarray, log_scale: bool) -> np.ndarray:
 
 def _axis_labels(surface: Surface) -> tuple[str, str]:
     if surface.kind == "interpolation":
+        knots = (surface.metadata.get("path") or {}).get("knots") or [0, 1]
+        if len(knots) > 2:
+            return f"α  (path through checkpoints θ0 … θ{knots[-1]} at α = 0 … {knots[-1]})", ""
         return "α  (0 = model, 1 = other model)", ""
     return "α  (direction 1)", "β  (direction 2)"
 
@@ -112,9 +116,18 @@ def plot_surface(
         if len(centre):
             ax.plot(surface.x[centre], z[centre], "o", color="C3", label="centre (θ₀)")
         if surface.kind == "interpolation":
-            end = np.flatnonzero(surface.x == 1.0)
-            if len(end):
-                ax.plot(surface.x[end], z[end], "s", color="C2", label="other model")
+            knots = (surface.metadata.get("path") or {}).get("knots") or [0, 1]
+            if len(knots) <= 2:
+                end = np.flatnonzero(surface.x == 1.0)
+                if len(end):
+                    ax.plot(surface.x[end], z[end], "s", color="C2", label="other model")
+            else:  # a path θ₀ → θ₁ → ...: mark and name every checkpoint after the first
+                for k in knots[1:]:
+                    at = np.flatnonzero(surface.x == float(k))
+                    ax.axvline(float(k), color="0.6", lw=0.8, ls=":")
+                    if len(at):
+                        ax.plot(surface.x[at], z[at], "s", color="C2", label="checkpoints" if k == 1 else None)
+                        ax.annotate(f"θ{k}", (float(k), float(z[at[0]])), textcoords="offset points", xytext=(4, 6))
         if vmin is not None or vmax is not None:
             ax.set_ylim(lo, hi)
         ax.grid(alpha=0.3)
@@ -132,6 +145,13 @@ def plot_surface(
             spread = np.ma.masked_invalid(surface.spread)
             mesh = ax.pcolormesh(X, Y, spread, cmap="magma", shading="nearest")
             fig.colorbar(mesh, ax=ax, label=f"std of {label} across seeds")
+            n = 0 if surface.samples is None else len(surface.samples)
+            cs = ax.contour(
+                X, Y, np.ma.masked_invalid(z), levels=np.linspace(lo, hi, levels), colors="w", linewidths=0.6
+            )
+            ax.clabel(cs, inline=True, fontsize=6, fmt="%.3g")
+            if title is None:
+                title = f"{_title(surface, None)}: spread over {n} seeds, contours of the mean in white"
         elif kind == "heatmap":
             mesh = ax.pcolormesh(X, Y, np.ma.masked_invalid(z), cmap="viridis", vmin=lo, vmax=hi, shading="nearest")
             fig.colorbar(mesh, ax=ax, label=label)
@@ -190,6 +210,56 @@ def plot_comparison(
     for k, (label, s) in enumerate(items):
         ax = fig.add_subplot(1, n, k + 1, projection="3d" if kind == "surface" else None)
         plot_surface(s, kind, log_scale=log_scale, metric=metric, levels=levels, vmin=lo, vmax=hi, ax=ax, title=label)
+    return fig
+
+
+def plot_token_map(
+    token_map: TokenLossMap,
+    example: int = 0,
+    *,
+    max_tokens: int = 80,
+    title: str | None = None,
+    ax: Any = None,
+) -> Figure:
+    """One example's per-token loss map: a row per α, a column per predicted token (labelled with the decoded
+    token when known), coloured by the rise of that token's loss over its loss at the centre, on a diverging
+    scale centred on zero (red: the loss rises, blue: it falls; blank: masked tokens).
+
+    Args:
+        token_map: a `TokenLossMap` (`LandscapeProbe.token_loss_map`).
+        example: which example to draw.
+        max_tokens: draw at most this many tokens (the first ones).
+        title: figure title.
+        ax: draw into this axes instead of a new figure.
+    """
+    from matplotlib.colors import TwoSlopeNorm
+    from matplotlib.figure import Figure
+
+    if not isinstance(example, int) or not 0 <= example < len(token_map.losses):
+        raise ConfigError(f"`example` must be an index below {len(token_map.losses)}, got {example!r}.")
+    rise = token_map.rise()[example][:, :max_tokens]
+    labels = (
+        [str(t) for t in token_map.tokens[example][:max_tokens]]
+        if token_map.tokens is not None
+        else [str(t) for t in token_map.token_ids[example][:max_tokens]]
+    )
+    if ax is None:
+        fig = Figure(figsize=(max(6.4, 0.22 * rise.shape[1] + 2.0), 0.35 * len(token_map.alphas) + 2.2))
+        fig.set_layout_engine("constrained")
+        ax = fig.add_subplot()
+    else:
+        fig = ax.figure
+    finite = rise[np.isfinite(rise)]
+    bound = float(np.max(np.abs(finite))) if finite.size and np.max(np.abs(finite)) > 0 else 1.0
+    mesh = ax.pcolormesh(
+        np.ma.masked_invalid(rise), cmap="RdBu_r", norm=TwoSlopeNorm(vcenter=0.0, vmin=-bound, vmax=bound)
+    )
+    fig.colorbar(mesh, ax=ax, label="token loss − its loss at α = 0")
+    ax.set_yticks(np.arange(len(token_map.alphas)) + 0.5, [f"{a:g}" for a in token_map.alphas])
+    ax.set_xticks(np.arange(len(labels)) + 0.5, [s.replace("\n", "⏎") for s in labels], rotation=90, fontsize=7)
+    ax.set_ylabel("α")
+    ax.set_xlabel("predicted token")
+    ax.set_title(title if title is not None else f"per-token loss along a direction (example {example})")
     return fig
 
 

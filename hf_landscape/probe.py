@@ -18,7 +18,7 @@ import torch
 
 from .checkpoint import GridCheckpoint, tensor_fingerprint
 from .directions.base import Direction
-from .directions.interpolation import interpolation_target
+from .directions.interpolation import interpolation_target, set_on_path
 from .directions.low_rank import LowRankDirection, LowRankDirectionConfig, low_rank_directions
 from .directions.random import RandomDirectionConfig, random_directions
 from .engine import (
@@ -44,6 +44,7 @@ from .sharpness import (
 )
 from .sharpness import sharpness as sharpness_measure
 from .surface import Surface
+from .tokens import TokenLossMap, check_alphas
 
 logger = logging.getLogger(__name__)
 
@@ -243,6 +244,58 @@ class LandscapeProbe:
                 )
         rows.sort(key=lambda r: -r["curvature"])
         return rows[:top]
+
+    def token_loss_map(
+        self,
+        alphas: Sequence[float] = (-1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0),
+        direction: Any = None,
+        *,
+        seed: int = 0,
+        **direction_options: Any,
+    ) -> TokenLossMap:
+        """The loss of every predicted token at points θ₀ + α·d of a line: which tokens' loss rises most as the
+        weights move (`.top()`), drawn per example as a heatmap (`.plot(example)`).
+
+        Args:
+            alphas: the points (0 is added when missing).
+            direction: a direction (default: the seed's first random axis, drawn with `direction_options`, the
+                same as `line(seed=seed)`'s).
+            seed: the draw of the default direction.
+
+        Example:
+        ```python
+        >>> import torch
+        >>> from transformers import GPT2Config, GPT2LMHeadModel
+        >>> from hf_landscape import CausalLMObjective, LandscapeProbe
+        >>> _ = torch.manual_seed(0)
+        >>> model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50, n_positions=32))
+        >>> probe = LandscapeProbe(model, CausalLMObjective({"input_ids": [[1, 2, 3, 4], [5, 6, 7]]}), progress=False)
+        >>> token_map = probe.token_loss_map(alphas=[-1, 1])
+        >>> token_map.alphas.tolist(), [x.shape for x in token_map.losses]
+        ([-1.0, 0.0, 1.0], [(3, 3), (3, 2)])
+
+        ```
+        """
+        values = check_alphas(alphas)
+        if direction is None:
+            direction = self.directions(seed, axes=1, **direction_options)[0]
+        elif direction_options:
+            raise ConfigError(f"Pass either `direction` or direction options {sorted(direction_options)}, not both.")
+        dirs = [direction if isinstance(direction, (Direction, LowRankDirection)) else Direction(dict(direction))]
+        per_point = []
+        for a in values:
+            evaluation = self.evaluate((float(a),), dirs, details=True) if a != 0.0 else self.evaluate(details=True)
+            if evaluation.token_losses is None:
+                raise ConfigError(
+                    f"{type(self.objective).__name__} gives no per-token losses; use a causal-LM objective."
+                )
+            per_point.append(evaluation.token_losses)
+        examples = getattr(self.objective, "_active", None) or []
+        token_ids = [[int(t) for t in ids[1 : 1 + len(per_point[0][i])]] for i, (ids, _) in enumerate(examples)]
+        tokenizer = getattr(self.objective, "tokenizer", None)
+        tokens = [[tokenizer.decode([t]) for t in ids] for ids in token_ids] if tokenizer is not None else None
+        losses = [np.stack([point[i] for point in per_point]) for i in range(len(per_point[0]))]
+        return TokenLossMap(values, losses, token_ids, tokens)
 
     def directional_derivatives(self, surface: Surface, *, stride: int = 1) -> Surface:
         """Add the gradient projected on the plane's directions at its grid points, dL/dα = ∇L·δ and
@@ -464,42 +517,87 @@ class LandscapeProbe:
     def interpolate(
         self,
         other_model: Any,
-        steps: int = 41,
-        span: Sequence[float] = (-0.5, 1.5),
+        steps: int | None = None,
+        span: Sequence[float] | None = None,
         *,
         checkpoint_dir: str | os.PathLike | None = None,
         checkpoint_every: int = 10,
     ) -> Surface:
-        """Loss along θ(α) = (1 − α)·θ + α·θ_other (every floating-point parameter, biases included).
+        """Loss along θ(α) = (1 − α)·θ + α·θ_other (every floating-point parameter, biases included), or along a
+        path through several checkpoints.
 
-        Exact at the ends: α = 0 evaluates this model's weights and α = 1 `other_model`'s. `checkpoint_dir`
-        and `checkpoint_every` save finished points and resume, as for `plane`.
+        Exact at the ends: α = 0 evaluates this model's weights and α = 1 `other_model`'s. With a list of models
+        [m₁, ..., m_K] the path θ₀ → θ₁ → ... → θ_K (θ₀ this model's weights) has its knots at α = 0, 1, ..., K,
+        one straight segment between consecutive knots, each knot exact; points before 0 or after K extrapolate
+        the first or last segment. Every knot's weights are held on the model's device (K copies).
+
+        Args:
+            other_model: a `PreTrainedModel` of the same architecture, or a list of them (the path's knots).
+            steps: points; default 20 per unit of α plus one (41 for one model), so every knot is a grid point.
+            span: (low, high) of α; default (−0.5, K + 0.5).
+            checkpoint_dir, checkpoint_every: save finished points and resume, as for `plane`.
+
+        Example:
+        ```python
+        >>> import torch
+        >>> from transformers import GPT2Config, GPT2LMHeadModel
+        >>> from hf_landscape import CausalLMObjective, LandscapeProbe
+        >>> def tiny(seed):
+        ...     _ = torch.manual_seed(seed)
+        ...     return GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50, n_positions=32))
+        >>> probe = LandscapeProbe(tiny(0), CausalLMObjective({"input_ids": [[1, 2, 3, 4]]}), progress=False)
+        >>> path = probe.interpolate([tiny(1), tiny(2)], steps=9, span=(-1, 3))
+        >>> path.x.tolist(), path.metadata["path"]["knots"]
+        ([-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0], [0, 1, 2])
+
+        ```
         """
         from transformers import PreTrainedModel
 
-        if not isinstance(other_model, PreTrainedModel):
-            raise ModelError(
-                f"`other_model` must be a transformers `PreTrainedModel`, got {type(other_model).__name__}."
-            )
+        others = list(other_model) if isinstance(other_model, (list, tuple)) else [other_model]
+        if not others:
+            raise ModelError("`other_model` is an empty list; pass a model or a list of models to interpolate to.")
+        for i, other in enumerate(others):
+            if not isinstance(other, PreTrainedModel):
+                where = "`other_model`" if len(others) == 1 else f"`other_model[{i}]`"
+                raise ModelError(f"{where} must be a transformers `PreTrainedModel`, got {type(other).__name__}.")
+        segments = len(others)
+        if span is None:
+            span = (-0.5, segments + 0.5)
+        if steps is None:
+            steps = int(round(20 * (float(span[1]) - float(span[0])))) + 1 if _is_pair_of_numbers(span) else 41
         x = grid_axis(steps, span, "steps/span")
-        targets = interpolation_target(self.model, other_model)
-        params = {n: p for n, p in self.model.named_parameters() if n in targets}
-        target_list = [targets[n] for n in params]
-        checkpoint = self._checkpoint(checkpoint_dir, checkpoint_every, "interpolation", [x], [], other=targets)
+        # Snap grid points within rounding of a knot to it, so each checkpoint on the grid is evaluated exactly.
+        scale = 1e-12 * max(1.0, float(np.max(np.abs(x))))
+        for knot in range(segments + 1):
+            x[np.abs(x - knot) < scale] = float(knot)
+        targets = [interpolation_target(self.model, other) for other in others]
+        params = {n: p for n, p in self.model.named_parameters() if n in targets[0]}
+        target_lists = [[t[n] for n in params] for t in targets]
+        fingerprinted = (
+            targets[0] if segments == 1 else {f"{k}:{n}": v for k, t in enumerate(targets) for n, v in t.items()}
+        )
+        checkpoint = self._checkpoint(checkpoint_dir, checkpoint_every, "interpolation", [x], [], other=fingerprinted)
         with editing(self.model, params) as editor:
+            knots = [editor.originals, *target_lists]
             values, metrics, wall = run_grid(
                 self.model,
                 self.objective,
                 [(a,) for a in x],
-                lambda point: editor.set_lerp(point[0], target_list),
+                lambda point: set_on_path(editor.params, knots, point[0]),
                 progress=self.progress,
                 desc="interpolate",
                 checkpoint=checkpoint,
                 shard=self._shard,
             )
-        other = {"name_or_path": getattr(other_model, "name_or_path", "") or None, "class": type(other_model).__name__}
+        described = [
+            {"name_or_path": getattr(other, "name_or_path", "") or None, "class": type(other).__name__}
+            for other in others
+        ]
         meta = self._metadata("interpolation", [], None, {"steps": [steps], "span": [list(map(float, span))]}, wall)
-        meta["other_model"] = other
+        meta["other_model"] = described[-1]
+        first = {"name_or_path": self.provenance.get("name_or_path"), "class": type(self.model).__name__}
+        meta["path"] = {"knots": list(range(segments + 1)), "models": [first, *described]}
         return Surface(x, values, metrics=metrics, metadata=meta)
 
     def _over_seeds(self, kind: str, seeds: Sequence[int], **kwargs: Any) -> Surface:

@@ -42,11 +42,14 @@ from .directions.random import seed_for
 from .engine import editing
 from .engine import evaluate as evaluate_objective
 from .errors import ConfigError, ObjectiveError
+from .stats import DEFAULT_CONFIDENCE, check_confidence, mean_interval, ratio_interval, t_interval
 
 logger = logging.getLogger(__name__)
 
 LossFn = Callable[[torch.nn.Module], torch.Tensor]
 SHARPNESS_KINDS = ("worst", "average", "adaptive", "adaptive_average")
+# (per-example loss sums, token counts), or None when the objective gives no per-example losses
+_Terms = tuple[np.ndarray, np.ndarray] | None
 # Attention implementations whose backward is itself differentiable on every device.
 DOUBLE_BACKWARD_ATTENTION = ("eager",)
 
@@ -304,7 +307,8 @@ class EigenResult:
 
     Args:
         eigenvalues: Ritz values, largest first.
-        residuals: ‖H·y − λ·y‖ of each unit Ritz vector y, from a fresh Hessian-vector product.
+        residuals: ‖H·y − λ·y‖ of each unit Ritz vector y, from a fresh Hessian-vector product; H has an
+            eigenvalue within that distance of λ (see `intervals`).
         converged: every residual is at most `tol`·|λ|.
         iterations: Hessian-vector products Lanczos used (not counting the k residual checks).
         restarts: thick restarts done.
@@ -335,11 +339,19 @@ class EigenResult:
     num_parameters: int
     eigenvectors: list[Direction] | None = None
 
+    @property
+    def intervals(self) -> np.ndarray:
+        """`(k, 2)` array of [λ − r, λ + r] with r the residual: for a symmetric H and a unit vector y, some
+        eigenvalue of H lies within ‖H·y − λ·y‖ of λ (Parlett, *The Symmetric Eigenvalue Problem*, thm 4.5.1).
+        A guaranteed bound on the numerical error for this objective's data, not a statistical interval."""
+        return np.stack([self.eigenvalues - self.residuals, self.eigenvalues + self.residuals], axis=1)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary (no eigenvectors)."""
         return {
             "eigenvalues": [float(x) for x in self.eigenvalues],
             "residuals": [float(x) for x in self.residuals],
+            "intervals": self.intervals.tolist(),
             "converged": self.converged,
             "iterations": self.iterations,
             "restarts": self.restarts,
@@ -555,6 +567,7 @@ class TraceResult:
         samples: how many Rademacher vectors.
         num_parameters: the dimension of H.
         per_layer: layer -> (trace, stderr) of that layer's diagonal block, when asked for.
+        confidence: the level of `interval` and `per_layer_intervals` (Student-t over the samples).
 
     Example:
     ```python
@@ -563,8 +576,8 @@ class TraceResult:
     >>> model = torch.nn.Linear(3, 1, bias=False)
     >>> loss_fn = lambda m: (m.weight**2).sum()          # H = 2·I, tr = 6, every zᵀHz = 6
     >>> r = hessian_trace(model, loss_fn, samples=4, progress=False)
-    >>> r.trace, r.stderr
-    (6.0, 0.0)
+    >>> r.trace, r.stderr, r.interval
+    (6.0, 0.0, (6.0, 6.0))
 
     ```
     """
@@ -574,11 +587,25 @@ class TraceResult:
     samples: int
     num_parameters: int
     per_layer: dict[str, tuple[float, float]] = field(default_factory=dict)
+    confidence: float = DEFAULT_CONFIDENCE
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        """The `confidence` Student-t interval of the trace over the Rademacher samples."""
+        return mean_interval(self.trace, self.stderr, self.samples, self.confidence)
+
+    @property
+    def per_layer_intervals(self) -> dict[str, tuple[float, float]]:
+        """layer -> the `confidence` interval of that layer's block trace."""
+        return {k: mean_interval(t, e, self.samples, self.confidence) for k, (t, e) in self.per_layer.items()}
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "trace": self.trace,
             "stderr": self.stderr,
+            "interval": list(self.interval),
+            "confidence": self.confidence,
+            "per_layer_intervals": {k: list(v) for k, v in self.per_layer_intervals.items()},
             "samples": self.samples,
             "num_parameters": self.num_parameters,
             "per_layer": {k: list(v) for k, v in self.per_layer.items()},
@@ -608,6 +635,7 @@ def hessian_trace(
     include: list[str] | None = None,
     exclude: list[str] | None = None,
     include_1d: bool = True,
+    confidence: float = DEFAULT_CONFIDENCE,
     progress: bool = True,
 ) -> TraceResult:
     """Hutchinson's estimate of the Hessian's trace, E[zᵀHz] with z Rademacher (±1), and its standard error.
@@ -624,9 +652,11 @@ def hessian_trace(
         seed: the draw of the vectors.
         per_layer: also estimate each layer's block (layers as in `layer_of`).
         include, exclude, include_1d: which parameters, as for `hessian_eigenvalues`.
+        confidence: the level of the result's intervals.
         progress: tqdm progress bar.
     """
     _check_int("samples", samples, 2)
+    confidence = check_confidence(confidence)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ConfigError(f"`seed` must be an integer, got {seed!r}.")
     if not isinstance(per_layer, bool):
@@ -658,6 +688,7 @@ def hessian_trace(
         stderr=float(totals.std(ddof=1) / math.sqrt(samples)),
         samples=samples,
         num_parameters=flat.size,
+        confidence=confidence,
     )
     if per_layer:
         result.per_layer = {
@@ -698,6 +729,8 @@ class SharpnessConfig(BaseConfig):
         exclude (`list[str]`, *optional*): regular expressions; matching parameters are left alone.
         include_1d (`bool`, defaults to `True`): perturb biases and norm weights too.
         seed (`int`, defaults to 0): the draws of the average kinds.
+        confidence (`float`, defaults to 0.95): the level of the result's `interval`: over the draws for the
+            average kinds; over the evaluation examples, at the perturbation found, for the worst-case kinds.
 
     Example:
     ```python
@@ -718,8 +751,10 @@ class SharpnessConfig(BaseConfig):
     exclude: list[str] | None = field(default=None, metadata={"help": "regexes of parameters to leave alone"})
     include_1d: bool = field(default=True, metadata={"help": "perturb biases and norm weights too"})
     seed: int = field(default=0, metadata={"help": "draws of the average kinds"})
+    confidence: float = field(default=DEFAULT_CONFIDENCE, metadata={"help": "level of the confidence interval"})
 
     def __post_init__(self) -> None:
+        self.confidence = check_confidence(self.confidence)
         self.rho = _check_positive("rho", self.rho)
         check_choice("kind", self.kind, SHARPNESS_KINDS)
         _check_int("steps", self.steps, 1)
@@ -757,6 +792,12 @@ class SharpnessResult:
         losses: L(θ + ε) at each ascent step or each draw.
         kind, rho: as asked.
         config: the full `SharpnessConfig` as a dict.
+        interval: the `config["confidence"]` confidence interval of `sharpness`, (NaN, NaN) when it cannot be
+            had (a callable `loss_fn` gives no per-example losses).
+        interval_over: what the interval is over: `"draws"` (average kinds: the Student-t interval over the
+            random perturbations) or `"examples"` (worst-case kinds: the perturbation found is kept fixed and the
+            per-example loss increases are resampled, the delta-method interval of a ratio of sums over examples,
+            see `stats.ratio_interval`; it does not include the ascent's own dependence on the data).
     """
 
     sharpness: float
@@ -766,11 +807,15 @@ class SharpnessResult:
     kind: str
     rho: float
     config: dict[str, Any]
+    interval: tuple[float, float] = (math.nan, math.nan)
+    interval_over: str = "draws"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "sharpness": self.sharpness,
             "stderr": self.stderr,
+            "interval": list(self.interval),
+            "interval_over": self.interval_over,
             "base_loss": self.base_loss,
             "losses": [float(x) for x in self.losses],
             "kind": self.kind,
@@ -821,19 +866,30 @@ def sharpness(
     params = _select(model, config.include, config.exclude, config.include_1d)
     names, plist = list(params), list(params.values())
     with editing(model, params) as editor:
-        base = loss_value(model, objective)
+        base, base_terms, masks = _measure(model, objective, None)
         # Work in float32 (float64 for a float64 model); perturbations are cast to each parameter's dtype.
         work = [o.to(torch.promote_types(o.dtype, torch.float32)) for o in editor.originals]
         scale = [o.abs() + config.eta for o in work] if config.adaptive else None
         if config.worst_case:
-            losses = _ascend(model, objective, editor, dict(zip(names, plist)), work, scale, config, progress)
+            losses, best_terms = _ascend(
+                model, objective, editor, dict(zip(names, plist)), work, scale, config, progress, masks
+            )
             # θ itself (ε = 0) is in the ball, so the maximum is at least 0.
             value, stderr = max([0.0, *(losses - base).tolist()]), None
+            interval, over = _examples_interval(value, base_terms, best_terms, config.confidence), "examples"
         else:
             losses = _average(model, objective, editor, names, work, scale, config, progress)
             diffs = losses - base
             value, stderr = float(diffs.mean()), float(diffs.std(ddof=1) / math.sqrt(len(diffs)))
-    logger.info("%s sharpness (rho=%g): %.6g", config.kind, config.rho, value)
+            interval, over = t_interval(diffs, config.confidence), "draws"
+    logger.info(
+        "%s sharpness (rho=%g): %.6g, %g%% interval %s",
+        config.kind,
+        config.rho,
+        value,
+        100 * config.confidence,
+        interval,
+    )
     return SharpnessResult(
         sharpness=value,
         stderr=stderr,
@@ -842,7 +898,42 @@ def sharpness(
         kind=config.kind,
         rho=config.rho,
         config=config.to_dict(),
+        interval=interval,
+        interval_over=over,
     )
+
+
+def _measure(
+    model: torch.nn.Module, objective: Any, masks: list[np.ndarray] | None
+) -> tuple[float, _Terms, list[np.ndarray] | None]:
+    """The loss at the weights as they stand and, when the objective gives them, its per-example terms: each
+    example's sum of token losses and its number of tokens (GLUE: its loss and 1), so that the loss is
+    Σ sums / Σ counts; and the token masks used. `masks` (None at the base point) fixes which tokens count,
+    so a token whose loss turns NaN at a far point makes its example's sum NaN rather than vanish."""
+    if callable(objective) and not hasattr(objective, "evaluate"):
+        return loss_value(model, objective), None, None
+    evaluation = evaluate_objective(model, objective, details=True)
+    if evaluation.token_losses is not None:
+        if masks is None:
+            masks = [np.isfinite(t) for t in evaluation.token_losses]
+        sums = np.array([float(np.sum(t[m])) for t, m in zip(evaluation.token_losses, masks)])
+        return evaluation.loss, (sums, np.array([float(m.sum()) for m in masks])), masks
+    if evaluation.sequence_losses is not None:
+        sums = np.asarray(evaluation.sequence_losses, dtype=np.float64)
+        return evaluation.loss, (sums, np.ones_like(sums)), None
+    return evaluation.loss, None, None
+
+
+def _examples_interval(value: float, base: _Terms, best: _Terms, confidence: float) -> tuple[float, float]:
+    """The ratio interval of Σ(sᵢ(θ + ε) − sᵢ(θ)) / Σcᵢ over the examples, at the best ε found; (0, 0) when the
+    best point is θ itself, (NaN, NaN) without per-example terms."""
+    if value == 0.0:
+        return (0.0, 0.0)
+    if base is None or best is None:
+        return (math.nan, math.nan)
+    keep = base[1] > 0
+    _, interval = ratio_interval(best[0][keep] - base[0][keep], base[1][keep], confidence)
+    return interval
 
 
 def _norm(tensors: list[torch.Tensor]) -> float:
@@ -863,8 +954,10 @@ def _ascend(
     scale: list[torch.Tensor] | None,
     config: SharpnessConfig,
     progress: bool,
-) -> np.ndarray:
+    masks: list[np.ndarray] | None,
+) -> tuple[np.ndarray, _Terms]:
     """Projected normalized gradient ascent in δ, with ε = T⊙δ (T = 1, or |θ| + eta for ASAM), ‖δ‖ ≤ ρ.
+    Returns the loss after each step and the per-example terms (see `_measure`) of the highest one.
 
     At a critical point (∇L = 0, where SAM's ε is undefined) the first step goes along a random direction
     drawn from `config.seed`, so the ascent can still climb the curvature.
@@ -874,6 +967,7 @@ def _ascend(
     step = config.step_size if config.step_size is not None else rho
     delta = [torch.zeros_like(w) for w in work]
     losses = np.full(config.steps, np.nan)
+    best: tuple[float, _Terms] = (-math.inf, None)
     bar = tqdm(total=config.steps, desc=f"{config.kind} sharpness", unit="step", disable=not progress, leave=False)
     flat = _Flat(named)
     try:
@@ -901,11 +995,13 @@ def _ascend(
                 delta = [d * (rho / d_norm) for d in delta]
             eps = delta if scale is None else [s * d for s, d in zip(scale, delta)]
             _set_perturbation(editor, eps)
-            losses[t] = loss_value(model, objective)
+            losses[t], terms, _ = _measure(model, objective, masks)
+            if losses[t] > best[0]:
+                best = (float(losses[t]), terms)
             bar.update(1)
     finally:
         bar.close()
-    return losses if len(losses) else np.zeros(0)
+    return (losses if len(losses) else np.zeros(0)), best[1]
 
 
 def _gaussian(seed: int, draw: int, names: list[str], like: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -75,6 +75,27 @@ def test_interpolate_between_two_folders(tmp_path, text_file, capsys):
     assert Surface.from_pretrained(out).x.tolist() == [0.0, 0.5, 1.0]
 
 
+def test_interpolate_along_a_path_of_three_folders(tmp_path, text_file, capsys):
+    for seed in (0, 1, 2):
+        build_gpt2(len(train_tokenizer()), seed=seed).save_pretrained(tmp_path / f"m{seed}")
+        train_tokenizer().save_pretrained(tmp_path / f"m{seed}")
+    out = tmp_path / "path"
+    argv = ["interpolate", tmp_path / "m0", tmp_path / "m1", tmp_path / "m2", "--text-file", text_file]
+    code, _ = run([*argv, "--max-length", 16, "--steps", 5, "--span=0:2", "--out", out, "--no-progress"], capsys)
+    assert code == 0
+    surface = Surface.from_pretrained(out)
+    assert surface.x.tolist() == [0.0, 0.5, 1.0, 1.5, 2.0] and surface.metadata["path"]["knots"] == [0, 1, 2]
+
+
+def test_interpolate_refuses_a_revision_count_that_matches_nothing(tmp_path, text_file, capsys):
+    argv = ["interpolate", tmp_path / "m0", tmp_path / "m1", tmp_path / "m2", "--text-file", text_file]
+    revisions = ["--other-revision", "a", "--other-revision", "b", "--other-revision", "c"]
+    code, io = run([*argv, *revisions, "--out", tmp_path / "out"], capsys)
+    assert code == 1
+    assert "`--other-revision` was given 3 times for 2 checkpoints" in io.err
+    assert not (tmp_path / "out").exists()
+
+
 def test_plot_command_compares_two_surfaces(tmp_path, capsys):
     x = np.array([-1.0, 0.0, 1.0])
     for name in ("a", "b"):

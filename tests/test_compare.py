@@ -252,6 +252,45 @@ def test_compare_rejects_no_models(objective):
         compare({}, objective)
 
 
+def test_compare_over_seeds_gives_each_figure_with_its_interval(objective):
+    from hf_landscape import LandscapeProbe
+    from hf_landscape.compare import summarize
+
+    models = {"a": bert(0), "b": bert(1)}
+    report = compare(models, objective, steps=(3, 3), seed=[0, 1, 2], confidence=0.9, progress=False)
+    row = report.table()[0]
+    # The same numbers as summarizing each seed's own plane, then a t interval over the three.
+    planes = [LandscapeProbe(models["a"], objective, progress=False).plane(steps=(3, 3), seed=s) for s in (0, 1, 2)]
+    per_seed = np.array([summarize(p)["curvature_mean"] for p in planes])
+    from hf_landscape.stats import t_interval
+
+    assert row["curvature_mean"] == pytest.approx(per_seed.mean(), rel=1e-12)
+    assert row["curvature_mean_ci"] == pytest.approx(list(t_interval(per_seed, 0.9)), rel=1e-12)
+    assert report.surfaces["a"].samples.shape == (3, 3, 3)
+    assert report.metadata["seed"] == [0, 1, 2]
+
+
+def test_markdown_table_shows_intervals_next_to_values():
+    x = np.linspace(-1, 1, 5)
+    draws = np.stack([2 * x**2, 4 * x**2, 6 * x**2])
+    surface = Surface(x, draws.mean(0), samples=draws, spread=draws.std(0, ddof=1))
+    text = CompareReport({"m": surface}).table_markdown(digits=3)
+    assert "| 8 [-1.94, 17.9] |" in text
+    assert "95% Student-t confidence intervals of the mean over the direction seeds" in text
+
+
+def test_one_draw_has_no_intervals(two_models):
+    _, report = two_models
+    assert not any(k.endswith("_ci") for k in report.table()[0])
+    assert "[" not in report.table_markdown()
+
+
+@pytest.mark.parametrize("seed", [[0], [1, 1], [0, "a"]])
+def test_compare_rejects_bad_seed_lists(objective, seed):
+    with pytest.raises(ConfigError, match="two or more distinct integers"):
+        compare({"a": bert(0)}, objective, steps=(3, 3), seed=seed, progress=False)
+
+
 # --- save / load ------------------------------------------------------------------------------------------------
 
 
@@ -298,3 +337,24 @@ def test_interpolation_barrier_is_the_rise_above_the_chord():
     x = np.array([-0.5, 0.0, 0.25, 0.5, 0.75, 1.0, 1.5])
     values = np.array([9.0, 1.0, 2.0, 3.5, 2.5, 2.0, 9.0])  # chord at 0.5 is 1.5
     assert interpolation_barrier(Surface(x, values, metadata={"kind": "interpolation"})) == 2.0
+
+
+def test_interpolation_barrier_between_later_knots_of_a_path():
+    from hf_landscape.compare import interpolation_barrier
+
+    x = np.linspace(-0.5, 2.5, 7)  # knots 0, 1, 2 on the grid
+    values = np.array([9.0, 1.0, 5.0, 3.0, 3.0, 1.0, 9.0])
+    surface = Surface(x, values, metadata={"kind": "interpolation"})
+    assert interpolation_barrier(surface, (0, 1)) == 3.0  # 5 − (1 + 3) / 2 at α = 0.5
+    assert interpolation_barrier(surface, (1, 2)) == 1.0  # 3 − (3 + 1) / 2 at α = 1.5
+    assert interpolation_barrier(surface, (0, 2)) == 4.0  # 5 − 1 at α = 0.5 (chord from 1 to 1)
+
+
+def test_interpolation_barrier_needs_its_ends_on_the_grid():
+    from hf_landscape.compare import interpolation_barrier
+
+    surface = Surface(np.array([0.0, 0.7, 1.4]), np.zeros(3), metadata={"kind": "interpolation"})
+    with pytest.raises(ConfigError, match="α = 1"):
+        interpolation_barrier(surface)
+    with pytest.raises(ConfigError, match="increasing"):
+        interpolation_barrier(surface, (1, 0))

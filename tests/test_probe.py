@@ -281,6 +281,67 @@ def test_interpolation_between_different_shapes_fails_untouched(probe, gpt2_mode
     assert_bitwise_equal(probe.model, saved)
 
 
+def test_path_through_two_checkpoints_is_exact_at_every_knot(gpt2_model, tokenizer, texts):
+    model, m1, m2 = gpt2_model(seed=0), gpt2_model(seed=1), gpt2_model(seed=2)
+    loss = {k: LandscapeProbe(m, CausalLMObjective(texts[:4], tokenizer), progress=False).loss() for k, m in
+            ((0, model), (1, m1), (2, m2))}
+    probe = LandscapeProbe(model, CausalLMObjective(texts[:4], tokenizer), progress=False)
+    surface = probe.interpolate([m1, m2], steps=5, span=(0, 2))
+    np.testing.assert_array_equal(surface.x, [0.0, 0.5, 1.0, 1.5, 2.0])
+    assert [surface.values[0], surface.values[2], surface.values[4]] == [loss[0], loss[1], loss[2]]
+    assert surface.metadata["path"]["knots"] == [0, 1, 2]
+    assert [m["class"] for m in surface.metadata["path"]["models"]] == ["GPT2LMHeadModel"] * 3
+
+
+def test_path_midpoints_lie_on_their_own_segment(gpt2_model, tokenizer, texts):
+    model, m1, m2 = gpt2_model(seed=0), gpt2_model(seed=1), gpt2_model(seed=2)
+    probe = LandscapeProbe(model, CausalLMObjective(texts[:4], tokenizer), progress=False)
+    surface = probe.interpolate([m1, m2], steps=5, span=(0, 2))
+    mid = gpt2_model(seed=0)
+    with torch.no_grad():  # α = 1.5: halfway between m1 and m2, whatever the probed model is
+        for p, a, b in zip(mid.parameters(), m1.parameters(), m2.parameters()):
+            p.copy_(0.5 * a + 0.5 * b)
+    expected = LandscapeProbe(mid, CausalLMObjective(texts[:4], tokenizer), progress=False).loss()
+    assert surface.values[3] == pytest.approx(expected, rel=1e-6)
+
+
+def test_path_extrapolates_the_last_segment_beyond_the_last_knot(gpt2_model, tokenizer, texts):
+    model, m1, m2 = gpt2_model(seed=0), gpt2_model(seed=1), gpt2_model(seed=2)
+    probe = LandscapeProbe(model, CausalLMObjective(texts[:4], tokenizer), progress=False)
+    surface = probe.interpolate([m1, m2], steps=2, span=(2, 2.5))
+    far = gpt2_model(seed=0)
+    with torch.no_grad():  # θ(2.5) = m2 + 0.5·(m2 − m1)
+        for p, a, b in zip(far.parameters(), m1.parameters(), m2.parameters()):
+            p.copy_(b + 0.5 * (b - a))
+    expected = LandscapeProbe(far, CausalLMObjective(texts[:4], tokenizer), progress=False).loss()
+    assert surface.values[1] == pytest.approx(expected, rel=1e-5)
+
+
+def test_path_default_grid_puts_a_point_on_every_knot(gpt2_model, tokenizer, texts):
+    probe = LandscapeProbe(gpt2_model(seed=0), CausalLMObjective(texts[:2], tokenizer), progress=False)
+    surface = probe.interpolate([gpt2_model(seed=1), gpt2_model(seed=2)])
+    assert (surface.x[0], surface.x[-1], len(surface.x)) == (-0.5, 2.5, 61)
+    assert all(np.any(surface.x == k) for k in (0.0, 1.0, 2.0))
+
+
+def test_path_grid_points_within_rounding_of_a_knot_are_the_knot(gpt2_model, tokenizer, texts):
+    probe = LandscapeProbe(gpt2_model(seed=0), CausalLMObjective(texts[:2], tokenizer), progress=False)
+    surface = probe.interpolate([gpt2_model(seed=1), gpt2_model(seed=2)], steps=25, span=(-0.3, 2.1))
+    assert np.linspace(-0.3, 2.1, 25)[13] != 1.0  # linspace alone misses the knot by a rounding error
+    assert all(np.any(surface.x == k) for k in (0.0, 1.0, 2.0))
+
+
+def test_path_restores_the_model_and_checks_every_knot(probe, gpt2_model):
+    saved = snapshot(probe.model)
+    with pytest.raises(DirectionError, match="shape"):
+        probe.interpolate([gpt2_model(seed=1), gpt2_model(n_embd=16)], steps=3)
+    assert_bitwise_equal(probe.model, saved)
+    with pytest.raises(ModelError, match=r"other_model\[1\]"):
+        probe.interpolate([gpt2_model(seed=1), torch.nn.Linear(2, 2)], steps=3)
+    with pytest.raises(ModelError, match="empty"):
+        probe.interpolate([], steps=3)
+
+
 def test_interpolation_with_a_non_model_fails(probe):
     with pytest.raises(ModelError):
         probe.interpolate(torch.nn.Linear(2, 2), steps=3)

@@ -446,3 +446,80 @@ def test_objective_first_bound_under_inference_mode_still_differentiates(gpt2_mo
     with torch.inference_mode():
         expected = objective.evaluate(model).loss  # binds: the batches are inference tensors
     assert differentiable_loss(model, objective).item() == pytest.approx(expected, rel=1e-6)
+
+
+# --- confidence intervals ---------------------------------------------------------------------------------
+
+
+def test_eigenvalue_intervals_enclose_an_eigenvalue_even_when_unconverged():
+    spectrum = np.array([9.0, 7.0, 5.0] + list(np.linspace(-2.0, 3.0, N - 3)))
+    result = hessian_eigenvalues(
+        TwoTensors(), quadratic(matrix_with_spectrum(spectrum)), k=3, tol=1e-12, max_iter=6, progress=False
+    )
+    assert not result.converged
+    np.testing.assert_allclose(result.intervals[:, 1] - result.intervals[:, 0], 2 * result.residuals, rtol=1e-12)
+    for low, high in result.intervals:
+        assert np.any((spectrum >= low) & (spectrum <= high))
+
+
+def test_trace_interval_is_the_student_t_interval_of_the_samples():
+    from scipy.stats import t
+
+    a = matrix_with_spectrum(list(np.linspace(-3.0, 4.0, N)))
+    result = hessian_trace(TwoTensors(), quadratic(a), samples=10, per_layer=True, confidence=0.9, progress=False)
+    half = t.ppf(0.95, 9) * result.stderr
+    assert result.interval == pytest.approx((result.trace - half, result.trace + half), rel=1e-12)
+    low, high = result.per_layer_intervals["layer1"]
+    mean, stderr = result.per_layer["layer1"]
+    assert (low + high) / 2 == pytest.approx(mean, rel=1e-12) and high - low == pytest.approx(2 * t.ppf(0.95, 9) * stderr)
+    assert result.to_dict()["confidence"] == 0.9
+
+
+def test_average_sharpness_interval_is_over_the_draws(quad):
+    a, b, model = quad
+    result = sharpness(model, quadratic(a, b), rho=0.5, kind="average", samples=8, confidence=0.8, progress=False)
+    from hf_landscape.stats import t_interval
+
+    assert result.interval == t_interval(result.losses - result.base_loss, 0.8)
+    assert result.interval_over == "draws"
+
+
+def test_worst_case_interval_is_over_the_examples_at_the_point_found(tiny):
+    model, objective, _, _, _ = tiny
+    result = sharpness(model, objective, rho=0.05, kind="worst", steps=3, progress=False)
+    low, high = result.interval
+    assert result.interval_over == "examples"
+    assert low < result.sharpness < high
+    assert (low + high) / 2 == pytest.approx(result.sharpness, rel=1e-6)  # Σ per-example increases / Σ tokens
+
+
+def test_worst_case_interval_matches_the_ratio_formula_on_one_step(gpt2_model, tokenizer, texts):
+    from hf_landscape.stats import ratio_interval
+
+    model = gpt2_model(n_layer=1, n_embd=8).double().eval()
+    objective = CausalLMObjective(texts[:5], tokenizer)
+    with torch.no_grad():
+        base = objective.evaluate(model, details=True).token_losses
+    loss = differentiable_loss(model, objective)
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    norm = torch.cat([g.reshape(-1) for g in grads]).norm()
+    result = sharpness(model, objective, rho=0.2, kind="worst", steps=1, progress=False)
+    with torch.no_grad():  # SAM's point, by hand
+        for p, g in zip(model.parameters(), grads):
+            p.add_(0.2 * g / norm)
+        moved = objective.evaluate(model, details=True).token_losses
+    d = [np.nansum(m) - np.nansum(b0) for m, b0 in zip(moved, base)]
+    c = [np.isfinite(b0).sum() for b0 in base]
+    _, expected = ratio_interval(d, c)
+    np.testing.assert_allclose(result.interval, expected, rtol=1e-9)
+
+
+def test_a_loss_function_gives_no_examples_interval(quad):
+    a, b, model = quad
+    result = sharpness(model, quadratic(a, b), rho=0.3, kind="worst", steps=1, progress=False)
+    assert np.isnan(result.interval).all()
+
+
+def test_bad_confidence_is_a_config_error():
+    with pytest.raises(ConfigError, match="`confidence` must be a number strictly between 0 and 1"):
+        SharpnessConfig(confidence=95)

@@ -54,3 +54,60 @@ def test_restricted_by_positions_and_mask(probe):
         probe.objective.restricted(token_ids=[12345])
     with pytest.raises(ObjectiveError, match="`mask` has 1 rows"):
         probe.objective.restricted(mask=[[True]])
+
+
+# --- per-token loss maps ------------------------------------------------------------------------------
+
+
+def test_token_loss_map_holds_each_tokens_loss_at_each_point(probe):
+    direction = probe.directions(seed=5, axes=1)[0]
+    token_map = probe.token_loss_map([-0.5, 0.5], direction)
+    assert token_map.alphas.tolist() == [-0.5, 0.0, 0.5]
+    expected = probe.evaluate((0.5,), [direction]).token_losses
+    for i, seq in enumerate(IDS):
+        np.testing.assert_array_equal(token_map.losses[i][2], expected[i])
+        np.testing.assert_array_equal(token_map.losses[i][1], probe.evaluate().token_losses[i])
+        assert token_map.token_ids[i] == seq[1:]
+
+
+def test_token_loss_map_default_direction_is_the_lines(probe):
+    token_map = probe.token_loss_map([1.0], seed=3)
+    line = probe.line(steps=3, span=(-1, 1), seed=3)
+    counts = [len(x) - 1 for x in IDS]
+    mean_at_one = sum(float(np.sum(x[1])) for x in token_map.losses) / sum(counts)  # rows: α = 0, 1
+    assert mean_at_one == pytest.approx(line.values[2], rel=1e-6)
+
+
+def test_top_tokens_are_sorted_by_rise_at_the_chosen_point(probe):
+    token_map = probe.token_loss_map([-1.0, 1.0], seed=1)
+    rows = token_map.top(5, alpha=-1.0)
+    rises = token_map.rise()
+    assert [r["rise"] for r in rows] == sorted((r["rise"] for r in rows), reverse=True)
+    best = max((float(r[0, j]), i, j) for i, r in enumerate(rises) for j in range(r.shape[1]))
+    assert (rows[0]["example"], rows[0]["position"], rows[0]["rise"]) == (best[1], best[2] + 1, best[0])
+    assert rows[0]["token_id"] == IDS[best[1]][best[2] + 1]
+
+
+def test_token_map_plot_has_a_row_per_point_and_a_column_per_token(probe):
+    token_map = probe.token_loss_map([-1.0, 1.0], seed=1)
+    fig = token_map.plot(example=2)
+    ax = fig.axes[0]
+    mesh = ax.collections[0]
+    assert mesh.get_array().shape == (3, len(IDS[2]) - 1)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["-1", "0", "1"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [str(t) for t in IDS[2][1:]]
+    assert np.ma.getdata(mesh.get_array())[1].tolist() == [0.0] * (len(IDS[2]) - 1)  # the centre row
+
+
+def test_token_map_bad_input(probe):
+    from hf_landscape import ConfigError
+
+    with pytest.raises(ConfigError, match="`alphas`"):
+        probe.token_loss_map(["far"])
+    with pytest.raises(ConfigError, match="not both"):
+        probe.token_loss_map([1.0], probe.directions(seed=0, axes=1)[0], normalization="layer")
+    token_map = probe.token_loss_map([1.0])
+    with pytest.raises(ConfigError, match="`example`"):
+        token_map.plot(example=9)
+    with pytest.raises(ConfigError, match="`alpha`"):
+        token_map.top(alpha=0.3)

@@ -85,21 +85,48 @@ def plane_command(args: argparse.Namespace) -> int:
 
 
 def interpolate_command_parser(subparsers: Any) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("interpolate", help="loss along the line from one checkpoint to another")
+    parser = subparsers.add_parser(
+        "interpolate", help="loss along the line from one checkpoint to another, or a path through several"
+    )
     add_model_arguments(parser)
-    parser.add_argument("other", help="Hub repo id or local folder of the second checkpoint")
-    parser.add_argument("--other-revision", default=None, help="revision of the second checkpoint")
+    parser.add_argument(
+        "other",
+        nargs="+",
+        help="Hub repo id or local folder of the second checkpoint; several make a path model → 1st → 2nd → ...",
+    )
+    parser.add_argument(
+        "--other-revision",
+        action="append",
+        default=None,
+        help="revision of the other checkpoint(s): once for all of them, or once per checkpoint in order",
+    )
     add_data_arguments(parser)
-    parser.add_argument("--steps", type=int, default=41, help="points (default 41)")
-    parser.add_argument("--span", type=parse_span, default=(-0.5, 1.5), help="--span=LOW:HIGH (default -0.5:1.5)")
+    parser.add_argument("--steps", type=int, default=None, help="points (default 20 per unit of the span, plus 1)")
+    parser.add_argument(
+        "--span", type=parse_span, default=None, help="--span=LOW:HIGH (default -0.5:K+0.5 for K other checkpoints)"
+    )
     add_output_arguments(parser)
     return parser
 
 
 def interpolate_command(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+
+    revisions = args.other_revision or [None]
+    if len(revisions) not in (1, len(args.other)):
+        raise ConfigError(
+            f"`--other-revision` was given {len(revisions)} times for {len(args.other)} checkpoints; give it once "
+            "for all of them or once per checkpoint."
+        )
+    if len(revisions) == 1:
+        revisions = revisions * len(args.other)
     probe = _probe(args)
-    other_args = argparse.Namespace(**{**vars(args), "revision": args.other_revision})
-    other, _, _ = load_model_and_tokenizer(other_args, name=args.other)
-    surface = probe.interpolate(other, steps=args.steps, span=args.span, **grid_options(args))
+    others = []
+    for name, revision in zip(args.other, revisions):
+        other_args = argparse.Namespace(**{**vars(args), "revision": revision})
+        other, _, _ = load_model_and_tokenizer(other_args, name=name)
+        others.append(other)
+    target = others[0] if len(others) == 1 else others
+    surface = probe.interpolate(target, steps=args.steps, span=args.span, **grid_options(args))
     write_outputs(surface, args)
     return 0

@@ -1,10 +1,13 @@
-"""Interpolation to another checkpoint: θ(α) = (1 − α)·θ + α·θ_other (Goodfellow et al. 2015).
+"""Interpolation to another checkpoint: θ(α) = (1 − α)·θ + α·θ_other (Goodfellow et al. 2015), and paths
+through several checkpoints θ₀ → θ₁ → θ₂ → ..., one straight segment between consecutive knots.
 
 The target is kept whole rather than as the difference θ_other − θ, and points are set with
 `torch.lerp`, which returns θ_other exactly at α = 1 (and θ exactly at α = 0).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -32,3 +35,32 @@ def interpolation_target(model: torch.nn.Module, other: torch.nn.Module) -> dict
                 f"has {tuple(p.shape)}; interpolate between checkpoints of one architecture."
             )
     return {n: theirs[n].detach().to(p.device, p.dtype).clone() for n, p in mine.items()}
+
+
+def path_segment(t: float, segments: int) -> tuple[int, float]:
+    """The segment k and the fraction s of a point t on a path of `segments` straight pieces θ_k → θ_{k+1}
+    with knots at t = 0, 1, ..., segments: k = clamp(⌊t⌋, 0, segments − 1), s = t − k. Points before the first
+    knot extrapolate the first segment (s < 0), points after the last knot the last one (s > 1).
+
+    Example:
+    ```python
+    >>> from hf_landscape.directions.interpolation import path_segment
+    >>> path_segment(1.25, 2), path_segment(-0.5, 2), path_segment(2.0, 2), path_segment(2.5, 2)
+    ((1, 0.25), (0, -0.5), (1, 1.0), (1, 1.5))
+
+    ```
+    """
+    k = min(max(int(math.floor(t)), 0), segments - 1)
+    return k, t - k
+
+
+@torch.no_grad()
+def set_on_path(params: list[torch.Tensor], knots: list[list[torch.Tensor]], t: float) -> None:
+    """Set `params` to the point t of the piecewise-linear path through `knots` (each a list of tensors like
+    `params`): θ = lerp(θ_k, θ_{k+1}, s) with (k, s) = `path_segment(t, len(knots) − 1)`, recomputed from the
+    knots (never accumulated). Exact at every knot: s = 0 copies θ_k, s = 1 is `torch.lerp`'s exact end.
+    """
+    k, s = path_segment(t, len(knots) - 1)
+    torch._foreach_copy_(params, knots[k])
+    if s != 0.0:
+        torch._foreach_lerp_(params, knots[k + 1], float(s))

@@ -373,8 +373,8 @@ class CausalLMObjective(Objective):
         tokens: list[np.ndarray] = [np.empty(0)] * len(self._active)
         left = self.config.padding_side == "left"
         for b, nll in per_row:
-            full = torch.full(b.mask.shape, float("nan"), dtype=torch.float32)
-            full[b.mask.cpu()] = nll.float().cpu()
+            full = torch.full(b.mask.shape, float("nan"), dtype=nll.dtype)  # float32, or float64 for float64 models
+            full[b.mask.cpu()] = nll.detach().cpu()
             width = b.mask.shape[1] + 1
             for row, (i, n) in enumerate(zip(b.index, b.lengths)):
                 start = width - n if left else 0

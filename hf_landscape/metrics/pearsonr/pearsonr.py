@@ -22,8 +22,9 @@ Returns:
 Example:
     >>> import evaluate
     >>> from hf_landscape.metrics import metric_path
-    >>> evaluate.load(str(metric_path("pearsonr"))).compute(predictions=[1.0, 2.0, 3.0], references=[2.0, 4.0, 6.0])
-    {'pearsonr': 1.0}
+    >>> metric = evaluate.load(str(metric_path("pearsonr")))
+    >>> round(metric.compute(predictions=[1.0, 2.0, 3.0], references=[2.0, 4.0, 6.0])["pearsonr"], 12)
+    1.0
 """
 
 _CITATION = """\
