@@ -8,6 +8,7 @@ weights and plots the projected path with each checkpoint's true loss. Then, on 
   sides, with the barrier of each segment (`probe.interpolate([...])`, `interpolation_barrier`);
 - a random-direction plane over five direction seeds (mean and spread per point) and the flatness figures with
   their 95% intervals over the seeds (`plane(seed=[...])`, `compare.summarize`);
+- the gradient projected on a random plane, drawn as arrows over its contours (`probe.directional_derivatives`);
 - a per-token loss map along one direction and the tokens whose loss rises most (`probe.token_loss_map`);
 - sharpness with intervals: top Hessian eigenvalues with their residual bounds, the Hutchinson trace and adaptive
   (ASAM) sharpness, each with its interval.
@@ -117,6 +118,11 @@ def statistics(model, objective, run_dir: Path, grid: int, out: Path) -> dict:
     spread = probe.plane(steps=(grid, grid), seed=[0, 1, 2, 3, 4])
     spread.save_pretrained(out / "spread", overwrite=True)
     spread.plot(kind="spread").savefig(out / "spread.png", dpi=120)
+
+    arrows = probe.directional_derivatives(probe.plane(steps=(9, 9), seed=0), stride=2)
+    arrows.plot(kind="contour", title="−∇L projected on the plane (every 2nd point)").savefig(
+        out / "gradient_arrows.png", dpi=120
+    )
 
     token_map = probe.token_loss_map([-1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0], seed=0)
     token_map.plot(example=0, max_tokens=48).savefig(out / "token_map.png", dpi=120)
