@@ -8,7 +8,12 @@ Speed and memory do not depend on the weights' values, so random weights are as 
 full-rank directions are drawn on the GPU (their values do not matter either; on the CPU an 8B draw takes
 minutes).
 
-    python benchmarks/llm_scale.py [--models 1b,8b] [--steps 3] [--json out.json]
+LoRA planes are timed with the editor's fused path (the default); `--lora-paths fused,hook` also times the
+forward-hook path (`LowRankEditor.fused_linear = False`) in the same process, `--repeats N` takes the fastest of
+N planes per path (alternating paths). s / point is the whole plane call over its points, direction drawing
+included; the grid loop alone (the surface's `wall_time_s`) and the set-up (the rest) are printed too.
+
+    python benchmarks/llm_scale.py [--models 1b,8b] [--steps 3] [--lora-paths fused[,hook]] [--repeats 1] [--json out.json]
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from bench_utils import LLAMA_CONFIGS, matmul_rate
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from hf_landscape import CausalLMObjective, Direction, LandscapeProbe
+from hf_landscape.engine import LowRankEditor
 
 BATCH = {"1b": 8, "8b": 4}  # sequences per forward: the 8B's 128k-vocab logits are 1 GB per sequence in fp32
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -56,7 +62,7 @@ def gpu_directions(model, seed: int) -> list[Direction]:
     return out
 
 
-def run(name: str, steps: int, peak_rate: float) -> dict:
+def run(name: str, steps: int, peak_rate: float, lora_paths: list[str], repeats: int) -> dict:
     torch.manual_seed(0)
     config = LlamaConfig(**LLAMA_CONFIGS[name], attn_implementation="sdpa")
     with torch.device("cuda"):
@@ -77,10 +83,32 @@ def run(name: str, steps: int, peak_rate: float) -> dict:
         "tokens_per_point": tokens,
         "plain": {"peak_gib": plain_mem, "s_per_point": plain_time},
     }
-    lora, t, mem = timed(
-        lambda: probe.plane(steps=(steps, steps), seed=0, directions="lora", rank=8, target_modules=TARGETS)
-    )
-    result["lora_r8"] = {"peak_gib": mem, "s_per_point": t / points, "centre_equals_loss": lora.centre == plain_loss}
+    best: dict[str, tuple] = {}
+    for _ in range(repeats):
+        for path in lora_paths:
+            LowRankEditor.fused_linear = path == "fused"
+            try:
+                lora, t, mem = timed(
+                    lambda: probe.plane(steps=(steps, steps), seed=0, directions="lora", rank=8, target_modules=TARGETS)
+                )
+            finally:
+                LowRankEditor.fused_linear = True
+            if path not in best or t < best[path][1]:
+                best[path] = (lora, t, mem)
+    for path in lora_paths:
+        lora, t, mem = best[path]
+        key = lora_key(path)
+        grid = lora.metadata["wall_time_s"]  # the grid loop alone: no direction drawing or set-up
+        result[key] = {
+            "peak_gib": mem,
+            "s_per_point": t / points,
+            "grid_s_per_point": grid / points,
+            "setup_s": t - grid,
+            "centre_equals_loss": lora.centre == plain_loss,
+            "lora_memory_ratio": mem / plain_mem,
+            "lora_time_ratio": t / points / plain_time,
+            "grid_time_ratio": grid / points / plain_time,
+        }
     gc.collect()
     torch.cuda.empty_cache()
     try:
@@ -94,27 +122,37 @@ def run(name: str, steps: int, peak_rate: float) -> dict:
         }
     except torch.OutOfMemoryError as err:
         result["full_rank"] = {"error": f"out of memory: {str(err).splitlines()[0]}"}
-    for key in ("plain", "lora_r8", "full_rank"):
+    for key in ("plain", "full_rank", *map(lora_key, lora_paths)):
         row = result[key]
         if "s_per_point" in row:
             row["mfu"] = 2 * params * tokens / row["s_per_point"] / peak_rate
-    result["lora_memory_ratio"] = result["lora_r8"]["peak_gib"] / plain_mem
-    result["lora_time_ratio"] = result["lora_r8"]["s_per_point"] / plain_time
+    first = result[lora_key(lora_paths[0])]
+    result["lora_memory_ratio"] = first["lora_memory_ratio"]
+    result["lora_time_ratio"] = first["lora_time_ratio"]
     return result
+
+
+def lora_key(path: str) -> str:
+    return "lora_r8" if path == "fused" else f"lora_r8_{path}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="1b,8b")
     parser.add_argument("--steps", type=int, default=3, help="plane of steps x steps points per method")
+    parser.add_argument("--lora-paths", default="fused", help="fused, hook or both (fused,hook)")
+    parser.add_argument("--repeats", type=int, default=1, help="LoRA planes per path; the fastest counts")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
+    paths = args.lora_paths.split(",")
+    if not paths or any(p not in ("fused", "hook") for p in paths):
+        parser.error("--lora-paths takes fused and/or hook")
     torch.backends.cuda.matmul.allow_tf32 = True
     rate = matmul_rate()
     print(f"GPU: {torch.cuda.get_device_name()}  measured bf16 matmul rate: {rate / 1e12:.0f} TFLOP/s", flush=True)
     results = []
     for name in args.models.split(","):
-        r = run(name, args.steps, rate)
+        r = run(name, args.steps, rate, paths, args.repeats)
         results.append(r)
         gc.collect()
         torch.cuda.empty_cache()
@@ -122,11 +160,9 @@ def main() -> None:
     print("\n| model | params | method | peak GiB | s / point | MFU |")
     print("|---|---|---|---|---|---|")
     for r in results:
-        for key, label in (
-            ("plain", "plain evaluation"),
-            ("full_rank", "full-rank directions"),
-            ("lora_r8", "LoRA-subspace r=8"),
-        ):
+        rows = [("plain", "plain evaluation"), ("full_rank", "full-rank directions")]
+        rows += [(lora_key(p), f"LoRA-subspace r=8 ({p})") for p in paths]
+        for key, label in rows:
             row = r[key]
             if "error" in row:
                 print(f"| {r['model']} | {r['parameters'] / 1e9:.2f}B | {label} | {row['error']} | | |")
@@ -134,9 +170,13 @@ def main() -> None:
                 print(
                     f"| {r['model']} | {r['parameters'] / 1e9:.2f}B | {label} | {row['peak_gib']:.1f} | {row['s_per_point']:.3f} | {row['mfu']:.1%} |"
                 )
-        print(
-            f"| {r['model']} | | LoRA / plain | memory x{r['lora_memory_ratio']:.3f} | time x{r['lora_time_ratio']:.3f} | |"
-        )
+        for p in paths:
+            row = r[lora_key(p)]
+            print(
+                f"| {r['model']} | | LoRA ({p}) / plain | memory x{row['lora_memory_ratio']:.3f} "
+                f"| time x{row['lora_time_ratio']:.3f} (grid loop alone x{row['grid_time_ratio']:.3f}, "
+                f"set-up {row['setup_s']:.2f} s per plane) | |"
+            )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(

@@ -17,6 +17,7 @@ from hf_landscape import (
     LowRankDirectionConfig,
     low_rank_directions,
 )
+from hf_landscape.engine import LowRankEditor, low_rank_editing
 
 GPT2_TARGETS = ["c_attn", "c_proj", "c_fc"]
 LLAMA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -40,9 +41,34 @@ def targets(kind):
     return LLAMA_TARGETS if kind == "llama" else GPT2_TARGETS
 
 
-@pytest.mark.parametrize("kind", ["llama", "gpt2"])
-def test_value_equals_loss_of_explicitly_merged_copy(kind, tok, objective):
-    model = build(kind, tok)
+@pytest.fixture(params=["fused", "hook"])
+def path(request, monkeypatch):
+    """Run the test with the editor's fused path (the default) and with forward hooks on every module."""
+    monkeypatch.setattr(LowRankEditor, "fused_linear", request.param == "fused")
+    return request.param
+
+
+def build_biased(kind, tok):
+    """A tiny model whose projections have biases, filled with random values (they are built as zeros)."""
+    model = build_llama(len(tok), attention_bias=True, mlp_bias=True) if kind == "llama" else build("gpt2", tok)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(".bias") and p.dim() == 1:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return model
+
+
+def build_kind(kind, tok):
+    return build_biased(kind.removesuffix("_bias"), tok) if kind.endswith("_bias") else build(kind, tok)
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2", "llama_bias", "gpt2_bias"])
+def test_value_equals_loss_of_explicitly_merged_copy(kind, tok, objective, path):
+    model = build_kind(kind, tok)
+    if kind == "llama_bias":
+        assert float(model.model.layers[0].mlp.up_proj.bias.abs().sum()) > 0
+    kind = kind.removesuffix("_bias")
     probe = LandscapeProbe(model, objective, progress=False)
     plane = probe.plane(
         steps=(3, 3), span=((-1, 1), (-0.5, 0.5)), directions="lora", rank=4, target_modules=targets(kind)
@@ -58,7 +84,7 @@ def test_value_equals_loss_of_explicitly_merged_copy(kind, tok, objective):
 
 
 @pytest.mark.parametrize("kind", ["llama", "gpt2"])
-def test_centre_equals_loss_and_weights_and_hooks_untouched(kind, tok, objective):
+def test_centre_equals_loss_and_weights_and_hooks_untouched(kind, tok, objective, path):
     model = build(kind, tok)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     probe = LandscapeProbe(model, objective, progress=False)
@@ -66,6 +92,7 @@ def test_centre_equals_loss_and_weights_and_hooks_untouched(kind, tok, objective
     assert plane.centre == probe.loss()
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert sum(len(m._forward_hooks) for m in model.modules()) == 0
+    assert not any("forward" in m.__dict__ for m in model.modules())
 
 
 def test_factor_shapes_follow_the_weight_layout(tok):
@@ -135,8 +162,9 @@ def test_bf16_model_stays_bf16_and_unwritten(tok):
         assert p.dtype == torch.bfloat16 and p.data_ptr() == before[n][0] and torch.equal(p, before[n][1])
 
 
-def test_hooks_removed_and_weights_kept_after_exception(tok, objective, monkeypatch):
-    model = build("gpt2", tok)
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_hooks_removed_and_weights_kept_after_exception(kind, tok, objective, monkeypatch, path):
+    model = build(kind, tok)
     probe = LandscapeProbe(model, objective, progress=False)
     calls = {"n": 0}
     original = objective.evaluate
@@ -148,10 +176,187 @@ def test_hooks_removed_and_weights_kept_after_exception(tok, objective, monkeypa
         return original(*args, **kwargs)
 
     monkeypatch.setattr(objective, "evaluate", failing)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(RuntimeError, match="boom"):
-        probe.plane(steps=(3, 3), directions="lora", rank=2, target_modules=GPT2_TARGETS)
+        probe.plane(steps=(3, 3), directions="lora", rank=2, target_modules=targets(kind))
     assert sum(len(m._forward_hooks) for m in model.modules()) == 0
+    assert not any("forward" in m.__dict__ for m in model.modules())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert model.training  # restored to the mode it was built in
+
+
+def lora_dirs(model, kind, rank=2):
+    cfg = LowRankDirectionConfig(rank=rank, target_modules=targets(kind))
+    return low_rank_directions(model, 0, config=cfg, axes=2)
+
+
+IDS = torch.tensor([[5, 9, 2, 7, 11, 3, 8, 1], [4, 4, 6, 10, 12, 2, 9, 5]])
+
+
+def forward_logits(model):
+    with torch.inference_mode():
+        return model(input_ids=IDS).logits
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2", "llama_bias", "gpt2_bias"])
+def test_fused_path_replaces_forward_and_gives_the_module_back(kind, tok):
+    model = build_kind(kind, tok)
+    kind = kind.removesuffix("_bias")
+    model.eval()
+    plain = forward_logits(model)
+    dirs = lora_dirs(model, kind)
+    with low_rank_editing(model, dirs) as editor:
+        n = len(editor.slots)
+        assert len(editor.patched) == n and not editor.handles
+        assert sum("forward" in m.__dict__ for m in model.modules()) == n
+        assert sum(len(m._forward_hooks) for m in model.modules()) == 0
+        assert torch.equal(forward_logits(model), plain)  # no point set yet: the module's own forward
+        editor.set_linear((0.7, -0.3))
+        fused = forward_logits(model)
+        fused_again = forward_logits(model)  # second forward: q/k/v and gate/up share x·L
+        editor.set_linear((0.0, 0.0))
+        assert torch.equal(forward_logits(model), plain)  # the centre, bit for bit
+    assert not any("forward" in m.__dict__ for m in model.modules())
+    assert torch.equal(forward_logits(model), plain)
+    with low_rank_editing(model, dirs) as editor, pytest.MonkeyPatch.context() as mp:
+        mp.setattr(LowRankEditor, "fused_linear", False)
+        assert not editor.handles  # the flag is read when the editor is made
+    LowRankEditor.fused_linear = False
+    try:
+        with low_rank_editing(model, dirs) as editor:
+            assert len(editor.handles) == n and not editor.patched
+            editor.set_linear((0.7, -0.3))
+            hooked = forward_logits(model)
+    finally:
+        LowRankEditor.fused_linear = True
+    assert not torch.equal(fused, plain)
+    torch.testing.assert_close(fused, hooked, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fused_again, fused, rtol=1e-6, atol=1e-6)
+
+
+def test_fused_path_bf16_matches_hook_path_and_writes_no_weight(tok):
+    model = build("llama", tok).to(torch.bfloat16).eval()
+    before = {n: (p.data_ptr(), p.clone()) for n, p in model.named_parameters()}
+    dirs = lora_dirs(model, "llama")
+    out = {}
+    for fused in (True, False):
+        LowRankEditor.fused_linear = fused
+        try:
+            with low_rank_editing(model, dirs) as editor:
+                editor.set_linear((0.7, -0.3))
+                forward_logits(model)
+                out[fused] = forward_logits(model)
+                assert len(editor.patched if fused else editor.handles) == 14
+        finally:
+            LowRankEditor.fused_linear = True
+    assert out[True].dtype == torch.bfloat16
+    torch.testing.assert_close(out[True].float(), out[False].float(), rtol=2e-2, atol=2e-2)
+    for n, p in model.named_parameters():
+        assert p.dtype == torch.bfloat16 and p.data_ptr() == before[n][0] and torch.equal(p, before[n][1])
+
+
+def test_module_with_its_own_forward_keeps_it_and_gets_a_hook(tok, objective):
+    model = build("llama", tok)
+    q = model.model.layers[0].self_attn.q_proj
+    calls = []
+
+    def own_forward(x):
+        calls.append(1)
+        return torch.nn.Linear.forward(q, x)
+
+    q.forward = own_forward
+    probe = LandscapeProbe(model, objective, progress=False)
+    dirs = lora_dirs(model, "llama")
+    with low_rank_editing(model, dirs) as editor:
+        assert q.__dict__["forward"] is own_forward and len(q._forward_hooks) == 1
+        assert len(editor.handles) == 1 and len(editor.patched) == 13
+    assert q.__dict__["forward"] is own_forward and not q._forward_hooks
+    calls.clear()
+    plane = probe.plane(steps=(3, 3), span=((-1, 1), (-0.5, 0.5)), directions=dirs)
+    assert calls and q.__dict__["forward"] is own_forward
+    merged = copy.deepcopy(model)
+    del merged.model.layers[0].self_attn.q_proj.forward  # the copy's wrapper would call the original q
+    params = dict(merged.named_parameters())
+    with torch.no_grad():
+        for name, (b1, a1) in dirs[0].factors.items():
+            b2, a2 = dirs[1].factors[name]
+            params[name] += 1.0 * (b1 @ a1) + (-0.5) * (b2 @ a2)
+    assert plane.values[0, 2] == pytest.approx(LandscapeProbe(merged, objective).loss(), rel=1e-6, abs=0)
+    assert plane.centre == probe.loss()
+
+
+def test_accelerate_hooked_module_subclass_and_compiled_model_keep_the_hook_path(tok):
+    from accelerate.hooks import ModelHook, add_hook_to_module, remove_hook_from_module
+
+    class MyLinear(torch.nn.Linear):
+        pass
+
+    model = build("llama", tok).eval()
+    attn = model.model.layers[0].self_attn
+    add_hook_to_module(attn.q_proj, ModelHook())
+    accelerate_forward = attn.q_proj.__dict__["forward"]
+    old = attn.k_proj
+    attn.k_proj = MyLinear(old.in_features, old.out_features, bias=False)
+    attn.k_proj.load_state_dict(old.state_dict())
+    dirs = lora_dirs(model, "llama")
+    plain = forward_logits(model)
+    with low_rank_editing(model, dirs) as editor:
+        assert len(editor.handles) == 2 and len(editor.patched) == 12
+        assert attn.q_proj.__dict__["forward"] is accelerate_forward and "forward" not in attn.k_proj.__dict__
+        editor.set_linear((0.7, -0.3))
+        mixed = forward_logits(model)
+    assert attn.q_proj.__dict__["forward"] is accelerate_forward and not attn.q_proj._forward_hooks
+    assert "forward" not in attn.k_proj.__dict__ and not attn.k_proj._forward_hooks
+    LowRankEditor.fused_linear = False
+    try:
+        with low_rank_editing(model, dirs) as editor:
+            editor.set_linear((0.7, -0.3))
+            hooked = forward_logits(model)
+    finally:
+        LowRankEditor.fused_linear = True
+    torch.testing.assert_close(mixed, hooked, rtol=1e-5, atol=1e-5)
+    assert torch.equal(forward_logits(model), plain)
+    remove_hook_from_module(attn.q_proj)
+    own = model.forward
+    model.forward = own  # as `compiled_forward` does: an instance forward on the root
+    with low_rank_editing(model, dirs) as editor:
+        assert len(editor.handles) == len(editor.slots) and not editor.patched
+    assert model.__dict__["forward"] is own
+
+
+def test_fused_path_falls_back_under_autocast_and_for_other_dtypes(tok):
+    model = build("llama", tok).eval()
+    dirs = lora_dirs(model, "llama")
+    with low_rank_editing(model, dirs) as editor:
+        editor.set_linear((0.7, -0.3))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fused = forward_logits(model)
+    LowRankEditor.fused_linear = False
+    try:
+        with low_rank_editing(model, dirs) as editor:
+            editor.set_linear((0.7, -0.3))
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                hooked = forward_logits(model)
+    finally:
+        LowRankEditor.fused_linear = True
+    assert torch.equal(fused, hooked)
+    q = model.model.layers[0].self_attn.q_proj
+    with low_rank_editing(model, dirs) as editor:
+        editor.set_linear((0.7, -0.3))
+        x = torch.randn(3, 32, dtype=torch.float64)
+        expected = (
+            x
+            @ (
+                q.weight.double()
+                + 0.7 * dirs[0].materialize("model.layers.0.self_attn.q_proj.weight").double()
+                - 0.3 * dirs[1].materialize("model.layers.0.self_attn.q_proj.weight").double()
+            ).T
+        )
+        with torch.no_grad():
+            got = q(x.float()).double()
+            got_kw = q(input=x.float()).double()
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got_kw, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_plane_directions_expose_factors(tok, objective):
@@ -232,3 +437,43 @@ def test_quantized_weights_are_refused_with_a_clear_message(tok, objective):
     probe = LandscapeProbe(model, objective, progress=False)
     with pytest.raises(DirectionError, match="quantized or packed layers"):
         probe.plane(steps=2, directions="lora", target_modules=["q_proj"])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_set_linear_gives_the_bits_of_scaled_and_concatenated_factors(tok, dtype):
+    model = build("llama", tok).to(dtype).eval()
+    dirs = lora_dirs(model, "llama")
+    with low_rank_editing(model, dirs) as editor:
+        for coords in [(0.7, -0.3), (1 / 3, 0.0), (-2.5, 1e-3)]:
+            if coords[0] == -2.5:
+                with torch.inference_mode():  # as the grid loop does; the buffers stay normal tensors
+                    editor.set_linear(coords)
+            else:
+                editor.set_linear(coords)
+            for slot in editor.slots:
+                expected = torch.cat([c * r for c, r in zip(coords, slot["rights"])], dim=0)
+                assert slot["right"].dtype == dtype and torch.equal(slot["right"], expected)
+        editor.set_linear((0.0, 0.0))
+        assert all(slot["right"] is None for slot in editor.slots)
+        with pytest.raises(ValueError, match="2 coordinate"):
+            editor.set_linear((1.0,))
+
+
+def test_axes_with_different_modules_and_ranks_equal_the_merged_copy(tok, objective, path):
+    model = build("llama", tok)
+    (d0,) = low_rank_directions(model, 0, config=LowRankDirectionConfig(rank=3, target_modules=["q_proj"]), axes=1)
+    (d1,) = low_rank_directions(
+        model, 1, config=LowRankDirectionConfig(rank=2, target_modules=["q_proj", "down_proj"]), axes=1
+    )
+    probe = LandscapeProbe(model, objective, progress=False)
+    plane = probe.plane(steps=(3, 3), span=((-1, 1), (-0.5, 0.5)), directions=[d0, d1])
+    merged = copy.deepcopy(model)
+    params = dict(merged.named_parameters())
+    with torch.no_grad():
+        for name in set(d0.factors) | set(d1.factors):
+            if name in d0.factors:
+                params[name] += 1.0 * d0.materialize(name)
+            if name in d1.factors:
+                params[name] += -0.5 * d1.materialize(name)
+    assert plane.values[0, 2] == pytest.approx(LandscapeProbe(merged, objective).loss(), rel=1e-6, abs=0)
+    assert plane.centre == probe.loss()
