@@ -5,7 +5,8 @@ Workloads (issue 6): (a) GPT-2 from config, 4 layers, width 256, 4 heads, vocab 
 x 128 tokens, a 21 x 21 filter-normalized plane over [-1, 1]^2. For each dtype (fp32, bf16) it times:
 - floor: points x one plain `probe.loss()` (no perturbation);
 - one point per forward (`points_per_forward=1`): in-place fused weight updates;
-- k points per forward (`points_per_forward=k`, vmap over stacked weights), for several k and "auto";
+- k points per forward (`points_per_forward=k`, vmap over stacked weights), for several k and "auto"
+  (`--looped-ks`: also with SDPA looped per point, as vmap does without `hf_landscape.attention`);
 - one point per forward with the forward compiled by `torch.compile(mode="reduce-overhead")` (CUDA graphs).
 MFU = 2 * parameters * tokens per point / seconds per point / measured bf16 matmul rate.
 
@@ -42,7 +43,9 @@ def timed(fn, rounds: int = 2):
     return out, best
 
 
-def run(workload: str, dtype: torch.dtype, steps: int, ks: list, rate: float, compile_forward: bool) -> dict:
+def run(
+    workload: str, dtype: torch.dtype, steps: int, ks: list, rate: float, compile_forward: bool, looped: list
+) -> dict:
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(**WORKLOADS[workload])).to("cuda", dtype).eval()
     params = sum(p.numel() for p in model.parameters())
@@ -66,6 +69,18 @@ def run(workload: str, dtype: torch.dtype, steps: int, ks: list, rate: float, co
     with editing(model, weights) as editor:
         _, t_set = timed(lambda: [editor.set_linear(c, tensors) for c in coords])
     rows["weight updates only"] = t_set
+    import hf_landscape.attention as attention
+
+    for k in looped:  # before `attention.stacked_attention`: vmap's fallback loops over the points for SDPA
+        attention.REGISTERED = False
+        p = LandscapeProbe(model, objective, progress=False, points_per_forward=k)
+        try:
+            _, t = timed(lambda p=p: p.plane(steps=(steps, steps), seed=0))
+            rows[f"{k} points/forward, SDPA looped per point"] = t
+        except torch.OutOfMemoryError:
+            rows[f"{k} points/forward, SDPA looped per point"] = float("nan")
+        finally:
+            attention.REGISTERED = True
     for k in ks:
         p = LandscapeProbe(model, objective, progress=False, points_per_forward=k)
         try:
@@ -112,6 +127,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=21)
     parser.add_argument("--ks", default="8,32,auto")
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--looped-ks", default="", help="also time these k with SDPA looped per point (as before)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32
@@ -121,7 +137,8 @@ def main() -> None:
     results = []
     for w in args.workloads.split(","):
         for dt in args.dtypes.split(","):
-            r = run(w, getattr(torch, dt), args.steps, ks, rate, not args.no_compile)
+            looped = [int(k) for k in args.looped_ks.split(",") if k]
+            r = run(w, getattr(torch, dt), args.steps, ks, rate, not args.no_compile, looped)
             results.append(r)
             print(
                 f"\n## workload {w}, {dt}, {r['params'] / 1e6:.1f}M params, {r['points']} points; checks {r['checks']}"

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .attention import stacked_attention
 from .checkpoint import GridCheckpoint
 from .objectives.base import Evaluation, Objective
 
@@ -405,8 +406,9 @@ def evaluate(model: torch.nn.Module, objective: Objective, *, details: bool = Fa
 class StackedPoints:
     """Evaluates k grid points in one forward: k perturbed copies of the selected weights, stacked on a new
     leading axis, run through `torch.func.vmap` over `torch.func.functional_call`. Matrix products become
-    batched ones (one launch for k points instead of k), which is what small models on a GPU need. The
-    model's own weights are never written on this path.
+    batched ones (one launch for k points instead of k), which is what small models on a GPU need; SDPA
+    attention runs as one call over all k points (`attention.stacked_attention`). The model's own weights are
+    never written on this path.
 
     Args:
         model: the model.
@@ -445,7 +447,9 @@ class StackedPoints:
             one = lambda weights: functional_call(model, weights, (), inputs).logits  # noqa: E731
             return vmap(one, randomness="error")(stacked)
 
-        return objective.evaluate_points(model, forward, len(coords))  # type: ignore[attr-defined]
+        # SDPA has no vmap batching rule (vmap would loop over the k points): run it as one call on k·B sequences.
+        with stacked_attention(model):
+            return objective.evaluate_points(model, forward, len(coords))  # type: ignore[attr-defined]
 
 
 # One evaluation longer than this keeps the GPU busy on its own (launch overhead is amortized): no stacking.

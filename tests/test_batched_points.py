@@ -73,3 +73,51 @@ def test_compile_gives_the_same_values_and_restores_forward(objective):
     compiled = LandscapeProbe(model, objective, progress=False, compile=True).plane(steps=(3, 3))
     np.testing.assert_allclose(compiled.values, reference.values, rtol=1e-6, atol=0)
     assert "forward" not in model.__dict__
+
+
+# --- SDPA over stacked points ---------------------------------------------------------------------------------
+
+
+def test_stacked_points_run_sdpa_once_not_once_per_point(objective, monkeypatch):
+    import torch.nn.functional as F
+
+    import hf_landscape.attention as attention
+
+    model = build_gpt2(len(train_tokenizer()))
+    calls = {"n": 0}
+    sdpa = F.scaled_dot_product_attention
+
+    def counting(*args, **kwargs):
+        calls["n"] += 1
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(attention.F, "scaled_dot_product_attention", counting)
+    LandscapeProbe(model, objective, progress=False, points_per_forward=4).line(steps=4)
+    batches = -(-len(TEXTS) // 5)
+    assert calls["n"] == model.config.n_layer * batches  # one call per layer and batch for all 4 points
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_stacked_points_equal_one_point_with_grouped_query_attention(side):
+    objective = CausalLMObjective(TEXTS, train_tokenizer(), max_length=24, batch_size=5, padding_side=side)
+    model = build_llama(len(train_tokenizer()), num_key_value_heads=1)
+    assert model.config.num_attention_heads > model.config.num_key_value_heads
+    one = LandscapeProbe(model, objective, progress=False, points_per_forward=1).line(steps=5, seed=2)
+    many = LandscapeProbe(model, objective, progress=False, points_per_forward=5).line(steps=5, seed=2)
+    np.testing.assert_array_equal(many.values, one.values)
+
+
+def test_attention_implementation_is_restored_after_an_error(monkeypatch):
+    objective = CausalLMObjective(TEXTS[:4], train_tokenizer(), max_length=24)
+    model = build_gpt2(len(train_tokenizer()))
+    assert model.config._attn_implementation == "sdpa"
+    seen = []
+
+    def failing(self, *args, **kwargs):
+        seen.append(model.config._attn_implementation)
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(objective, "evaluate_points", failing.__get__(objective))
+    with pytest.raises(RuntimeError, match="boom"):
+        LandscapeProbe(model, objective, progress=False, points_per_forward=3).line(steps=3)
+    assert seen == ["hf_landscape_sdpa"] and model.config._attn_implementation == "sdpa"

@@ -1,0 +1,151 @@
+"""Scaled dot-product attention that `torch.func.vmap` runs as one call over all stacked grid points.
+
+The batched-points engine (`engine.StackedPoints`) evaluates k grid points in one forward by vmapping
+`functional_call` over k stacked weight copies. Matrix products batch well under vmap, but PyTorch has no
+batching rule for SDPA's fused kernels (flash, memory-efficient, CPU flash): vmap falls back to a Python loop
+of k separate attention calls, which is what kept batched points from paying off on GPT-2-small-sized models.
+
+Here SDPA is wrapped in a custom operator (`hf_landscape::sdpa`) whose vmap rule folds the vmapped axis into
+the batch axis and calls SDPA once on k·B sequences. Each (sequence, head) is computed exactly as before, so
+the values equal the one-point path. `stacked_attention(model)` switches a model's `"sdpa"` attention to this
+implementation (registered with transformers' `AttentionInterface` as `"hf_landscape_sdpa"`) for the duration
+of a block. Calls that use features the wrapper does not cover (a KV cache, position bias, soft-capping,
+dropout, returned attention weights) go to transformers' own SDPA function unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+logger = logging.getLogger(__name__)
+
+NAME = "hf_landscape_sdpa"
+
+
+@torch.library.custom_op("hf_landscape::sdpa", mutates_args=())
+def sdpa(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attn_mask: torch.Tensor | None,
+    scale: float | None,
+    is_causal: bool,
+    enable_gqa: bool,
+) -> torch.Tensor:
+    """`F.scaled_dot_product_attention` as a custom operator (no dropout)."""
+    return F.scaled_dot_product_attention(
+        query, key, value, attn_mask=attn_mask, scale=scale, is_causal=is_causal, enable_gqa=enable_gqa
+    )
+
+
+@sdpa.register_fake
+def _(query, key, value, attn_mask, scale, is_causal, enable_gqa):  # type: ignore[no-untyped-def]
+    return query.new_empty((*query.shape[:-1], value.shape[-1]))
+
+
+@sdpa.register_vmap
+def _(info, in_dims, query, key, value, attn_mask, scale, is_causal, enable_gqa):  # type: ignore[no-untyped-def]
+    """Fold the vmapped axis n into the batch axis: (n, B, ...) -> (n·B, ...), one SDPA call, then unfold."""
+    n = info.batch_size
+
+    def fold(t: torch.Tensor | None, dim: int | None, batch: int) -> torch.Tensor | None:
+        if t is None:
+            return None
+        if dim is None:
+            if t.shape[0] == 1 and batch > 1:  # broadcast over the batch (e.g. one mask for every sequence)
+                return t
+            t = t.unsqueeze(0).expand(n, *t.shape)
+        else:
+            t = t.movedim(dim, 0)
+        return t.reshape(n * t.shape[1], *t.shape[2:])
+
+    batch = query.shape[1] if in_dims[0] is not None else query.shape[0]
+    q = fold(query, in_dims[0], batch)
+    k = fold(key, in_dims[1], batch)
+    v = fold(value, in_dims[2], batch)
+    mask = fold(attn_mask, in_dims[3], batch)
+    out = sdpa(q, k, v, mask, scale, is_causal, enable_gqa)
+    return out.reshape(n, batch, *out.shape[1:]), 0
+
+
+def attention_forward(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    is_causal: bool | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """transformers' SDPA attention (`integrations.sdpa_attention.sdpa_attention_forward`) for the plain
+    prefill case, through `hf_landscape::sdpa`; anything else goes to transformers' function itself."""
+    from transformers.integrations import sdpa_attention
+
+    unusual = (
+        dropout
+        or kwargs.get("softcap") is not None
+        or kwargs.get("position_bias") is not None
+        or kwargs.get("cache") is not None
+        or kwargs.get("output_attentions", False)
+        or key.shape[2] != query.shape[2]
+    )
+    if unusual:
+        return sdpa_attention.sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
+        )
+    enable_gqa = False
+    groups = getattr(module, "num_key_value_groups", 1)
+    if groups > 1:  # the same choice as transformers makes, so the same kernel runs
+        if sdpa_attention.use_gqa_in_sdpa(attention_mask, key, value):
+            enable_gqa = True
+        else:
+            key = sdpa_attention.repeat_kv(key, groups)
+            value = sdpa_attention.repeat_kv(value, groups)
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    causal = bool(query.shape[2] > 1 and attention_mask is None and causal)
+    out = torch.ops.hf_landscape.sdpa(query, key, value, attention_mask, scaling, causal, enable_gqa)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _register() -> bool:
+    try:
+        from transformers import AttentionInterface
+        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+
+        AttentionInterface.register(NAME, attention_forward)
+        # The same masks as "sdpa" gets (without this, transformers passes the raw 2-D padding mask on).
+        AttentionMaskInterface.register(NAME, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
+        return True
+    except Exception as err:  # an older transformers without the interface: batched points loop over SDPA
+        logger.info("could not register %s with transformers' AttentionInterface (%s)", NAME, err)
+        return False
+
+
+REGISTERED = _register()
+
+
+@contextlib.contextmanager
+def stacked_attention(model: torch.nn.Module) -> Iterator[None]:
+    """Inside the block, every config of `model` whose attention is `"sdpa"` uses `"hf_landscape_sdpa"`, whose
+    vmap rule batches the stacked points into one SDPA call; each config gets its own value back on exit."""
+    from .sharpness import _attention_configs
+
+    configs = [c for c in _attention_configs(model) if c._attn_implementation_internal == "sdpa"]
+    if not REGISTERED or not configs:
+        yield
+        return
+    try:
+        for config in configs:
+            config._attn_implementation_internal = NAME
+        yield
+    finally:
+        for config in configs:
+            config._attn_implementation_internal = "sdpa"
