@@ -83,7 +83,7 @@ def run(name: str, steps: int, peak_rate: float, lora_paths: list[str], repeats:
         "tokens_per_point": tokens,
         "plain": {"peak_gib": plain_mem, "s_per_point": plain_time},
     }
-    best: dict[str, tuple] = {}
+    best: dict[str, tuple] = {}  # path -> (seconds, peak GiB, grid-loop seconds, centre == plain loss)
     for _ in range(repeats):
         for path in lora_paths:
             LowRankEditor.fused_linear = path == "fused"
@@ -93,18 +93,18 @@ def run(name: str, steps: int, peak_rate: float, lora_paths: list[str], repeats:
                 )
             finally:
                 LowRankEditor.fused_linear = True
-            if path not in best or t < best[path][1]:
-                best[path] = (lora, t, mem)
+            if path not in best or t < best[path][0]:
+                best[path] = (t, mem, lora.metadata["wall_time_s"], lora.centre == plain_loss)
+            del lora  # no surface (and its directions) stays alive into the next plane's peak memory
+            gc.collect()
     for path in lora_paths:
-        lora, t, mem = best[path]
-        key = lora_key(path)
-        grid = lora.metadata["wall_time_s"]  # the grid loop alone: no direction drawing or set-up
-        result[key] = {
+        t, mem, grid, centre_ok = best[path]  # grid: the grid loop alone, no direction drawing or set-up
+        result[lora_key(path)] = {
             "peak_gib": mem,
             "s_per_point": t / points,
             "grid_s_per_point": grid / points,
             "setup_s": t - grid,
-            "centre_equals_loss": lora.centre == plain_loss,
+            "centre_equals_loss": centre_ok,
             "lora_memory_ratio": mem / plain_mem,
             "lora_time_ratio": t / points / plain_time,
             "grid_time_ratio": grid / points / plain_time,
