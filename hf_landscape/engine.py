@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -160,7 +160,7 @@ class LowRankEditor:
                         )
                     lefts.append(left)
                     rights.append(right)
-                slot = {
+                slot: dict[str, Any] = {
                     "left": torch.cat(lefts, dim=1).contiguous(),
                     "rights": rights,
                     "right": None,
@@ -265,7 +265,8 @@ class LowRankEditor:
                 x = args[0] if args else next(iter(kwargs.values()))
                 return self._add(slot, x, own(*args, **kwargs))
             x = args[0]
-            weight, bias = module.weight, module.bias
+            weight = cast(torch.Tensor, module.weight)
+            bias = cast("torch.Tensor | None", module.bias)
             if (
                 not isinstance(x, torch.Tensor)
                 or x.dtype != right.dtype

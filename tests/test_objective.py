@@ -363,3 +363,28 @@ def test_model_without_lm_head_is_a_model_error(tokenizer, texts):
     assert isinstance(info.value, TypeError)
     with pytest.raises(ModelError):
         LandscapeProbe(base, objective, progress=False)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_unpadded_batches_skip_the_gather_with_identical_losses(gpt2_model, dtype):
+    model = gpt2_model().to(dtype).eval()
+    ids = [[(3 * i + 5 * j) % 90 + 1 for j in range(10)] for i in range(6)]  # equal lengths: no padding
+    objective = CausalLMObjective({"input_ids": ids}, batch_size=4)
+    fast = objective.evaluate(model, details=True)
+    assert all(b.full for b in objective._batches)
+    for b in objective._batches:
+        b.full = False  # the boolean-gather path
+    slow = objective.evaluate(model, details=True)
+    assert fast.loss == slow.loss
+    for a, b in zip(fast.token_losses, slow.token_losses):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_masked_labels_without_padding_take_the_gather_path(gpt2_model):
+    model = gpt2_model()
+    ids = [[(3 * i + 5 * j) % 90 + 1 for j in range(10)] for i in range(4)]
+    labels = [[-100] * 4 + x[4:] for x in ids]  # a masked prompt, no padding
+    objective = CausalLMObjective({"input_ids": ids, "labels": labels}, batch_size=4)
+    loss = objective.evaluate(model.eval()).loss
+    assert not objective._batches[0].full
+    assert loss == pytest.approx(reference_loss(model, ids, labels), rel=1e-6)

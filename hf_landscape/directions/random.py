@@ -162,16 +162,19 @@ def random_directions(
             return _as_units(t, dims[name])
         return t.reshape(1, -1)  # layer / model / none: one group per tensor (model joins them below)
 
+    def draw(key: tuple[int, str]) -> torch.Tensor:
+        axis, name = key
+        g = torch.Generator().manual_seed(seed_for(seed, axis, name))
+        return group_view(torch.randn(weights[name].shape, generator=g, dtype=torch.float32), name)
+
+    # Every axis's raw draws at once (each depends on its own seed only), so a large tensor such as an
+    # embedding is drawn for both axes in parallel rather than one axis after the other.
+    raw = _pmap(draw, [(first_axis + k, n) for k in range(axes) for n in weights])
     drawn: list[dict[str, torch.Tensor]] = []  # group views, kept for orthogonalization
     out = []
     for k in range(axes):
         axis = first_axis + k
-
-        def draw(name: str, axis: int = axis) -> torch.Tensor:
-            g = torch.Generator().manual_seed(seed_for(seed, axis, name))
-            return group_view(torch.randn(weights[name].shape, generator=g, dtype=torch.float32), name)
-
-        views = _pmap(draw, weights)
+        views = {n: raw.pop((axis, n)) for n in weights}
         if config.orthogonalize and drawn:
             if norm in ("model", "none"):
                 views = _orthogonalize_global(views, drawn)
@@ -194,7 +197,7 @@ def random_directions(
     return out
 
 
-def _pmap(fn: Any, names: Any) -> dict[str, torch.Tensor]:
+def _pmap(fn: Any, names: Any) -> dict[Any, torch.Tensor]:
     """{name: fn(name)} computed on a thread pool (torch releases the GIL); the order of names is kept and
     every result depends on its name alone, so the output is the same as a plain loop's."""
     names = list(names)

@@ -78,6 +78,7 @@ class _Batch:
     attention_mask: torch.Tensor | None  # None when the batch has no padding: the model's causal fast path
     position_ids: torch.Tensor | None
     mask: torch.Tensor  # (B, L-1) bool: which next-token predictions count
+    full: bool  # every prediction counts (no padding, no masked label): no boolean gather, no host sync
     targets: torch.Tensor  # flat targets where mask is True
     index: list[int]  # example indices of the rows
     lengths: list[int]
@@ -312,6 +313,7 @@ class CausalLMObjective(Objective):
                     attention_mask=None if padded_free else attn.to(device),
                     position_ids=None if padded_free else positions.to(device),
                     mask=mask.to(device),
+                    full=bool(mask.all()),
                     targets=targets[mask].to(device),
                     index=index,
                     lengths=lengths,
@@ -334,7 +336,7 @@ class CausalLMObjective(Objective):
         for b in self._batches:
             logits = model(**self._inputs(b)).logits[:, :-1]
             # Upcast only the positions that count: the loss is computed in float32 for any model dtype.
-            nll = F.cross_entropy(logits[b.mask].to(_loss_dtype(logits.dtype)), b.targets, reduction="none")
+            nll = F.cross_entropy(_counted(logits, b), b.targets, reduction="none")
             total += nll.sum(dtype=torch.float64)
             if details:
                 per_row.append((b, nll))
@@ -350,7 +352,7 @@ class CausalLMObjective(Objective):
         self.bind(model)
         for b in self._batches:
             logits = model(**self._inputs(b)).logits[:, :-1]
-            nll = F.cross_entropy(logits[b.mask].to(_loss_dtype(logits.dtype)), b.targets, reduction="sum")
+            nll = F.cross_entropy(_counted(logits, b), b.targets, reduction="sum")
             yield nll / self.num_tokens
 
     def evaluate_points(self, model: torch.nn.Module, forward: Any, k: int) -> list[Evaluation]:
@@ -360,12 +362,7 @@ class CausalLMObjective(Objective):
         totals = torch.zeros(k, dtype=torch.float64, device=self._device)
         for b in self._batches:
             logits = forward(self._inputs(b))[:, :, :-1]  # (k, batch, length - 1, vocab)
-            selected = logits[:, b.mask]  # (k, tokens, vocab)
-            nll = F.cross_entropy(
-                selected.reshape(-1, selected.shape[-1]).to(_loss_dtype(logits.dtype)),
-                b.targets.repeat(k),
-                reduction="none",
-            ).view(k, -1)
+            nll = F.cross_entropy(_counted(logits, b), b.targets.repeat(k), reduction="none").view(k, -1)
             totals += nll.sum(dim=1, dtype=torch.float64)
         return [Evaluation(loss=v / self.num_tokens) for v in totals.tolist()]
 
@@ -382,6 +379,17 @@ class CausalLMObjective(Objective):
         with np.errstate(invalid="ignore"):
             seq = np.array([np.nanmean(t) if np.isfinite(t).any() else np.nan for t in tokens], dtype=np.float64)
         return Evaluation(loss=loss, sequence_losses=seq, token_losses=tokens)
+
+
+def _counted(logits: torch.Tensor, b: _Batch) -> torch.Tensor:
+    """The rows of `logits` (..., batch, length − 1, vocab) whose predictions count, as (rows, vocab) in the loss
+    dtype, in row-major order. A batch where every prediction counts needs no boolean gather (which costs a
+    copy and a host sync): one upcast copy, or a reshape, gives the same rows in the same order."""
+    if b.full:
+        return logits.to(_loss_dtype(logits.dtype)).reshape(-1, logits.shape[-1])
+    lead = logits.dim() - 3  # the stacked-points axis, if any
+    selected = logits[(slice(None),) * lead + (b.mask,)]
+    return selected.reshape(-1, logits.shape[-1]).to(_loss_dtype(logits.dtype))
 
 
 def _loss_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -1,0 +1,63 @@
+"""Where one grid point's time goes on the GPU: the plain evaluation (the floor) and k stacked points per forward,
+for a GPT-2 workload of `gpu_speed.py`, under the torch profiler (top CUDA kernels, GPU busy fraction).
+
+    python benchmarks/profile_points.py [--workload b] [--dtype bfloat16] [--k 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from gpu_speed import WORKLOADS
+from torch.profiler import ProfilerActivity, profile
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from hf_landscape import CausalLMObjective, LandscapeProbe
+from hf_landscape.engine import StackedPoints, evaluate
+
+
+def report(name: str, fn, points: int) -> None:
+    for _ in range(2):
+        fn()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    torch.cuda.synchronize()
+    wall = time.perf_counter() - start
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    events = prof.key_averages()
+    gpu = sum(e.self_device_time_total for e in events) / 1e3
+    print(
+        f"\n### {name}: wall {wall * 1e3:.1f} ms for {points} point(s) = {wall * 1e3 / points:.2f} ms/point; "
+        f"GPU kernel time {gpu:.1f} ms ({gpu / (wall * 1e3):.0%} busy)"
+    )
+    print(events.table(sort_by="self_device_time_total", row_limit=14, max_name_column_width=60))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workload", default="b")
+    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--k", type=int, default=16)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(**WORKLOADS[args.workload])).to("cuda", getattr(torch, args.dtype)).eval()
+    ids = torch.randint(0, model.config.vocab_size, (16, 128)).tolist()
+    objective = CausalLMObjective({"input_ids": ids}, max_length=128, batch_size=16)
+    probe = LandscapeProbe(model, objective, progress=False)
+    report("plain evaluation (floor)", lambda: evaluate(model, objective), 1)
+    dirs = probe.directions(0)
+    params, tensors = probe._prepare(dirs)
+    stacked = StackedPoints(model, params, tensors)
+    coords = [(0.1 * i, -0.05 * i) for i in range(args.k)]
+    with torch.inference_mode():
+        report(f"{args.k} stacked points", lambda: stacked.evaluate(objective, coords), args.k)
+        report(f"{args.k} stacked points: building the weights only", lambda: stacked.stacked(coords), args.k)
+
+
+if __name__ == "__main__":
+    main()
