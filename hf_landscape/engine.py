@@ -454,15 +454,21 @@ class StackedPoints:
 
 
 # One evaluation longer than this keeps the GPU busy on its own (launch overhead is amortized): no stacking.
-AUTO_BATCH_MAX_SECONDS = 0.008
+# Measured on an H100 (benchmarks/gpu_speed.py): GPT-2 small (124M, 16 x 128 tokens) takes 8.7 ms in bf16 and
+# 17 ms in fp32 per evaluation, and stacking 8-16 points per forward still gains (0.92-1.02x the floor in bf16
+# against 1.29x one point per forward; 1.09-1.15x in fp32 against 1.14x); a 1.1B model takes over 200 ms.
+AUTO_BATCH_MAX_SECONDS = 0.025
+# Share of the free GPU memory the stacked points may take, at twice their measured cost.
+AUTO_BATCH_MEMORY_SHARE = 0.4
 
 
 def points_per_forward(
     model: torch.nn.Module, params: dict[str, torch.nn.Parameter], objective: Objective, requested: int | str, n: int
 ) -> int:
-    """How many points to evaluate per forward: `requested`, or for `"auto"` 1 on the CPU or when one
-    evaluation already takes over 8 ms (then stacking measured no gain: GPT-2 small on an H100), else as many as 30% of the free GPU memory holds
-    at twice the measured cost of one point (weights plus activations of one evaluation), at most 64."""
+    """How many points to evaluate per forward: `requested`, or for `"auto"` 1 on the CPU, for weights over
+    `ROW_CACHE_MAX_BYTES` or when one evaluation already takes over `AUTO_BATCH_MAX_SECONDS` (the GPU is busy
+    with one point), else as many as `AUTO_BATCH_MEMORY_SHARE` of the free GPU memory holds at twice the
+    measured cost of one point (weights plus activations of one evaluation), at most 64."""
     from .errors import ConfigError
 
     if requested == "auto":
@@ -485,7 +491,7 @@ def points_per_forward(
             return 1
         activations = torch.cuda.max_memory_allocated(device) - before
         free, _ = torch.cuda.mem_get_info(device)
-        return max(1, min(64, n, int(0.3 * free // max(2 * (weights + activations), 1))))
+        return max(1, min(64, n, int(AUTO_BATCH_MEMORY_SHARE * free // max(2 * (weights + activations), 1))))
     if not isinstance(requested, int) or isinstance(requested, bool) or requested < 1:
         raise ConfigError(f"`points_per_forward` must be a positive integer or 'auto', got {requested!r}.")
     if requested > 1 and not hasattr(objective, "evaluate_points"):
