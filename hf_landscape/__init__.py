@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from .compare import CompareReport, compare
+from .comparison import CompareReport, compare
 from .config import BaseConfig
 from .directions import (
     Direction,

@@ -13,7 +13,7 @@ from matplotlib.contour import ContourSet
 from transformers import BertConfig, BertForSequenceClassification, BertModel
 
 from hf_landscape import CompareReport, ConfigError, GlueObjective, ModelError, Surface, SurfaceError, compare
-from hf_landscape.compare import centre_curvature, mean_increase_within, rise_radius, summarize
+from hf_landscape.comparison import centre_curvature, mean_increase_within, rise_radius, summarize
 
 # --- analytic surfaces --------------------------------------------------------------------------------------
 
@@ -254,7 +254,7 @@ def test_compare_rejects_no_models(objective):
 
 def test_compare_over_seeds_gives_each_figure_with_its_interval(objective):
     from hf_landscape import LandscapeProbe
-    from hf_landscape.compare import summarize
+    from hf_landscape.comparison import summarize
 
     models = {"a": bert(0), "b": bert(1)}
     report = compare(models, objective, steps=(3, 3), seed=[0, 1, 2], confidence=0.9, progress=False)
@@ -332,7 +332,7 @@ def test_interpolation_barrier_is_the_rise_above_the_chord():
     import numpy as np
 
     from hf_landscape import Surface
-    from hf_landscape.compare import interpolation_barrier
+    from hf_landscape.comparison import interpolation_barrier
 
     x = np.array([-0.5, 0.0, 0.25, 0.5, 0.75, 1.0, 1.5])
     values = np.array([9.0, 1.0, 2.0, 3.5, 2.5, 2.0, 9.0])  # chord at 0.5 is 1.5
@@ -340,7 +340,7 @@ def test_interpolation_barrier_is_the_rise_above_the_chord():
 
 
 def test_interpolation_barrier_between_later_knots_of_a_path():
-    from hf_landscape.compare import interpolation_barrier
+    from hf_landscape.comparison import interpolation_barrier
 
     x = np.linspace(-0.5, 2.5, 7)  # knots 0, 1, 2 on the grid
     values = np.array([9.0, 1.0, 5.0, 3.0, 3.0, 1.0, 9.0])
@@ -351,10 +351,20 @@ def test_interpolation_barrier_between_later_knots_of_a_path():
 
 
 def test_interpolation_barrier_needs_its_ends_on_the_grid():
-    from hf_landscape.compare import interpolation_barrier
+    from hf_landscape.comparison import interpolation_barrier
 
     surface = Surface(np.array([0.0, 0.7, 1.4]), np.zeros(3), metadata={"kind": "interpolation"})
     with pytest.raises(ConfigError, match="α = 1"):
         interpolation_barrier(surface)
     with pytest.raises(ConfigError, match="increasing"):
         interpolation_barrier(surface, (1, 0))
+
+
+def test_the_module_and_the_function_have_different_names():
+    import types
+
+    import hf_landscape
+    import hf_landscape.comparison as module
+
+    assert isinstance(module, types.ModuleType) and module.compare is hf_landscape.compare
+    assert callable(hf_landscape.compare) and not isinstance(hf_landscape.compare, types.ModuleType)

@@ -75,7 +75,7 @@ def mean_increase_within(surface: Surface, radius: float) -> float:
     ```python
     >>> import numpy as np
     >>> from hf_landscape import Surface
-    >>> from hf_landscape.compare import mean_increase_within
+    >>> from hf_landscape.comparison import mean_increase_within
     >>> x = np.array([-1.0, 0.0, 1.0])
     >>> mean_increase_within(Surface(x, x**2), radius=1.0)   # (1 + 0 + 1) / 3
     0.6666666666666666
@@ -96,7 +96,7 @@ def rise_radius(surface: Surface, rise: float) -> float:
     ```python
     >>> import numpy as np
     >>> from hf_landscape import Surface
-    >>> from hf_landscape.compare import rise_radius
+    >>> from hf_landscape.comparison import rise_radius
     >>> x = np.linspace(-1, 1, 5)
     >>> rise_radius(Surface(x, x**2), rise=0.2), rise_radius(Surface(x, x**2), rise=5.0)
     (0.5, inf)
@@ -120,7 +120,7 @@ def centre_curvature(surface: Surface) -> tuple[float, ...]:
     ```python
     >>> import numpy as np
     >>> from hf_landscape import Surface
-    >>> from hf_landscape.compare import centre_curvature
+    >>> from hf_landscape.comparison import centre_curvature
     >>> x = y = np.linspace(-1, 1, 5)
     >>> xx, yy = np.meshgrid(x, y)
     >>> centre_curvature(Surface(x, 3 * xx**2 + 0.5 * yy**2, y=y))
@@ -167,7 +167,7 @@ def summarize(
     ```python
     >>> import numpy as np
     >>> from hf_landscape import Surface
-    >>> from hf_landscape.compare import summarize
+    >>> from hf_landscape.comparison import summarize
     >>> x = np.linspace(-1, 1, 5)
     >>> draws = np.stack([2 * x**2, 4 * x**2, 6 * x**2])          # curvatures 4, 8, 12 along three draws
     >>> row = summarize(Surface(x, draws.mean(0), samples=draws, spread=draws.std(0, ddof=1)))
@@ -575,7 +575,7 @@ def interpolation_barrier(surface: Surface, between: Sequence[float] = (0.0, 1.0
     ```python
     >>> import numpy as np
     >>> from hf_landscape import Surface
-    >>> from hf_landscape.compare import interpolation_barrier
+    >>> from hf_landscape.comparison import interpolation_barrier
     >>> x = np.linspace(0, 2, 5)                          # knots at 0, 1, 2
     >>> values = np.array([1.0, 3.0, 1.0, 1.0, 1.0])      # a bump on the first segment only
     >>> interpolation_barrier(Surface(x, values), (0, 1)), interpolation_barrier(Surface(x, values), (1, 2))
