@@ -711,8 +711,8 @@ class LandscapeProbe:
     def hessian_eigenvalues(self, k: int = 3, *, tol: float = 1e-3, max_iter: int = 100, **kwargs: Any) -> EigenResult:
         """The `k` largest algebraic eigenvalues of the Hessian at the model's weights, by thick-restart Lanczos.
 
-        Other options (`basis_size`, `offload`, `include`, `exclude`, `include_1d`, `seed`, `return_eigenvectors`):
-        see `hf_landscape.sharpness.hessian_eigenvalues`.
+        Other options (`basis_size`, `offload`, `include`, `exclude`, `include_1d`, `seed`, `return_eigenvectors`,
+        `per_layer` for each layer's diagonal block too): see `hf_landscape.sharpness.hessian_eigenvalues`.
         """
         kwargs.setdefault("progress", self.progress)
         return hessian_eigenvalues(self.model, self.objective, k=k, tol=tol, max_iter=max_iter, **kwargs)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -315,6 +316,8 @@ class EigenResult:
         tol: the relative tolerance asked for.
         num_parameters: the dimension of the Hessian.
         eigenvectors: the unit Ritz vectors as name-keyed `Direction`s, when asked for.
+        per_layer: layer -> the `EigenResult` of that layer's diagonal block of the Hessian (the curvature of
+            the loss when only that layer's parameters move), when asked for (`per_layer=True`).
 
     Example:
     ```python
@@ -338,6 +341,7 @@ class EigenResult:
     tol: float
     num_parameters: int
     eigenvectors: list[Direction] | None = None
+    per_layer: dict[str, EigenResult] = field(default_factory=dict)
 
     @property
     def intervals(self) -> np.ndarray:
@@ -357,6 +361,7 @@ class EigenResult:
             "restarts": self.restarts,
             "tol": self.tol,
             "num_parameters": self.num_parameters,
+            "per_layer": {name: r.to_dict() for name, r in self.per_layer.items()},
         }
 
 
@@ -374,6 +379,7 @@ def hessian_eigenvalues(
     include_1d: bool = True,
     seed: int = 0,
     return_eigenvectors: bool = False,
+    per_layer: bool = False,
     progress: bool = True,
 ) -> EigenResult:
     """The `k` largest *algebraic* eigenvalues of the Hessian of the objective at the model's weights.
@@ -400,6 +406,8 @@ def hessian_eigenvalues(
         include_1d: include biases and norm weights (default True: the Hessian is over every parameter).
         seed: the random start vector.
         return_eigenvectors: also return the unit Ritz vectors as `Direction`s.
+        per_layer: also find the top `k` eigenvalues (at most the block's size) of each layer's diagonal block
+            (layers as in `layer_of`), one Lanczos run per layer with the same options, in `per_layer`.
         progress: tqdm progress bar over Hessian-vector products.
 
     Returns:
@@ -410,6 +418,8 @@ def hessian_eigenvalues(
     _check_int("max_iter", max_iter, k)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ConfigError(f"`seed` must be an integer, got {seed!r}.")
+    if not isinstance(per_layer, bool):
+        raise ConfigError(f"`per_layer` must be True or False, got {per_layer!r}.")
     flat = _Flat(_select(model, include, exclude, include_1d))
     n = flat.size
     if k > n:
@@ -450,7 +460,7 @@ def hessian_eigenvalues(
             )
             for i in range(k)
         ]
-    return EigenResult(
+    result = EigenResult(
         eigenvalues=np.asarray(theta[:k], dtype=np.float64),
         residuals=residuals,
         converged=converged,
@@ -460,6 +470,27 @@ def hessian_eigenvalues(
         num_parameters=n,
         eigenvectors=eigenvectors,
     )
+    if per_layer:
+        layers: dict[str, list[str]] = {}
+        for name in flat.names:
+            layers.setdefault(layer_of(name), []).append(name)
+        numels = dict(zip(flat.names, flat.numels))
+        for layer, names in layers.items():
+            size = sum(numels[name] for name in names)
+            result.per_layer[layer] = hessian_eigenvalues(
+                model,
+                objective,
+                k=min(k, size),
+                tol=tol,
+                max_iter=max(max_iter, min(k, size)),
+                basis_size=None,
+                offload=offload,
+                include=[f"^{re.escape(name)}$" for name in names],
+                include_1d=True,
+                seed=seed,
+                progress=progress,
+            )
+    return result
 
 
 def _thick_restart_lanczos(

@@ -471,7 +471,9 @@ def test_trace_interval_is_the_student_t_interval_of_the_samples():
     assert result.interval == pytest.approx((result.trace - half, result.trace + half), rel=1e-12)
     low, high = result.per_layer_intervals["layer1"]
     mean, stderr = result.per_layer["layer1"]
-    assert (low + high) / 2 == pytest.approx(mean, rel=1e-12) and high - low == pytest.approx(2 * t.ppf(0.95, 9) * stderr)
+    assert (low + high) / 2 == pytest.approx(mean, rel=1e-12) and high - low == pytest.approx(
+        2 * t.ppf(0.95, 9) * stderr
+    )
     assert result.to_dict()["confidence"] == 0.9
 
 
@@ -523,3 +525,18 @@ def test_a_loss_function_gives_no_examples_interval(quad):
 def test_bad_confidence_is_a_config_error():
     with pytest.raises(ConfigError, match="`confidence` must be a number strictly between 0 and 1"):
         SharpnessConfig(confidence=95)
+
+
+def test_per_layer_eigenvalues_are_those_of_each_diagonal_block():
+    a = matrix_with_spectrum(list(np.linspace(-3.0, 4.0, N)))
+    result = hessian_eigenvalues(
+        TwoTensors(), quadratic(a), k=2, tol=1e-10, max_iter=200, per_layer=True, progress=False
+    )
+    assert list(result.per_layer) == ["layer0", "layer1"]
+    blocks = {"layer0": a[:12, :12], "layer1": a[12:, 12:]}  # layer0.weight: 12 numbers, layer1.bias: 5
+    for name, block in blocks.items():
+        expected = torch.linalg.eigvalsh(block).flip(0)[:2].numpy()
+        np.testing.assert_allclose(result.per_layer[name].eigenvalues, expected, rtol=1e-9)
+        assert result.per_layer[name].num_parameters == block.shape[0]
+    np.testing.assert_allclose(result.eigenvalues, torch.linalg.eigvalsh(a).flip(0)[:2].numpy(), rtol=1e-9)
+    assert set(result.to_dict()["per_layer"]) == {"layer0", "layer1"}
