@@ -7,7 +7,8 @@ x 128 tokens, a 21 x 21 filter-normalized plane over [-1, 1]^2. For each dtype (
 - one point per forward (`points_per_forward=1`): in-place fused weight updates;
 - k points per forward (`points_per_forward=k`, vmap over stacked weights), for several k and "auto"
   (`--looped-ks`: also with SDPA looped per point, as vmap does without `hf_landscape.attention`);
-- one point per forward with the forward compiled by `torch.compile(mode="reduce-overhead")` (CUDA graphs).
+- one point per forward with the forward compiled by `torch.compile(mode="reduce-overhead")` (CUDA graphs);
+- for fp32 models, one point and "auto" points per forward under `autocast="bfloat16"`.
 MFU = 2 * parameters * tokens per point / seconds per point / measured bf16 matmul rate.
 
     python benchmarks/gpu_speed.py [--workloads a,b] [--steps 21] [--json out.json]
@@ -91,6 +92,12 @@ def run(
         rows[f"{k} points/forward"] = t
         centre_ok[str(k)] = abs(surf.centre - base) <= 1e-5 * abs(base)
         centre_ok[f"{k}_max_abs_diff_vs_1"] = float(np.nanmax(np.abs(surf.values - one.values)))
+    if dtype == torch.float32:  # fp32 weights, matrix products in bf16 (`autocast="bfloat16"`)
+        for k in (1, "auto"):
+            p = LandscapeProbe(model, objective, progress=False, points_per_forward=k, autocast="bfloat16")
+            surf, t = timed(lambda p=p: p.plane(steps=(steps, steps), seed=0))
+            rows[f"{k} point(s)/forward, autocast bf16"] = t
+            centre_ok[f"autocast_{k}_max_abs_diff_vs_fp32"] = float(np.nanmax(np.abs(surf.values - one.values)))
     if compile_forward:
         compiled = LandscapeProbe(model, objective, progress=False, compile=True)
         try:

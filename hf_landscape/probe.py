@@ -7,6 +7,7 @@ on user input run before any weight is touched.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
@@ -48,6 +49,12 @@ from .tokens import TokenLossMap, check_alphas
 
 logger = logging.getLogger(__name__)
 
+AUTOCAST_DTYPES: dict[str | None, torch.dtype | None] = {
+    None: None,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+
 
 class LandscapeProbe:
     """Measure the loss landscape of a model around its own weights.
@@ -66,6 +73,9 @@ class LandscapeProbe:
             surface. `None` detects it from the launcher's environment.
         compile: run grids through `torch.compile(model.forward, mode="reduce-overhead")` (CUDA graphs: no
             launch overhead per kernel; worth it for small models on a GPU). One point per forward.
+        autocast: `"bfloat16"` or `"float16"` to evaluate every point under `torch.autocast` (mixed precision:
+            matrix products in that dtype, the weights and the loss's reduction kept in theirs); `None`
+            (default) evaluates in the model's own dtype. Recorded in every surface's metadata.
 
     Example:
     ```python
@@ -91,6 +101,7 @@ class LandscapeProbe:
         points_per_forward: int | str = "auto",
         distributed: bool | None = None,
         compile: bool = False,
+        autocast: str | None = None,
     ) -> None:
         if not _is_supported_model(model):
             raise ModelError(
@@ -110,6 +121,11 @@ class LandscapeProbe:
         if not isinstance(compile, bool):
             raise ConfigError(f"`compile` must be True or False, got {compile!r}.")
         self.compile = compile
+        if not (autocast is None or isinstance(autocast, str)) or autocast not in AUTOCAST_DTYPES:
+            raise ConfigError(
+                f"`autocast` must be one of {list(AUTOCAST_DTYPES)}, got {autocast!r}; e.g. autocast='bfloat16'."
+            )
+        self.autocast = autocast
         self._compiled: Any = None
         if distributed not in (None, True, False):
             raise ConfigError(f"`distributed` must be None (auto), True or False, got {distributed!r}.")
@@ -161,9 +177,17 @@ class LandscapeProbe:
 
     # --- single evaluations ----------------------------------------------------------------------
 
+    def _precision(self) -> contextlib.AbstractContextManager[Any]:
+        """`torch.autocast` to `self.autocast` on the model's device type, or nothing."""
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        device_type = next(self.model.parameters()).device.type
+        return torch.autocast(device_type=device_type, dtype=AUTOCAST_DTYPES[self.autocast])
+
     def loss(self) -> float:
         """The objective at the model's own weights."""
-        return evaluate(self.model, self.objective).loss
+        with self._precision():
+            return evaluate(self.model, self.objective).loss
 
     def evaluate(
         self,
@@ -174,6 +198,15 @@ class LandscapeProbe:
     ) -> Evaluation:
         """The objective at θ₀ + Σ pointᵢ·directionsᵢ (θ₀ itself when `point` is None), with per-sequence and
         per-token losses when `details` is True. The weights are restored afterwards."""
+        with self._precision():
+            return self._evaluate(point, directions, details)
+
+    def _evaluate(
+        self,
+        point: Sequence[float] | None,
+        directions: Sequence[Direction | LowRankDirection] | None,
+        details: bool,
+    ) -> Evaluation:
         if point is None:
             return evaluate(self.model, self.objective, details=details)
         if directions is None or len(directions) != len(point):
@@ -578,7 +611,7 @@ class LandscapeProbe:
             targets[0] if segments == 1 else {f"{k}:{n}": v for k, t in enumerate(targets) for n, v in t.items()}
         )
         checkpoint = self._checkpoint(checkpoint_dir, checkpoint_every, "interpolation", [x], [], other=fingerprinted)
-        with editing(self.model, params) as editor:
+        with editing(self.model, params) as editor, self._precision():
             knots = [editor.originals, *target_lists]
             values, metrics, wall = run_grid(
                 self.model,
@@ -652,6 +685,7 @@ class LandscapeProbe:
             "axes": [a.tolist() for a in axes],
             "model": tensor_fingerprint(dict(self.model.named_parameters())),
             "objective": self.objective.describe(),
+            "autocast": self.autocast,
             "directions": [_direction_fingerprint(d) for d in dirs],
             "other_model": tensor_fingerprint(other) if other is not None else None,
         }
@@ -702,7 +736,10 @@ class LandscapeProbe:
         if span is None:
             span = trajectory_span(info["coordinates"], margin=margin)
         surface = self.plane(steps=steps, span=span, directions=dirs, **plane_kwargs)
-        info["losses"] = path_losses(self.model, self.objective, run_dir, steps=info["steps"], progress=self.progress)
+        with self._precision():
+            info["losses"] = path_losses(
+                self.model, self.objective, run_dir, steps=info["steps"], progress=self.progress
+            )
         surface.metadata["trajectory"] = info
         return surface
 
@@ -742,7 +779,7 @@ class LandscapeProbe:
     ) -> tuple[np.ndarray, dict[str, np.ndarray], float]:
         if self.compile and self._compiled is None:
             self._compiled = torch.compile(self.model.forward, mode="reduce-overhead", dynamic=False)
-        with compiled_forward(self.model, self._compiled if self.compile else None):
+        with compiled_forward(self.model, self._compiled if self.compile else None), self._precision():
             return self._grid_inner(points, dirs, desc, checkpoint)
 
     def _grid_inner(
@@ -815,6 +852,7 @@ class LandscapeProbe:
                 "device": str(first.device),
             },
             "objective": self.objective.describe(),
+            "autocast": self.autocast,
             "directions": [d.config for d in dirs],
             # user-given directions were not drawn from `seed`
             "seed": seed if dirs and all("seed" in d.config for d in dirs) else None,

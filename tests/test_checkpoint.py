@@ -85,6 +85,18 @@ def test_a_different_configuration_in_the_same_folder_is_refused(tmp_path, monke
     assert (tmp_path / ARRAYS_NAME).read_bytes() == before
 
 
+def test_a_different_autocast_in_the_same_folder_is_refused(tmp_path, monkeypatch):
+    probe = make_probe()
+    fail_on_call(probe, monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        probe.line(steps=5, seed=0, checkpoint_dir=tmp_path, checkpoint_every=1)
+    monkeypatch.undo()
+    mixed = make_probe()
+    mixed.autocast = "bfloat16"
+    with pytest.raises(SurfaceError, match=r"differs in \['autocast'\]"):
+        mixed.line(steps=5, seed=0, checkpoint_dir=tmp_path)
+
+
 def test_disk_full_is_a_clear_error_and_earlier_points_stay(tmp_path, monkeypatch):
     import hf_landscape.checkpoint as checkpoint
 

@@ -64,6 +64,14 @@ def test_line_from_a_dataset_file(model_dir, tmp_path, capsys):
     assert surface.metadata["objective"]["num_examples"] == 12
 
 
+def test_line_under_bf16_autocast(model_dir, text_file, tmp_path, capsys):
+    out = tmp_path / "line"
+    argv = ["line", model_dir, "--text-file", text_file, "--steps", 3, "--autocast", "bfloat16", "--out", out]
+    code, _ = run([*argv, "--no-progress", "--no-plots"], capsys)
+    assert code == 0
+    assert Surface.from_pretrained(out).metadata["autocast"] == "bfloat16"
+
+
 def test_interpolate_between_two_folders(tmp_path, text_file, capsys):
     for seed in (0, 1):
         build_gpt2(len(train_tokenizer()), seed=seed).save_pretrained(tmp_path / f"m{seed}")

@@ -485,3 +485,34 @@ def test_line_metadata(probe):
     assert line.metadata["grid"] == {"steps": [3], "span": [[-0.5, 0.5]]}
     assert line.metadata["seed"] == 2
     assert len(line.metadata["directions"]) == 1
+
+
+# --- mixed precision -----------------------------------------------------------------------------------------
+
+
+def test_autocast_evaluates_under_torch_autocast(gpt2_model, tokenizer, texts):
+    model = gpt2_model(seed=0).eval()
+    objective = CausalLMObjective(texts[:4], tokenizer)
+    probe = LandscapeProbe(model, objective, progress=False, autocast="bfloat16")
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.inference_mode():
+        expected = objective.evaluate(model).loss
+    plain = LandscapeProbe(model, objective, progress=False).loss()
+    assert probe.loss() == expected != plain
+    assert expected == pytest.approx(plain, rel=2e-2)
+
+
+def test_autocast_plane_centre_is_the_autocast_loss_and_weights_stay_float32(gpt2_model, tokenizer, texts):
+    model = gpt2_model(seed=0)
+    saved = snapshot(model)
+    probe = LandscapeProbe(model, CausalLMObjective(texts[:4], tokenizer), progress=False, autocast="bfloat16")
+    plane = probe.plane(steps=(3, 3), seed=0)
+    assert plane.centre == probe.loss()
+    assert plane.metadata["autocast"] == "bfloat16"
+    assert_bitwise_equal(model, saved)
+    assert next(model.parameters()).dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+
+
+@pytest.mark.parametrize("bad", ["bf16", "float32", torch.bfloat16, ["bfloat16"]])
+def test_bad_autocast_is_a_config_error(gpt2_model, tokenizer, texts, bad):
+    with pytest.raises(ConfigError, match="`autocast` must be one of"):
+        LandscapeProbe(gpt2_model(), CausalLMObjective(texts[:2], tokenizer), autocast=bad)

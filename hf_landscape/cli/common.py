@@ -17,6 +17,12 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, name: str = "model")
     parser.add_argument("--revision", default=None, help="branch, tag or commit sha on the Hub")
     parser.add_argument("--gguf-file", default=None, help="load this GGUF file inside the model folder")
     parser.add_argument("--dtype", default="float32", choices=DTYPES, help="weights dtype (default float32)")
+    parser.add_argument(
+        "--autocast",
+        default=None,
+        choices=["bfloat16", "float16"],
+        help="evaluate under torch.autocast in this dtype (mixed precision; default: the weights' dtype)",
+    )
     parser.add_argument("--device", default=None, help="e.g. cuda, cuda:1, cpu (default: cpu)")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow code from the model repo to run")
 

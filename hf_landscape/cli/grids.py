@@ -27,7 +27,9 @@ def _probe(args: argparse.Namespace) -> Any:
     check_output_folder(args)
     model, tokenizer, provenance = load_model_and_tokenizer(args)
     objective = build_objective(args, tokenizer)
-    return LandscapeProbe(model, objective, progress=not args.no_progress, provenance=provenance)
+    return LandscapeProbe(
+        model, objective, progress=not args.no_progress, provenance=provenance, autocast=args.autocast
+    )
 
 
 def line_command_parser(subparsers: Any) -> argparse.ArgumentParser:
