@@ -167,6 +167,9 @@ def low_rank_directions(
             f"`rank` {r} exceeds min(rows, cols) of {len(too_big)} targeted weight(s), e.g. {name!r} of shape {shape}; "
             f"use rank <= {min(min(s) for s in too_big.values())} or leave those modules out of `target_modules`."
         )
+    # The weights' norms are the same for every axis: computed once (each is a pass over a float32 copy of W).
+    unit_norms: dict[str, torch.Tensor] = {}
+    frob_norms: dict[str, float] = {}
     out = []
     for axis in range(axes):
         factors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -180,7 +183,9 @@ def low_rank_directions(
             b, a = b.to(w.device), a.to(w.device)
             dim = unit_dim(model, name)
             if config.normalization == "filter":
-                target = w.detach().float().norm(dim=1 - dim)  # norms of W's units
+                if name not in unit_norms:
+                    unit_norms[name] = w.detach().float().norm(dim=1 - dim)  # norms of W's units
+                target = unit_norms[name]
                 if dim == 0:  # units are rows: scale rows of B
                     current = ((b @ (a @ a.T)) * b).sum(dim=1).clamp_min(0).sqrt()
                     b = b * (target / (current + EPS)).unsqueeze(1)
@@ -189,7 +194,9 @@ def low_rank_directions(
                     a = a * (target / (current + EPS)).unsqueeze(0)
             elif config.normalization in ("layer", "model"):
                 frob = float(torch.trace((b.T @ b) @ (a @ a.T)).clamp_min(0).sqrt())
-                w_norm = float(w.detach().float().norm())
+                if name not in frob_norms:
+                    frob_norms[name] = float(w.detach().float().norm())
+                w_norm = frob_norms[name]
                 if config.normalization == "layer":
                     b = b * (w_norm / (frob + EPS))
                 else:
