@@ -31,4 +31,6 @@ quality: install
 	mypy
 
 bench: install
-	$(PYTHON) benchmarks/cpu_overhead.py
+	MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824 $(PYTHON) benchmarks/cpu_overhead.py
+	MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824 $(PYTHON) benchmarks/batching_options.py
+	@echo "GPU benchmarks (need a GPU): benchmarks/gpu_speed.py, compare_peers.py, llm_scale.py, multi_gpu.py (see benchmarks/README.md)"
