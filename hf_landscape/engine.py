@@ -429,13 +429,16 @@ class StackedPoints:
         """(θ₀ + Σ_{i≥1} cᵢ·dᵢ) + c₀·d₀ for every point, shape (k, *weight.shape)."""
         k = len(coords)
         out = {}
+        order = [*range(1, len(self.directions)), 0]  # the later axes first, as `WeightEditor` does
         for i, (name, w) in enumerate(zip(self.names, self.originals)):
-            t = w.unsqueeze(0).expand(k, *w.shape).clone()
-            order = [*range(1, len(self.directions)), 0]  # the later axes first, as `WeightEditor` does
+            t = None
             for axis in order:
                 c = torch.tensor([p[axis] for p in coords], dtype=w.dtype, device=w.device).view(k, *([1] * w.dim()))
-                t.addcmul_(c, self.directions[axis][i].unsqueeze(0))
-            out[name] = t
+                d = self.directions[axis][i].unsqueeze(0)
+                # The first axis writes the k copies (θ₀ + c·d, broadcast), the others add in place: one pass
+                # fewer over the k copies than cloning θ₀ first.
+                t = torch.addcmul(w.unsqueeze(0), c, d) if t is None else t.addcmul_(c, d)
+            out[name] = t if t is not None else w.unsqueeze(0).expand(k, *w.shape).clone()
         return out
 
     def evaluate(self, objective: Objective, coords: Sequence[tuple[float, ...]]) -> list[Evaluation]:
