@@ -9,11 +9,12 @@ full-rank directions are drawn on the GPU (their values do not matter either; on
 minutes).
 
 LoRA planes are timed with the editor's fused path (the default); `--lora-paths fused,hook` also times the
-forward-hook path (`LowRankEditor.fused_linear = False`) in the same process, `--repeats N` takes the fastest of
+forward-hook path (`LowRankEditor.fused_linear = False`) in the same process (`merged`: the merged-weight path,
+`LowRankEditor.merged_linear = True`), `--repeats N` takes the fastest of
 N planes per path (alternating paths). s / point is the whole plane call over its points, direction drawing
 included; the grid loop alone (the surface's `wall_time_s`) and the set-up (the rest) are printed too.
 
-    python benchmarks/llm_scale.py [--models 1b,8b] [--steps 3] [--lora-paths fused[,hook]] [--repeats 1] [--json out.json]
+    python benchmarks/llm_scale.py [--models 1b,8b] [--steps 3] [--lora-paths fused[,merged][,hook]] [--repeats 1] [--json out.json]
 """
 
 from __future__ import annotations
@@ -86,13 +87,15 @@ def run(name: str, steps: int, peak_rate: float, lora_paths: list[str], repeats:
     best: dict[str, tuple] = {}  # path -> (seconds, peak GiB, grid-loop seconds, centre == plain loss)
     for _ in range(repeats):
         for path in lora_paths:
-            LowRankEditor.fused_linear = path == "fused"
+            LowRankEditor.fused_linear = path in ("fused", "merged")
+            LowRankEditor.merged_linear = path == "merged"
             try:
                 lora, t, mem = timed(
                     lambda: probe.plane(steps=(steps, steps), seed=0, directions="lora", rank=8, target_modules=TARGETS)
                 )
             finally:
                 LowRankEditor.fused_linear = True
+                LowRankEditor.merged_linear = False
             if path not in best or t < best[path][0]:
                 best[path] = (t, mem, lora.metadata["wall_time_s"], lora.centre == plain_loss)
             del lora  # no surface (and its directions) stays alive into the next plane's peak memory
@@ -140,13 +143,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="1b,8b")
     parser.add_argument("--steps", type=int, default=3, help="plane of steps x steps points per method")
-    parser.add_argument("--lora-paths", default="fused", help="fused, hook or both (fused,hook)")
+    parser.add_argument("--lora-paths", default="fused", help="any of fused, merged, hook (e.g. fused,merged,hook)")
     parser.add_argument("--repeats", type=int, default=1, help="LoRA planes per path; the fastest counts")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     paths = args.lora_paths.split(",")
-    if not paths or any(p not in ("fused", "hook") for p in paths):
-        parser.error("--lora-paths takes fused and/or hook")
+    if not paths or any(p not in ("fused", "merged", "hook") for p in paths):
+        parser.error("--lora-paths takes fused, merged and/or hook")
     torch.backends.cuda.matmul.allow_tf32 = True
     rate = matmul_rate()
     print(f"GPU: {torch.cuda.get_device_name()}  measured bf16 matmul rate: {rate / 1e12:.0f} TFLOP/s", flush=True)

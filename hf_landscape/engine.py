@@ -113,6 +113,13 @@ class LowRankEditor:
       product into it, `C.addmm_(x, Wᵀ)`: the GEMM reads C in its epilogue while it is compute-bound, so
       the output is written once more instead of read and written once more. The instance attribute is
       deleted again on exit.
+    * merged (opt-in, `LowRankEditor.merged_linear = True`; the same modules as fused): the replaced forward
+      writes W + (L R)ᵀ (the explicitly merged weight, rounded once to W's dtype) into a scratch buffer the
+      size of the largest targeted weight, shared by all modules, and runs the module's product with it.
+      W is never written; memory grows by one weight, not by the model. Its cost is a pass over each weight
+      per forward instead of a pass over each output, so it wins when a forward holds many tokens (measured
+      against fused by `benchmarks/llm_scale.py --lora-paths merged,fused,hook`). Falls back to fused when
+      autograd records the forward (the scratch is reused).
     * hook (any other module): a forward hook adds (x L) R to the output in place, `output.addmm_(xL, R)`.
 
     At the centre (every coordinate zero) both run the module's own forward untouched, so the value is the
@@ -123,6 +130,8 @@ class LowRankEditor:
 
     # Benchmarks set this to False to time the forward-hook path on every module.
     fused_linear: bool = True
+    # Opt-in: replaced forwards multiply by the merged weight W + ΔW, written into a shared scratch buffer.
+    merged_linear: bool = False
 
     def __init__(self, model: torch.nn.Module, directions: Sequence[Any]) -> None:
         self.handles: list[Any] = []
@@ -133,6 +142,8 @@ class LowRankEditor:
         self._axes = 0
         # per device and dtype: (flat buffer of the right factors, the unscaled factors, block lengths, slots, opmath)
         self._flat: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, torch.dtype]] = []
+        # merged path: per (device, dtype), one buffer the size of the largest replaced weight
+        self._scratch: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
         # A compiled model (probe's `compile=True`, `Module.compile`) keeps the hook path everywhere.
         fuse = self.fused_linear and not (
             "forward" in model.__dict__
@@ -168,6 +179,11 @@ class LowRankEditor:
                 }
                 self.slots.append(slot)
                 if fuse and self._fusable(module):
+                    if self.merged_linear:
+                        w = cast(torch.Tensor, module.weight)
+                        key = (w.device, w.dtype)
+                        if key not in self._scratch or self._scratch[key].numel() < w.numel():
+                            self._scratch[key] = torch.empty(w.numel(), device=w.device, dtype=w.dtype)
                     forward = self._fused_forward(module, slot, transposed)
                     module.forward = forward  # type: ignore[method-assign]
                     self.patched.append((module, forward))
@@ -277,6 +293,16 @@ class LowRankEditor:
                 or torch.is_autocast_enabled(x.device.type)
             ):
                 return self._add(slot, x, own(x))
+            if self._scratch and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
+                # W + ΔW into the shared scratch: ΔW = L R for Conv1D (in × out), (L R)ᵀ = Rᵀ Lᵀ for Linear.
+                merged = self._scratch[(weight.device, weight.dtype)][: weight.numel()].view(weight.shape)
+                if transposed:
+                    torch.addmm(weight, slot["left"], right, out=merged)
+                    x2 = x.reshape(-1, x.shape[-1])
+                    y = torch.mm(x2, merged) if bias is None else torch.addmm(bias, x2, merged)
+                    return y.view(*x.shape[:-1], merged.shape[1])
+                torch.addmm(weight, right.t(), slot["left"].t(), out=merged)
+                return torch.nn.functional.linear(x, merged, bias)
             xl = self._low(slot, x)
             out = torch.mm(xl, right) if bias is None else torch.addmm(bias, xl, right)
             out.addmm_(x.reshape(-1, x.shape[-1]), weight if transposed else weight.t())
@@ -344,6 +370,7 @@ class LowRankEditor:
                 del module.forward
         self.patched.clear()
         self._shared = None
+        self._scratch.clear()
 
 
 @contextlib.contextmanager

@@ -41,10 +41,12 @@ def targets(kind):
     return LLAMA_TARGETS if kind == "llama" else GPT2_TARGETS
 
 
-@pytest.fixture(params=["fused", "hook"])
+@pytest.fixture(params=["fused", "merged", "hook"])
 def path(request, monkeypatch):
-    """Run the test with the editor's fused path (the default) and with forward hooks on every module."""
-    monkeypatch.setattr(LowRankEditor, "fused_linear", request.param == "fused")
+    """Run the test with the editor's fused path (the default), the merged-weight path and forward hooks on
+    every module."""
+    monkeypatch.setattr(LowRankEditor, "fused_linear", request.param != "hook")
+    monkeypatch.setattr(LowRankEditor, "merged_linear", request.param == "merged")
     return request.param
 
 
@@ -477,3 +479,51 @@ def test_axes_with_different_modules_and_ranks_equal_the_merged_copy(tok, object
                 params[name] += -0.5 * d1.materialize(name)
     assert plane.values[0, 2] == pytest.approx(LandscapeProbe(merged, objective).loss(), rel=1e-6, abs=0)
     assert plane.centre == probe.loss()
+
+
+def test_merged_path_uses_one_scratch_the_size_of_the_largest_weight(tok, monkeypatch):
+    monkeypatch.setattr(LowRankEditor, "merged_linear", True)
+    model = build("llama", tok)
+    (d,) = low_rank_directions(model, 0, config=LowRankDirectionConfig(rank=2, target_modules=LLAMA_TARGETS), axes=1)
+    largest = max(model.get_submodule(n.rpartition(".")[0]).weight.numel() for n in d.factors)
+    with low_rank_editing(model, [d]) as editor:
+        assert [t.numel() for t in editor._scratch.values()] == [largest]
+        editor.set_linear((0.5,))
+        x = torch.randn(3, model.config.hidden_size)
+        q = model.model.layers[0].self_attn.q_proj
+        b, a = d.factors["model.layers.0.self_attn.q_proj.weight"]
+        with torch.inference_mode():
+            expected = torch.nn.functional.linear(x, q.weight + 0.5 * (b @ a))
+            torch.testing.assert_close(q(x), expected, rtol=1e-6, atol=1e-6)
+    assert not editor._scratch and "forward" not in q.__dict__
+
+
+def test_merged_path_falls_back_when_autograd_records(tok, monkeypatch):
+    monkeypatch.setattr(LowRankEditor, "merged_linear", True)
+    model = build("llama", tok)
+    (d,) = low_rank_directions(model, 0, config=LowRankDirectionConfig(rank=2, target_modules=["q_proj"]), axes=1)
+    q = model.model.layers[0].self_attn.q_proj
+    x = torch.randn(3, model.config.hidden_size, requires_grad=True)
+    with low_rank_editing(model, [d]) as editor:
+        editor.set_linear((0.5,))
+        y = q(x)
+        y.sum().backward()  # a reused scratch would have been saved for backward; the fused path is used instead
+    b, a = d.factors["model.layers.0.self_attn.q_proj.weight"]
+    torch.testing.assert_close(x.grad, (q.weight + 0.5 * (b @ a)).sum(dim=0).expand(3, -1), rtol=1e-5, atol=1e-5)
+
+
+def test_merged_path_bf16_matches_hook_path_and_writes_no_weight(tok, monkeypatch):
+    model = build("llama", tok).to(torch.bfloat16).eval()
+    before = {n: (p.data_ptr(), p.clone()) for n, p in model.named_parameters()}
+    dirs = lora_dirs(model, "llama")
+    out = {}
+    for merged in (True, False):
+        monkeypatch.setattr(LowRankEditor, "merged_linear", merged)
+        monkeypatch.setattr(LowRankEditor, "fused_linear", merged)
+        with low_rank_editing(model, dirs) as editor:
+            editor.set_linear((0.7, -0.3))
+            out[merged] = forward_logits(model)
+            assert bool(editor._scratch) == merged
+    torch.testing.assert_close(out[True].float(), out[False].float(), rtol=2e-2, atol=2e-2)
+    for n, p in model.named_parameters():
+        assert p.dtype == torch.bfloat16 and p.data_ptr() == before[n][0] and torch.equal(p, before[n][1])
