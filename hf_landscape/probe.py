@@ -257,7 +257,7 @@ class LandscapeProbe:
         if minus is None or centre is None or plus is None:
             raise ConfigError(f"{type(self.objective).__name__} gives no per-token losses.")
         tokenizer = getattr(self.objective, "tokenizer", None)
-        examples = getattr(self.objective, "_active", None)
+        examples = getattr(self.objective, "active_examples", None)
         rows: list[dict[str, Any]] = []
         for i, (lm, l0, lp) in enumerate(zip(minus, centre, plus)):
             for j in np.flatnonzero(np.isfinite(l0)):
@@ -323,7 +323,7 @@ class LandscapeProbe:
                     f"{type(self.objective).__name__} gives no per-token losses; use a causal-LM objective."
                 )
             per_point.append(evaluation.token_losses)
-        examples = getattr(self.objective, "_active", None) or []
+        examples = getattr(self.objective, "active_examples", None) or []
         token_ids = [[int(t) for t in ids[1 : 1 + len(per_point[0][i])]] for i, (ids, _) in enumerate(examples)]
         tokenizer = getattr(self.objective, "tokenizer", None)
         tokens = [[tokenizer.decode([t]) for t in ids] for ids in token_ids] if tokenizer is not None else None

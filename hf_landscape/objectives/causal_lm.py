@@ -237,6 +237,12 @@ class CausalLMObjective(Objective):
         return len(self._active)
 
     @property
+    def active_examples(self) -> list[tuple[list[int], list[int]]]:
+        """The (input ids, labels) of every example the loss covers, in data order (a `restricted` objective's
+        labels mask what it leaves out)."""
+        return list(self._active)
+
+    @property
     def num_tokens(self) -> int:
         """How many next-token predictions the loss averages over."""
         return sum(_count(labels) for _, labels in self._active)
