@@ -451,6 +451,7 @@ class StackedPoints:
         self.names = list(params)
         self.originals = [p.detach() for p in params.values()]
         self.directions = directions
+        self.one_call_attention = True  # False after it failed once for this model (see `evaluate`)
 
     def stacked(self, coords: Sequence[tuple[float, ...]]) -> dict[str, torch.Tensor]:
         """(θ₀ + Σ_{i≥1} cᵢ·dᵢ) + c₀·d₀ for every point, shape (k, *weight.shape)."""
@@ -479,8 +480,21 @@ class StackedPoints:
             return vmap(one, randomness="error")(stacked)
 
         # SDPA has no vmap batching rule (vmap would loop over the k points): run it as one call on k·B sequences.
-        with stacked_attention(model):
-            return objective.evaluate_points(model, forward, len(coords))  # type: ignore[attr-defined]
+        if self.one_call_attention:
+            try:
+                with stacked_attention(model):
+                    return objective.evaluate_points(model, forward, len(coords))  # type: ignore[attr-defined]
+            except (torch.OutOfMemoryError, KeyboardInterrupt):
+                raise
+            except Exception as err:  # an architecture that reads its attention setting its own way
+                logger.warning(
+                    "one-call SDPA over stacked points failed for %s (%s: %s); using vmap's own loop instead",
+                    type(model).__name__,
+                    type(err).__name__,
+                    err,
+                )
+                self.one_call_attention = False
+        return objective.evaluate_points(model, forward, len(coords))  # type: ignore[attr-defined]
 
 
 # One evaluation longer than this keeps the GPU busy on its own (launch overhead is amortized): no stacking.

@@ -120,4 +120,29 @@ def test_attention_implementation_is_restored_after_an_error(monkeypatch):
     monkeypatch.setattr(objective, "evaluate_points", failing.__get__(objective))
     with pytest.raises(RuntimeError, match="boom"):
         LandscapeProbe(model, objective, progress=False, points_per_forward=3).line(steps=3)
-    assert seen == ["hf_landscape_sdpa"] and model.config._attn_implementation == "sdpa"
+    # tried with one-call SDPA, then once more with vmap's own loop; the error is the caller's either way
+    assert seen == ["hf_landscape_sdpa", "sdpa"] and model.config._attn_implementation == "sdpa"
+
+
+def test_stacked_points_fall_back_to_vmaps_loop_when_one_call_attention_fails(objective, caplog):
+    import logging
+
+    from transformers import AttentionInterface
+
+    import hf_landscape.attention as attention
+
+    model = build_gpt2(len(train_tokenizer()))
+    one = LandscapeProbe(model, objective, progress=False, points_per_forward=1).line(steps=3, seed=1)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("this architecture reads its attention setting its own way")
+
+    AttentionInterface.register(attention.NAME, broken)
+    try:
+        with caplog.at_level(logging.WARNING, logger="hf_landscape.engine"):
+            many = LandscapeProbe(model, objective, progress=False, points_per_forward=3).line(steps=3, seed=1)
+    finally:
+        AttentionInterface.register(attention.NAME, attention.attention_forward)
+    np.testing.assert_array_equal(many.values, one.values)
+    assert "using vmap's own loop instead" in caplog.text
+    assert model.config._attn_implementation == "sdpa"

@@ -540,3 +540,27 @@ def test_per_layer_eigenvalues_are_those_of_each_diagonal_block():
         assert result.per_layer[name].num_parameters == block.shape[0]
     np.testing.assert_allclose(result.eigenvalues, torch.linalg.eigvalsh(a).flip(0)[:2].numpy(), rtol=1e-9)
     assert set(result.to_dict()["per_layer"]) == {"layer0", "layer1"}
+
+
+def test_worst_case_interval_over_glue_examples_is_the_t_interval_of_their_increases():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from hf_landscape import GlueObjective
+    from hf_landscape.stats import t_interval
+
+    torch.manual_seed(0)
+    config = BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, vocab_size=30)
+    model = BertForSequenceClassification(config).double().eval()
+    data = {"input_ids": [[2, 5, 3], [2, 7, 8, 3], [2, 9, 3], [2, 11, 12, 13, 3], [2, 4, 3]], "label": [1, 0, 1, 0, 1]}
+    objective = GlueObjective("sst2", data=data)
+    with torch.no_grad():
+        base = objective.evaluate(model, details=True).sequence_losses
+    grads = torch.autograd.grad(differentiable_loss(model, objective), list(model.parameters()))
+    norm = torch.cat([g.reshape(-1) for g in grads]).norm()
+    result = sharpness(model, objective, rho=0.5, kind="worst", steps=1, progress=False)
+    with torch.no_grad():  # SAM's point by hand; every example counts once
+        for p, g in zip(model.parameters(), grads):
+            p.add_(0.5 * g / norm)
+        moved = objective.evaluate(model, details=True).sequence_losses
+    assert result.interval_over == "examples"
+    np.testing.assert_allclose(result.interval, t_interval(moved - base), rtol=1e-9)
