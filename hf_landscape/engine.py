@@ -117,9 +117,10 @@ class LowRankEditor:
       writes W + (L R)ᵀ (the explicitly merged weight, rounded once to W's dtype) into a scratch buffer the
       size of the largest targeted weight, shared by all modules, and runs the module's product with it.
       W is never written; memory grows by one weight, not by the model. Its cost is a pass over each weight
-      per forward instead of a pass over each output, so it wins when a forward holds many tokens (measured
-      against fused by `benchmarks/llm_scale.py --lora-paths merged,fused,hook`). Falls back to fused when
-      autograd records the forward (the scratch is reused).
+      per forward instead of a pass over each output, so each call takes it only where that moves fewer bytes
+      (tokens · (2·out + in) > 2·out·in: many tokens per forward) and the fused product elsewhere; compare
+      them with `benchmarks/llm_scale.py --lora-paths merged,fused,hook`. Falls back to fused when autograd
+      records the forward (the scratch is reused).
     * hook (any other module): a forward hook adds (x L) R to the output in place, `output.addmm_(xL, R)`.
 
     At the centre (every coordinate zero) both run the module's own forward untouched, so the value is the
@@ -293,7 +294,16 @@ class LowRankEditor:
                 or torch.is_autocast_enabled(x.device.type)
             ):
                 return self._add(slot, x, own(x))
-            if self._scratch and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
+            tokens = x.numel() // x.shape[-1]
+            rows, cols = weight.shape  # (out, in), or (in, out) for Conv1D: the product is the same
+            # Merged: one pass over W and one over W + ΔW; fused: one over C, one more in the GEMM's epilogue, and
+            # x·L reads x. Take the merged weight where that moves fewer bytes (many tokens per forward).
+            cheaper = 2 * rows * cols < tokens * (2 * right.shape[1] + slot["left"].shape[0])
+            if (
+                self._scratch
+                and cheaper
+                and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+            ):
                 # W + ΔW into the shared scratch: ΔW = L R for Conv1D (in × out), (L R)ᵀ = Rᵀ Lᵀ for Linear.
                 merged = self._scratch[(weight.device, weight.dtype)][: weight.numel()].view(weight.shape)
                 if transposed:

@@ -489,12 +489,18 @@ def test_merged_path_uses_one_scratch_the_size_of_the_largest_weight(tok, monkey
     with low_rank_editing(model, [d]) as editor:
         assert [t.numel() for t in editor._scratch.values()] == [largest]
         editor.set_linear((0.5,))
-        x = torch.randn(3, model.config.hidden_size)
         q = model.model.layers[0].self_attn.q_proj
         b, a = d.factors["model.layers.0.self_attn.q_proj.weight"]
+        scratch = next(iter(editor._scratch.values()))
         with torch.inference_mode():
-            expected = torch.nn.functional.linear(x, q.weight + 0.5 * (b @ a))
-            torch.testing.assert_close(q(x), expected, rtol=1e-6, atol=1e-6)
+            scratch.fill_(float("nan"))
+            few = torch.randn(2, model.config.hidden_size)  # few tokens: the fused product moves fewer bytes
+            torch.testing.assert_close(q(few), torch.nn.functional.linear(few, q.weight + 0.5 * (b @ a)))
+            assert torch.isnan(scratch).all()
+            many = torch.randn(64, model.config.hidden_size)  # many tokens: the merged weight
+            expected = torch.nn.functional.linear(many, q.weight + 0.5 * (b @ a))
+            torch.testing.assert_close(q(many), expected, rtol=1e-6, atol=1e-6)
+            assert not torch.isnan(scratch).all()
     assert not editor._scratch and "forward" not in q.__dict__
 
 
@@ -503,13 +509,13 @@ def test_merged_path_falls_back_when_autograd_records(tok, monkeypatch):
     model = build("llama", tok)
     (d,) = low_rank_directions(model, 0, config=LowRankDirectionConfig(rank=2, target_modules=["q_proj"]), axes=1)
     q = model.model.layers[0].self_attn.q_proj
-    x = torch.randn(3, model.config.hidden_size, requires_grad=True)
+    x = torch.randn(64, model.config.hidden_size, requires_grad=True)
     with low_rank_editing(model, [d]) as editor:
         editor.set_linear((0.5,))
         y = q(x)
         y.sum().backward()  # a reused scratch would have been saved for backward; the fused path is used instead
     b, a = d.factors["model.layers.0.self_attn.q_proj.weight"]
-    torch.testing.assert_close(x.grad, (q.weight + 0.5 * (b @ a)).sum(dim=0).expand(3, -1), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(x.grad, (q.weight + 0.5 * (b @ a)).sum(dim=0).expand(64, -1), rtol=1e-5, atol=1e-5)
 
 
 def test_merged_path_bf16_matches_hook_path_and_writes_no_weight(tok, monkeypatch):
