@@ -246,30 +246,18 @@ class LandscapeProbe:
             Rows with `example`, `position` (index of the predicted token in its sequence), `token_id`, `token`
             (decoded when the objective has a tokenizer), `loss`, `slope` = dL/dα and `curvature` = d²L/dα².
         """
-        if not (isinstance(h, (int, float)) and h > 0):
+        if isinstance(h, bool) or not (isinstance(h, (int, float)) and h > 0):
             raise ConfigError(f"`h` must be a positive number, got {h!r}.")
-        if direction is None:
-            direction = self.directions(seed, axes=1, **direction_options)[0]
-        dirs = [direction if isinstance(direction, (Direction, LowRankDirection)) else Direction(dict(direction))]
-        minus = self.evaluate((-h,), dirs, details=True).token_losses
-        centre = self.evaluate(details=True).token_losses
-        plus = self.evaluate((h,), dirs, details=True).token_losses
-        if minus is None or centre is None or plus is None:
-            raise ConfigError(f"{type(self.objective).__name__} gives no per-token losses.")
-        tokenizer = getattr(self.objective, "tokenizer", None)
-        examples = getattr(self.objective, "active_examples", None)
+        token_map = self.token_loss_map([-h, h], direction, seed=seed, **direction_options)
         rows: list[dict[str, Any]] = []
-        for i, (lm, l0, lp) in enumerate(zip(minus, centre, plus)):
+        for i, (lm, l0, lp) in enumerate(token_map.losses):
             for j in np.flatnonzero(np.isfinite(l0)):
-                token_id = int(examples[i][0][j + 1]) if examples is not None else None
                 rows.append(
                     {
                         "example": i,
                         "position": int(j) + 1,
-                        "token_id": token_id,
-                        "token": tokenizer.decode([token_id])
-                        if tokenizer is not None and token_id is not None
-                        else None,
+                        "token_id": token_map.token_ids[i][j],
+                        "token": token_map.tokens[i][j] if token_map.tokens is not None else None,
                         "loss": float(l0[j]),
                         "slope": float((lp[j] - lm[j]) / (2 * h)),
                         "curvature": float((lp[j] - 2 * l0[j] + lm[j]) / h**2),
