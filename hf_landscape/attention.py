@@ -28,8 +28,7 @@ logger = logging.getLogger(__name__)
 NAME = "hf_landscape_sdpa"
 
 
-@torch.library.custom_op("hf_landscape::sdpa", mutates_args=())
-def sdpa(
+def _sdpa(
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
@@ -44,13 +43,11 @@ def sdpa(
     )
 
 
-@sdpa.register_fake
-def _(query, key, value, attn_mask, scale, is_causal, enable_gqa):  # type: ignore[no-untyped-def]
+def _sdpa_fake(query, key, value, attn_mask, scale, is_causal, enable_gqa):  # type: ignore[no-untyped-def]
     return query.new_empty((*query.shape[:-1], value.shape[-1]))
 
 
-@sdpa.register_vmap
-def _(info, in_dims, query, key, value, attn_mask, scale, is_causal, enable_gqa):  # type: ignore[no-untyped-def]
+def _sdpa_vmap(info, in_dims, query, key, value, attn_mask, scale, is_causal, enable_gqa):  # type: ignore[no-untyped-def]
     """Fold the vmapped axis n into the batch axis: (n, B, ...) -> (n·B, ...), one SDPA call, then unfold."""
     n = info.batch_size
 
@@ -70,8 +67,26 @@ def _(info, in_dims, query, key, value, attn_mask, scale, is_causal, enable_gqa)
     k = fold(key, in_dims[1], batch)
     v = fold(value, in_dims[2], batch)
     mask = fold(attn_mask, in_dims[3], batch)
-    out = sdpa(q, k, v, mask, scale, is_causal, enable_gqa)
+    out = torch.ops.hf_landscape.sdpa(q, k, v, mask, scale, is_causal, enable_gqa)
     return out.reshape(n, batch, *out.shape[1:]), 0
+
+
+def _define_op() -> bool:
+    """Register `hf_landscape::sdpa` with its fake (meta) kernel and vmap rule; False where this torch cannot
+    (then batched points keep vmap's loop over SDPA)."""
+    try:
+        if hasattr(torch.ops.hf_landscape, "sdpa"):  # already defined in this process
+            return True
+    except (AttributeError, RuntimeError):
+        pass
+    try:
+        op = torch.library.custom_op("hf_landscape::sdpa", mutates_args=())(_sdpa)
+        op.register_fake(_sdpa_fake)
+        op.register_vmap(_sdpa_vmap)
+        return True
+    except Exception as err:
+        logger.info("could not define hf_landscape::sdpa (%s); batched points loop over SDPA", err)
+        return False
 
 
 def attention_forward(
@@ -129,7 +144,7 @@ def _register() -> bool:
         return False
 
 
-REGISTERED = _register()
+REGISTERED = _define_op() and _register()
 
 
 @contextlib.contextmanager
