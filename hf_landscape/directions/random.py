@@ -167,9 +167,31 @@ def random_directions(
         g = torch.Generator().manual_seed(seed_for(seed, axis, name))
         return group_view(torch.randn(weights[name].shape, generator=g, dtype=torch.float32), name)
 
+    def finish(name: str, view: torch.Tensor) -> torch.Tensor:
+        full = _from_units(view, weights[name], dims[name]) if norm == "filter" else view
+        return full.reshape(weights[name].shape).to(params[name].device, params[name].dtype)
+
+    keys = [(first_axis + k, n) for k in range(axes) for n in weights]
+    if not config.orthogonalize and norm in ("filter", "layer", "none"):
+        # Every tensor's direction depends on its own draw and weight alone: draw, rescale and move it to the
+        # device in one task, so copies to the device overlap other tensors' draws (same arithmetic as below).
+        def whole(key: tuple[int, str]) -> torch.Tensor:
+            view = draw(key)
+            if norm != "none":
+                view = _group_rescale(view, group_view(weights[key[1]], key[1]))
+            return finish(key[1], view)
+
+        done = _pmap(whole, keys)
+        return [
+            Direction(
+                {n: done[(first_axis + k, n)] for n in weights},
+                {"kind": "random", "seed": seed, "axis": first_axis + k, **config.to_dict()},
+            )
+            for k in range(axes)
+        ]
     # Every axis's raw draws at once (each depends on its own seed only), so a large tensor such as an
     # embedding is drawn for both axes in parallel rather than one axis after the other.
-    raw = _pmap(draw, [(first_axis + k, n) for k in range(axes) for n in weights])
+    raw = _pmap(draw, keys)
     drawn: list[dict[str, torch.Tensor]] = []  # group views, kept for orthogonalization
     out = []
     for k in range(axes):
@@ -187,12 +209,7 @@ def random_directions(
             d_norm = sum(float((v.double() ** 2).sum()) for v in views.values()) ** 0.5
             views = {n: v * (w_norm / (d_norm + EPS)) for n, v in views.items()}
         drawn.append(views)
-
-        def finish(n: str, views: dict[str, torch.Tensor] = views) -> torch.Tensor:
-            full = _from_units(views[n], weights[n], dims[n]) if norm == "filter" else views[n]
-            return full.reshape(weights[n].shape).to(params[n].device, params[n].dtype)
-
-        tensors = _pmap(finish, views)
+        tensors = _pmap(lambda n, views=views: finish(n, views[n]), views)
         out.append(Direction(tensors, {"kind": "random", "seed": seed, "axis": axis, **config.to_dict()}))
     return out
 
