@@ -48,3 +48,13 @@ def matmul_rate(n: int = 8192, reps: int = 30) -> float:
         a @ b
     torch.cuda.synchronize()
     return 2 * n**3 * reps / (time.perf_counter() - start)
+
+
+def write_results(path: str | None, rate: float, results: list) -> None:
+    """Write the GPU name, the measured matmul rate and a benchmark's results as JSON to `path` (if given)."""
+    if not path:
+        return
+    import json
+
+    with open(path, "w") as f:
+        json.dump({"gpu": torch.cuda.get_device_name(), "matmul_tflops": rate / 1e12, "results": results}, f, indent=1)

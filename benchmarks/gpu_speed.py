@@ -17,12 +17,11 @@ MFU = 2 * parameters * tokens per point / seconds per point / measured bf16 matm
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
 import torch
-from bench_utils import matmul_rate
+from bench_utils import matmul_rate, write_results
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from hf_landscape import CausalLMObjective, LandscapeProbe
@@ -156,11 +155,7 @@ def main() -> None:
                     f"| {name} | {row['s']:.2f} | {row['points_per_s']:.0f} | {row['x_floor']:.2f} | {row['mfu']:.1%} |",
                     flush=True,
                 )
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(
-                {"gpu": torch.cuda.get_device_name(), "matmul_tflops": rate / 1e12, "results": results}, f, indent=1
-            )
+    write_results(args.json, rate, results)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import json
 import time
 
 import torch
-from bench_utils import LLAMA_CONFIGS, matmul_rate
+from bench_utils import LLAMA_CONFIGS, matmul_rate, write_results
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from hf_landscape import CausalLMObjective, Direction, LandscapeProbe
@@ -180,11 +180,7 @@ def main() -> None:
                 f"| time x{row['lora_time_ratio']:.3f} (grid loop alone x{row['grid_time_ratio']:.3f}, "
                 f"set-up {row['setup_s']:.2f} s per plane) | |"
             )
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(
-                {"gpu": torch.cuda.get_device_name(), "matmul_tflops": rate / 1e12, "results": results}, f, indent=1
-            )
+    write_results(args.json, rate, results)
 
 
 if __name__ == "__main__":
