@@ -147,20 +147,45 @@ def _register() -> bool:
 REGISTERED = _define_op() and _register()
 
 
+def attention_configs(model: torch.nn.Module) -> list[Any]:
+    """Every distinct transformers config reachable from the model's modules, sub-configs included."""
+    found: dict[int, Any] = {}
+    stack = [getattr(m, "config", None) for m in model.modules()]
+    while stack:
+        config = stack.pop()
+        if config is None or id(config) in found or not hasattr(config, "_attn_implementation_internal"):
+            continue
+        found[id(config)] = config
+        for key in getattr(config, "sub_configs", {}) or {}:
+            stack.append(getattr(config, key, None))
+    return list(found.values())
+
+
+@contextlib.contextmanager
+def switched_attention(model: torch.nn.Module, name: str, *, only: str | None = None) -> Iterator[bool]:
+    """Inside the block, the model's configs (those whose attention is `only`, or all) use the attention
+    implementation `name`; each gets its own value back on exit, however the block ends. Yields whether
+    anything was switched."""
+    configs = [c for c in attention_configs(model) if only is None or c._attn_implementation_internal == only]
+    saved = [(c, c._attn_implementation_internal) for c in configs if c._attn_implementation_internal != name]
+    if not saved:
+        yield False
+        return
+    try:
+        for config, _ in saved:
+            config._attn_implementation_internal = name
+        yield True
+    finally:
+        for config, value in saved:
+            config._attn_implementation_internal = value
+
+
 @contextlib.contextmanager
 def stacked_attention(model: torch.nn.Module) -> Iterator[None]:
     """Inside the block, every config of `model` whose attention is `"sdpa"` uses `"hf_landscape_sdpa"`, whose
     vmap rule batches the stacked points into one SDPA call; each config gets its own value back on exit."""
-    from .sharpness import _attention_configs
-
-    configs = [c for c in _attention_configs(model) if c._attn_implementation_internal == "sdpa"]
-    if not REGISTERED or not configs:
+    if not REGISTERED:
         yield
         return
-    try:
-        for config in configs:
-            config._attn_implementation_internal = NAME
+    with switched_attention(model, NAME, only="sdpa"):
         yield
-    finally:
-        for config in configs:
-            config._attn_implementation_internal = "sdpa"

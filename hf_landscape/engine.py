@@ -85,13 +85,6 @@ class WeightEditor:
                 torch.add(b, d0, alpha=c0, out=param)
 
     @torch.no_grad()
-    def set_lerp(self, alpha: float, targets: list[torch.Tensor]) -> None:
-        """θ = lerp(θ₀, θ₁, α) = θ₀ + α·(θ₁ − θ₀); exact at α = 0 and α = 1."""
-        torch._foreach_copy_(self.params, self.originals)
-        if alpha != 0.0:
-            torch._foreach_lerp_(self.params, targets, float(alpha))
-
-    @torch.no_grad()
     def restore(self) -> None:
         torch._foreach_copy_(self.params, self.originals)
 
@@ -123,7 +116,7 @@ class LowRankEditor:
       records the forward (the scratch is reused).
     * hook (any other module): a forward hook adds (x L) R to the output in place, `output.addmm_(xL, R)`.
 
-    At the centre (every coordinate zero) both run the module's own forward untouched, so the value is the
+    At the centre (every coordinate zero) every path runs the module's own forward untouched, so the value is the
     plain forward's, bit for bit. Modules that read the same input (q/k/v, gate/up) share one product: the
     first forward records which modules see the same tensor, later ones compute x·[L_q L_k L_v] once and
     slice it (checked by identity at every call, so a wrong guess only costs time, never correctness).
@@ -294,14 +287,9 @@ class LowRankEditor:
                 or torch.is_autocast_enabled(x.device.type)
             ):
                 return self._add(slot, x, own(x))
-            tokens = x.numel() // x.shape[-1]
-            rows, cols = weight.shape  # (out, in), or (in, out) for Conv1D: the product is the same
-            # Merged: one pass over W and one over W + ΔW; fused: one over C, one more in the GEMM's epilogue, and
-            # x·L reads x. Take the merged weight where that moves fewer bytes (many tokens per forward).
-            cheaper = 2 * rows * cols < tokens * (2 * right.shape[1] + slot["left"].shape[0])
             if (
                 self._scratch
-                and cheaper
+                and self._merging_pays(x, weight, slot)
                 and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
             ):
                 # W + ΔW into the shared scratch: ΔW = L R for Conv1D (in × out), (L R)ᵀ = Rᵀ Lᵀ for Linear.
@@ -319,6 +307,14 @@ class LowRankEditor:
             return out.view(*x.shape[:-1], right.shape[1])
 
         return forward
+
+    @staticmethod
+    def _merging_pays(x: torch.Tensor, weight: torch.Tensor, slot: dict[str, Any]) -> bool:
+        """Merged: one pass over W and one over W + ΔW; fused: one over C, one more in the GEMM's epilogue, and
+        x·L reads x. True where the merged weight moves fewer bytes (many tokens per forward)."""
+        tokens = x.numel() // x.shape[-1]
+        rows, cols = weight.shape  # (out, in), or (in, out) for Conv1D: the product is the same
+        return 2 * rows * cols < tokens * (2 * slot["right"].shape[1] + slot["left"].shape[0])
 
     def _learn(self, index: int, x: Any) -> None:
         """Record the first forward's calls; once every module has run once, group consecutive modules that
@@ -468,10 +464,14 @@ class StackedPoints:
         k = len(coords)
         out = {}
         order = [*range(1, len(self.directions)), 0]  # the later axes first, as `WeightEditor` does
+        coefficients: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}  # one copy per axis and kind
         for i, (name, w) in enumerate(zip(self.names, self.originals)):
             t = None
             for axis in order:
-                c = torch.tensor([p[axis] for p in coords], dtype=w.dtype, device=w.device).view(k, *([1] * w.dim()))
+                key = (axis, w.dtype, w.device)
+                if key not in coefficients:
+                    coefficients[key] = torch.tensor([p[axis] for p in coords], dtype=w.dtype, device=w.device)
+                c = coefficients[key].view(k, *([1] * w.dim()))
                 d = self.directions[axis][i].unsqueeze(0)
                 # The first axis writes the k copies (θ₀ + c·d, broadcast), the others add in place: one pass
                 # fewer over the k copies than cloning θ₀ first.

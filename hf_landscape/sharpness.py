@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .attention import switched_attention
 from .config import BaseConfig, check_choice, check_patterns
 from .directions.base import Direction, select_parameters
 from .directions.random import seed_for
@@ -132,38 +133,12 @@ def double_backward_attention(model: torch.nn.Module) -> Iterator[None]:
 
     SDPA's flash kernels (CPU and CUDA), its memory-efficient kernel and flash-attention have no double
     backward, so a Hessian-vector product through them fails. Every config of the model (and its sub-configs) is switched
-    and each gets its own value back on exit, however the block ends.
+    and each gets its own value back on exit, however the block ends (`attention.switched_attention`).
     """
-    configs = _attention_configs(model)
-    saved = [(c, c._attn_implementation_internal) for c in configs]
-    if all(value in DOUBLE_BACKWARD_ATTENTION for _, value in saved):
+    with switched_attention(model, DOUBLE_BACKWARD_ATTENTION[0]) as switched:
+        if switched:
+            logger.info("switched attention to 'eager' for double backward")
         yield
-        return
-    logger.info("switching attention to 'eager' for double backward (was %s)", sorted({str(v) for _, v in saved}))
-    try:
-        setter = getattr(model, "set_attn_implementation", None)
-        if callable(setter):
-            setter("eager")
-        for config, _ in saved:
-            config._attn_implementation_internal = "eager"
-        yield
-    finally:
-        for config, value in saved:
-            config._attn_implementation_internal = value
-
-
-def _attention_configs(model: torch.nn.Module) -> list[Any]:
-    """Every distinct transformers config reachable from the model's modules, sub-configs included."""
-    found: dict[int, Any] = {}
-    stack = [getattr(m, "config", None) for m in model.modules()]
-    while stack:
-        config = stack.pop()
-        if config is None or id(config) in found or not hasattr(config, "_attn_implementation_internal"):
-            continue
-        found[id(config)] = config
-        for key in getattr(config, "sub_configs", {}) or {}:
-            stack.append(getattr(config, key, None))
-    return list(found.values())
 
 
 @contextlib.contextmanager
