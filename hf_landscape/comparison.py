@@ -520,7 +520,7 @@ def compare(
 
     ```
     """
-    from .probe import LandscapeProbe
+    from .probe import LandscapeProbe, seed_list
 
     if not isinstance(models, Mapping) or not models:
         raise ConfigError("`models` must be a non-empty dict {label: PreTrainedModel}, e.g. {'plain': a, 'sam': b}.")
@@ -530,9 +530,7 @@ def compare(
     rise = _positive("rise", rise)
     confidence = check_confidence(confidence)
     if isinstance(seed, (list, tuple)):
-        seed = list(seed)
-        if len(seed) < 2 or len(set(seed)) != len(seed) or not all(isinstance(v, int) for v in seed):
-            raise ConfigError(f"`seed` as a list needs two or more distinct integers, got {seed!r}.")
+        seed = seed_list(seed)  # checked before any model is evaluated
     direction_config = _direction_config(direction_options)
     if len({id(m) for m in models.values()}) != len(models):
         logger.warning("`models` holds the same model object under two labels; their surfaces will be identical.")

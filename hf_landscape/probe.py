@@ -624,9 +624,7 @@ class LandscapeProbe:
     def _over_seeds(self, kind: str, seeds: Sequence[int], **kwargs: Any) -> Surface:
         """One surface per direction seed, combined: `values` is the mean, `spread` the standard deviation
         (ddof=1) and `samples` the per-seed values, so a plot can show whether a feature is one draw's."""
-        seeds = list(seeds)
-        if len(seeds) < 2 or len(set(seeds)) != len(seeds) or not all(isinstance(v, int) for v in seeds):
-            raise ConfigError(f"`seed` as a list needs two or more distinct integers, got {seeds!r}.")
+        seeds = seed_list(seeds)
         folder = kwargs.pop("checkpoint_dir")
         surfaces = []
         for seed in seeds:
@@ -857,6 +855,14 @@ def _direction_fingerprint(direction: Any) -> str:
         flat = {f"{n}.{i}": t for n, pair in direction.factors.items() for i, t in enumerate(pair)}
         return tensor_fingerprint(flat)
     return tensor_fingerprint(direction.tensors)
+
+
+def seed_list(seeds: Sequence[Any]) -> list[int]:
+    """`seeds` as a list of two or more distinct integers (several direction draws), or a `ConfigError`."""
+    seeds = list(seeds)
+    if len(seeds) < 2 or len(set(seeds)) != len(seeds) or not all(isinstance(v, int) for v in seeds):
+        raise ConfigError(f"`seed` as a list needs two or more distinct integers, got {seeds!r}.")
+    return seeds
 
 
 def _plane_steps(steps: Any) -> tuple[int, int]:
