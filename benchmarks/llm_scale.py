@@ -8,13 +8,16 @@ Speed and memory do not depend on the weights' values, so random weights are as 
 full-rank directions are drawn on the GPU (their values do not matter either; on the CPU an 8B draw takes
 minutes).
 
-LoRA planes are timed with the editor's fused path (the default); `--lora-paths fused,hook` also times the
-forward-hook path (`LowRankEditor.fused_linear = False`) in the same process (`merged`: the merged-weight path,
-`LowRankEditor.merged_linear = True`), `--repeats N` takes the fastest of
-N planes per path (alternating paths). s / point is the whole plane call over its points, direction drawing
-included; the grid loop alone (the surface's `wall_time_s`) and the set-up (the rest) are printed too.
+LoRA planes are timed with the editor's default path (`merged`: each replaced forward multiplies by W + ΔW
+where that moves fewer bytes than the fused product, see `engine.MERGE_MIN_RATIO`, the fused product
+elsewhere); `--lora-paths merged,fused,hook` also times the fused product everywhere
+(`LowRankEditor.merged_linear = False`) and the forward-hook path (`LowRankEditor.fused_linear = False`) in
+the same process, `--repeats N` takes the fastest of N planes per path (alternating paths). s / point is the
+whole plane call over its points, direction drawing included; the grid loop alone (the surface's
+`wall_time_s`) and the set-up (the rest, paid once per plane) are printed too. `--steps` sets the plane
+(steps x steps points), so the set-up is spread over as many points as a user's plane would.
 
-    python benchmarks/llm_scale.py [--models 1b,8b] [--steps 3] [--lora-paths fused[,merged][,hook]] [--repeats 1] [--json out.json]
+    python benchmarks/llm_scale.py [--models 1b,8b] [--steps 3] [--lora-paths merged[,fused][,hook]] [--repeats 1] [--json out.json]
 """
 
 from __future__ import annotations
@@ -88,14 +91,14 @@ def run(name: str, steps: int, peak_rate: float, lora_paths: list[str], repeats:
     for _ in range(repeats):
         for path in lora_paths:
             LowRankEditor.fused_linear = path in ("fused", "merged")
-            LowRankEditor.merged_linear = path == "merged"
+            LowRankEditor.merged_linear = path == "merged"  # the default
             try:
                 lora, t, mem = timed(
                     lambda: probe.plane(steps=(steps, steps), seed=0, directions="lora", rank=8, target_modules=TARGETS)
                 )
             finally:
                 LowRankEditor.fused_linear = True
-                LowRankEditor.merged_linear = False
+                LowRankEditor.merged_linear = True
             if path not in best or t < best[path][0]:
                 best[path] = (t, mem, lora.metadata["wall_time_s"], lora.centre == plain_loss)
             del lora  # no surface (and its directions) stays alive into the next plane's peak memory
@@ -136,14 +139,14 @@ def run(name: str, steps: int, peak_rate: float, lora_paths: list[str], repeats:
 
 
 def lora_key(path: str) -> str:
-    return "lora_r8" if path == "fused" else f"lora_r8_{path}"
+    return "lora_r8" if path == "merged" else f"lora_r8_{path}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="1b,8b")
     parser.add_argument("--steps", type=int, default=3, help="plane of steps x steps points per method")
-    parser.add_argument("--lora-paths", default="fused", help="any of fused, merged, hook (e.g. fused,merged,hook)")
+    parser.add_argument("--lora-paths", default="merged", help="any of merged (default), fused, hook")
     parser.add_argument("--repeats", type=int, default=1, help="LoRA planes per path; the fastest counts")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()

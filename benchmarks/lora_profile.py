@@ -2,8 +2,8 @@
 
 For each model (the Llama configs of llm_scale.py, random bf16 weights, 32 x 1024 tokens per point):
 
-1. time one point (min of `--repeats`): plain evaluation, the forward-hook path and the fused path
-   (`LowRankEditor.fused_linear`), the editor set at (0.5, -0.5) and kept for all repeats, as in a plane;
+1. time one point (min of `--repeats`): plain evaluation, the forward-hook path, the fused path and the
+   default merged-where-it-pays path (`LowRankEditor.fused_linear`, `merged_linear`), the editor set at (0.5, -0.5) and kept for all repeats, as in a plane;
 2. profile one point of each with torch.profiler: GPU busy time (sum of kernel times) against wall time, and
    the aten ops with the most GPU time, by input shape;
 3. check that the editor's `set_linear` gives the bits of the former `torch.cat([c * R ...])`, and time both;
@@ -33,7 +33,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from hf_landscape import CausalLMObjective, LandscapeProbe, LowRankDirectionConfig, low_rank_directions
 from hf_landscape.engine import LowRankEditor, low_rank_editing
 
-MODES = ("plain", "hook", "fused")
+MODES = ("plain", "hook", "fused", "merged")
 
 
 def wall(fn) -> float:
@@ -190,7 +190,8 @@ def run(name: str, repeats: int, rows: int, with_pieces: bool) -> dict:
     result: dict = {"model": name, "time_s": {}, "profile": {}}
     losses = {}
     for mode in MODES:
-        LowRankEditor.fused_linear = mode == "fused"
+        LowRankEditor.fused_linear = mode in ("fused", "merged")
+        LowRankEditor.merged_linear = mode == "merged"  # the default: merged where it pays, fused elsewhere
         with low_rank_editing(model, dirs) as editor:
             if mode != "plain":
                 editor.set_linear((0.5, -0.5))
@@ -200,7 +201,7 @@ def run(name: str, repeats: int, rows: int, with_pieces: bool) -> dict:
                 result["profile"][mode] = profile_point(lambda: objective.evaluate(model), rows)
             result["profile"][mode]["fused_modules"] = len(editor.patched)
             result["profile"][mode]["hooked_modules"] = len(editor.handles)
-    LowRankEditor.fused_linear = True
+    LowRankEditor.fused_linear = LowRankEditor.merged_linear = True
     result["loss"] = losses
     result["set_linear"] = set_linear_check(model, dirs)
     result["plane"] = plane_breakdown(model, objective)
@@ -230,7 +231,8 @@ def main() -> None:
         t = r["time_s"]
         print(
             f"\n== {name}: s/point plain {t['plain']:.4f}  hook {t['hook']:.4f} (x{t['hook'] / t['plain']:.3f})"
-            f"  fused {t['fused']:.4f} (x{t['fused'] / t['plain']:.3f})  losses {r['loss']}"
+            f"  fused {t['fused']:.4f} (x{t['fused'] / t['plain']:.3f})"
+            f"  merged {t['merged']:.4f} (x{t['merged'] / t['plain']:.3f})  losses {r['loss']}"
         )
         for mode in MODES:
             p = r["profile"][mode]

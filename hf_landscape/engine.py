@@ -89,6 +89,13 @@ class WeightEditor:
         torch._foreach_copy_(self.params, self.originals)
 
 
+# Merging W + ΔW costs more than its bytes say (a K = 2r product writing a weight-sized output runs below the
+# copy bandwidth): on an H100 (`benchmarks/llm_scale.py --lora-paths merged,fused`, 32 x 1024 tokens) merging
+# won where the fused product moved 3.5-20x its bytes (TinyLlama-1.1B, 8192 tokens per forward: grid ×1.069
+# against ×1.121 fused) and lost where it moved 1.1-3x (Llama-3-8B, 4096 tokens: ×1.113 against ×1.073).
+MERGE_MIN_RATIO = 3.0
+
+
 class LowRankEditor:
     """Applies low-rank directions as a forward path: y = W·x + Σᵢ cᵢ·(Bᵢ Aᵢ)·x, W untouched.
 
@@ -106,14 +113,14 @@ class LowRankEditor:
       product into it, `C.addmm_(x, Wᵀ)`: the GEMM reads C in its epilogue while it is compute-bound, so
       the output is written once more instead of read and written once more. The instance attribute is
       deleted again on exit.
-    * merged (opt-in, `LowRankEditor.merged_linear = True`; the same modules as fused): the replaced forward
-      writes W + (L R)ᵀ (the explicitly merged weight, rounded once to W's dtype) into a scratch buffer the
-      size of the largest targeted weight, shared by all modules, and runs the module's product with it.
-      W is never written; memory grows by one weight, not by the model. Its cost is a pass over each weight
-      per forward instead of a pass over each output, so each call takes it only where that moves fewer bytes
-      (tokens · (2·out + in) > 2·out·in: many tokens per forward) and the fused product elsewhere; compare
-      them with `benchmarks/llm_scale.py --lora-paths merged,fused,hook`. Falls back to fused when autograd
-      records the forward (the scratch is reused).
+    * merged (the same modules as fused, where it pays): the replaced forward writes W + (L R)ᵀ (the
+      explicitly merged weight, rounded once to W's dtype) into a scratch buffer the size of the largest
+      targeted weight, shared by all modules, and runs the module's product with it. W is never written;
+      memory grows by one weight, not by the model. Its cost is passes over each weight per forward instead
+      of a pass over each output, so each call takes it only where the fused product moves `MERGE_MIN_RATIO`
+      times the bytes (many tokens per forward, `_merging_pays`) and the fused product elsewhere. Falls back
+      to fused when autograd records the forward (the scratch is reused). `LowRankEditor.merged_linear =
+      False` turns it off; `benchmarks/llm_scale.py --lora-paths merged,fused,hook` compares them.
     * hook (any other module): a forward hook adds (x L) R to the output in place, `output.addmm_(xL, R)`.
 
     At the centre (every coordinate zero) every path runs the module's own forward untouched, so the value is the
@@ -124,8 +131,8 @@ class LowRankEditor:
 
     # Benchmarks set this to False to time the forward-hook path on every module.
     fused_linear: bool = True
-    # Opt-in: replaced forwards multiply by the merged weight W + ΔW, written into a shared scratch buffer.
-    merged_linear: bool = False
+    # Replaced forwards multiply by the merged weight W + ΔW (in a shared scratch buffer) where that pays.
+    merged_linear: bool = True
 
     def __init__(self, model: torch.nn.Module, directions: Sequence[Any]) -> None:
         self.handles: list[Any] = []
@@ -311,10 +318,11 @@ class LowRankEditor:
     @staticmethod
     def _merging_pays(x: torch.Tensor, weight: torch.Tensor, slot: dict[str, Any]) -> bool:
         """Merged: one pass over W and one over W + ΔW; fused: one over C, one more in the GEMM's epilogue, and
-        x·L reads x. True where the merged weight moves fewer bytes (many tokens per forward)."""
+        x·L reads x. True where the fused product moves over `MERGE_MIN_RATIO` times the merged bytes."""
         tokens = x.numel() // x.shape[-1]
         rows, cols = weight.shape  # (out, in), or (in, out) for Conv1D: the product is the same
-        return 2 * rows * cols < tokens * (2 * slot["right"].shape[1] + slot["left"].shape[0])
+        fused = tokens * (2 * slot["right"].shape[1] + slot["left"].shape[0])
+        return fused > MERGE_MIN_RATIO * 2 * rows * cols
 
     def _learn(self, index: int, x: Any) -> None:
         """Record the first forward's calls; once every module has run once, group consecutive modules that
@@ -467,15 +475,22 @@ class StackedPoints:
         coefficients: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}  # one copy per axis and kind
         for i, (name, w) in enumerate(zip(self.names, self.originals)):
             t = None
+            # Coefficients in at least float32: a bf16 weight's point is θ₀ + c·d computed in float32 and
+            # rounded once, as the one-point path's `add(alpha=c)` on a GPU; a bf16 c would move c itself
+            # (0.1 -> 0.10009765625).
+            cdtype = torch.promote_types(w.dtype, torch.float32)
             for axis in order:
-                key = (axis, w.dtype, w.device)
+                key = (axis, cdtype, w.device)
                 if key not in coefficients:
-                    coefficients[key] = torch.tensor([p[axis] for p in coords], dtype=w.dtype, device=w.device)
+                    coefficients[key] = torch.tensor([p[axis] for p in coords], dtype=cdtype, device=w.device)
                 c = coefficients[key].view(k, *([1] * w.dim()))
                 d = self.directions[axis][i].unsqueeze(0)
                 # The first axis writes the k copies (θ₀ + c·d, broadcast), the others add in place: one pass
                 # fewer over the k copies than cloning θ₀ first.
-                t = torch.addcmul(w.unsqueeze(0), c, d) if t is None else t.addcmul_(c, d)
+                if t is None:
+                    t = torch.addcmul(w.unsqueeze(0), c, d, out=w.new_empty((k, *w.shape)))
+                else:
+                    t.addcmul_(c, d)
             out[name] = t if t is not None else w.unsqueeze(0).expand(k, *w.shape).clone()
         return out
 

@@ -146,3 +146,19 @@ def test_stacked_points_fall_back_to_vmaps_loop_when_one_call_attention_fails(ob
     np.testing.assert_array_equal(many.values, one.values)
     assert "using vmap's own loop instead" in caplog.text
     assert model.config._attn_implementation == "sdpa"
+
+
+def test_stacked_bf16_weights_round_each_point_once_from_float32_coefficients(objective):
+    from hf_landscape.engine import StackedPoints
+
+    model = build_gpt2(len(train_tokenizer())).to(torch.bfloat16)
+    probe = LandscapeProbe(model, objective, progress=False)
+    params, tensors = probe._prepare(probe.directions(seed=0))
+    coords = [(0.1, -0.3), (0.37, 0.21)]
+    stacked = StackedPoints(model, params, tensors).stacked(coords)
+    for i, name in enumerate(params):
+        w, d0, d1 = params[name].detach().double(), tensors[0][i].double(), tensors[1][i].double()
+        for j, (c0, c1) in enumerate(coords):
+            c0, c1 = float(torch.tensor(c0)), float(torch.tensor(c1))  # the coordinates in float32
+            expected = ((w + c1 * d1).bfloat16().double() + c0 * d0).bfloat16()  # the later axis first
+            assert torch.equal(stacked[name][j], expected), name

@@ -497,11 +497,27 @@ def test_merged_path_uses_one_scratch_the_size_of_the_largest_weight(tok, monkey
             few = torch.randn(2, model.config.hidden_size)  # few tokens: the fused product moves fewer bytes
             torch.testing.assert_close(q(few), torch.nn.functional.linear(few, q.weight + 0.5 * (b @ a)))
             assert torch.isnan(scratch).all()
-            many = torch.randn(64, model.config.hidden_size)  # many tokens: the merged weight
+            many = torch.randn(128, model.config.hidden_size)  # many tokens: the merged weight
             expected = torch.nn.functional.linear(many, q.weight + 0.5 * (b @ a))
             torch.testing.assert_close(q(many), expected, rtol=1e-6, atol=1e-6)
             assert not torch.isnan(scratch).all()
     assert not editor._scratch and "forward" not in q.__dict__
+
+
+@pytest.mark.parametrize(("tokens", "merges"), [(64, False), (65, True)])
+def test_merging_pays_only_beyond_the_measured_byte_ratio(tokens, merges):
+    # out = in = 32, rank-2 factors per axis and 1 axis: fused moves tokens·(2·32 + 32) = 96·tokens elements,
+    # merged 2·32·32 = 2048; MERGE_MIN_RATIO = 3 puts the boundary at 64 tokens.
+    from hf_landscape.engine import MERGE_MIN_RATIO
+
+    assert MERGE_MIN_RATIO == 3.0
+    slot = {"left": torch.zeros(32, 2), "right": torch.zeros(2, 32)}
+    x = torch.zeros(tokens, 32)
+    assert LowRankEditor._merging_pays(x, torch.zeros(32, 32), slot) is merges
+
+
+def test_merged_is_the_default_path():
+    assert LowRankEditor.merged_linear is True and LowRankEditor.fused_linear is True
 
 
 def test_merged_path_falls_back_when_autograd_records(tok, monkeypatch):

@@ -388,3 +388,99 @@ def test_masked_labels_without_padding_take_the_gather_path(gpt2_model):
     loss = objective.evaluate(model.eval()).loss
     assert not objective._batches[0].full
     assert loss == pytest.approx(reference_loss(model, ids, labels), rel=1e-6)
+
+
+# --- the LM head computed at an aligned width (a GPU speed path, forced here on the CPU) -------------------
+
+
+@pytest.fixture
+def aligned_everywhere(monkeypatch):
+    """Make `aligned_output_head` pad every plain nn.Linear head, as it does for half precision on a GPU."""
+    from hf_landscape.objectives import causal_lm
+
+    monkeypatch.setattr(causal_lm, "_pads_head", lambda head: type(head) is torch.nn.Linear)
+    return causal_lm
+
+
+def test_aligned_head_computes_a_padded_product_and_views_the_vocabulary(gpt2_model, aligned_everywhere):
+    model = gpt2_model().eval()  # vocabulary 300: padded to 320
+    head = model.get_output_embeddings()
+    x = torch.randn(2, 5, model.config.n_embd)
+    with aligned_everywhere.aligned_output_head(model):
+        out = head(x)
+    assert out.shape == (2, 5, 300) and out.stride(-2) == 320
+    torch.testing.assert_close(out, head(x), rtol=0, atol=1e-6)
+    assert "forward" not in head.__dict__
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_aligned_head_gives_the_same_loss_and_token_losses(
+    arch, gpt2_model, llama_model, tokenizer, texts, aligned_everywhere, monkeypatch
+):
+    model = {"gpt2": gpt2_model, "llama": llama_model}[arch]().eval()
+    objective = CausalLMObjective(texts, tokenizer, batch_size=3, padding_side="left")
+    calls = []
+    original = aligned_everywhere._aligned_forward
+
+    def counting(head, x):
+        calls.append(1)
+        return original(head, x)
+
+    monkeypatch.setattr(aligned_everywhere, "_aligned_forward", counting)
+    padded = objective.evaluate(model, details=True)
+    assert len(calls) == len(objective._batches)  # every batch went through the padded head
+    monkeypatch.setattr(aligned_everywhere, "_pads_head", lambda head: False)
+    plain = objective.evaluate(model, details=True)
+    assert padded.loss == pytest.approx(plain.loss, rel=1e-6)
+    for a, b in zip(padded.token_losses, plain.token_losses):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_aligned_head_under_stacked_points_equals_one_point(gpt2_model, tokenizer, texts, aligned_everywhere):
+    model = gpt2_model()
+    objective = CausalLMObjective(texts, tokenizer, batch_size=4)
+    one = LandscapeProbe(model, objective, progress=False, points_per_forward=1).plane(steps=(3, 3), seed=2)
+    many = LandscapeProbe(model, objective, progress=False, points_per_forward=5).plane(steps=(3, 3), seed=2)
+    np.testing.assert_allclose(many.values, one.values, rtol=1e-6)
+    assert "forward" not in model.get_output_embeddings().__dict__
+
+
+def test_aligned_head_is_removed_after_an_exception(gpt2_model, tokenizer, texts, aligned_everywhere):
+    model = gpt2_model().eval()
+    objective = CausalLMObjective(texts, tokenizer)
+    objective.bind(model)
+    objective._batches[0].input_ids = objective._batches[0].input_ids + 10_000  # out of the vocabulary
+    with pytest.raises(IndexError):
+        objective.evaluate(model)
+    assert "forward" not in model.get_output_embeddings().__dict__
+
+
+@pytest.mark.parametrize(
+    ("device", "dtype", "rows", "expected"),
+    [
+        ("cuda", torch.bfloat16, 50257, True),
+        ("cuda", torch.float16, 300, True),
+        ("cuda", torch.bfloat16, 50304, False),  # already aligned
+        ("cuda", torch.float32, 50257, False),  # float32 runs at the same speed either way
+        ("cpu", torch.bfloat16, 50257, False),
+    ],
+)
+def test_alignment_only_where_it_pays(device, dtype, rows, expected):
+    from hf_landscape.objectives.causal_lm import _alignment_pays
+
+    assert _alignment_pays(device, dtype, rows) is expected
+
+
+def test_alignment_pays_for_float32_under_cuda_autocast():
+    from hf_landscape.objectives.causal_lm import _alignment_pays
+
+    assert _alignment_pays("cuda", torch.float32, 50257, autocast=True)
+
+
+def test_a_head_whose_forward_is_already_replaced_is_left_alone():
+    from hf_landscape.objectives.causal_lm import _pads_head
+
+    head = torch.nn.Linear(8, 300, bias=False)
+    assert _pads_head(head) is False  # on the CPU
+    head.forward = lambda x: x
+    assert "forward" in head.__dict__ and _pads_head(head) is False

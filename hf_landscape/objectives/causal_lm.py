@@ -9,9 +9,11 @@ shift the positions a model sees.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import logging
+import types
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +29,12 @@ from .base import Evaluation, Objective
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100  # the label that masks a token, as in transformers
+
+# cuBLAS runs a half-precision product whose output rows are not a multiple of 8 elements (16 bytes) long on a
+# slow pre-Hopper kernel: GPT-2's 50257-token head took 1.66 ms for 16 x 128 tokens in bf16 on an H100 (95
+# TFLOP/s) against 0.23 ms (702 TFLOP/s) padded to 50304 (`benchmarks/lm_head_alignment.py`). The head's
+# output is computed that much wider and viewed back (`aligned_output_head`).
+HEAD_ALIGNMENT = 64
 
 
 @dataclass
@@ -339,13 +347,12 @@ class CausalLMObjective(Objective):
         self.bind(model)  # a no-op unless the model (or its device or context) changed since the last call
         total = torch.zeros((), dtype=torch.float64, device=self._device)
         per_row: list[tuple[_Batch, torch.Tensor]] = []
-        for b in self._batches:
-            logits = model(**self._inputs(b)).logits[:, :-1]
-            # Upcast only the positions that count: the loss is computed in float32 for any model dtype.
-            nll = F.cross_entropy(_counted(logits, b), b.targets, reduction="none")
-            total += nll.sum(dtype=torch.float64)
-            if details:
-                per_row.append((b, nll))
+        with aligned_output_head(model):
+            for b in self._batches:
+                nll = _token_nll(model(**self._inputs(b)).logits, b)
+                total += nll.sum(dtype=torch.float64)
+                if details:
+                    per_row.append((b, nll))
         loss = total.item() / self.num_tokens
         if not details:
             return Evaluation(loss=loss)
@@ -357,19 +364,17 @@ class CausalLMObjective(Objective):
         Autograd must be enabled by the caller (no inference mode)."""
         self.bind(model)
         for b in self._batches:
-            logits = model(**self._inputs(b)).logits[:, :-1]
-            nll = F.cross_entropy(_counted(logits, b), b.targets, reduction="sum")
-            yield nll / self.num_tokens
+            yield _token_nll(model(**self._inputs(b)).logits, b).sum() / self.num_tokens
 
     def evaluate_points(self, model: torch.nn.Module, forward: Any, k: int) -> list[Evaluation]:
         """The loss at `k` grid points from one forward per batch: `forward(inputs)` returns the logits of all
         `k` points stacked on a leading axis (the engine's batched-points path). One host sync in all."""
         self.bind(model)
         totals = torch.zeros(k, dtype=torch.float64, device=self._device)
-        for b in self._batches:
-            logits = forward(self._inputs(b))[:, :, :-1]  # (k, batch, length - 1, vocab)
-            nll = F.cross_entropy(_counted(logits, b), b.targets.repeat(k), reduction="none").view(k, -1)
-            totals += nll.sum(dim=1, dtype=torch.float64)
+        with aligned_output_head(model):
+            for b in self._batches:
+                nll = _token_nll(forward(self._inputs(b)), b).view(k, -1)  # logits (k, batch, length, vocab)
+                totals += nll.sum(dim=1, dtype=torch.float64)
         return [Evaluation(loss=v / self.num_tokens) for v in totals.tolist()]
 
     def _details(self, loss: float, per_row: list[tuple[_Batch, torch.Tensor]]) -> Evaluation:
@@ -387,15 +392,69 @@ class CausalLMObjective(Objective):
         return Evaluation(loss=loss, sequence_losses=seq, token_losses=tokens)
 
 
-def _counted(logits: torch.Tensor, b: _Batch) -> torch.Tensor:
-    """The rows of `logits` (..., batch, length − 1, vocab) whose predictions count, as (rows, vocab) in the loss
-    dtype, in row-major order. A batch where every prediction counts needs no boolean gather (which costs a
-    copy and a host sync): one upcast copy, or a reshape, gives the same rows in the same order."""
+@contextlib.contextmanager
+def aligned_output_head(model: torch.nn.Module) -> Iterator[None]:
+    """While active, the model's LM head computes its output `HEAD_ALIGNMENT`-aligned: the weight (and bias)
+    padded with zero rows, the extra logits cut off by a view, so the model and the loss see exactly the
+    vocabulary's logits. Only where it pays (`_pads_head`): a plain `nn.Linear` head on a GPU in half precision
+    (or under autocast) whose vocabulary is not a multiple of 8. The head's weight is read at each call, so
+    perturbed, stacked (vmap) or swapped-in weights are padded as they are; nothing of the model is written,
+    and the instance attribute is removed on exit, also after an exception."""
+    get_head = getattr(model, "get_output_embeddings", None)
+    head = get_head() if callable(get_head) else None
+    if not isinstance(head, torch.nn.Module) or not _pads_head(head):
+        yield
+        return
+    # A method bound to the head: a compiled forward inlines the same function every call (no recompile).
+    head.forward = types.MethodType(_aligned_forward, head)
+    try:
+        yield
+    finally:
+        del head.forward
+
+
+def _pads_head(head: torch.nn.Module) -> bool:
+    weight = getattr(head, "weight", None)
+    return (
+        type(head) is torch.nn.Linear  # not a subclass, a quantized or a LoRA layer: their forward is their own
+        and "forward" not in head.__dict__  # nor one an accelerate hook or another editor already replaced
+        and isinstance(weight, torch.Tensor)
+        and _alignment_pays(weight.device.type, weight.dtype, weight.shape[0], torch.is_autocast_enabled("cuda"))
+    )
+
+
+def _alignment_pays(device_type: str, dtype: torch.dtype, rows: int, autocast: bool = False) -> bool:
+    """A GPU product in half precision (or under autocast) whose output rows are not 16-byte aligned. float32
+    products ran at the same speed either way (50 TFLOP/s without TF32), so they are left alone."""
+    return device_type == "cuda" and (autocast or dtype in (torch.float16, torch.bfloat16)) and rows % 8 != 0
+
+
+def _aligned_forward(head: Any, x: torch.Tensor) -> torch.Tensor:
+    weight, bias = head.weight, head.bias  # read at each call: perturbed, stacked or swapped-in weights
+    vocab = int(weight.shape[0])
+    pad = -vocab % HEAD_ALIGNMENT
+    out = F.linear(x, F.pad(weight, (0, 0, 0, pad)), None if bias is None else F.pad(bias, (0, pad)))
+    return out[..., :vocab]
+
+
+def _token_nll(logits: torch.Tensor, b: _Batch) -> torch.Tensor:
+    """Next-token negative log-likelihoods of the predictions that count, flat in row-major order, from the
+    logits (..., batch, length, vocab) of a batch (a leading axis holds stacked points, if any).
+
+    The log-softmax reads the model's logits once and writes float32 (`dtype=`: half-precision logits are
+    upcast inside the kernel, never copied to float32 first), so the loss is float32 for any model dtype. A
+    batch where every prediction counts is taken whole, the last position's 1/length extra work buying no
+    boolean gather (a copy and a host sync); otherwise only the rows that count are gathered."""
+    loss_dtype = _loss_dtype(logits.dtype)
+    lead = logits.shape[:-3]
     if b.full:
-        return logits.to(_loss_dtype(logits.dtype)).reshape(-1, logits.shape[-1])
-    lead = logits.dim() - 3  # the stacked-points axis, if any
-    selected = logits[(slice(None),) * lead + (b.mask,)]
-    return selected.reshape(-1, logits.shape[-1]).to(_loss_dtype(logits.dtype))
+        logp = torch.log_softmax(logits, dim=-1, dtype=loss_dtype)[..., :-1, :]
+        targets = b.targets.view(b.mask.shape).expand(*lead, *b.mask.shape)
+        return -logp.gather(-1, targets.unsqueeze(-1)).reshape(-1)
+    rows = logits[..., :-1, :][(slice(None),) * len(lead) + (b.mask,)]  # (..., counted, vocab)
+    logp = torch.log_softmax(rows, dim=-1, dtype=loss_dtype)
+    targets = b.targets.expand(*lead, b.targets.shape[0])
+    return -logp.gather(-1, targets.unsqueeze(-1)).reshape(-1)
 
 
 def _loss_dtype(dtype: torch.dtype) -> torch.dtype:
