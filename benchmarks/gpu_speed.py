@@ -127,6 +127,10 @@ def run(
 
 
 def main() -> None:
+    import logging
+
+    logging.basicConfig(format="  [%(name)s] %(message)s")
+    logging.getLogger("hf_landscape.probe").setLevel(logging.INFO)  # prints the k that "auto" chooses
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workloads", default="a,b")
     parser.add_argument("--dtypes", default="float32,bfloat16")

@@ -43,6 +43,34 @@ def main() -> None:
         with torch.inference_mode():  # as the engine does; without it autograd keeps every activation
             probe.objective.evaluate(model)
         print("after one evaluation:", gib())
+    # The same through `probe.plane`, with the peak printed after each stage of the plane call.
+    import hf_landscape.engine as engine
+    import hf_landscape.probe as probe_module
+
+    def traced(owner, name):
+        original = getattr(owner, name)
+
+        def wrapper(*args, **kwargs):
+            print(f"  before {name}:", gib())
+            out = original(*args, **kwargs)
+            torch.cuda.synchronize()
+            print(f"  after {name}:", gib())
+            return out
+
+        setattr(owner, name, wrapper)
+
+    for owner, name in [
+        (probe_module, "points_per_forward"),
+        (probe_module, "run_grid"),
+        (engine, "evaluate"),
+        (probe_module.LandscapeProbe, "_prepare"),
+        (probe_module.LandscapeProbe, "_metadata"),
+    ]:
+        traced(owner, name)
+    torch.cuda.reset_peak_memory_stats()
+    print("probe.plane(steps=(2, 2), directions=dirs):")
+    probe.plane(steps=(2, 2), directions=dirs)
+    print("after the plane:", gib())
 
 
 if __name__ == "__main__":

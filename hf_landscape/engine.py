@@ -89,6 +89,9 @@ class WeightEditor:
         torch._foreach_copy_(self.params, self.originals)
 
 
+# Points whose losses the one-point grid loop reads in one host sync (see `run_grid`).
+DEFERRED_POINTS = 32
+
 # Merging W + ΔW costs more than its bytes say (a K = 2r product writing a weight-sized output runs below the
 # copy bandwidth): on an H100 (`benchmarks/llm_scale.py --lora-paths merged,fused`, 32 x 1024 tokens) merging
 # won where the fused product moved 3.5-20x its bytes (TinyLlama-1.1B, 8192 tokens per forward: grid ×1.069
@@ -468,30 +471,22 @@ class StackedPoints:
         self.one_call_attention = True  # False after it failed once for this model (see `evaluate`)
 
     def stacked(self, coords: Sequence[tuple[float, ...]]) -> dict[str, torch.Tensor]:
-        """(θ₀ + Σ_{i≥1} cᵢ·dᵢ) + c₀·d₀ for every point, shape (k, *weight.shape)."""
-        k = len(coords)
-        out = {}
+        """(θ₀ + Σ_{i≥1} cᵢ·dᵢ) + c₀·d₀ for every point, shape (k, *weight.shape).
+
+        Each point's slice is computed with the one-point path's arithmetic (`WeightEditor.set_linear`): θ₀
+        copied, then `add(d, alpha=c)` per axis, the later axes first, zero coordinates skipped, so a point's
+        weights are bit for bit the ones the one-point path sets (a float32 coefficient and one rounding per
+        axis for bf16 weights on a GPU). Multi-tensor (`_foreach`) kernels keep it to a few launches per point.
+        """
+        out = {name: w.new_empty((len(coords), *w.shape)) for name, w in zip(self.names, self.originals)}
         order = [*range(1, len(self.directions)), 0]  # the later axes first, as `WeightEditor` does
-        coefficients: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}  # one copy per axis and kind
-        for i, (name, w) in enumerate(zip(self.names, self.originals)):
-            t = None
-            # Coefficients in at least float32: a bf16 weight's point is θ₀ + c·d computed in float32 and
-            # rounded once, as the one-point path's `add(alpha=c)` on a GPU; a bf16 c would move c itself
-            # (0.1 -> 0.10009765625).
-            cdtype = torch.promote_types(w.dtype, torch.float32)
+        for j, point in enumerate(coords):
+            views = [out[name][j] for name in self.names]
+            torch._foreach_copy_(views, self.originals)
             for axis in order:
-                key = (axis, cdtype, w.device)
-                if key not in coefficients:
-                    coefficients[key] = torch.tensor([p[axis] for p in coords], dtype=cdtype, device=w.device)
-                c = coefficients[key].view(k, *([1] * w.dim()))
-                d = self.directions[axis][i].unsqueeze(0)
-                # The first axis writes the k copies (θ₀ + c·d, broadcast), the others add in place: one pass
-                # fewer over the k copies than cloning θ₀ first.
-                if t is None:
-                    t = torch.addcmul(w.unsqueeze(0), c, d, out=w.new_empty((k, *w.shape)))
-                else:
-                    t.addcmul_(c, d)
-            out[name] = t if t is not None else w.unsqueeze(0).expand(k, *w.shape).clone()
+                c = float(point[axis])
+                if c != 0.0:
+                    torch._foreach_add_(views, self.directions[axis], alpha=c)
         return out
 
     def evaluate(self, objective: Objective, coords: Sequence[tuple[float, ...]]) -> list[Evaluation]:
@@ -606,9 +601,27 @@ def run_grid(
     if shard is not None:
         todo = todo[shard.process_index :: shard.num_processes]
     step = chunk if stacked is not None else 1
+    # One point per forward, loss only (no metrics): each point's loss stays on the device and the host reads
+    # `DEFERRED_POINTS` of them in one sync, so it queues the next point's weight update and forward while
+    # the GPU still computes (the updates are stream-ordered after the forward that reads the weights).
+    deferred = stacked is None and _defers_reads(model, objective)
+    pending: list[tuple[int, torch.Tensor]] = []
     start = time.perf_counter()
     bar = tqdm(total=n, initial=n - len(todo), desc=desc, unit="pt", disable=not progress, leave=False)
     unsaved = 0
+
+    def flush() -> int:
+        if not pending:
+            return 0
+        read = torch.stack([t.to(pending[0][1].device) for _, t in pending]).tolist()
+        for (k, _), value in zip(pending, read):
+            values[k] = value
+            done[k] = True
+        count = len(pending)
+        pending.clear()
+        bar.update(count)
+        return count
+
     try:
         for first in range(0, len(todo), step):
             ks = todo[first : first + step]
@@ -617,18 +630,31 @@ def run_grid(
                     results = stacked.evaluate(objective, [points[k] for k in ks])
                 else:
                     set_point(points[ks[0]])  # type: ignore[misc]
-                    results = [objective.evaluate(model)]
+                    if deferred:
+                        pending.append((ks[0], objective.loss_tensor(model)))  # type: ignore[attr-defined]
+                        if len(pending) >= DEFERRED_POINTS:
+                            unsaved += flush()
+                        results = []
+                    else:
+                        results = [objective.evaluate(model)]
             for k, result in zip(ks, results):
                 values[k] = result.loss
                 for name, value in result.metrics.items():
                     metrics.setdefault(name, np.full(n, np.nan, dtype=np.float64))[k] = value
                 done[k] = True
-            bar.update(len(ks))
-            unsaved += len(ks)
-            if checkpoint is not None and unsaved >= checkpoint.every:
+            if results:
+                bar.update(len(ks))
+                unsaved += len(ks)
+            if checkpoint is not None and unsaved + len(pending) >= checkpoint.every:
+                unsaved += flush()
                 checkpoint.save(values, done, metrics)
                 unsaved = 0
+        unsaved += flush()
     except BaseException:
+        try:
+            unsaved += flush()  # the points already queued were computed at their own weights: keep them
+        except Exception as err:  # e.g. the device itself failed: those points are lost, the rest is kept
+            logger.error("could not read the last %d queued points while stopping: %s", len(pending), err)
         if checkpoint is not None and unsaved:
             try:
                 checkpoint.save(values, done, metrics)
@@ -647,6 +673,12 @@ def run_grid(
         logger.warning("%d of %d points gave a non-finite loss (kept as NaN/inf in the surface).", bad, n)
     logger.info("evaluated %d points in %.1f s (%.3f s/point)", len(todo), wall, wall / max(len(todo), 1))
     return values, metrics, wall
+
+
+def _defers_reads(model: torch.nn.Module, objective: Objective) -> bool:
+    """Deferred loss reads pay on a GPU (the host runs ahead); on the CPU every op already waits."""
+    first = next(model.parameters(), None)
+    return hasattr(objective, "loss_tensor") and first is not None and first.device.type == "cuda"
 
 
 def distributed_state() -> Any:

@@ -792,6 +792,7 @@ class LandscapeProbe:
             if self.compile
             else points_per_forward(self.model, params, self.objective, self.points_per_forward, len(points))
         )
+        logger.info("%s: %d point(s) per forward (points_per_forward=%r)", desc, k, self.points_per_forward)
         if k > 1:
             was_training = self.model.training
             try:

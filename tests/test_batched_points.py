@@ -148,17 +148,17 @@ def test_stacked_points_fall_back_to_vmaps_loop_when_one_call_attention_fails(ob
     assert model.config._attn_implementation == "sdpa"
 
 
-def test_stacked_bf16_weights_round_each_point_once_from_float32_coefficients(objective):
-    from hf_landscape.engine import StackedPoints
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_stacked_weights_equal_the_one_point_weights_bitwise(objective, dtype):
+    from hf_landscape.engine import StackedPoints, editing
 
-    model = build_gpt2(len(train_tokenizer())).to(torch.bfloat16)
+    model = build_gpt2(len(train_tokenizer())).to(dtype)
     probe = LandscapeProbe(model, objective, progress=False)
     params, tensors = probe._prepare(probe.directions(seed=0))
-    coords = [(0.1, -0.3), (0.37, 0.21)]
+    coords = [(0.1, -0.3), (0.37, 0.0), (0.0, 0.21)]
     stacked = StackedPoints(model, params, tensors).stacked(coords)
-    for i, name in enumerate(params):
-        w, d0, d1 = params[name].detach().double(), tensors[0][i].double(), tensors[1][i].double()
-        for j, (c0, c1) in enumerate(coords):
-            c0, c1 = float(torch.tensor(c0)), float(torch.tensor(c1))  # the coordinates in float32
-            expected = ((w + c1 * d1).bfloat16().double() + c0 * d0).bfloat16()  # the later axis first
-            assert torch.equal(stacked[name][j], expected), name
+    with editing(model, params) as editor:
+        for j, point in enumerate(coords):
+            editor.set_linear(point, tensors)
+            for name, p in params.items():
+                assert torch.equal(stacked[name][j], p.detach()), (name, point)

@@ -11,6 +11,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -169,3 +170,58 @@ def test_sigkill_mid_grid_then_rerun_equals_uninterrupted(tmp_path):
     resumed = make_probe().plane(steps=(5, 4), seed=2, checkpoint_dir=out)
     reference = make_probe().plane(steps=(5, 4), seed=2)
     np.testing.assert_array_equal(resumed.values, reference.values)
+
+
+# --- deferred loss reads (the GPU path of the one-point loop, forced here on the CPU) ---------------------------
+
+
+@pytest.fixture
+def deferred(monkeypatch):
+    import hf_landscape.engine as engine
+
+    monkeypatch.setattr(engine, "_defers_reads", lambda model, objective: hasattr(objective, "loss_tensor"))
+    monkeypatch.setattr(engine, "DEFERRED_POINTS", 5)
+    return engine
+
+
+def test_deferred_reads_give_the_same_values_bitwise(deferred):
+    reference = make_probe().plane(steps=(4, 3), seed=1)
+    probe = make_probe()
+    reads = []
+    original = torch.Tensor.tolist
+    with mock.patch.object(torch.Tensor, "tolist", lambda t: reads.append(t.numel()) or original(t)):
+        plane = probe.plane(steps=(4, 3), seed=1)
+    np.testing.assert_array_equal(plane.values, reference.values)
+    assert reads == [5, 5, 2]  # 12 points read in three syncs
+
+
+def test_deferred_reads_keep_queued_points_when_interrupted(tmp_path, monkeypatch, deferred):
+    reference = make_probe().plane(steps=(4, 3), seed=1)
+    probe = make_probe()
+    original = probe.objective.loss_tensor
+    calls = {"n": 0}
+
+    def loss_tensor(model):
+        calls["n"] += 1
+        if calls["n"] == 8:
+            raise KeyboardInterrupt
+        return original(model)
+
+    monkeypatch.setattr(probe.objective, "loss_tensor", loss_tensor)
+    with pytest.raises(KeyboardInterrupt):
+        probe.plane(steps=(4, 3), seed=1, checkpoint_dir=tmp_path, checkpoint_every=100)
+    monkeypatch.undo()  # also undoes the fixture: defer again for the resumed run
+    monkeypatch.setattr(deferred, "_defers_reads", lambda model, objective: True)
+    monkeypatch.setattr(deferred, "DEFERRED_POINTS", 5)
+    again = make_probe()
+    counted = {"n": 0}
+    loss = again.objective.loss_tensor
+
+    def counting(model):
+        counted["n"] += 1
+        return loss(model)
+
+    monkeypatch.setattr(again.objective, "loss_tensor", counting)
+    resumed = again.plane(steps=(4, 3), seed=1, checkpoint_dir=tmp_path)
+    np.testing.assert_array_equal(resumed.values, reference.values)
+    assert counted["n"] == 12 - 7  # 5 read at the first sync and 2 queued when it stopped were saved

@@ -484,3 +484,13 @@ def test_a_head_whose_forward_is_already_replaced_is_left_alone():
     assert _pads_head(head) is False  # on the CPU
     head.forward = lambda x: x
     assert "forward" in head.__dict__ and _pads_head(head) is False
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_loss_tensor_is_the_evaluated_loss_bitwise(gpt2_model, tokenizer, texts, dtype):
+    model = gpt2_model().to(dtype).eval()
+    objective = CausalLMObjective(texts, tokenizer, batch_size=3, padding_side="left")
+    with torch.inference_mode():
+        value = objective.loss_tensor(model)
+        assert value.dtype == torch.float64 and value.dim() == 0
+        assert value.item() == objective.evaluate(model).loss

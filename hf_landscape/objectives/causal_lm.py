@@ -343,6 +343,17 @@ class CausalLMObjective(Objective):
                 kwargs["position_ids"] = b.position_ids
         return kwargs
 
+    def loss_tensor(self, model: torch.nn.Module) -> torch.Tensor:
+        """The loss as a float64 tensor on the model's device, not yet read by the host: the grid loop reads
+        many points' losses in one sync (`engine.run_grid`), so the GPU never waits for the host between
+        points. Its value is `evaluate(model).loss`, bit for bit."""
+        self.bind(model)
+        total = torch.zeros((), dtype=torch.float64, device=self._device)
+        with aligned_output_head(model):
+            for b in self._batches:
+                total += _token_nll(model(**self._inputs(b)).logits, b).sum(dtype=torch.float64)
+        return total / self.num_tokens
+
     def evaluate(self, model: torch.nn.Module, *, details: bool = False) -> Evaluation:
         self.bind(model)  # a no-op unless the model (or its device or context) changed since the last call
         total = torch.zeros((), dtype=torch.float64, device=self._device)
