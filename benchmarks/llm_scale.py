@@ -66,7 +66,9 @@ def gpu_directions(model, seed: int) -> list[Direction]:
     return out
 
 
-def run(name: str, steps: int, peak_rate: float, lora_paths: list[str], repeats: int) -> dict:
+def run(
+    name: str, steps: int, peak_rate: float, lora_paths: list[str], repeats: int, batch_size: int | None = None
+) -> dict:
     torch.manual_seed(0)
     config = LlamaConfig(**LLAMA_CONFIGS[name], attn_implementation="sdpa")
     with torch.device("cuda"):
@@ -74,7 +76,7 @@ def run(name: str, steps: int, peak_rate: float, lora_paths: list[str], repeats:
     model.eval()
     params = sum(p.numel() for p in model.parameters())
     ids = torch.randint(0, config.vocab_size, (32, 1024)).tolist()
-    objective = CausalLMObjective({"input_ids": ids}, max_length=1024, batch_size=BATCH[name])
+    objective = CausalLMObjective({"input_ids": ids}, max_length=1024, batch_size=batch_size or BATCH[name])
     probe = LandscapeProbe(model, objective, progress=False)
     tokens = 32 * 1024
     probe.loss()  # warm-up (kernels, allocator)
@@ -85,6 +87,7 @@ def run(name: str, steps: int, peak_rate: float, lora_paths: list[str], repeats:
         "model": name,
         "parameters": params,
         "tokens_per_point": tokens,
+        "batch_size": objective.config.batch_size,
         "plain": {"peak_gib": plain_mem, "s_per_point": plain_time},
     }
     best: dict[str, tuple] = {}  # path -> (seconds, peak GiB, grid-loop seconds, centre == plain loss)
@@ -148,6 +151,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="plane of steps x steps points per method")
     parser.add_argument("--lora-paths", default="merged", help="any of merged (default), fused, hook")
     parser.add_argument("--repeats", type=int, default=1, help="LoRA planes per path; the fastest counts")
+    parser.add_argument("--batch-size", type=int, default=None, help="sequences per forward (default 8 at 1B, 4 at 8B)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     paths = args.lora_paths.split(",")
@@ -158,7 +162,7 @@ def main() -> None:
     print(f"GPU: {torch.cuda.get_device_name()}  measured bf16 matmul rate: {rate / 1e12:.0f} TFLOP/s", flush=True)
     results = []
     for name in args.models.split(","):
-        r = run(name, args.steps, rate, paths, args.repeats)
+        r = run(name, args.steps, rate, paths, args.repeats, args.batch_size)
         results.append(r)
         gc.collect()
         torch.cuda.empty_cache()

@@ -71,6 +71,18 @@ def main() -> None:
     print("probe.plane(steps=(2, 2), directions=dirs):")
     probe.plane(steps=(2, 2), directions=dirs)
     print("after the plane:", gib())
+    # As llm_scale.py does it: directions drawn on the GPU, then the plane.
+    from llm_scale import gpu_directions
+
+    del dirs, editor
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    gpu_dirs = gpu_directions(model, 0)
+    print("GPU-drawn directions:", gib())
+    torch.cuda.reset_peak_memory_stats()
+    print("probe.plane(steps=(2, 2), directions=gpu_dirs):")
+    probe.plane(steps=(2, 2), directions=gpu_dirs)
+    print("after the plane:", gib())
 
 
 if __name__ == "__main__":

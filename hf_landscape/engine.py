@@ -524,6 +524,17 @@ class StackedPoints:
 AUTO_BATCH_MAX_SECONDS = 0.025
 # Share of the free GPU memory the stacked points may take, at twice their measured cost.
 AUTO_BATCH_MEMORY_SHARE = 0.4
+# At most this many points per forward: past it the per-forward overhead is already amortized (workload (a) of
+# `benchmarks/gpu_speed.py`, 4.2M parameters: 941 points/s at 32 per forward and 1415 at 64 in bf16).
+AUTO_BATCH_MAX_POINTS = 256
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes PyTorch can still allocate on `device`: the device's free memory plus the blocks its caching
+    allocator holds but does not use (which `mem_get_info` counts as taken: after an earlier large grid the
+    cache can hold most of the GPU)."""
+    free, _ = torch.cuda.mem_get_info(device)
+    return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
 
 
 def points_per_forward(
@@ -532,7 +543,7 @@ def points_per_forward(
     """How many points to evaluate per forward: `requested`, or for `"auto"` 1 on the CPU, for weights over
     `ROW_CACHE_MAX_BYTES` or when one evaluation already takes over `AUTO_BATCH_MAX_SECONDS` (the GPU is busy
     with one point), else as many as `AUTO_BATCH_MEMORY_SHARE` of the free GPU memory holds at twice the
-    measured cost of one point (weights plus activations of one evaluation), at most 64."""
+    measured cost of one point (weights plus activations of one evaluation), at most `AUTO_BATCH_MAX_POINTS`."""
     from .errors import ConfigError
 
     if requested == "auto":
@@ -554,8 +565,9 @@ def points_per_forward(
         if seconds > AUTO_BATCH_MAX_SECONDS:  # the GPU is already busy with one point: stacking only costs memory
             return 1
         activations = torch.cuda.max_memory_allocated(device) - before
-        free, _ = torch.cuda.mem_get_info(device)
-        return max(1, min(64, n, int(AUTO_BATCH_MEMORY_SHARE * free // max(2 * (weights + activations), 1))))
+        free = available_memory(device)
+        share = int(AUTO_BATCH_MEMORY_SHARE * free // max(2 * (weights + activations), 1))
+        return max(1, min(AUTO_BATCH_MAX_POINTS, n, share))
     if not isinstance(requested, int) or isinstance(requested, bool) or requested < 1:
         raise ConfigError(f"`points_per_forward` must be a positive integer or 'auto', got {requested!r}.")
     if requested > 1 and not hasattr(objective, "evaluate_points"):

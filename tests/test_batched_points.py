@@ -162,3 +162,12 @@ def test_stacked_weights_equal_the_one_point_weights_bitwise(objective, dtype):
             editor.set_linear(point, tensors)
             for name, p in params.items():
                 assert torch.equal(stacked[name][j], p.detach()), (name, point)
+
+
+def test_available_memory_counts_the_allocators_unused_cache(monkeypatch):
+    from hf_landscape.engine import available_memory
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (10 * 2**30, 80 * 2**30))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 50 * 2**30)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 20 * 2**30)
+    assert available_memory(torch.device("cuda", 0)) == 40 * 2**30  # 10 free + 30 cached but unused
