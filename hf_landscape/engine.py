@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from .attention import stacked_attention
 from .checkpoint import GridCheckpoint
-from .objectives.base import Evaluation, Objective
+from .objectives.base import COMPILING, Evaluation, Objective
 
 logger = logging.getLogger(__name__)
 
@@ -415,9 +415,11 @@ def compiled_forward(model: torch.nn.Module, compiled: Callable[..., Any] | None
     own = "forward" in model.__dict__
     original = model.__dict__.get("forward")
     model.forward = compiled  # type: ignore[method-assign]
+    token = COMPILING.set(True)  # objectives compile their loss as well (`CausalLMObjective`)
     try:
         yield
     finally:
+        COMPILING.reset(token)
         if own:
             model.forward = original  # type: ignore[method-assign,assignment]
         else:

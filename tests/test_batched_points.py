@@ -75,6 +75,20 @@ def test_compile_gives_the_same_values_and_restores_forward(objective):
     assert "forward" not in model.__dict__
 
 
+@pytest.mark.slow
+def test_compile_also_compiles_the_full_batch_loss():
+    from hf_landscape.objectives import causal_lm
+
+    model = build_gpt2(len(train_tokenizer()))
+    ids = [[(3 * i + 5 * j) % 90 + 1 for j in range(12)] for i in range(8)]  # no padding: full batches
+    objective = CausalLMObjective({"input_ids": ids}, batch_size=4)
+    reference = LandscapeProbe(model, objective, progress=False).plane(steps=(3, 3))
+    causal_lm._COMPILED_FULL_NLL = None
+    compiled = LandscapeProbe(model, objective, progress=False, compile=True).plane(steps=(3, 3))
+    assert causal_lm._COMPILED_FULL_NLL is not None
+    np.testing.assert_allclose(compiled.values, reference.values, rtol=1e-6, atol=0)
+
+
 # --- SDPA over stacked points ---------------------------------------------------------------------------------
 
 

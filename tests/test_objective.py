@@ -494,3 +494,37 @@ def test_loss_tensor_is_the_evaluated_loss_bitwise(gpt2_model, tokenizer, texts,
         value = objective.loss_tensor(model)
         assert value.dtype == torch.float64 and value.dim() == 0
         assert value.item() == objective.evaluate(model).loss
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_full_batch_logsumexp_loss_equals_the_log_softmax_loss(gpt2_model, dtype):
+    from hf_landscape.objectives.causal_lm import _full_nll, _token_nll
+
+    model = gpt2_model().to(dtype).eval()
+    ids = [[(3 * i + 5 * j) % 90 + 1 for j in range(10)] for i in range(6)]  # equal lengths: full batches
+    objective = CausalLMObjective({"input_ids": ids}, batch_size=6)
+    objective.bind(model)
+    (b,) = objective._batches
+    with torch.inference_mode():
+        logits = model(input_ids=b.input_ids).logits
+        expected = _token_nll(logits, b)
+        got = _full_nll(logits, b.targets.view(b.mask.shape))
+    assert got.dtype == torch.float32 and got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_compiling_probes_use_the_compiled_full_batch_loss(gpt2_model, monkeypatch):
+    from hf_landscape.engine import compiled_forward
+    from hf_landscape.objectives import causal_lm
+
+    calls = []
+    monkeypatch.setattr(causal_lm, "_compiled_full_nll", lambda: lambda *a: calls.append(1) or causal_lm._full_nll(*a))
+    model = gpt2_model().eval()
+    ids = [[(3 * i + 5 * j) % 90 + 1 for j in range(10)] for i in range(6)]
+    objective = CausalLMObjective({"input_ids": ids}, batch_size=6)
+    plain = objective.evaluate(model).loss
+    assert calls == []
+    with compiled_forward(model, model.forward):  # the model's own forward standing in for a compiled one
+        compiled = objective.evaluate(model).loss
+    assert calls == [1]
+    assert compiled == pytest.approx(plain, rel=1e-6)

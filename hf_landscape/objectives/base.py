@@ -7,12 +7,16 @@ the weights; the engine does that.
 
 from __future__ import annotations
 
+import contextvars
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
+
+# True while a probe runs with `compile=True` (`engine.compiled_forward`): objectives may compile their loss too.
+COMPILING: contextvars.ContextVar[bool] = contextvars.ContextVar("hf_landscape_compiling", default=False)
 
 
 @dataclass

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ..config import BaseConfig, check_choice
 from ..errors import ConfigError, ModelError, ObjectiveError
-from .base import Evaluation, Objective
+from .base import COMPILING, Evaluation, Objective
 
 logger = logging.getLogger(__name__)
 
@@ -458,6 +458,9 @@ def _token_nll(logits: torch.Tensor, b: _Batch) -> torch.Tensor:
     boolean gather (a copy and a host sync); otherwise only the rows that count are gathered."""
     loss_dtype = _loss_dtype(logits.dtype)
     lead = logits.shape[:-3]
+    if b.full and COMPILING.get():
+        targets = b.targets.view(b.mask.shape).expand(*lead, *b.mask.shape)
+        return _compiled_full_nll()(logits, targets)
     if b.full:
         logp = torch.log_softmax(logits, dim=-1, dtype=loss_dtype)[..., :-1, :]
         targets = b.targets.view(b.mask.shape).expand(*lead, *b.mask.shape)
@@ -466,6 +469,26 @@ def _token_nll(logits: torch.Tensor, b: _Batch) -> torch.Tensor:
     logp = torch.log_softmax(rows, dim=-1, dtype=loss_dtype)
     targets = b.targets.expand(*lead, b.targets.shape[0])
     return -logp.gather(-1, targets.unsqueeze(-1)).reshape(-1)
+
+
+def _full_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """logsumexp − the target's logit, in float32, over every position but the last: the same value as the
+    log-softmax path to float32 rounding. Compiled (`_compiled_full_nll`) it is one reduction kernel that reads
+    the logits once per pass, with no float32 logits or log-probabilities written."""
+    x = logits[..., :-1, :].to(_loss_dtype(logits.dtype))
+    picked = x.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return (torch.logsumexp(x, dim=-1) - picked).reshape(-1)
+
+
+_COMPILED_FULL_NLL: Any = None
+
+
+def _compiled_full_nll() -> Any:
+    """`_full_nll` under `torch.compile` (made once per process), for probes run with `compile=True`."""
+    global _COMPILED_FULL_NLL
+    if _COMPILED_FULL_NLL is None:
+        _COMPILED_FULL_NLL = torch.compile(_full_nll, dynamic=False)
+    return _COMPILED_FULL_NLL
 
 
 def _loss_dtype(dtype: torch.dtype) -> torch.dtype:
