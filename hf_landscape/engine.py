@@ -148,6 +148,7 @@ class LowRankEditor:
         self._flat: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, torch.dtype]] = []
         # merged path: per (device, dtype), one buffer the size of the largest replaced weight
         self._scratch: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+        self._scratch_numel: dict[tuple[torch.device, torch.dtype], int] = {}  # the largest targeted weight
         # A compiled model (probe's `compile=True`, `Module.compile`) keeps the hook path everywhere.
         fuse = self.fused_linear and not (
             "forward" in model.__dict__
@@ -183,11 +184,10 @@ class LowRankEditor:
                 }
                 self.slots.append(slot)
                 if fuse and self._fusable(module):
-                    if self.merged_linear:
+                    if self.merged_linear:  # the scratch itself is allocated at the first merge (`_merged`)
                         w = cast(torch.Tensor, module.weight)
                         key = (w.device, w.dtype)
-                        if key not in self._scratch or self._scratch[key].numel() < w.numel():
-                            self._scratch[key] = torch.empty(w.numel(), device=w.device, dtype=w.dtype)
+                        self._scratch_numel[key] = max(self._scratch_numel.get(key, 0), w.numel())
                     forward = self._fused_forward(module, slot, transposed)
                     module.forward = forward  # type: ignore[method-assign]
                     self.patched.append((module, forward))
@@ -298,12 +298,12 @@ class LowRankEditor:
             ):
                 return self._add(slot, x, own(x))
             if (
-                self._scratch
+                self._scratch_numel
                 and self._merging_pays(x, weight, slot)
                 and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
             ):
                 # W + ΔW into the shared scratch: ΔW = L R for Conv1D (in × out), (L R)ᵀ = Rᵀ Lᵀ for Linear.
-                merged = self._scratch[(weight.device, weight.dtype)][: weight.numel()].view(weight.shape)
+                merged = self._merged_buffer(weight)
                 if transposed:
                     torch.addmm(weight, slot["left"], right, out=merged)
                     x2 = x.reshape(-1, x.shape[-1])
@@ -317,6 +317,17 @@ class LowRankEditor:
             return out.view(*x.shape[:-1], right.shape[1])
 
         return forward
+
+    def _merged_buffer(self, weight: torch.Tensor) -> torch.Tensor:
+        """A view of the shared scratch shaped like `weight`; the scratch (the size of the largest targeted
+        weight) is allocated at the first merge, so a model where merging never pays never holds it."""
+        key = (weight.device, weight.dtype)
+        scratch = self._scratch.get(key)
+        if scratch is None:
+            scratch = self._scratch[key] = torch.empty(
+                self._scratch_numel[key], device=weight.device, dtype=weight.dtype
+            )
+        return scratch[: weight.numel()].view(weight.shape)
 
     @staticmethod
     def _merging_pays(x: torch.Tensor, weight: torch.Tensor, slot: dict[str, Any]) -> bool:
@@ -388,6 +399,7 @@ class LowRankEditor:
         self.patched.clear()
         self._shared = None
         self._scratch.clear()
+        self._scratch_numel.clear()
 
 
 @contextlib.contextmanager

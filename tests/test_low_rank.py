@@ -487,20 +487,17 @@ def test_merged_path_uses_one_scratch_the_size_of_the_largest_weight(tok, monkey
     (d,) = low_rank_directions(model, 0, config=LowRankDirectionConfig(rank=2, target_modules=LLAMA_TARGETS), axes=1)
     largest = max(model.get_submodule(n.rpartition(".")[0]).weight.numel() for n in d.factors)
     with low_rank_editing(model, [d]) as editor:
-        assert [t.numel() for t in editor._scratch.values()] == [largest]
         editor.set_linear((0.5,))
         q = model.model.layers[0].self_attn.q_proj
         b, a = d.factors["model.layers.0.self_attn.q_proj.weight"]
-        scratch = next(iter(editor._scratch.values()))
         with torch.inference_mode():
-            scratch.fill_(float("nan"))
             few = torch.randn(2, model.config.hidden_size)  # few tokens: the fused product moves fewer bytes
             torch.testing.assert_close(q(few), torch.nn.functional.linear(few, q.weight + 0.5 * (b @ a)))
-            assert torch.isnan(scratch).all()
+            assert not editor._scratch  # no merge yet: no scratch
             many = torch.randn(128, model.config.hidden_size)  # many tokens: the merged weight
             expected = torch.nn.functional.linear(many, q.weight + 0.5 * (b @ a))
             torch.testing.assert_close(q(many), expected, rtol=1e-6, atol=1e-6)
-            assert not torch.isnan(scratch).all()
+            assert [t.numel() for t in editor._scratch.values()] == [largest]
     assert not editor._scratch and "forward" not in q.__dict__
 
 
@@ -544,7 +541,8 @@ def test_merged_path_bf16_matches_hook_path_and_writes_no_weight(tok, monkeypatc
         monkeypatch.setattr(LowRankEditor, "fused_linear", merged)
         with low_rank_editing(model, dirs) as editor:
             editor.set_linear((0.7, -0.3))
-            out[merged] = forward_logits(model)
+            with torch.inference_mode():  # 4 x 40 tokens: enough for every module to merge
+                out[merged] = model(input_ids=torch.arange(160).view(4, 40) % 50 + 1).logits
             assert bool(editor._scratch) == merged
     torch.testing.assert_close(out[True].float(), out[False].float(), rtol=2e-2, atol=2e-2)
     for n, p in model.named_parameters():
