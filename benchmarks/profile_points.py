@@ -1,7 +1,7 @@
 """Where one grid point's time goes on the GPU: the plain evaluation (the floor) and k stacked points per forward,
 for a GPT-2 workload of `gpu_speed.py`, under the torch profiler (top CUDA kernels, GPU busy fraction).
 
-    python benchmarks/profile_points.py [--workload b] [--dtype bfloat16] [--k 16]
+    python benchmarks/profile_points.py [--workload b] [--dtype bfloat16] [--k 16] [--compile]
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ def main() -> None:
     parser.add_argument("--workload", default="b")
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--k", type=int, default=16)
+    parser.add_argument("--compile", action="store_true", help="also profile a compile=True plane")
     args = parser.parse_args()
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(**WORKLOADS[args.workload])).to("cuda", getattr(torch, args.dtype)).eval()
@@ -57,6 +58,10 @@ def main() -> None:
     with torch.inference_mode():
         report(f"{args.k} stacked points", lambda: stacked.evaluate(objective, coords), args.k)
         report(f"{args.k} stacked points: building the weights only", lambda: stacked.stacked(coords), args.k)
+    if args.compile:  # one point per forward, CUDA graphs, loss compiled too: a 5 x 5 plane after a warm-up plane
+        compiled = LandscapeProbe(model, objective, progress=False, compile=True)
+        compiled.plane(steps=(3, 3), seed=0)
+        report("compile=True, a 5 x 5 plane", lambda: compiled.plane(steps=(5, 5), seed=0), 25)
 
 
 if __name__ == "__main__":
