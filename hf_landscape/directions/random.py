@@ -154,7 +154,9 @@ def random_directions(
     params = select_parameters(model, include=config.include, exclude=config.exclude, include_1d=config.include_1d)
     norm = config.normalization
     # Work on the CPU in float32 so that the result does not depend on the device (see module docstring).
-    weights = _pmap(lambda n: params[n].detach().to("cpu", torch.float32), params)
+    # Moved in the weight's own dtype and widened on the CPU: a bf16 weight crosses the bus at half the bytes
+    # (a cross-device copy that also converts widens on the device first); the widening is exact.
+    weights = _pmap(lambda n: params[n].detach().to("cpu").to(torch.float32), params)
     dims = {n: unit_dim(model, n) for n in params}
 
     def group_view(t: torch.Tensor, name: str) -> torch.Tensor:
@@ -169,7 +171,8 @@ def random_directions(
 
     def finish(name: str, view: torch.Tensor) -> torch.Tensor:
         full = _from_units(view, weights[name], dims[name]) if norm == "filter" else view
-        return full.reshape(weights[name].shape).to(params[name].device, params[name].dtype)
+        # Rounded to the weight's dtype on the CPU (round to nearest even, as on any device), then moved.
+        return full.reshape(weights[name].shape).to(params[name].dtype).to(params[name].device)
 
     keys = [(first_axis + k, n) for k in range(axes) for n in weights]
     if not config.orthogonalize and norm in ("filter", "layer", "none"):
