@@ -538,9 +538,10 @@ class StackedPoints:
 AUTO_BATCH_MAX_SECONDS = 0.025
 # Share of the free GPU memory the stacked points may take, at twice their measured cost.
 AUTO_BATCH_MEMORY_SHARE = 0.4
-# At most this many points per forward: past it the per-forward overhead is already amortized (workload (a) of
-# `benchmarks/gpu_speed.py`, 4.2M parameters: 941 points/s at 32 per forward and 1415 at 64 in bf16).
-AUTO_BATCH_MAX_POINTS = 256
+# At most this many points per forward: past it the per-forward overhead is already amortized and only memory
+# grows (`benchmarks/gpu_speed.py`, workload (a), 4.2M parameters, H100: 64 per forward gave 935 points/s in fp32
+# and 1415 in bf16; 182 and 166 gave 847 and 1450, holding 16 GB).
+AUTO_BATCH_MAX_POINTS = 64
 
 
 def available_memory(device: torch.device) -> int:
