@@ -413,3 +413,18 @@ def test_check_fits_rejects_unknown_names_and_wrong_shapes(gpt2_model):
         Direction({"not.a.parameter": torch.zeros(1)}).check_fits(params)
     with pytest.raises(DirectionError, match=r"\(96, 32\)"):
         Direction({GPT2_CONV1D: torch.zeros(96, 32)}).check_fits(params)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_filter_directions_are_the_reference_arithmetic_bit_for_bit(gpt2_model, dtype):
+    from hf_landscape.directions.random import _as_units, _from_units, _group_rescale, seed_for, unit_dim
+
+    model = gpt2_model().to(dtype)
+    (d,) = random_directions(model, 7, axes=1)
+    params = dict(model.named_parameters())
+    for name, t in d.tensors.items():
+        w = params[name].detach().float()
+        dim = unit_dim(model, name)
+        raw = torch.randn(w.shape, generator=torch.Generator().manual_seed(seed_for(7, 0, name)))
+        expected = _from_units(_group_rescale(_as_units(raw, dim), _as_units(w, dim)), w, dim).to(dtype)
+        assert t.is_contiguous() and torch.equal(t, expected), name

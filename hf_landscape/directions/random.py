@@ -105,17 +105,22 @@ def _as_units(t: torch.Tensor, dim: int) -> torch.Tensor:
     return t.movedim(dim, 0).reshape(t.shape[dim], -1)
 
 
-def _from_units(u: torch.Tensor, like: torch.Tensor, dim: int) -> torch.Tensor:
+def _from_units(u: torch.Tensor, like: torch.Tensor, dim: int, contiguous: bool = True) -> torch.Tensor:
     if like.dim() < 2:
         return u.reshape(like.shape)
     moved = list(like.shape)
     moved.insert(0, moved.pop(dim))
-    return u.reshape(moved).movedim(0, dim).contiguous()
+    back = u.reshape(moved).movedim(0, dim)
+    return back.contiguous() if contiguous else back
+
+
+def _group_norms(t: torch.Tensor) -> torch.Tensor:
+    return t.norm(dim=1, keepdim=True)
 
 
 def _group_rescale(d: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """Rescale each row of `d` to the norm of the same row of `w` (rows = normalization groups)."""
-    return d * (w.norm(dim=1, keepdim=True) / (d.norm(dim=1, keepdim=True) + EPS))
+    return d * (_group_norms(w) / (_group_norms(d) + EPS))
 
 
 def _group_orthogonalize(d: torch.Tensor, previous: list[torch.Tensor]) -> torch.Tensor:
@@ -170,18 +175,23 @@ def random_directions(
         return group_view(torch.randn(weights[name].shape, generator=g, dtype=torch.float32), name)
 
     def finish(name: str, view: torch.Tensor) -> torch.Tensor:
-        full = _from_units(view, weights[name], dims[name]) if norm == "filter" else view
-        # Rounded to the weight's dtype on the CPU (round to nearest even, as on any device), then moved.
-        return full.reshape(weights[name].shape).to(params[name].dtype).to(params[name].device)
+        w = weights[name]
+        full = _from_units(view, w, dims[name], contiguous=False) if norm == "filter" else view.reshape(w.shape)
+        # Laid out like the weight and rounded to its dtype on the CPU in one pass (round to nearest even, as on
+        # any device), then moved.
+        return full.to(params[name].dtype, memory_format=torch.contiguous_format).to(params[name].device)
 
     keys = [(first_axis + k, n) for k in range(axes) for n in weights]
     if not config.orthogonalize and norm in ("filter", "layer", "none"):
         # Every tensor's direction depends on its own draw and weight alone: draw, rescale and move it to the
         # device in one task, so copies to the device overlap other tensors' draws (same arithmetic as below).
+        # The weights' group norms once per weight, not once per axis.
+        w_norms = {} if norm == "none" else _pmap(lambda n: _group_norms(group_view(weights[n], n)), weights)
+
         def whole(key: tuple[int, str]) -> torch.Tensor:
             view = draw(key)
-            if norm != "none":
-                view = _group_rescale(view, group_view(weights[key[1]], key[1]))
+            if norm != "none":  # in place: the fresh draw is this task's own (no second buffer to fault in)
+                torch.mul(view, w_norms[key[1]] / (_group_norms(view) + EPS), out=view)
             return finish(key[1], view)
 
         done = _pmap(whole, keys)
