@@ -37,14 +37,22 @@ def _sdpa(
     is_causal: bool,
     enable_gqa: bool,
 ) -> torch.Tensor:
-    """`F.scaled_dot_product_attention` as a custom operator (no dropout)."""
-    return F.scaled_dot_product_attention(
+    """`F.scaled_dot_product_attention` as a custom operator (no dropout). The output (B, H, L, D) is laid out
+    as (B, L, H, D), whichever kernel ran, as the fake below says (a compiled graph checks it): that is the
+    layout the fused kernels write and the one the caller's `transpose(1, 2).contiguous()` wants, so it is
+    usually no copy at all."""
+    out = F.scaled_dot_product_attention(
         query, key, value, attn_mask=attn_mask, scale=scale, is_causal=is_causal, enable_gqa=enable_gqa
     )
+    return out.transpose(1, 2).contiguous().transpose(1, 2) if out.dim() == 4 else out.contiguous()
 
 
 def _sdpa_fake(query, key, value, attn_mask, scale, is_causal, enable_gqa):  # type: ignore[no-untyped-def]
-    return query.new_empty((*query.shape[:-1], value.shape[-1]))
+    shape = (*query.shape[:-1], value.shape[-1])
+    if len(shape) == 4:
+        b, h, length, d = shape
+        return query.new_empty((b, length, h, d)).transpose(1, 2)
+    return query.new_empty(shape)
 
 
 def _sdpa_vmap(info, in_dims, query, key, value, attn_mask, scale, is_causal, enable_gqa):  # type: ignore[no-untyped-def]

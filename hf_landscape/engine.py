@@ -427,15 +427,24 @@ def compiled_forward(model: torch.nn.Module, compiled: Callable[..., Any] | None
     own = "forward" in model.__dict__
     original = model.__dict__.get("forward")
     model.forward = compiled  # type: ignore[method-assign]
-    token = COMPILING.set(True)  # objectives compile their loss as well (`CausalLMObjective`)
     try:
-        yield
+        with compiling():  # objectives compile their loss as well (`CausalLMObjective`)
+            yield
     finally:
-        COMPILING.reset(token)
         if own:
             model.forward = original  # type: ignore[method-assign,assignment]
         else:
             del model.forward
+
+
+@contextlib.contextmanager
+def compiling() -> Iterator[None]:
+    """Tell objectives that the grid runs compiled, so they compile their loss too (`objectives.base.COMPILING`)."""
+    token = COMPILING.set(True)
+    try:
+        yield
+    finally:
+        COMPILING.reset(token)
 
 
 @contextlib.contextmanager
@@ -476,13 +485,27 @@ class StackedPoints:
     """
 
     def __init__(
-        self, model: torch.nn.Module, params: dict[str, torch.nn.Parameter], directions: Sequence[list[torch.Tensor]]
+        self,
+        model: torch.nn.Module,
+        params: dict[str, torch.nn.Parameter],
+        directions: Sequence[list[torch.Tensor]],
+        compile: bool = False,
     ) -> None:
+        from torch.func import functional_call, vmap
+
         self.model = model
         self.names = list(params)
         self.originals = [p.detach() for p in params.values()]
         self.directions = directions
         self.one_call_attention = True  # False after it failed once for this model (see `evaluate`)
+
+        def run(stacked: dict[str, torch.Tensor], inputs: dict[str, Any]) -> torch.Tensor:
+            one = lambda weights: functional_call(model, weights, (), inputs).logits  # noqa: E731
+            return vmap(one, randomness="error")(stacked)
+
+        # compile: one graph for the k points' forward (elementwise ops fused, no per-op dispatch through vmap);
+        # recompiled per batch shape and chunk size.
+        self._run = torch.compile(run, dynamic=False) if compile else run
 
     def stacked(self, coords: Sequence[tuple[float, ...]]) -> dict[str, torch.Tensor]:
         """(θ₀ + Σ_{i≥1} cᵢ·dᵢ) + c₀·d₀ for every point, shape (k, *weight.shape).
@@ -504,14 +527,11 @@ class StackedPoints:
         return out
 
     def evaluate(self, objective: Objective, coords: Sequence[tuple[float, ...]]) -> list[Evaluation]:
-        from torch.func import functional_call, vmap
-
         stacked = self.stacked(coords)
         model = self.model
 
         def forward(inputs: dict[str, Any]) -> torch.Tensor:
-            one = lambda weights: functional_call(model, weights, (), inputs).logits  # noqa: E731
-            return vmap(one, randomness="error")(stacked)
+            return self._run(stacked, inputs)
 
         # SDPA has no vmap batching rule (vmap would loop over the k points): run it as one call on k·B sequences.
         if self.one_call_attention:

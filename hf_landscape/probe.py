@@ -25,6 +25,7 @@ from .directions.random import RandomDirectionConfig, random_directions
 from .engine import (
     StackedPoints,
     compiled_forward,
+    compiling,
     distributed_state,
     editing,
     evaluate,
@@ -72,7 +73,9 @@ class LandscapeProbe:
             holds the model on its own device, `model.to(PartialState().device)`); every process gets the whole
             surface. `None` detects it from the launcher's environment.
         compile: run grids through `torch.compile(model.forward, mode="reduce-overhead")` (CUDA graphs: no
-            launch overhead per kernel; worth it for small models on a GPU). One point per forward.
+            launch overhead per kernel; worth it for small models on a GPU), one point per forward; with an
+            explicit `points_per_forward` above 1, the vmapped forward over the stacked points is compiled
+            instead. The causal-LM loss is compiled too. Values agree with eager ones to float rounding.
         autocast: `"bfloat16"` or `"float16"` to evaluate every point under `torch.autocast` (mixed precision:
             matrix products in that dtype, the weights and the loss's reduction kept in theirs); `None`
             (default) evaluates in the model's own dtype. Recorded in every surface's metadata.
@@ -763,10 +766,19 @@ class LandscapeProbe:
     def _grid(
         self, points: list[tuple[float, ...]], dirs: list[Any], desc: str, checkpoint: GridCheckpoint | None = None
     ) -> tuple[np.ndarray, dict[str, np.ndarray], float]:
+        if self._compiles_stacked():  # the stacked forward is compiled instead (`StackedPoints(compile=True)`)
+            with compiling(), self._precision():
+                return self._grid_inner(points, dirs, desc, checkpoint)
         if self.compile and self._compiled is None:
             self._compiled = torch.compile(self.model.forward, mode="reduce-overhead", dynamic=False)
         with compiled_forward(self.model, self._compiled if self.compile else None), self._precision():
             return self._grid_inner(points, dirs, desc, checkpoint)
+
+    def _compiles_stacked(self) -> bool:
+        """`compile=True` with an explicit number of points per forward above 1: the vmapped forward over the
+        stacked points is compiled (no CUDA graphs). With `"auto"` compile keeps one point per forward."""
+        k = self.points_per_forward
+        return self.compile and isinstance(k, int) and not isinstance(k, bool) and k > 1
 
     def _grid_inner(
         self, points: list[tuple[float, ...]], dirs: list[Any], desc: str, checkpoint: GridCheckpoint | None
@@ -789,7 +801,7 @@ class LandscapeProbe:
         params, tensors = self._prepare(dirs)
         k = (
             1
-            if self.compile
+            if self.compile and not self._compiles_stacked()
             else points_per_forward(self.model, params, self.objective, self.points_per_forward, len(points))
         )
         logger.info("%s: %d point(s) per forward (points_per_forward=%r)", desc, k, self.points_per_forward)
@@ -797,7 +809,7 @@ class LandscapeProbe:
             was_training = self.model.training
             try:
                 self.model.eval()
-                stacked = StackedPoints(self.model, params, tensors)
+                stacked = StackedPoints(self.model, params, tensors, compile=self.compile)
                 return run_grid(
                     self.model,
                     self.objective,

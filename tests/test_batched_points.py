@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 import numpy as np
 import pytest
 import torch
 from conftest import TEXTS, build_gpt2, build_llama, train_tokenizer
 
 from hf_landscape import CausalLMObjective, ConfigError, LandscapeProbe
+from hf_landscape.engine import StackedPoints
 
 
 @pytest.fixture(scope="module")
@@ -185,3 +188,24 @@ def test_available_memory_counts_the_allocators_unused_cache(monkeypatch):
     monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 50 * 2**30)
     monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 20 * 2**30)
     assert available_memory(torch.device("cuda", 0)) == 40 * 2**30  # 10 free + 30 cached but unused
+
+
+@pytest.mark.slow
+def test_compile_with_several_points_per_forward_compiles_the_stacked_forward():
+    model = build_gpt2(len(train_tokenizer()))
+    ids = [[(3 * i + 5 * j) % 90 + 1 for j in range(12)] for i in range(8)]
+    objective = CausalLMObjective({"input_ids": ids}, batch_size=4)
+    reference = LandscapeProbe(model, objective, progress=False, points_per_forward=3).plane(steps=(3, 3))
+    probe = LandscapeProbe(model, objective, progress=False, points_per_forward=3, compile=True)
+    calls = []
+    original = StackedPoints.__init__
+
+    def spy(self, *args, **kwargs):
+        calls.append(kwargs.get("compile"))
+        original(self, *args, **kwargs)
+
+    with mock.patch.object(StackedPoints, "__init__", spy):
+        compiled = probe.plane(steps=(3, 3))
+    assert calls == [True]
+    np.testing.assert_allclose(compiled.values, reference.values, rtol=1e-6, atol=0)
+    assert "forward" not in model.__dict__
