@@ -8,6 +8,7 @@ x 128 tokens, a 21 x 21 filter-normalized plane over [-1, 1]^2. For each dtype (
 - k points per forward (`points_per_forward=k`, vmap over stacked weights), for several k and "auto"
   (`--looped-ks`: also with SDPA looped per point, as vmap does without `hf_landscape.attention`);
 - one point per forward with the forward compiled by `torch.compile(mode="reduce-overhead")` (CUDA graphs);
+- `--compiled-ks`: compile=True with k points per forward (the vmapped stacked forward compiled);
 - for fp32 models, one point and "auto" points per forward under `autocast="bfloat16"`.
 MFU = 2 * parameters * tokens per point / seconds per point / measured bf16 matmul rate.
 
@@ -44,7 +45,14 @@ def timed(fn, rounds: int = 2):
 
 
 def run(
-    workload: str, dtype: torch.dtype, steps: int, ks: list, rate: float, compile_forward: bool, looped: list
+    workload: str,
+    dtype: torch.dtype,
+    steps: int,
+    ks: list,
+    rate: float,
+    compile_forward: bool,
+    looped: list,
+    compiled_ks: list = (),
 ) -> dict:
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(**WORKLOADS[workload])).to("cuda", dtype).eval()
@@ -97,6 +105,16 @@ def run(
             surf, t = timed(lambda p=p: p.plane(steps=(steps, steps), seed=0))
             rows[f"{k} point(s)/forward, autocast bf16"] = t
             centre_ok[f"autocast_{k}_max_abs_diff_vs_fp32"] = float(np.nanmax(np.abs(surf.values - one.values)))
+    for k in compiled_ks:  # compile=True with k points per forward: the vmapped stacked forward compiled
+        p = LandscapeProbe(model, objective, progress=False, points_per_forward=k, compile=True)
+        name = f"{k} points/forward, compile=True"
+        try:
+            surf, t = timed(lambda p=p: p.plane(steps=(steps, steps), seed=0))  # the faster round is warm
+            rows[name] = t
+            centre_ok[f"compiled_{k}_max_abs_diff_vs_1"] = float(np.nanmax(np.abs(surf.values - one.values)))
+        except Exception as err:  # report, don't hide
+            rows[name] = float("nan")
+            centre_ok[f"compiled_{k}_error"] = f"{type(err).__name__}: {str(err)[:300]}"
     if compile_forward:
         compiled = LandscapeProbe(model, objective, progress=False, compile=True)
         try:
@@ -138,6 +156,7 @@ def main() -> None:
     parser.add_argument("--ks", default="8,32,auto")
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--looped-ks", default="", help="also time these k with SDPA looped per point (as before)")
+    parser.add_argument("--compiled-ks", default="", help="also time compile=True with these k points per forward")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32
@@ -148,7 +167,8 @@ def main() -> None:
     for w in args.workloads.split(","):
         for dt in args.dtypes.split(","):
             looped = [int(k) for k in args.looped_ks.split(",") if k]
-            r = run(w, getattr(torch, dt), args.steps, ks, rate, not args.no_compile, looped)
+            compiled_ks = [int(k) for k in args.compiled_ks.split(",") if k]
+            r = run(w, getattr(torch, dt), args.steps, ks, rate, not args.no_compile, looped, compiled_ks)
             results.append(r)
             print(
                 f"\n## workload {w}, {dt}, {r['params'] / 1e6:.1f}M params, {r['points']} points; checks {r['checks']}"
