@@ -53,6 +53,7 @@ def run(
     compile_forward: bool,
     looped: list,
     compiled_ks: list = (),
+    compiled_modes: list = ("default",),
 ) -> dict:
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(**WORKLOADS[workload])).to("cuda", dtype).eval()
@@ -105,9 +106,12 @@ def run(
             surf, t = timed(lambda p=p: p.plane(steps=(steps, steps), seed=0))
             rows[f"{k} point(s)/forward, autocast bf16"] = t
             centre_ok[f"autocast_{k}_max_abs_diff_vs_fp32"] = float(np.nanmax(np.abs(surf.values - one.values)))
-    for k in compiled_ks:  # compile=True with k points per forward: the vmapped stacked forward compiled
+    import hf_landscape.engine as engine
+
+    for k, mode in [(k, m) for k in compiled_ks for m in compiled_modes]:  # the vmapped stacked forward compiled
+        engine.STACKED_COMPILE_MODE = mode
         p = LandscapeProbe(model, objective, progress=False, points_per_forward=k, compile=True)
-        name = f"{k} points/forward, compile=True"
+        name = f"{k} points/forward, compile=True ({mode})"
         try:
             surf, t = timed(lambda p=p: p.plane(steps=(steps, steps), seed=0))  # the faster round is warm
             rows[name] = t
@@ -157,6 +161,7 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--looped-ks", default="", help="also time these k with SDPA looped per point (as before)")
     parser.add_argument("--compiled-ks", default="", help="also time compile=True with these k points per forward")
+    parser.add_argument("--compiled-modes", default="default", help="torch.compile modes for --compiled-ks")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32
@@ -168,7 +173,8 @@ def main() -> None:
         for dt in args.dtypes.split(","):
             looped = [int(k) for k in args.looped_ks.split(",") if k]
             compiled_ks = [int(k) for k in args.compiled_ks.split(",") if k]
-            r = run(w, getattr(torch, dt), args.steps, ks, rate, not args.no_compile, looped, compiled_ks)
+            modes = args.compiled_modes.split(",")
+            r = run(w, getattr(torch, dt), args.steps, ks, rate, not args.no_compile, looped, compiled_ks, modes)
             results.append(r)
             print(
                 f"\n## workload {w}, {dt}, {r['params'] / 1e6:.1f}M params, {r['points']} points; checks {r['checks']}"
