@@ -346,28 +346,28 @@ class CausalLMObjective(Objective):
     def loss_tensor(self, model: torch.nn.Module) -> torch.Tensor:
         """The loss as a float64 tensor on the model's device, not yet read by the host: the grid loop reads
         many points' losses in one sync (`engine.run_grid`), so the GPU never waits for the host between
-        points. Its value is `evaluate(model).loss`, bit for bit."""
-        self.bind(model)
-        total = torch.zeros((), dtype=torch.float64, device=self._device)
-        with aligned_output_head(model):
-            for b in self._batches:
-                total += _token_nll(model(**self._inputs(b)).logits, b).sum(dtype=torch.float64)
-        return total / self.num_tokens
+        points. `evaluate(model).loss` is its value."""
+        return self._total(model, None) / self.num_tokens
 
     def evaluate(self, model: torch.nn.Module, *, details: bool = False) -> Evaluation:
+        if not details:
+            return Evaluation(loss=self.loss_tensor(model).item())
+        per_row: list[tuple[_Batch, torch.Tensor]] = []
+        loss = (self._total(model, per_row) / self.num_tokens).item()
+        return self._details(loss, per_row)
+
+    def _total(self, model: torch.nn.Module, per_row: list[tuple[_Batch, torch.Tensor]] | None) -> torch.Tensor:
+        """Sum of the counted tokens' losses (float64, on the device); each batch's token losses go to `per_row`
+        when given."""
         self.bind(model)  # a no-op unless the model (or its device or context) changed since the last call
         total = torch.zeros((), dtype=torch.float64, device=self._device)
-        per_row: list[tuple[_Batch, torch.Tensor]] = []
         with aligned_output_head(model):
             for b in self._batches:
                 nll = _token_nll(model(**self._inputs(b)).logits, b)
                 total += nll.sum(dtype=torch.float64)
-                if details:
+                if per_row is not None:
                     per_row.append((b, nll))
-        loss = total.item() / self.num_tokens
-        if not details:
-            return Evaluation(loss=loss)
-        return self._details(loss, per_row)
+        return total
 
     def loss_terms(self, model: torch.nn.Module) -> Iterator[torch.Tensor]:
         """Differentiable loss, one term per batch: the terms sum to the loss. Gradients or Hessian-vector
