@@ -189,7 +189,7 @@ class LowRankEditor:
                 }
                 self.slots.append(slot)
                 if fuse and self._fusable(module):
-                    if self.merged_linear:  # the scratch itself is allocated at the first merge (`_merged`)
+                    if self.merged_linear:  # the scratch itself is allocated at the first merge (`_merged_buffer`)
                         w = cast(torch.Tensor, module.weight)
                         key = (w.device, w.dtype)
                         self._scratch_numel[key] = max(self._scratch_numel.get(key, 0), w.numel())
