@@ -108,6 +108,7 @@ def run(
             centre_ok[f"autocast_{k}_max_abs_diff_vs_fp32"] = float(np.nanmax(np.abs(surf.values - one.values)))
     import hf_landscape.engine as engine
 
+    default_mode = engine.STACKED_COMPILE_MODE
     for k, mode in [(k, m) for k in compiled_ks for m in compiled_modes]:  # the vmapped stacked forward compiled
         engine.STACKED_COMPILE_MODE = mode
         p = LandscapeProbe(model, objective, progress=False, points_per_forward=k, compile=True)
@@ -115,10 +116,12 @@ def run(
         try:
             surf, t = timed(lambda p=p: p.plane(steps=(steps, steps), seed=0))  # the faster round is warm
             rows[name] = t
-            centre_ok[f"compiled_{k}_max_abs_diff_vs_1"] = float(np.nanmax(np.abs(surf.values - one.values)))
+            centre_ok[f"compiled_{k}_{mode}_max_abs_diff_vs_1"] = float(np.nanmax(np.abs(surf.values - one.values)))
         except Exception as err:  # report, don't hide
             rows[name] = float("nan")
-            centre_ok[f"compiled_{k}_error"] = f"{type(err).__name__}: {str(err)[:300]}"
+            centre_ok[f"compiled_{k}_{mode}_error"] = f"{type(err).__name__}: {str(err)[:300]}"
+        finally:
+            engine.STACKED_COMPILE_MODE = default_mode
     if compile_forward:
         compiled = LandscapeProbe(model, objective, progress=False, compile=True)
         try:

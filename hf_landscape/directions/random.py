@@ -105,13 +105,13 @@ def _as_units(t: torch.Tensor, dim: int) -> torch.Tensor:
     return t.movedim(dim, 0).reshape(t.shape[dim], -1)
 
 
-def _from_units(u: torch.Tensor, like: torch.Tensor, dim: int, contiguous: bool = True) -> torch.Tensor:
+def _from_units(u: torch.Tensor, like: torch.Tensor, dim: int) -> torch.Tensor:
+    """`u` (units, everything else) viewed back in `like`'s shape (strided where units are not dim 0)."""
     if like.dim() < 2:
         return u.reshape(like.shape)
     moved = list(like.shape)
     moved.insert(0, moved.pop(dim))
-    back = u.reshape(moved).movedim(0, dim)
-    return back.contiguous() if contiguous else back
+    return u.reshape(moved).movedim(0, dim)
 
 
 def _group_norms(t: torch.Tensor) -> torch.Tensor:
@@ -176,7 +176,7 @@ def random_directions(
 
     def finish(name: str, view: torch.Tensor) -> torch.Tensor:
         w = weights[name]
-        full = _from_units(view, w, dims[name], contiguous=False) if norm == "filter" else view.reshape(w.shape)
+        full = _from_units(view, w, dims[name]) if norm == "filter" else view.reshape(w.shape)
         # Laid out like the weight and rounded to its dtype on the CPU in one pass (round to nearest even, as on
         # any device), then moved.
         return full.to(params[name].dtype, memory_format=torch.contiguous_format).to(params[name].device)

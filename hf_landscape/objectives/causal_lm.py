@@ -458,12 +458,11 @@ def _token_nll(logits: torch.Tensor, b: _Batch) -> torch.Tensor:
     boolean gather (a copy and a host sync); otherwise only the rows that count are gathered."""
     loss_dtype = _loss_dtype(logits.dtype)
     lead = logits.shape[:-3]
-    if b.full and COMPILING.get():
-        targets = b.targets.view(b.mask.shape).expand(*lead, *b.mask.shape)
-        return _compiled_full_nll()(logits, targets)
     if b.full:
-        logp = torch.log_softmax(logits, dim=-1, dtype=loss_dtype)[..., :-1, :]
         targets = b.targets.view(b.mask.shape).expand(*lead, *b.mask.shape)
+        if COMPILING.get():
+            return _compiled_full_nll()(logits, targets)
+        logp = torch.log_softmax(logits, dim=-1, dtype=loss_dtype)[..., :-1, :]
         return -logp.gather(-1, targets.unsqueeze(-1)).reshape(-1)
     rows = logits[..., :-1, :][(slice(None),) * len(lead) + (b.mask,)]  # (..., counted, vocab)
     logp = torch.log_softmax(rows, dim=-1, dtype=loss_dtype)
