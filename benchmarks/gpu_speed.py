@@ -4,7 +4,8 @@ Workloads (issue 6): (a) GPT-2 from config, 4 layers, width 256, 4 heads, vocab 
 (b) GPT-2-small size, 12 layers, width 768, 12 heads, vocab 50257 (124M parameters). Each on 16 sequences
 x 128 tokens, a 21 x 21 filter-normalized plane over [-1, 1]^2. For each dtype (fp32, bf16) it times:
 - floor: points x one plain `probe.loss()` (no perturbation);
-- one point per forward (`points_per_forward=1`): in-place fused weight updates;
+- one point per forward (`points_per_forward=1`): in-place fused weight updates, the evaluation replayed as a
+  CUDA graph (the default, `cuda_graphs=True`) and eager (`cuda_graphs=False`);
 - k points per forward (`points_per_forward=k`, vmap over stacked weights), for several k and "auto"
   (`--looped-ks`: also with SDPA looped per point, as vmap does without `hf_landscape.attention`);
 - one point per forward with the forward compiled by `torch.compile(mode="reduce-overhead")` (CUDA graphs);
@@ -67,9 +68,13 @@ def run(
     base = probe.loss()
     _, floor = timed(lambda: [probe.loss() for _ in range(points)])
     rows["floor"] = floor
-    one, t = timed(lambda: probe.plane(steps=(steps, steps), seed=0))
-    rows["1 point/forward"] = t
+    eager = LandscapeProbe(model, objective, progress=False, points_per_forward=1, cuda_graphs=False)
+    one, t = timed(lambda: eager.plane(steps=(steps, steps), seed=0))
+    rows["1 point/forward, no graphs"] = t
     centre_ok = {"1": one.centre == base}
+    graphed, t = timed(lambda: probe.plane(steps=(steps, steps), seed=0))
+    rows["1 point/forward, CUDA graph"] = t
+    centre_ok["graphs_equal_eager"] = bool(np.array_equal(graphed.values, one.values, equal_nan=True))
     # The one-point path's own cost: setting the weights of every point, without the forward.
     from hf_landscape.engine import editing
 

@@ -1,7 +1,7 @@
 """Where one grid point's time goes on the GPU: the plain evaluation (the floor) and k stacked points per forward,
 for a GPT-2 workload of `gpu_speed.py`, under the torch profiler (top CUDA kernels, GPU busy fraction).
 
-    python benchmarks/profile_points.py [--workload b] [--dtype bfloat16] [--k 16] [--compile]
+    python benchmarks/profile_points.py [--workload b] [--dtype bfloat16] [--k 16] [--compile] [--graph]
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ def main() -> None:
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--k", type=int, default=16)
     parser.add_argument("--compile", action="store_true", help="also profile a compile=True plane")
+    parser.add_argument("--graph", action="store_true", help="also profile 32 replays of the recorded evaluation")
+    parser.add_argument("--skip-stacked", action="store_true")
     args = parser.parse_args()
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(**WORKLOADS[args.workload])).to("cuda", getattr(torch, args.dtype)).eval()
@@ -56,8 +58,16 @@ def main() -> None:
     stacked = StackedPoints(model, params, tensors)
     coords = [(0.1 * i, -0.05 * i) for i in range(args.k)]
     with torch.inference_mode():
-        report(f"{args.k} stacked points", lambda: stacked.evaluate(objective, coords), args.k)
-        report(f"{args.k} stacked points: building the weights only", lambda: stacked.stacked(coords), args.k)
+        if not args.skip_stacked:
+            report(f"{args.k} stacked points", lambda: stacked.evaluate(objective, coords), args.k)
+            report(f"{args.k} stacked points: building the weights only", lambda: stacked.stacked(coords), args.k)
+        if args.graph:  # the one-point evaluation recorded as a CUDA graph (the default one-point path on a GPU)
+            from hf_landscape.graphs import capture_loss
+
+            graphed = capture_loss(model, objective)
+            if graphed is not None:
+                report("32 replays of the recorded evaluation", lambda: [graphed() for _ in range(32)], 32)
+                graphed.close()
     if args.compile:  # one point per forward, CUDA graphs, loss compiled too: a 5 x 5 plane after a warm-up plane
         compiled = LandscapeProbe(model, objective, progress=False, compile=True)
         compiled.plane(steps=(3, 3), seed=0)

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from .attention import stacked_attention
 from .checkpoint import GridCheckpoint
+from .graphs import capture_loss
 from .objectives.base import COMPILING, Evaluation, Objective
 
 logger = logging.getLogger(__name__)
@@ -569,6 +570,19 @@ AUTO_BATCH_MEMORY_SHARE = 0.4
 AUTO_BATCH_MAX_POINTS = 64
 
 
+# With CUDA graphs, "auto" stacks points only for evaluations below this many FLOPs (2 · parameters · tokens),
+# whose kernels are too small to fill the GPU. Measured on an H100 (`benchmarks/gpu_speed.py`, 441-point planes,
+# set-up included): GPT-2 small, 16 x 128 tokens (0.51 TFLOP): the replayed one-point evaluation 170 points/s in
+# bf16 against 151 stacked, 59 against 57 in fp32; workload (a), 4.2M parameters (0.017 TFLOP): 1093 against
+# 1094 in bf16, 674 against 767 in fp32.
+AUTO_STACK_MAX_FLOP = 1e11
+
+
+def evaluation_flop(model: torch.nn.Module, objective: Objective) -> float:
+    """2 · parameters · tokens of one evaluation (0 for an objective that does not count its tokens)."""
+    return 2.0 * sum(p.numel() for p in model.parameters()) * getattr(objective, "num_tokens", 0)
+
+
 def available_memory(device: torch.device) -> int:
     """Bytes PyTorch can still allocate on `device`: the device's free memory plus the blocks its caching
     allocator holds but does not use (which `mem_get_info` counts as taken: after an earlier large grid the
@@ -578,12 +592,18 @@ def available_memory(device: torch.device) -> int:
 
 
 def points_per_forward(
-    model: torch.nn.Module, params: dict[str, torch.nn.Parameter], objective: Objective, requested: int | str, n: int
+    model: torch.nn.Module,
+    params: dict[str, torch.nn.Parameter],
+    objective: Objective,
+    requested: int | str,
+    n: int,
+    graphs: bool = False,
 ) -> int:
     """How many points to evaluate per forward: `requested`, or for `"auto"` 1 on the CPU, for weights over
-    `ROW_CACHE_MAX_BYTES` or when one evaluation already takes over `AUTO_BATCH_MAX_SECONDS` (the GPU is busy
-    with one point), else as many as `AUTO_BATCH_MEMORY_SHARE` of the free GPU memory holds at twice the
-    measured cost of one point (weights plus activations of one evaluation), at most `AUTO_BATCH_MAX_POINTS`."""
+    `ROW_CACHE_MAX_BYTES`, with `graphs` (the one-point evaluation replayed as a CUDA graph) when one evaluation
+    is at least `AUTO_STACK_MAX_FLOP`, or when one evaluation already takes over `AUTO_BATCH_MAX_SECONDS` (the
+    GPU is busy with one point), else as many as `AUTO_BATCH_MEMORY_SHARE` of the free GPU memory holds at twice
+    the measured cost of one point (weights plus activations of one evaluation), at most `AUTO_BATCH_MAX_POINTS`."""
     from .errors import ConfigError
 
     if requested == "auto":
@@ -593,6 +613,8 @@ def points_per_forward(
         weights = sum(p.numel() * p.element_size() for p in params.values())
         if weights > ROW_CACHE_MAX_BYTES:  # a model this large keeps the GPU busy with one point
             return 1
+        if graphs and evaluation_flop(model, objective) >= AUTO_STACK_MAX_FLOP:
+            return 1  # kernels large enough to fill the GPU: replaying the recorded evaluation is faster
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
@@ -629,9 +651,14 @@ def run_grid(
     stacked: StackedPoints | None = None,
     chunk: int = 1,
     shard: Any = None,
+    graphs: bool = False,
 ) -> tuple[np.ndarray, dict[str, np.ndarray], float]:
     """Evaluate `objective` at every point; `set_point` puts the weights there (from the original), or
     `stacked` evaluates `chunk` points per forward without touching the weights.
+
+    With `graphs` (one point per forward, loss only, on a GPU), the evaluation is recorded as a CUDA graph at
+    the first point and replayed at the others (`graphs.capture_loss`; `set_point` must write the weights in
+    place); where it cannot be recorded, every point is evaluated eagerly.
 
     With a `checkpoint`, points already saved by an earlier run of the same configuration are loaded
     instead of computed, and progress is saved every `checkpoint.every` points and when the loop stops
@@ -653,11 +680,15 @@ def run_grid(
     if shard is not None:
         todo = todo[shard.process_index :: shard.num_processes]
     step = chunk if stacked is not None else 1
+    if step > 1 and todo:  # chunks of (nearly) equal size: 441 points at 64 per forward run as 7 x 63, not 6 x 64 + 57,
+        step = -(-len(todo) // -(-len(todo) // step))  # so one shape serves every forward (kernel plans, compiled graphs)
     # One point per forward, loss only (no metrics): each point's loss stays on the device and the host reads
     # `DEFERRED_POINTS` of them in one sync, so it queues the next point's weight update and forward while
     # the GPU still computes (the updates are stream-ordered after the forward that reads the weights).
     deferred = stacked is None and _defers_reads(model, objective)
     pending: list[tuple[int, torch.Tensor]] = []
+    graphed: Any = None  # the recorded evaluation (`graphs`), made at the first point
+    record = graphs and deferred
     start = time.perf_counter()
     bar = tqdm(total=n, initial=n - len(todo), desc=desc, unit="pt", disable=not progress, leave=False)
     unsaved = 0
@@ -682,8 +713,11 @@ def run_grid(
                     results = stacked.evaluate(objective, [points[k] for k in ks])
                 else:
                     set_point(points[ks[0]])  # type: ignore[misc]
+                    if record:
+                        graphed, record = capture_loss(model, objective), False
                     if deferred:
-                        pending.append((ks[0], objective.loss_tensor(model)))  # type: ignore[attr-defined]
+                        loss = graphed() if graphed is not None else objective.loss_tensor(model)  # type: ignore[attr-defined]
+                        pending.append((ks[0], loss))
                         if len(pending) >= DEFERRED_POINTS:
                             unsaved += flush()
                         results = []
@@ -715,6 +749,8 @@ def run_grid(
         raise
     finally:
         bar.close()
+        if graphed is not None:
+            graphed.close()
     if shard is not None:
         values, metrics = _gather(shard, values, done, metrics)
     if checkpoint is not None:

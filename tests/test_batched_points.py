@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from unittest import mock
 
 import numpy as np
@@ -209,3 +210,54 @@ def test_compile_with_several_points_per_forward_compiles_the_stacked_forward():
     assert calls == [True]
     np.testing.assert_allclose(compiled.values, reference.values, rtol=1e-6, atol=0)
     assert "forward" not in model.__dict__
+
+
+def test_points_are_split_into_chunks_of_nearly_equal_size(objective):
+    model = build_gpt2(len(train_tokenizer()))
+    probe = LandscapeProbe(model, objective, progress=False, points_per_forward=4)
+    sizes = []
+    evaluate = StackedPoints.evaluate
+
+    def recording(self, objective, coords):
+        sizes.append(len(coords))
+        return evaluate(self, objective, coords)
+
+    with mock.patch.object(StackedPoints, "evaluate", recording):
+        probe.plane(steps=(3, 3), seed=0)  # 9 points at up to 4 per forward: 3 + 3 + 3, not 4 + 4 + 1
+    assert sizes == [3, 3, 3]
+
+
+def _forward_that_reads_back(model):
+    original = model.forward
+
+    @functools.wraps(original)  # keeps the signature (the objective reads it for `position_ids`)
+    def forward(*args, **kwargs):  # data-dependent host code: cannot run under vmap
+        out = original(*args, **kwargs)
+        if out.logits.isnan().any().item():
+            raise FloatingPointError
+        return out
+
+    model.forward = forward
+
+
+def test_auto_falls_back_to_one_point_when_stacking_fails(objective, monkeypatch, caplog):
+    import hf_landscape.engine as engine
+
+    monkeypatch.setattr(engine, "points_per_forward", lambda *args, **kwargs: 4)  # as "auto" picks on a GPU
+    monkeypatch.setattr("hf_landscape.probe.points_per_forward", lambda *args, **kwargs: 4)
+    reference = LandscapeProbe(build_gpt2(len(train_tokenizer())), objective, progress=False).plane(
+        steps=(3, 3), seed=0
+    )
+    model = build_gpt2(len(train_tokenizer()))
+    _forward_that_reads_back(model)
+    with caplog.at_level("WARNING", logger="hf_landscape.probe"):
+        plane = LandscapeProbe(model, objective, progress=False).plane(steps=(3, 3), seed=0)
+    np.testing.assert_array_equal(plane.values, reference.values)
+    assert "several points per forward failed" in caplog.text
+
+
+def test_explicit_points_per_forward_does_not_fall_back(objective):
+    model = build_gpt2(len(train_tokenizer()))
+    _forward_that_reads_back(model)
+    with pytest.raises(RuntimeError, match=r"\.item\(\)"):
+        LandscapeProbe(model, objective, progress=False, points_per_forward=4).plane(steps=(3, 3))

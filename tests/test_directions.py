@@ -428,3 +428,45 @@ def test_filter_directions_are_the_reference_arithmetic_bit_for_bit(gpt2_model, 
         raw = torch.randn(w.shape, generator=torch.Generator().manual_seed(seed_for(7, 0, name)))
         expected = _from_units(_group_rescale(_as_units(raw, dim), _as_units(w, dim)), w, dim).to(dtype)
         assert t.is_contiguous() and torch.equal(t, expected), name
+
+
+# --- the draw: one generator per tensor, or per block of a large tensor ----------------------------------------
+
+
+def test_tensor_of_at_most_draw_block_elements_is_one_generator():
+    from hf_landscape.directions.random import DRAW_BLOCK, gaussian, seed_for
+
+    shape = (DRAW_BLOCK // 1024, 1024)  # exactly DRAW_BLOCK elements
+    expected = torch.randn(shape, generator=torch.Generator().manual_seed(seed_for(3, 1, "w")))
+    assert torch.equal(gaussian(shape, 3, 1, "w"), expected)
+
+
+def test_larger_tensor_is_drawn_in_blocks_of_their_own(monkeypatch):
+    import hf_landscape.directions.random as rnd
+
+    monkeypatch.setattr(rnd, "DRAW_BLOCK", 64)
+    drawn = rnd.gaussian((10, 30), 3, 1, "w")
+    seeds = [rnd.seed_for(3, 1, f"w@{b}") for b in range(5)]  # 300 elements: blocks of 64, 64, 64, 64, 44
+    expected = torch.cat(
+        [torch.randn(n, generator=torch.Generator().manual_seed(s)) for n, s in zip([64, 64, 64, 64, 44], seeds)]
+    )
+    assert torch.equal(drawn.reshape(-1), expected)
+
+
+@pytest.mark.parametrize("normalization", ["filter", "none"])
+def test_random_directions_draw_large_tensors_in_blocks(gpt2_model, monkeypatch, normalization):
+    import hf_landscape.directions.random as rnd
+
+    monkeypatch.setattr(rnd, "DRAW_BLOCK", 100)  # every 2-D weight of the tiny GPT-2 is larger
+    model = gpt2_model()
+    d0, d1 = random_directions(model, 5, config=RandomDirectionConfig(normalization=normalization))
+    params = dict(model.named_parameters())
+    for axis, d in enumerate((d0, d1)):
+        for name, t in d.tensors.items():
+            raw = rnd.gaussian(params[name].shape, 5, axis, name)
+            assert raw.numel() > 100
+            if normalization == "filter":
+                dim = rnd.unit_dim(model, name)
+                w = params[name].detach()
+                raw = rnd._from_units(rnd._group_rescale(rnd._as_units(raw, dim), rnd._as_units(w, dim)), w, dim)
+            assert torch.equal(t, raw), (axis, name)

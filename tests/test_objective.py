@@ -529,3 +529,21 @@ def test_compiling_probes_use_the_compiled_full_batch_loss(gpt2_model, monkeypat
         compiled = objective.evaluate(model).loss
     assert calls == [1]
     assert compiled == pytest.approx(plain, rel=1e-6)
+
+
+def test_num_tokens_is_counted_once_per_set_of_examples(monkeypatch):
+    import hf_landscape.objectives.causal_lm as causal_lm
+
+    objective = CausalLMObjective({"input_ids": [[1, 2, 3, 4], [5, 6, 7]]})
+    calls = {"n": 0}
+    count = causal_lm._count
+
+    def counting(labels):
+        calls["n"] += 1
+        return count(labels)
+
+    monkeypatch.setattr(causal_lm, "_count", counting)
+    assert objective.num_tokens == 5 and objective.num_tokens == 5
+    assert calls["n"] == 2  # once per example, not once per call
+    restricted = objective.restricted(positions=[1])  # the second token of each sequence only
+    assert restricted.num_tokens == 2 and objective.num_tokens == 5

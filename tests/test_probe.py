@@ -283,8 +283,10 @@ def test_interpolation_between_different_shapes_fails_untouched(probe, gpt2_mode
 
 def test_path_through_two_checkpoints_is_exact_at_every_knot(gpt2_model, tokenizer, texts):
     model, m1, m2 = gpt2_model(seed=0), gpt2_model(seed=1), gpt2_model(seed=2)
-    loss = {k: LandscapeProbe(m, CausalLMObjective(texts[:4], tokenizer), progress=False).loss() for k, m in
-            ((0, model), (1, m1), (2, m2))}
+    loss = {
+        k: LandscapeProbe(m, CausalLMObjective(texts[:4], tokenizer), progress=False).loss()
+        for k, m in ((0, model), (1, m1), (2, m2))
+    }
     probe = LandscapeProbe(model, CausalLMObjective(texts[:4], tokenizer), progress=False)
     surface = probe.interpolate([m1, m2], steps=5, span=(0, 2))
     np.testing.assert_array_equal(surface.x, [0.0, 0.5, 1.0, 1.5, 2.0])

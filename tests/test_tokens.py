@@ -36,12 +36,7 @@ def test_restricted_objective_counts_only_the_chosen_token_ids(probe):
     objective = probe.objective.restricted(token_ids=[IDS[0][3], IDS[1][5]])
     sub = LandscapeProbe(probe.model, objective, progress=False)
     full = probe.evaluate().token_losses
-    kept = [
-        full[i][j - 1]
-        for i, seq in enumerate(IDS)
-        for j in range(1, len(seq))
-        if seq[j] in (IDS[0][3], IDS[1][5])
-    ]
+    kept = [full[i][j - 1] for i, seq in enumerate(IDS) for j in range(1, len(seq)) if seq[j] in (IDS[0][3], IDS[1][5])]
     assert objective.num_tokens == len(kept)
     assert sub.loss() == pytest.approx(float(np.mean(kept)), rel=1e-6)
 

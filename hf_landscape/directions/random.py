@@ -8,7 +8,11 @@ transposed as (in, out).
 
 Directions are drawn on the CPU in float32 from a generator seeded by (seed, axis, parameter name),
 so the same seed gives the same direction on any machine and device, and the direction of a weight
-does not change when other weights are included or excluded.
+does not change when other weights are included or excluded. A tensor of more than `DRAW_BLOCK`
+elements is drawn in blocks of `DRAW_BLOCK` elements (row-major), each from its own generator seeded by
+(seed, axis, name, block), so that the blocks of one large tensor (an embedding, an LLM's weights) are
+drawn in parallel; every tensor of at most `DRAW_BLOCK` elements is one block from the (seed, axis, name)
+generator, as in hf_landscape 0.1.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +34,11 @@ from .base import Direction, select_parameters
 logger = logging.getLogger(__name__)
 
 NORMALIZATIONS = ("filter", "layer", "model", "none")
+# Elements per generator (see the module docstring). Changing it changes the directions of larger tensors.
+DRAW_BLOCK = 1 << 22
+# Weights on a GPU are copied to the host through one pinned buffer (one fast copy per tensor, no staging) when
+# they take at most this many bytes; larger models are copied tensor by tensor, as pinned memory is scarce.
+PINNED_COPY_MAX_BYTES = 2 * 2**30
 EPS = 1e-10  # as in Li et al.'s code, so an all-zero filter gets a zero direction instead of NaN
 
 
@@ -83,6 +93,33 @@ def seed_for(seed: int, axis: int, name: str) -> int:
     """A 63-bit generator seed that depends only on (seed, axis, parameter name)."""
     digest = hashlib.sha256(f"hf_landscape:{seed}:{axis}:{name}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def draw_blocks(numel: int) -> list[tuple[int, int]]:
+    """The (start, stop) element ranges drawn from one generator each: one block up to `DRAW_BLOCK` elements."""
+    if numel <= DRAW_BLOCK:
+        return [(0, numel)]
+    return [(start, min(start + DRAW_BLOCK, numel)) for start in range(0, numel, DRAW_BLOCK)]
+
+
+def block_seed(seed: int, axis: int, name: str, block: int, blocks: int) -> int:
+    """The generator seed of block `block` of `blocks` (a parameter name never contains "@")."""
+    return seed_for(seed, axis, name if blocks == 1 else f"{name}@{block}")
+
+
+def gaussian(shape: torch.Size | tuple[int, ...], seed: int, axis: int, name: str) -> torch.Tensor:
+    """The raw N(0, 1) draw of parameter `name` for (seed, axis): float32, on the CPU, in blocks as described in
+    the module docstring (drawn one after the other here; `random_directions` draws blocks in parallel)."""
+    out = torch.empty(shape, dtype=torch.float32)
+    flat = out.view(-1)
+    blocks = draw_blocks(flat.numel())
+    for b, (start, stop) in enumerate(blocks):
+        _draw(flat, start, stop, block_seed(seed, axis, name, b, len(blocks)))
+    return out
+
+
+def _draw(flat: torch.Tensor, start: int, stop: int, seed: int) -> None:
+    torch.randn(stop - start, generator=torch.Generator().manual_seed(seed), out=flat[start:stop])
 
 
 def unit_dim(model: torch.nn.Module, name: str) -> int:
@@ -161,7 +198,7 @@ def random_directions(
     # Work on the CPU in float32 so that the result does not depend on the device (see module docstring).
     # Moved in the weight's own dtype and widened on the CPU: a bf16 weight crosses the bus at half the bytes
     # (a cross-device copy that also converts widens on the device first); the widening is exact.
-    weights = _pmap(lambda n: params[n].detach().to("cpu").to(torch.float32), params)
+    weights = _host_float32(params)
     dims = {n: unit_dim(model, n) for n in params}
 
     def group_view(t: torch.Tensor, name: str) -> torch.Tensor:
@@ -169,10 +206,20 @@ def random_directions(
             return _as_units(t, dims[name])
         return t.reshape(1, -1)  # layer / model / none: one group per tensor (model joins them below)
 
+    keys = [(first_axis + k, n) for k in range(axes) for n in weights]
+    # Every axis's raw draws at once, block by block (each block depends on its own seed only), largest first, so
+    # that a large tensor such as an embedding is drawn on many threads. The pages are first touched there too.
+    raw = {key: torch.empty(weights[key[1]].shape, dtype=torch.float32) for key in keys}
+    tasks = []
+    for axis, name in keys:
+        flat = raw[(axis, name)].view(-1)
+        blocks = draw_blocks(flat.numel())
+        tasks += [(flat, a, b, block_seed(seed, axis, name, i, len(blocks))) for i, (a, b) in enumerate(blocks)]
+    tasks.sort(key=lambda t: t[1] - t[2])
+    _pmap(lambda i: _draw(*tasks[i]), range(len(tasks)))
+
     def draw(key: tuple[int, str]) -> torch.Tensor:
-        axis, name = key
-        g = torch.Generator().manual_seed(seed_for(seed, axis, name))
-        return group_view(torch.randn(weights[name].shape, generator=g, dtype=torch.float32), name)
+        return group_view(raw.pop(key), key[1])
 
     def finish(name: str, view: torch.Tensor) -> torch.Tensor:
         w = weights[name]
@@ -181,7 +228,6 @@ def random_directions(
         # any device), then moved.
         return full.to(params[name].dtype, memory_format=torch.contiguous_format).to(params[name].device)
 
-    keys = [(first_axis + k, n) for k in range(axes) for n in weights]
     if not config.orthogonalize and norm in ("filter", "layer", "none"):
         # Every tensor's direction depends on its own draw and weight alone: draw, rescale and move it to the
         # device in one task, so copies to the device overlap other tensors' draws (same arithmetic as below).
@@ -202,14 +248,12 @@ def random_directions(
             )
             for k in range(axes)
         ]
-    # Every axis's raw draws at once (each depends on its own seed only), so a large tensor such as an
-    # embedding is drawn for both axes in parallel rather than one axis after the other.
-    raw = _pmap(draw, keys)
+    raws = {key: draw(key) for key in keys}
     drawn: list[dict[str, torch.Tensor]] = []  # group views, kept for orthogonalization
     out = []
     for k in range(axes):
         axis = first_axis + k
-        views = {n: raw.pop((axis, n)) for n in weights}
+        views = {n: raws.pop((axis, n)) for n in weights}
         if config.orthogonalize and drawn:
             if norm in ("model", "none"):
                 views = _orthogonalize_global(views, drawn)
@@ -225,6 +269,33 @@ def random_directions(
         tensors = _pmap(lambda n, views=views: finish(n, views[n]), views)
         out.append(Direction(tensors, {"kind": "random", "seed": seed, "axis": axis, **config.to_dict()}))
     return out
+
+
+def _host_float32(params: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Every parameter as a float32 CPU tensor (exact: widening is). Weights on GPUs cross the bus in their own
+    dtype (half the bytes for bf16), all into one pinned buffer with asynchronous copies when they fit in
+    `PINNED_COPY_MAX_BYTES` (a pageable copy is staged and synchronous: ~1 GB/s for GPT-2 small on an H100
+    host), and are widened on the host in parallel."""
+    on_gpu = {n: p for n, p in params.items() if p.device.type == "cuda"}
+    nbytes = sum(_padded(p.numel() * p.element_size()) for p in on_gpu.values())
+    if not on_gpu or nbytes > PINNED_COPY_MAX_BYTES:
+        return _pmap(lambda n: params[n].detach().to("cpu").to(torch.float32), params)
+    buffer = torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
+    host: dict[str, torch.Tensor] = {}
+    offset = 0
+    for n, p in on_gpu.items():
+        size = p.numel() * p.element_size()
+        view = buffer[offset : offset + size].view(p.dtype).view(p.shape)
+        view.copy_(p.detach(), non_blocking=True)
+        host[n] = view
+        offset += _padded(size)
+    for device in {p.device for p in on_gpu.values()}:
+        torch.cuda.synchronize(device)
+    return _pmap(lambda n: (host[n] if n in host else params[n].detach()).to(torch.float32), params)
+
+
+def _padded(nbytes: int) -> int:
+    return -(-nbytes // 64) * 64  # every view of the buffer starts 64-byte aligned
 
 
 def _pmap(fn: Any, names: Any) -> dict[Any, torch.Tensor]:

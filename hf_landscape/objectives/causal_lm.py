@@ -86,8 +86,9 @@ class _Batch:
     attention_mask: torch.Tensor | None  # None when the batch has no padding: the model's causal fast path
     position_ids: torch.Tensor | None
     mask: torch.Tensor  # (B, L-1) bool: which next-token predictions count
-    full: bool  # every prediction counts (no padding, no masked label): no boolean gather, no host sync
+    full: bool  # every prediction counts (no padding, no masked label): no gather at all
     targets: torch.Tensor  # flat targets where mask is True
+    counted: torch.Tensor  # flat (B·L) positions of the counted predictions, row-major (an index: no host sync)
     index: list[int]  # example indices of the rows
     lengths: list[int]
 
@@ -148,6 +149,7 @@ class CausalLMObjective(Objective):
         self._bound: tuple[Any, ...] | None = None
         self._batches: list[_Batch] = []
         self._active = self.examples
+        self._num_tokens: tuple[list[tuple[list[int], list[int]]], int] | None = None  # (examples, count)
 
     @classmethod
     def from_long_text(
@@ -253,7 +255,11 @@ class CausalLMObjective(Objective):
     @property
     def num_tokens(self) -> int:
         """How many next-token predictions the loss averages over."""
-        return sum(_count(labels) for _, labels in self._active)
+        active = self._active  # counted once per set of examples: the grid loop divides by it at every point
+        cached = self._num_tokens
+        if cached is None or cached[0] is not active:
+            cached = self._num_tokens = (active, sum(_count(labels) for _, labels in active))
+        return cached[1]
 
     def fingerprint(self) -> str:
         h = hashlib.sha256()
@@ -321,6 +327,8 @@ class CausalLMObjective(Objective):
             padded_free = bool(attn.all())
             targets = labels[:, 1:]
             mask = targets != IGNORE_INDEX
+            # Position (row, col) of a prediction is row·width + col in the logits' flattened (B·L) positions.
+            at_row, at_col = mask.nonzero(as_tuple=True)
             batches.append(
                 _Batch(
                     input_ids=ids.to(device),
@@ -329,6 +337,7 @@ class CausalLMObjective(Objective):
                     mask=mask.to(device),
                     full=bool(mask.all()),
                     targets=targets[mask].to(device),
+                    counted=(at_row * width + at_col).to(device),
                     index=index,
                     lengths=lengths,
                 )
@@ -455,7 +464,8 @@ def _token_nll(logits: torch.Tensor, b: _Batch) -> torch.Tensor:
     The log-softmax reads the model's logits once and writes float32 (`dtype=`: half-precision logits are
     upcast inside the kernel, never copied to float32 first), so the loss is float32 for any model dtype. A
     batch where every prediction counts is taken whole, the last position's 1/length extra work buying no
-    boolean gather (a copy and a host sync); otherwise only the rows that count are gathered."""
+    gather; otherwise only the rows that count are gathered, by a precomputed index (no host sync, so the
+    loss can be recorded in a CUDA graph)."""
     loss_dtype = _loss_dtype(logits.dtype)
     lead = logits.shape[:-3]
     if b.full:
@@ -464,7 +474,7 @@ def _token_nll(logits: torch.Tensor, b: _Batch) -> torch.Tensor:
             return _compiled_full_nll()(logits, targets)
         logp = torch.log_softmax(logits, dim=-1, dtype=loss_dtype)[..., :-1, :]
         return -logp.gather(-1, targets.unsqueeze(-1)).reshape(-1)
-    rows = logits[..., :-1, :][(slice(None),) * len(lead) + (b.mask,)]  # (..., counted, vocab)
+    rows = logits.flatten(-3, -2).index_select(-2, b.counted)  # (..., counted, vocab)
     logp = torch.log_softmax(rows, dim=-1, dtype=loss_dtype)
     targets = b.targets.expand(*lead, b.targets.shape[0])
     return -logp.gather(-1, targets.unsqueeze(-1)).reshape(-1)

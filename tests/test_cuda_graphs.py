@@ -1,0 +1,286 @@
+"""CUDA graphs for the one-point grid loop (`hf_landscape.graphs`).
+
+On the CPU the tests check the wiring: when a recording is asked for and made, that a failed recording falls
+back to eager evaluation, and that nothing is recorded off a GPU. The `gpu` tests record for real and compare
+with eager evaluation bit for bit (`pytest -m gpu tests/test_cuda_graphs.py` on a machine with CUDA).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import numpy as np
+import pytest
+import torch
+from conftest import build_gpt2, build_llama
+
+import hf_landscape.engine as engine
+import hf_landscape.graphs as graphs
+from hf_landscape import CausalLMObjective, ConfigError, LandscapeProbe
+
+# Rows of different lengths: padded batches, whose loss gathers the counted positions by index.
+IDS = [[(7 * i + 3 * j) % 97 + 1 for j in range(12 + i % 5)] for i in range(6)]
+FULL = [[(5 * i + 11 * j) % 97 + 1 for j in range(16)] for i in range(4)]  # no padding: the whole-batch loss
+
+
+def make_probe(ids=IDS, device="cpu", dtype=torch.float32, build=build_gpt2, **kwargs):
+    model = build(100, seed=0).to(device, dtype)
+    kwargs.setdefault("points_per_forward", 1)  # graphs record the one-point evaluation
+    return LandscapeProbe(model, CausalLMObjective({"input_ids": ids}, batch_size=4), progress=False, **kwargs)
+
+
+class FakeGraph:
+    """Stands in for a recording on the CPU: evaluates eagerly, counts replays and closes."""
+
+    def __init__(self, model, objective):
+        self.model, self.objective = model, objective
+        self.replays = 0
+        self.closed = False
+
+    def __call__(self):
+        self.replays += 1
+        return self.objective.loss_tensor(self.model)
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    """Deferred reads (the GPU loop) on the CPU, with `capture_loss` returning a `FakeGraph`."""
+    made = []
+
+    def capture(model, objective):
+        made.append(FakeGraph(model, objective))
+        return made[-1]
+
+    monkeypatch.setattr(engine, "_defers_reads", lambda model, objective: hasattr(objective, "loss_tensor"))
+    monkeypatch.setattr(engine, "capture_loss", capture)
+    return made
+
+
+def test_graphs_record_once_and_replay_at_every_point(recorded):
+    reference = make_probe(cuda_graphs=False).plane(steps=(4, 3), seed=1)
+    plane = make_probe().plane(steps=(4, 3), seed=1)
+    np.testing.assert_array_equal(plane.values, reference.values)
+    assert len(recorded) == 1 and recorded[0].replays == 12 and recorded[0].closed
+
+
+def test_graphs_off_records_nothing(recorded):
+    make_probe(cuda_graphs=False).plane(steps=(3, 3), seed=1)
+    assert recorded == []
+
+
+def test_compile_records_no_graph_of_its_own(recorded):
+    probe = make_probe(compile=True)
+    assert not probe._graphs()  # the compiled forward (mode="reduce-overhead") records its own
+
+
+def test_interpolation_records_a_graph(recorded):
+    other = build_gpt2(100, seed=1)
+    make_probe().interpolate(other, steps=5)
+    assert len(recorded) == 1 and recorded[0].replays == 5
+
+
+def test_graph_closed_when_the_grid_is_interrupted(recorded, monkeypatch):
+    probe = make_probe()
+    original = probe.objective.loss_tensor
+    calls = {"n": 0}
+
+    def loss_tensor(model):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return original(model)
+
+    monkeypatch.setattr(probe.objective, "loss_tensor", loss_tensor)
+    weights = {n: p.detach().clone() for n, p in probe.model.named_parameters()}
+    with pytest.raises(KeyboardInterrupt):
+        probe.plane(steps=(3, 3), seed=1)
+    assert recorded[0].closed
+    for n, p in probe.model.named_parameters():
+        assert torch.equal(p, weights[n]), n
+
+
+def test_failed_recording_falls_back_to_eager(monkeypatch, caplog):
+    monkeypatch.setattr(engine, "_defers_reads", lambda model, objective: hasattr(objective, "loss_tensor"))
+    monkeypatch.setattr(graphs, "_single_cuda_device", lambda model: torch.device("cpu"))  # pretend: one GPU
+
+    def refuse(self, model, objective):
+        raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(graphs.GraphedLoss, "__init__", refuse)
+    reference = make_probe(cuda_graphs=False).plane(steps=(3, 3), seed=1)
+    with caplog.at_level(logging.WARNING, logger="hf_landscape.graphs"):
+        plane = make_probe().plane(steps=(3, 3), seed=1)
+    np.testing.assert_array_equal(plane.values, reference.values)
+    assert "evaluating without CUDA graphs" in caplog.text and "not permitted when stream is capturing" in caplog.text
+
+
+def test_nothing_is_recorded_on_the_cpu():
+    probe = make_probe()
+    with torch.inference_mode():
+        assert graphs.capture_loss(probe.model, probe.objective) is None
+
+
+def test_nothing_is_recorded_in_training_mode(monkeypatch):
+    monkeypatch.setattr(graphs, "_single_cuda_device", lambda model: torch.device("cpu"))  # pretend: one GPU
+    monkeypatch.setattr(graphs.GraphedLoss, "__init__", lambda self, model, objective: None)
+    probe = make_probe()
+    probe.model.train()
+    assert graphs.capture_loss(probe.model, probe.objective) is None
+    probe.model.eval()
+    assert isinstance(graphs.capture_loss(probe.model, probe.objective), graphs.GraphedLoss)
+
+
+def test_nothing_is_recorded_for_an_objective_without_loss_tensor():
+    probe = make_probe()
+
+    class NoTensor:
+        pass
+
+    assert graphs.capture_loss(probe.model, NoTensor()) is None
+
+
+def test_single_cuda_device_needs_every_tensor_on_one_cuda_device():
+    model = build_gpt2(100)
+    assert graphs._single_cuda_device(model) is None  # all on the CPU
+    model.lm_head.weight = torch.nn.Parameter(torch.zeros(100, 32, device="meta"))
+    assert graphs._single_cuda_device(model) is None  # two devices
+
+
+def test_cuda_graphs_must_be_a_bool():
+    with pytest.raises(ConfigError, match="`cuda_graphs` must be True or False, got 'yes'"):
+        make_probe(cuda_graphs="yes")
+
+
+def test_padded_loss_gathers_counted_positions_by_index():
+    probe = make_probe()
+    batch = probe.objective._batches[0]
+    assert not batch.full
+    mask = batch.mask
+    width = mask.shape[1] + 1
+    expected = [r * width + c for r in range(mask.shape[0]) for c in range(mask.shape[1]) if mask[r, c]]
+    assert batch.counted.tolist() == expected
+
+
+# --- on a GPU: real recordings ----------------------------------------------------------------------------------
+
+gpu = pytest.mark.gpu
+
+
+def _needs_cuda():
+    if not torch.cuda.is_available():
+        pytest.fail("this test needs a CUDA device; deselect it with -m 'not gpu'")
+
+
+@gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("ids", [IDS, FULL], ids=["padded", "full"])
+def test_graphed_plane_equals_eager_bitwise(dtype, ids):
+    _needs_cuda()
+    eager = make_probe(ids, "cuda", dtype, cuda_graphs=False).plane(steps=(5, 4), seed=3)
+    graphed = make_probe(ids, "cuda", dtype).plane(steps=(5, 4), seed=3)
+    np.testing.assert_array_equal(graphed.values, eager.values)
+    assert len(set(graphed.values.ravel().tolist())) > 10  # the replays saw every point's own weights
+
+
+@gpu
+def test_graphed_llama_plane_equals_eager_bitwise():
+    _needs_cuda()
+    eager = make_probe(IDS, "cuda", torch.bfloat16, build_llama, cuda_graphs=False).plane(steps=(4, 4), seed=0)
+    graphed = make_probe(IDS, "cuda", torch.bfloat16, build_llama).plane(steps=(4, 4), seed=0)
+    np.testing.assert_array_equal(graphed.values, eager.values)
+
+
+@gpu
+def test_graphed_plane_under_autocast_equals_eager_bitwise():
+    _needs_cuda()
+    eager = make_probe(IDS, "cuda", autocast="bfloat16", cuda_graphs=False).plane(steps=(4, 4), seed=0)
+    graphed = make_probe(IDS, "cuda", autocast="bfloat16").plane(steps=(4, 4), seed=0)
+    np.testing.assert_array_equal(graphed.values, eager.values)
+
+
+@gpu
+def test_graph_is_recorded_on_a_gpu_and_its_memory_freed():
+    _needs_cuda()
+    probe = make_probe(IDS, "cuda")
+    probe.model.eval()  # as the grid loop evaluates it
+    with torch.inference_mode():
+        graphs.capture_loss(probe.model, probe.objective).close()  # the side stream's cuBLAS workspace, once
+        before = torch.cuda.memory_allocated()
+        graphed = graphs.capture_loss(probe.model, probe.objective)
+        assert isinstance(graphed, graphs.GraphedLoss)
+        value = graphed().item()
+        graphed.close()
+    assert value == probe.loss()
+    del graphed
+    assert torch.cuda.memory_allocated() == before
+
+
+@gpu
+def test_model_that_syncs_is_evaluated_eagerly(caplog):
+    _needs_cuda()
+    probe = make_probe(IDS, "cuda")
+    original = probe.model.forward
+
+    @functools.wraps(original)  # keeps the signature (the objective reads it for `position_ids`)
+    def forward(*args, **kwargs):  # reads a value back to the host, as data-dependent code does
+        out = original(*args, **kwargs)
+        if out.logits.isnan().any().item():
+            raise AssertionError
+        return out
+
+    reference = make_probe(IDS, "cuda", cuda_graphs=False).plane(steps=(3, 3), seed=0)
+    probe.model.forward = forward
+    with caplog.at_level(logging.WARNING, logger="hf_landscape.graphs"):
+        plane = probe.plane(steps=(3, 3), seed=0)
+    np.testing.assert_array_equal(plane.values, reference.values)
+    assert "evaluating without CUDA graphs" in caplog.text
+    # a failed recording leaves nothing behind: the next probe records and replays as usual
+    again = make_probe(IDS, "cuda")
+    again.model.eval()
+    with torch.inference_mode():
+        graphed = graphs.capture_loss(again.model, again.objective)
+    assert isinstance(graphed, graphs.GraphedLoss)
+    assert graphed().item() == again.loss()
+
+
+class OnGPU:
+    """A stand-in parameter that reports a CUDA device (the rule is decided before anything runs on it)."""
+
+    device = torch.device("cuda")
+
+    def numel(self):
+        return 1000
+
+    def element_size(self):
+        return 2
+
+
+class Measuring(Exception):
+    pass
+
+
+@pytest.mark.parametrize(
+    "graphs_on, above, expected", [(True, True, 1), (True, False, "measures"), (False, True, "measures")]
+)
+def test_auto_replays_one_point_at_or_above_the_flop_threshold(monkeypatch, graphs_on, above, expected):
+    probe = make_probe()
+    flop = engine.evaluation_flop(probe.model, probe.objective)
+    assert flop == 2.0 * sum(p.numel() for p in probe.model.parameters()) * probe.objective.num_tokens
+    monkeypatch.setattr(engine, "AUTO_STACK_MAX_FLOP", flop if above else flop + 1)
+
+    def measure(*args):
+        raise Measuring  # "auto" went on to time an evaluation for stacking
+
+    monkeypatch.setattr(torch.cuda, "synchronize", measure)
+    call = lambda: engine.points_per_forward(  # noqa: E731
+        probe.model, {"w": OnGPU()}, probe.objective, "auto", 100, graphs=graphs_on
+    )
+    if expected == "measures":
+        with pytest.raises(Measuring):
+            call()
+    else:
+        assert call() == expected
