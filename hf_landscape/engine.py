@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from .attention import stacked_attention
 from .checkpoint import GridCheckpoint
-from .graphs import capture_loss
+from .graphs import capture_loss, evaluation_flop
 from .objectives.base import COMPILING, Evaluation, Objective
 
 logger = logging.getLogger(__name__)
@@ -578,11 +578,6 @@ AUTO_BATCH_MAX_POINTS = 64
 AUTO_STACK_MAX_FLOP = 1e11
 
 
-def evaluation_flop(model: torch.nn.Module, objective: Objective) -> float:
-    """2 · parameters · tokens of one evaluation (0 for an objective that does not count its tokens)."""
-    return 2.0 * sum(p.numel() for p in model.parameters()) * getattr(objective, "num_tokens", 0)
-
-
 def available_memory(device: torch.device) -> int:
     """Bytes PyTorch can still allocate on `device`: the device's free memory plus the blocks its caching
     allocator holds but does not use (which `mem_get_info` counts as taken: after an earlier large grid the
@@ -681,7 +676,9 @@ def run_grid(
         todo = todo[shard.process_index :: shard.num_processes]
     step = chunk if stacked is not None else 1
     if step > 1 and todo:  # chunks of (nearly) equal size: 441 points at 64 per forward run as 7 x 63, not 6 x 64 + 57,
-        step = -(-len(todo) // -(-len(todo) // step))  # so one shape serves every forward (kernel plans, compiled graphs)
+        step = -(
+            -len(todo) // -(-len(todo) // step)
+        )  # so one shape serves every forward (kernel plans, compiled graphs)
     # One point per forward, loss only (no metrics): each point's loss stays on the device and the host reads
     # `DEFERRED_POINTS` of them in one sync, so it queues the next point's weight update and forward while
     # the GPU still computes (the updates are stream-ordered after the forward that reads the weights).

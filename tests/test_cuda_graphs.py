@@ -134,6 +134,34 @@ def test_nothing_is_recorded_in_training_mode(monkeypatch):
     assert isinstance(graphs.capture_loss(probe.model, probe.objective), graphs.GraphedLoss)
 
 
+def test_long_evaluations_are_not_recorded(monkeypatch):
+    monkeypatch.setattr(graphs, "_single_cuda_device", lambda model: torch.device("cpu"))  # pretend: one GPU
+    monkeypatch.setattr(graphs.GraphedLoss, "__init__", lambda self, model, objective: None)
+    probe = make_probe()
+    probe.model.eval()
+    flop = graphs.evaluation_flop(probe.model, probe.objective)
+    monkeypatch.setattr(graphs, "GRAPHS_MAX_FLOP", flop)
+    assert graphs.capture_loss(probe.model, probe.objective) is None
+    monkeypatch.setattr(graphs, "GRAPHS_MAX_FLOP", flop + 1)
+    assert isinstance(graphs.capture_loss(probe.model, probe.objective), graphs.GraphedLoss)
+
+
+def test_recording_out_of_memory_falls_back_to_eager(monkeypatch, caplog):
+    monkeypatch.setattr(graphs, "_single_cuda_device", lambda model: torch.device("cpu"))  # pretend: one GPU
+    freed = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: freed.append(True))
+
+    def out_of_memory(self, model, objective):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(graphs.GraphedLoss, "__init__", out_of_memory)
+    probe = make_probe()
+    probe.model.eval()
+    with caplog.at_level(logging.WARNING, logger="hf_landscape.graphs"):
+        assert graphs.capture_loss(probe.model, probe.objective) is None
+    assert freed == [True] and "OutOfMemoryError" in caplog.text
+
+
 def test_nothing_is_recorded_for_an_objective_without_loss_tensor():
     probe = make_probe()
 
@@ -268,7 +296,7 @@ class Measuring(Exception):
 )
 def test_auto_replays_one_point_at_or_above_the_flop_threshold(monkeypatch, graphs_on, above, expected):
     probe = make_probe()
-    flop = engine.evaluation_flop(probe.model, probe.objective)
+    flop = graphs.evaluation_flop(probe.model, probe.objective)
     assert flop == 2.0 * sum(p.numel() for p in probe.model.parameters()) * probe.objective.num_tokens
     monkeypatch.setattr(engine, "AUTO_STACK_MAX_FLOP", flop if above else flop + 1)
 

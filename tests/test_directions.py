@@ -470,3 +470,10 @@ def test_random_directions_draw_large_tensors_in_blocks(gpt2_model, monkeypatch,
                 w = params[name].detach()
                 raw = rnd._from_units(rnd._group_rescale(rnd._as_units(raw, dim), rnd._as_units(w, dim)), w, dim)
             assert torch.equal(t, raw), (axis, name)
+
+
+def test_random_directions_record_their_draw_block(gpt2_model):
+    from hf_landscape.directions.random import DRAW_BLOCK
+
+    (d,) = random_directions(gpt2_model(), 0, axes=1)
+    assert d.config["draw_block"] == DRAW_BLOCK == 4 * 2**20

@@ -244,7 +244,7 @@ def random_directions(
         return [
             Direction(
                 {n: done[(first_axis + k, n)] for n in weights},
-                {"kind": "random", "seed": seed, "axis": first_axis + k, **config.to_dict()},
+                {"kind": "random", "seed": seed, "axis": first_axis + k, "draw_block": DRAW_BLOCK, **config.to_dict()},
             )
             for k in range(axes)
         ]
@@ -267,7 +267,11 @@ def random_directions(
             views = {n: v * (w_norm / (d_norm + EPS)) for n, v in views.items()}
         drawn.append(views)
         tensors = _pmap(lambda n, views=views: finish(n, views[n]), views)
-        out.append(Direction(tensors, {"kind": "random", "seed": seed, "axis": axis, **config.to_dict()}))
+        out.append(
+            Direction(
+                tensors, {"kind": "random", "seed": seed, "axis": axis, "draw_block": DRAW_BLOCK, **config.to_dict()}
+            )
+        )
     return out
 
 
