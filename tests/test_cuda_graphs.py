@@ -312,3 +312,96 @@ def test_auto_replays_one_point_at_or_above_the_flop_threshold(monkeypatch, grap
             call()
     else:
         assert call() == expected
+
+
+# --- stacked points: the first chunk recorded, later chunks of its size replayed ---------------------------------
+
+
+class FakePoints:
+    """Stands in for a recording of stacked points on the CPU: calls `run` (which reads the static buffers)."""
+
+    def __init__(self, run):
+        self.run = run
+        self.first = run()
+        self.replays = 0
+        self.closed = False
+
+    def __call__(self):
+        self.replays += 1
+        return self.run()
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.fixture
+def recorded_points(monkeypatch):
+    made = []
+
+    def record(model, run, flop):
+        made.append(FakePoints(run))
+        return made[-1]
+
+    monkeypatch.setattr(engine, "record_points", record)
+    return made
+
+
+def test_stacked_points_record_the_first_chunk_and_replay_the_others(recorded_points):
+    reference = make_probe(points_per_forward=3, cuda_graphs=False).plane(steps=(3, 3), seed=1)
+    plane = make_probe(points_per_forward=3).plane(steps=(3, 3), seed=1)
+    np.testing.assert_array_equal(plane.values, reference.values)
+    assert len(recorded_points) == 1 and recorded_points[0].replays == 2 and recorded_points[0].closed
+
+
+def test_a_smaller_last_chunk_is_evaluated_eagerly(recorded_points):
+    reference = make_probe(points_per_forward=1, cuda_graphs=False).plane(steps=(5, 2), seed=1)
+    plane = make_probe(points_per_forward=4).plane(steps=(5, 2), seed=1)  # 10 points: 4 + 4 + 2
+    np.testing.assert_array_equal(plane.values, reference.values)
+    assert recorded_points[0].replays == 1
+
+
+def test_stacked_points_record_nothing_with_graphs_off(recorded_points):
+    make_probe(points_per_forward=3, cuda_graphs=False).plane(steps=(3, 3), seed=1)
+    assert recorded_points == []
+
+
+def test_failed_stacked_recording_evaluates_eagerly(monkeypatch):
+    monkeypatch.setattr(engine, "record_points", lambda model, run, flop: None)  # as when recording fails
+    reference = make_probe(points_per_forward=1, cuda_graphs=False).plane(steps=(3, 3), seed=1)
+    plane = make_probe(points_per_forward=3).plane(steps=(3, 3), seed=1)
+    np.testing.assert_array_equal(plane.values, reference.values)
+
+
+def test_stacked_recording_needs_one_cuda_device_and_eval_mode(monkeypatch):
+    probe = make_probe()
+    run = lambda: torch.zeros(3)  # noqa: E731
+    assert graphs.record_points(probe.model, run, 1.0) is None  # on the CPU
+    monkeypatch.setattr(graphs, "_single_cuda_device", lambda model: torch.device("cpu"))
+    monkeypatch.setattr(graphs.GraphedPoints, "__init__", lambda self, model, run: None)
+    probe.model.train()
+    assert graphs.record_points(probe.model, run, 1.0) is None
+    probe.model.eval()
+    assert graphs.record_points(probe.model, run, graphs.GRAPHS_MAX_FLOP) is None
+    assert isinstance(graphs.record_points(probe.model, run, 1.0), graphs.GraphedPoints)
+
+
+@gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_graphed_stacked_plane_equals_eager_stacked_bitwise(dtype):
+    _needs_cuda()
+    eager = make_probe(IDS, "cuda", dtype, points_per_forward=4, cuda_graphs=False).plane(steps=(5, 4), seed=3)
+    probe = make_probe(IDS, "cuda", dtype, points_per_forward=4)
+    made = []
+    record = engine.record_points
+
+    def recording(*args):
+        made.append(record(*args))
+        return made[-1]
+
+    engine.record_points = recording
+    try:
+        graphed = probe.plane(steps=(5, 4), seed=3)
+    finally:
+        engine.record_points = record
+    assert isinstance(made[0], graphs.GraphedPoints)  # recorded for real
+    np.testing.assert_array_equal(graphed.values, eager.values)
