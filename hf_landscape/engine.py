@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from .attention import stacked_attention
 from .checkpoint import GridCheckpoint
-from .graphs import GraphedPoints, capture_loss, evaluation_flop, record_points
+from .graphs import capture_loss, evaluation_flop
 from .objectives.base import COMPILING, Evaluation, Objective
 
 logger = logging.getLogger(__name__)
@@ -496,7 +496,6 @@ class StackedPoints:
         params: dict[str, torch.nn.Parameter],
         directions: Sequence[list[torch.Tensor]],
         compile: bool = False,
-        graphs: bool = False,
     ) -> None:
         from torch.func import functional_call, vmap
 
@@ -505,13 +504,6 @@ class StackedPoints:
         self.originals = [p.detach() for p in params.values()]
         self.directions = directions
         self.one_call_attention = True  # False after it failed once for this model (see `evaluate`)
-        # graphs: the first chunk's evaluation is recorded as a CUDA graph reading static stacked buffers, and
-        # replayed for every later chunk of the same size (`graphs.record_points`); not with `compile`.
-        self.graphs = graphs and not compile
-        self._recorded = False  # a recording was attempted
-        self._graphed: GraphedPoints | None = None
-        self._buffers: dict[str, torch.Tensor] = {}
-        self._graphed_k = 0
 
         def run(stacked: dict[str, torch.Tensor], inputs: dict[str, Any]) -> torch.Tensor:
             one = lambda weights: functional_call(model, weights, (), inputs).logits  # noqa: E731
@@ -521,9 +513,7 @@ class StackedPoints:
         # recompiled per batch shape and chunk size.
         self._run = torch.compile(run, mode=STACKED_COMPILE_MODE, dynamic=False) if compile else run
 
-    def stacked(
-        self, coords: Sequence[tuple[float, ...]], out: dict[str, torch.Tensor] | None = None
-    ) -> dict[str, torch.Tensor]:
+    def stacked(self, coords: Sequence[tuple[float, ...]]) -> dict[str, torch.Tensor]:
         """(θ₀ + Σ_{i≥1} cᵢ·dᵢ) + c₀·d₀ for every point, shape (k, *weight.shape).
 
         Each point's slice is computed with the one-point path's arithmetic (`WeightEditor.set_linear`): θ₀
@@ -531,8 +521,7 @@ class StackedPoints:
         weights are bit for bit the ones the one-point path sets (a float32 coefficient and one rounding per
         axis for bf16 weights on a GPU). Multi-tensor (`_foreach`) kernels keep it to a few launches per point.
         """
-        if out is None:
-            out = {name: w.new_empty((len(coords), *w.shape)) for name, w in zip(self.names, self.originals)}
+        out = {name: w.new_empty((len(coords), *w.shape)) for name, w in zip(self.names, self.originals)}
         order = [*range(1, len(self.directions)), 0]  # the later axes first, as `WeightEditor` does
         for j, point in enumerate(coords):
             views = [out[name][j] for name in self.names]
@@ -544,24 +533,6 @@ class StackedPoints:
         return out
 
     def evaluate(self, objective: Objective, coords: Sequence[tuple[float, ...]]) -> list[Evaluation]:
-        k = len(coords)
-        if self._graphed is not None and k == self._graphed_k:  # write the static buffers, replay the recording
-            self.stacked(coords, out=self._buffers)
-            return [Evaluation(loss=v) for v in self._graphed().tolist()]
-        if self.graphs and not self._recorded and self.one_call_attention and hasattr(objective, "points_loss_tensor"):
-            self._recorded = True
-            buffers = self.stacked(coords)
-
-            def run() -> torch.Tensor:
-                with stacked_attention(self.model):
-                    return objective.points_loss_tensor(  # type: ignore[attr-defined,no-any-return]
-                        self.model, lambda inputs: self._run(buffers, inputs), k
-                    )
-
-            graphed = record_points(self.model, run, k * evaluation_flop(self.model, objective))
-            if graphed is not None:  # the recording's warm-up evaluated this chunk
-                self._graphed, self._graphed_k, self._buffers = graphed, k, buffers
-                return [Evaluation(loss=v) for v in graphed.first.tolist()]
         stacked = self.stacked(coords)
         model = self.model
 
@@ -584,12 +555,6 @@ class StackedPoints:
                 )
                 self.one_call_attention = False
         return objective.evaluate_points(model, forward, len(coords))  # type: ignore[attr-defined]
-
-    def close(self) -> None:
-        """Free the recording (if any) and its static buffers."""
-        if self._graphed is not None:
-            self._graphed.close()
-        self._graphed, self._buffers = None, {}
 
 
 # One evaluation longer than this keeps the GPU busy on its own (launch overhead is amortized): no stacking.

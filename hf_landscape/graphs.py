@@ -15,13 +15,11 @@ either way.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 
 logger = logging.getLogger(__name__)
-_G = TypeVar("_G")
 
 
 class GraphedLoss:
@@ -53,11 +51,6 @@ class GraphedLoss:
     """
 
     def __init__(self, model: torch.nn.Module, objective: Any) -> None:
-        self._record(model, lambda: objective.loss_tensor(model))
-
-    def _record(self, model: torch.nn.Module, run: Callable[[], torch.Tensor]) -> None:
-        """Record `run()` (kernels only: it must not sync with the host). `self.first` is the value of a warm-up
-        call made just before, eagerly, at the same weights."""
         device = _single_cuda_device(model)
         if device is None:
             raise ValueError("every parameter and buffer must be on one CUDA device")
@@ -67,12 +60,11 @@ class GraphedLoss:
         self.stream = _side_stream(device)
         self.stream.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(self.stream):
-            self.first = run()  # lazy initializations (cuBLAS handles, workspaces) happen here
+            objective.loss_tensor(model)  # lazy initializations (cuBLAS handles, workspaces) happen here
         torch.cuda.current_stream(device).wait_stream(self.stream)
-        self.first.record_stream(torch.cuda.current_stream(device))
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph, stream=self.stream, capture_error_mode="thread_local"):
-            self.output: torch.Tensor = run()
+            self.output: torch.Tensor = objective.loss_tensor(model)
 
     def __call__(self) -> torch.Tensor:
         self.graph.replay()
@@ -83,23 +75,6 @@ class GraphedLoss:
         once the replays already queued have run."""
         torch.cuda.current_stream(self.device).synchronize()
         self.graph.reset()
-
-
-class GraphedPoints(GraphedLoss):
-    """The losses of `k` stacked points (`engine.StackedPoints`) as a CUDA graph: `run()` evaluates the points
-    whose weights are in the stacked buffers it reads; calling this replays it for the buffers' current contents
-    and returns the `k` losses (float64, on the device). Build it with `record_points`."""
-
-    def __init__(self, model: torch.nn.Module, run: Callable[[], torch.Tensor]) -> None:
-        self._record(model, run)
-
-
-def record_points(model: torch.nn.Module, run: Callable[[], torch.Tensor], flop: float) -> GraphedPoints | None:
-    """A `GraphedPoints` for `run`, or `None` (logged, as `capture_loss`) where it cannot be recorded; `flop`
-    is the cost of one call (all of its points)."""
-    if _single_cuda_device(model) is None or model.training or flop >= GRAPHS_MAX_FLOP:
-        return None
-    return _attempt(model, lambda: GraphedPoints(model, run))
 
 
 def capture_loss(model: torch.nn.Module, objective: Any) -> GraphedLoss | None:
@@ -115,12 +90,8 @@ def capture_loss(model: torch.nn.Module, objective: Any) -> GraphedLoss | None:
         return None
     if evaluation_flop(model, objective) >= GRAPHS_MAX_FLOP:
         return None  # the GPU's time per evaluation hides the launches already: a recording would only cost
-    return _attempt(model, lambda: GraphedLoss(model, objective))
-
-
-def _attempt(model: torch.nn.Module, make: Callable[[], _G]) -> _G | None:
     try:
-        return make()
+        return GraphedLoss(model, objective)
     except KeyboardInterrupt:
         raise
     except Exception as err:  # noqa: BLE001 - any failure of the recording (out of memory too): evaluate eagerly

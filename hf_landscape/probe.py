@@ -823,10 +823,9 @@ class LandscapeProbe:
         logger.info("%s: %d point(s) per forward (points_per_forward=%r)", desc, k, self.points_per_forward)
         if k > 1:
             was_training = self.model.training
-            stacked = None
             try:
                 self.model.eval()
-                stacked = StackedPoints(self.model, params, tensors, compile=self.compile, graphs=self._graphs())
+                stacked = StackedPoints(self.model, params, tensors, compile=self.compile)
                 return run_grid(
                     self.model,
                     self.objective,
@@ -855,8 +854,6 @@ class LandscapeProbe:
                     str(err).splitlines()[0] if str(err) else "",
                 )
             finally:
-                if stacked is not None:
-                    stacked.close()
                 self.model.train(was_training)
         with editing(self.model, params) as editor:
             return run_grid(

@@ -389,18 +389,13 @@ class CausalLMObjective(Objective):
     def evaluate_points(self, model: torch.nn.Module, forward: Any, k: int) -> list[Evaluation]:
         """The loss at `k` grid points from one forward per batch: `forward(inputs)` returns the logits of all
         `k` points stacked on a leading axis (the engine's batched-points path). One host sync in all."""
-        return [Evaluation(loss=v) for v in self.points_loss_tensor(model, forward, k).tolist()]
-
-    def points_loss_tensor(self, model: torch.nn.Module, forward: Any, k: int) -> torch.Tensor:
-        """`evaluate_points`'s `k` losses as a float64 tensor on the device, not yet read by the host (no host
-        sync: the engine may record it as a CUDA graph)."""
         self.bind(model)
         totals = torch.zeros(k, dtype=torch.float64, device=self._device)
         with aligned_output_head(model):
             for b in self._batches:
                 nll = _token_nll(forward(self._inputs(b)), b).view(k, -1)  # logits (k, batch, length, vocab)
                 totals += nll.sum(dim=1, dtype=torch.float64)
-        return totals / self.num_tokens
+        return [Evaluation(loss=v / self.num_tokens) for v in totals.tolist()]
 
     def _details(self, loss: float, per_row: list[tuple[_Batch, torch.Tensor]]) -> Evaluation:
         tokens: list[np.ndarray] = [np.empty(0)] * len(self._active)
