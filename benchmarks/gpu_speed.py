@@ -6,7 +6,8 @@ x 128 tokens, a 21 x 21 filter-normalized plane over [-1, 1]^2. For each dtype (
 - floor: points x one plain `probe.loss()` (no perturbation);
 - one point per forward (`points_per_forward=1`): in-place fused weight updates, the evaluation replayed as a
   CUDA graph (the default, `cuda_graphs=True`) and eager (`cuda_graphs=False`);
-- k points per forward (`points_per_forward=k`, vmap over stacked weights), for several k and "auto"
+- k points per forward (`points_per_forward=k`, vmap over stacked weights), for several k and "auto" (the
+  first chunk recorded as a CUDA graph, later ones replayed), and "auto" without CUDA graphs
   (`--looped-ks`: also with SDPA looped per point, as vmap does without `hf_landscape.attention`);
 - one point per forward with the forward compiled by `torch.compile(mode="reduce-overhead")` (CUDA graphs);
 - `--compiled-ks`: compile=True with k points per forward (the vmapped stacked forward compiled);
@@ -95,6 +96,7 @@ def run(
             rows[f"{k} points/forward, SDPA looped per point"] = float("nan")
         finally:
             attention.REGISTERED = True
+    auto_values = None
     for k in ks:
         p = LandscapeProbe(model, objective, progress=False, points_per_forward=k)
         try:
@@ -103,8 +105,15 @@ def run(
             rows[f"{k} points/forward"] = float("nan")
             continue
         rows[f"{k} points/forward"] = t
+        if k == "auto":
+            auto_values = surf.values
         centre_ok[str(k)] = abs(surf.centre - base) <= 1e-5 * abs(base)
         centre_ok[f"{k}_max_abs_diff_vs_1"] = float(np.nanmax(np.abs(surf.values - one.values)))
+    p = LandscapeProbe(model, objective, progress=False, cuda_graphs=False)  # "auto" without CUDA graphs
+    surf, t = timed(lambda p=p: p.plane(steps=(steps, steps), seed=0))
+    rows["auto points/forward, no graphs"] = t
+    if auto_values is not None:
+        centre_ok["auto_graphs_equal_eager"] = bool(np.array_equal(surf.values, auto_values, equal_nan=True))
     if dtype == torch.float32:  # fp32 weights, matrix products in bf16 (`autocast="bfloat16"`)
         for k in (1, "auto"):
             p = LandscapeProbe(model, objective, progress=False, points_per_forward=k, autocast="bfloat16")
