@@ -4,7 +4,7 @@ PIP ?= python3 -m pip
 PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install install-demo demo test test-slow test-gpu quality bench
+.PHONY: install install-demo demo test test-slow test-gpu quality bench bench-gpu
 
 install:
 	$(PIP) install -q $(TORCH_SPEC)
@@ -36,4 +36,15 @@ quality: install
 bench: install
 	MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824 $(PYTHON) benchmarks/cpu_overhead.py
 	MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824 $(PYTHON) benchmarks/batching_options.py
-	@echo "GPU benchmarks (need a GPU): benchmarks/gpu_speed.py, compare_peers.py, plane_setup.py, direction_draw.py, llm_scale.py, multi_gpu.py (see benchmarks/README.md)"
+	@echo "GPU benchmarks: make bench-gpu (and benchmarks/plane_setup.py, direction_draw.py, llm_scale.py, multi_gpu.py; see benchmarks/README.md)"
+
+# On a machine with a CUDA build of torch already installed (no `install`: it would put the CPU wheel in its place).
+# Peers come from .whl/ (benchmarks/wheels.sh downloads them where PyPI is reachable), installed without dependencies
+# into .whl/site, so nothing replaces torch.
+BENCH_PATH = PYTHONPATH=$(CURDIR):$(CURDIR)/.whl/site:$$PYTHONPATH
+bench-gpu:
+	test -d .whl || benchmarks/wheels.sh
+	$(PIP) install -q --no-deps --no-index --upgrade --target .whl/site .whl/*.whl
+	$(BENCH_PATH) $(PYTHON) benchmarks/gpu_speed.py --workloads b,a --dtypes bfloat16,float32 --ks 16,auto --no-compile
+	$(BENCH_PATH) $(PYTHON) benchmarks/compare_peers.py --workload both --device cuda --dtype bfloat16 --tools hf_landscape,loss_landscapes,landscaper
+	$(BENCH_PATH) $(PYTHON) benchmarks/compare_peers.py --workload both --device cuda --dtype float32 --tools hf_landscape,loss_landscapes,landscaper
