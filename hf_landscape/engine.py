@@ -572,9 +572,9 @@ AUTO_BATCH_MAX_POINTS = 64
 
 # With CUDA graphs, "auto" stacks points only for evaluations below this many FLOPs (2 · parameters · tokens),
 # whose kernels are too small to fill the GPU. Measured on an H100 (`benchmarks/gpu_speed.py`, 441-point planes,
-# set-up included): GPT-2 small, 16 x 128 tokens (0.51 TFLOP): the replayed one-point evaluation 170 points/s in
-# bf16 against 151 stacked, 59 against 57 in fp32; workload (a), 4.2M parameters (0.017 TFLOP): 1093 against
-# 1094 in bf16, 674 against 767 in fp32.
+# set-up included, four runs): GPT-2 small, 16 x 128 tokens (0.51 TFLOP): the replayed one-point evaluation
+# 170-209 points/s in bf16 against 151-197 stacked, 59-62 against 57-62 in fp32; workload (a), 4.2M parameters
+# (0.017 TFLOP): 1093-1405 against 1094-1807 stacked in bf16, 674-800 against 767-1015 in fp32.
 AUTO_STACK_MAX_FLOP = 1e11
 
 
@@ -675,10 +675,11 @@ def run_grid(
     if shard is not None:
         todo = todo[shard.process_index :: shard.num_processes]
     step = chunk if stacked is not None else 1
-    if step > 1 and todo:  # chunks of (nearly) equal size: 441 points at 64 per forward run as 7 x 63, not 6 x 64 + 57,
-        step = -(
-            -len(todo) // -(-len(todo) // step)
-        )  # so one shape serves every forward (kernel plans, compiled graphs)
+    if step > 1 and todo:
+        # Chunks of (nearly) equal size, so that one shape serves every forward (cuDNN builds an attention plan per
+        # shape, torch.compile a graph): 441 points at up to 64 per forward run as 7 x 63, not 6 x 64 + 57.
+        chunks = -(-len(todo) // step)
+        step = -(-len(todo) // chunks)
     # One point per forward, loss only (no metrics): each point's loss stays on the device and the host reads
     # `DEFERRED_POINTS` of them in one sync, so it queues the next point's weight update and forward while
     # the GPU still computes (the updates are stream-ordered after the forward that reads the weights).
