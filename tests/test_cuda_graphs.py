@@ -312,3 +312,20 @@ def test_auto_replays_one_point_at_or_above_the_flop_threshold(monkeypatch, grap
             call()
     else:
         assert call() == expected
+
+
+@gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_directions_drawn_for_a_gpu_model_equal_the_cpu_ones(dtype, monkeypatch):
+    import hf_landscape.directions.random as rnd
+    from hf_landscape import random_directions
+
+    _needs_cuda()
+    monkeypatch.setattr(rnd, "DRAW_BLOCK", 1000)  # the embedding (100 x 32) and the MLP weights drawn in blocks
+    model = build_gpt2(100, seed=0).to(dtype)
+    on_cpu = random_directions(model, 3)
+    on_gpu = random_directions(model.to("cuda"), 3)  # weights through the pinned buffer, results moved back
+    for cpu_dir, gpu_dir in zip(on_cpu, on_gpu):
+        for name, t in cpu_dir.tensors.items():
+            assert gpu_dir.tensors[name].device.type == "cuda"
+            assert torch.equal(gpu_dir.tensors[name].cpu(), t), name
