@@ -68,7 +68,10 @@ class LandscapeProbe:
             `from_pretrained`, recorded in every surface.
         points_per_forward: grid points evaluated in one forward pass with full-rank directions (`vmap` over
             stacked perturbed weights; values equal the one-point path to float rounding). `"auto"` picks
-            from free GPU memory (1 on the CPU, where a forward is compute-bound anyway).
+            from free GPU memory for small evaluations (under `engine.AUTO_STACK_MAX_FLOP` with `cuda_graphs`),
+            and 1 otherwise: on the CPU, where a forward is compute-bound anyway, and for larger evaluations on a
+            GPU, where replaying the recorded one-point evaluation is faster. If the model cannot run under
+            `vmap`, `"auto"` evaluates one point per forward instead (with a warning).
         distributed: shard grid points over the processes of `accelerate launch` / `torchrun` (each process
             holds the model on its own device, `model.to(PartialState().device)`); every process gets the whole
             surface. `None` detects it from the launcher's environment.
@@ -78,8 +81,9 @@ class LandscapeProbe:
             instead. The causal-LM loss is compiled too. Values agree with eager ones to float rounding.
         cuda_graphs: on a GPU, record the one-point evaluation as a CUDA graph at a grid's first point and replay
             it at the others (the host launches one graph instead of every kernel: small models run at the GPU's
-            speed, not the host's). Used where it can be recorded exactly (`hf_landscape.graphs`); elsewhere, and
-            with `False`, every point is evaluated eagerly. The values are the same either way.
+            speed, not the host's). Used where it can be recorded (`hf_landscape.graphs`: one device, an
+            evaluation that does not sync with the host, under `graphs.GRAPHS_MAX_FLOP`); elsewhere, and with
+            `False`, every point is evaluated eagerly. The values are the same either way, bit for bit.
         autocast: `"bfloat16"` or `"float16"` to evaluate every point under `torch.autocast` (mixed precision:
             matrix products in that dtype, the weights and the loss's reduction kept in theirs); `None`
             (default) evaluates in the model's own dtype. Recorded in every surface's metadata.
