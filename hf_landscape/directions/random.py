@@ -207,19 +207,27 @@ def random_directions(
         return t.reshape(1, -1)  # layer / model / none: one group per tensor (model joins them below)
 
     keys = [(first_axis + k, n) for k in range(axes) for n in weights]
-    # Every axis's raw draws at once, block by block (each block depends on its own seed only), largest first, so
-    # that a large tensor such as an embedding is drawn on many threads. The pages are first touched there too.
-    raw = {key: torch.empty(weights[key[1]].shape, dtype=torch.float32) for key in keys}
+    # Tensors of several blocks (an embedding, an LLM's weights): every axis's blocks drawn first, all at once on
+    # the thread pool (each block depends on its own seed only). Every other tensor is drawn in its own task below,
+    # next to its rescaling, while its memory is still in cache.
+    raw = {
+        key: torch.empty(weights[key[1]].shape, dtype=torch.float32)
+        for key in keys
+        if weights[key[1]].numel() > DRAW_BLOCK
+    }
     tasks = []
-    for axis, name in keys:
+    for axis, name in raw:
         flat = raw[(axis, name)].view(-1)
         blocks = draw_blocks(flat.numel())
         tasks += [(flat, a, b, block_seed(seed, axis, name, i, len(blocks))) for i, (a, b) in enumerate(blocks)]
-    tasks.sort(key=lambda t: t[1] - t[2])
     _pmap(lambda i: _draw(*tasks[i]), range(len(tasks)))
 
     def draw(key: tuple[int, str]) -> torch.Tensor:
-        return group_view(raw.pop(key), key[1])
+        axis, name = key
+        if key in raw:
+            return group_view(raw.pop(key), name)
+        g = torch.Generator().manual_seed(seed_for(seed, axis, name))  # one block: `block_seed` is this seed
+        return group_view(torch.randn(weights[name].shape, generator=g, dtype=torch.float32), name)
 
     def finish(name: str, view: torch.Tensor) -> torch.Tensor:
         w = weights[name]
@@ -248,7 +256,7 @@ def random_directions(
             )
             for k in range(axes)
         ]
-    raws = {key: draw(key) for key in keys}
+    raws = _pmap(draw, keys)
     drawn: list[dict[str, torch.Tensor]] = []  # group views, kept for orthogonalization
     out = []
     for k in range(axes):
