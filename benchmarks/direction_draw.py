@@ -48,6 +48,15 @@ def main() -> None:
     }
     for name, fn in rows.items():
         print(f"{name}: {clock(fn):.3f} s", flush=True)
+    default = rnd.PREDRAW_MIN_ELEMENTS
+    best = {"multi-block tensors pre-drawn (default)": float("inf"), "every tensor pre-drawn": float("inf")}
+    for r in range(6):  # alternating, minimum of 3 each
+        name = list(best)[r % 2]
+        rnd.PREDRAW_MIN_ELEMENTS = default if r % 2 == 0 else 0
+        best[name] = min(best[name], clock(rows["random_directions (2 axes)"], rounds=1))
+    rnd.PREDRAW_MIN_ELEMENTS = default
+    for name, t in best.items():
+        print(f"random_directions, {name}: {t:.3f} s")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

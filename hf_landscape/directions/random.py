@@ -36,6 +36,9 @@ logger = logging.getLogger(__name__)
 NORMALIZATIONS = ("filter", "layer", "model", "none")
 # Elements per generator (see the module docstring). Changing it changes the directions of larger tensors.
 DRAW_BLOCK = 1 << 22
+# Tensors above this many elements have their raw draws made first, all blocks at once on the thread pool; the
+# others are drawn in their own task, next to their rescaling. Measured by `benchmarks/direction_draw.py`.
+PREDRAW_MIN_ELEMENTS = DRAW_BLOCK
 # Weights on a GPU are copied to the host through one pinned buffer (one fast copy per tensor, no staging) when
 # they take at most this many bytes; larger models are copied tensor by tensor, as pinned memory is scarce.
 PINNED_COPY_MAX_BYTES = 2 * 2**30
@@ -213,7 +216,7 @@ def random_directions(
     raw = {
         key: torch.empty(weights[key[1]].shape, dtype=torch.float32)
         for key in keys
-        if weights[key[1]].numel() > DRAW_BLOCK
+        if weights[key[1]].numel() > PREDRAW_MIN_ELEMENTS
     }
     tasks = []
     for axis, name in raw:
@@ -226,8 +229,7 @@ def random_directions(
         axis, name = key
         if key in raw:
             return group_view(raw.pop(key), name)
-        g = torch.Generator().manual_seed(seed_for(seed, axis, name))  # one block: `block_seed` is this seed
-        return group_view(torch.randn(weights[name].shape, generator=g, dtype=torch.float32), name)
+        return group_view(gaussian(weights[name].shape, seed, axis, name), name)  # its blocks one after another
 
     def finish(name: str, view: torch.Tensor) -> torch.Tensor:
         w = weights[name]
