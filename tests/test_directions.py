@@ -477,3 +477,20 @@ def test_random_directions_record_their_draw_block(gpt2_model):
 
     (d,) = random_directions(gpt2_model(), 0, axes=1)
     assert d.config["draw_block"] == DRAW_BLOCK == 4 * 2**20
+
+
+@pytest.mark.parametrize("orthogonalize", [False, True])
+def test_which_tensors_are_drawn_ahead_does_not_change_the_directions(gpt2_model, monkeypatch, orthogonalize):
+    import hf_landscape.directions.random as rnd
+
+    monkeypatch.setattr(rnd, "DRAW_BLOCK", 100)  # several blocks for every 2-D weight of the tiny GPT-2
+    model = gpt2_model()
+    config = RandomDirectionConfig(orthogonalize=orthogonalize)
+    ahead = random_directions(model, 2, config=config)  # every tensor drawn first (the default)
+    monkeypatch.setattr(rnd, "PREDRAW_MIN_ELEMENTS", 2000)  # only the larger ones drawn first, the rest in their task
+    mixed = random_directions(model, 2, config=config)
+    sizes = {p.numel() for n, p in model.named_parameters() if n in ahead[0].tensors}
+    assert min(sizes) <= 2000 < max(sizes)  # both ways are taken
+    for a, b in zip(ahead, mixed):
+        for name, t in a.tensors.items():
+            assert torch.equal(t, b.tensors[name]), name

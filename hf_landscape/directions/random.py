@@ -36,9 +36,12 @@ logger = logging.getLogger(__name__)
 NORMALIZATIONS = ("filter", "layer", "model", "none")
 # Elements per generator (see the module docstring). Changing it changes the directions of larger tensors.
 DRAW_BLOCK = 1 << 22
-# Tensors above this many elements have their raw draws made first, all blocks at once on the thread pool; the
-# others are drawn in their own task, next to their rescaling. Measured by `benchmarks/direction_draw.py`.
-PREDRAW_MIN_ELEMENTS = DRAW_BLOCK
+# Tensors above this many elements have their raw draws made first, all blocks of all of them at once on the thread
+# pool; the others are drawn in their own task, next to their rescaling. The directions are the same either way.
+# 0 (everything drawn first) took GPT-2 small's two directions from 0.72 to 0.395 s on a 16-core H100 host;
+# pre-drawing only the embedding's blocks (DRAW_BLOCK) measured 0.435-0.505 s there in other runs, and on 2 shared
+# cores the two are within that machine's noise (`benchmarks/direction_draw.py` compares them in one process).
+PREDRAW_MIN_ELEMENTS = 0
 # Weights on a GPU are copied to the host through one pinned buffer (one fast copy per tensor, no staging) when
 # they take at most this many bytes; larger models are copied tensor by tensor, as pinned memory is scarce.
 PINNED_COPY_MAX_BYTES = 2 * 2**30
@@ -210,9 +213,9 @@ def random_directions(
         return t.reshape(1, -1)  # layer / model / none: one group per tensor (model joins them below)
 
     keys = [(first_axis + k, n) for k in range(axes) for n in weights]
-    # Tensors of several blocks (an embedding, an LLM's weights): every axis's blocks drawn first, all at once on
-    # the thread pool (each block depends on its own seed only). Every other tensor is drawn in its own task below,
-    # next to its rescaling, while its memory is still in cache.
+    # Raw draws of the tensors over `PREDRAW_MIN_ELEMENTS` (by default all): every axis's blocks drawn first, all at
+    # once on the thread pool (each block depends on its own seed only), so that the blocks of a large tensor run in
+    # parallel. Any other tensor is drawn in its own task below, next to its rescaling.
     raw = {
         key: torch.empty(weights[key[1]].shape, dtype=torch.float32)
         for key in keys
