@@ -83,7 +83,9 @@ class LandscapeProbe:
             it at the others (the host launches one graph instead of every kernel: small models run at the GPU's
             speed, not the host's). Used where it can be recorded (`hf_landscape.graphs`: one device, an
             evaluation that does not sync with the host, under `graphs.GRAPHS_MAX_FLOP`); elsewhere, and with
-            `False`, every point is evaluated eagerly. The values are the same either way, bit for bit.
+            `False`, every point is evaluated eagerly. The values are the same either way, bit for bit. A replay
+            runs the recorded kernels only: Python in the forward (forward hooks that collect activations, say)
+            runs while recording, not at every point; pass `False` where that matters.
         autocast: `"bfloat16"` or `"float16"` to evaluate every point under `torch.autocast` (mixed precision:
             matrix products in that dtype, the weights and the loss's reduction kept in theirs); `None`
             (default) evaluates in the model's own dtype. Recorded in every surface's metadata.
