@@ -9,24 +9,16 @@ Gaussian draws, the draw with torch's intra-op threads limited to one per task),
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
-from gpu_speed import WORKLOADS
+from gpu_speed import WORKLOADS, timed
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from hf_landscape.directions import random as rnd
 
 
 def clock(fn, rounds: int = 3) -> float:
-    best = float("inf")
-    for _ in range(rounds):
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best
+    return timed(fn, rounds)[1]
 
 
 def main() -> None:

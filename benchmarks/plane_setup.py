@@ -15,7 +15,7 @@ import pstats
 import time
 
 import torch
-from gpu_speed import WORKLOADS
+from gpu_speed import WORKLOADS, timed
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from hf_landscape import CausalLMObjective, LandscapeProbe
@@ -79,14 +79,7 @@ def loop_parts(probe: LandscapeProbe, plane) -> None:
         graphed = capture_loss(probe.model, probe.objective)
 
         def clock(fn) -> float:
-            best = float("inf")
-            for _ in range(3):
-                torch.cuda.synchronize()
-                start = time.perf_counter()
-                fn()
-                torch.cuda.synchronize()
-                best = min(best, time.perf_counter() - start)
-            return best / len(coords) * 1e3
+            return timed(fn, 3)[1] / len(coords) * 1e3
 
         sets = clock(lambda: [editor.set_linear(c, tensors) for c in coords])
         if graphed is None:

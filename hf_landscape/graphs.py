@@ -131,10 +131,13 @@ def _side_stream(device: torch.device) -> torch.cuda.Stream:
     return stream
 
 
+def _single_device(model: torch.nn.Module) -> torch.device | None:
+    """The one device holding every parameter and buffer of `model`, or None when there are several."""
+    devices = {t.device for t in model.parameters()} | {t.device for t in model.buffers()}
+    return next(iter(devices)) if len(devices) == 1 else None
+
+
 def _single_cuda_device(model: torch.nn.Module) -> torch.device | None:
     """The CUDA device holding every parameter and buffer of `model`, or None."""
-    devices = {t.device for t in model.parameters()} | {t.device for t in model.buffers()}
-    if len(devices) != 1:
-        return None
-    device = next(iter(devices))
-    return device if device.type == "cuda" else None
+    device = _single_device(model)
+    return device if device is not None and device.type == "cuda" else None

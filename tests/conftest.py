@@ -132,3 +132,17 @@ def llama_model(tokenizer):
         return build_llama(len(tokenizer), seed, **overrides)
 
     return make
+
+
+def interrupt_at_call(monkeypatch, owner, method: str, n: int) -> None:
+    """Make the `n`-th call of `owner.method` raise KeyboardInterrupt (Ctrl-C in the middle of a grid)."""
+    original = getattr(owner, method)
+    calls = {"n": 0}
+
+    def interrupting(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, method, interrupting)

@@ -16,7 +16,7 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
-from conftest import build_gpt2
+from conftest import build_gpt2, interrupt_at_call
 
 from hf_landscape import CausalLMObjective, Direction, LandscapeProbe, SurfaceError
 from hf_landscape.checkpoint import ARRAYS_NAME, META_NAME
@@ -30,16 +30,7 @@ def make_probe():
 
 
 def fail_on_call(probe, monkeypatch, n):
-    original = probe.objective.evaluate
-    calls = {"n": 0}
-
-    def evaluate(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == n:
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(probe.objective, "evaluate", evaluate)
+    interrupt_at_call(monkeypatch, probe.objective, "evaluate", n)
 
 
 def test_interrupted_grid_resumes_to_the_uninterrupted_values(tmp_path, monkeypatch):
@@ -198,16 +189,7 @@ def test_deferred_reads_give_the_same_values_bitwise(deferred):
 def test_deferred_reads_keep_queued_points_when_interrupted(tmp_path, monkeypatch, deferred):
     reference = make_probe().plane(steps=(4, 3), seed=1)
     probe = make_probe()
-    original = probe.objective.loss_tensor
-    calls = {"n": 0}
-
-    def loss_tensor(model):
-        calls["n"] += 1
-        if calls["n"] == 8:
-            raise KeyboardInterrupt
-        return original(model)
-
-    monkeypatch.setattr(probe.objective, "loss_tensor", loss_tensor)
+    interrupt_at_call(monkeypatch, probe.objective, "loss_tensor", 8)
     with pytest.raises(KeyboardInterrupt):
         probe.plane(steps=(4, 3), seed=1, checkpoint_dir=tmp_path, checkpoint_every=100)
     monkeypatch.undo()  # also undoes the fixture: defer again for the resumed run

@@ -13,7 +13,7 @@ import logging
 import numpy as np
 import pytest
 import torch
-from conftest import build_gpt2, build_llama
+from conftest import build_gpt2, build_llama, interrupt_at_call
 
 import hf_landscape.engine as engine
 import hf_landscape.graphs as graphs
@@ -85,16 +85,7 @@ def test_interpolation_records_a_graph(recorded):
 
 def test_graph_closed_when_the_grid_is_interrupted(recorded, monkeypatch):
     probe = make_probe()
-    original = probe.objective.loss_tensor
-    calls = {"n": 0}
-
-    def loss_tensor(model):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt
-        return original(model)
-
-    monkeypatch.setattr(probe.objective, "loss_tensor", loss_tensor)
+    interrupt_at_call(monkeypatch, probe.objective, "loss_tensor", 4)
     weights = {n: p.detach().clone() for n, p in probe.model.named_parameters()}
     with pytest.raises(KeyboardInterrupt):
         probe.plane(steps=(3, 3), seed=1)
@@ -171,11 +162,12 @@ def test_nothing_is_recorded_for_an_objective_without_loss_tensor():
     assert graphs.capture_loss(probe.model, NoTensor()) is None
 
 
-def test_single_cuda_device_needs_every_tensor_on_one_cuda_device():
+def test_recording_needs_every_tensor_on_one_device():
     model = build_gpt2(100)
-    assert graphs._single_cuda_device(model) is None  # all on the CPU
-    model.lm_head.weight = torch.nn.Parameter(torch.zeros(100, 32, device="meta"))
-    assert graphs._single_cuda_device(model) is None  # two devices
+    assert graphs._single_device(model) == torch.device("cpu")
+    assert graphs._single_cuda_device(model) is None  # one device, but not a GPU
+    model.transformer.wpe.weight = torch.nn.Parameter(torch.zeros(64, 32, device="meta"))
+    assert graphs._single_device(model) is None  # two devices
 
 
 def test_cuda_graphs_must_be_a_bool():
