@@ -95,7 +95,7 @@ class WeightEditor:
 # bf16 1730 vs 1684 points/s, (b) 175 vs 187) and copies the stacked weights into its static inputs per call.
 STACKED_COMPILE_MODE = "default"
 
-# Points whose losses the one-point grid loop reads in one host sync (see `run_grid`).
+# Forwards (points, or chunks of stacked points) whose losses the grid loop reads in one host sync on a GPU (`run_grid`).
 DEFERRED_POINTS = 32
 
 # Merging W + ΔW costs more than its bytes say (a K = 2r product writing a weight-sized output runs below the
@@ -533,6 +533,15 @@ class StackedPoints:
         return out
 
     def evaluate(self, objective: Objective, coords: Sequence[tuple[float, ...]]) -> list[Evaluation]:
+        """The evaluations at `coords`, read by the host (one sync)."""
+        return self._points(objective.evaluate_points, coords)  # type: ignore[attr-defined]
+
+    def loss_tensor(self, objective: Objective, coords: Sequence[tuple[float, ...]]) -> torch.Tensor:
+        """The losses at `coords` as a float64 tensor on the device, not yet read by the host (`run_grid` reads
+        many chunks in one sync, so the host builds the next chunk while the GPU computes this one)."""
+        return self._points(objective.loss_points, coords)  # type: ignore[attr-defined]
+
+    def _points(self, evaluate_points: Callable[..., Any], coords: Sequence[tuple[float, ...]]) -> Any:
         stacked = self.stacked(coords)
         model = self.model
 
@@ -543,7 +552,7 @@ class StackedPoints:
         if self.one_call_attention:
             try:
                 with stacked_attention(model):
-                    return objective.evaluate_points(model, forward, len(coords))  # type: ignore[attr-defined]
+                    return evaluate_points(model, forward, len(coords))
             except (torch.OutOfMemoryError, KeyboardInterrupt):
                 raise
             except Exception as err:  # an architecture that reads its attention setting its own way
@@ -554,7 +563,7 @@ class StackedPoints:
                     err,
                 )
                 self.one_call_attention = False
-        return objective.evaluate_points(model, forward, len(coords))  # type: ignore[attr-defined]
+        return evaluate_points(model, forward, len(coords))
 
 
 # One evaluation longer than this keeps the GPU busy on its own (launch overhead is amortized): no stacking.
@@ -680,11 +689,12 @@ def run_grid(
         # shape, torch.compile a graph): 441 points at up to 64 per forward run as 7 x 63, not 6 x 64 + 57.
         chunks = -(-len(todo) // step)
         step = -(-len(todo) // chunks)
-    # One point per forward, loss only (no metrics): each point's loss stays on the device and the host reads
-    # `DEFERRED_POINTS` of them in one sync, so it queues the next point's weight update and forward while
-    # the GPU still computes (the updates are stream-ordered after the forward that reads the weights).
-    deferred = stacked is None and _defers_reads(model, objective)
-    pending: list[tuple[int, torch.Tensor]] = []
+    # Loss only (no metrics), on a GPU: each point's (or chunk's) loss stays on the device and the host reads
+    # `DEFERRED_POINTS` forwards' losses in one sync, so it queues the next point's weight update (or the next
+    # chunk's stacked weights) and forward while the GPU still computes (stream-ordered after the forward that
+    # reads them).
+    deferred = _defers_reads(model, objective) and (stacked is None or hasattr(objective, "loss_points"))
+    pending: list[tuple[list[int], torch.Tensor]] = []  # grid indices, their losses (on the device)
     graphed: Any = None  # the recorded evaluation (`graphs`), made at the first point
     record = graphs and deferred
     start = time.perf_counter()
@@ -694,20 +704,28 @@ def run_grid(
     def flush() -> int:
         if not pending:
             return 0
-        read = torch.stack([t.to(pending[0][1].device) for _, t in pending]).tolist()
-        for (k, _), value in zip(pending, read):
+        read = torch.cat([t.reshape(-1).to(pending[0][1].device) for _, t in pending]).tolist()
+        keys = [k for ks, _ in pending for k in ks]
+        for k, value in zip(keys, read):
             values[k] = value
             done[k] = True
-        count = len(pending)
         pending.clear()
-        bar.update(count)
-        return count
+        bar.update(len(keys))
+        return len(keys)
+
+    def queued() -> int:
+        return sum(len(ks) for ks, _ in pending)
 
     try:
         for first in range(0, len(todo), step):
             ks = todo[first : first + step]
             with torch.inference_mode():
-                if stacked is not None:
+                if stacked is not None and deferred:
+                    pending.append((ks, stacked.loss_tensor(objective, [points[k] for k in ks])))
+                    if len(pending) >= DEFERRED_POINTS:
+                        unsaved += flush()
+                    results = []
+                elif stacked is not None:
                     results = stacked.evaluate(objective, [points[k] for k in ks])
                 else:
                     set_point(points[ks[0]])  # type: ignore[misc]
@@ -715,7 +733,7 @@ def run_grid(
                         graphed, record = capture_loss(model, objective), False
                     if deferred:
                         loss = graphed() if graphed is not None else objective.loss_tensor(model)  # type: ignore[attr-defined]
-                        pending.append((ks[0], loss))
+                        pending.append((ks, loss))
                         if len(pending) >= DEFERRED_POINTS:
                             unsaved += flush()
                         results = []
@@ -729,7 +747,7 @@ def run_grid(
             if results:
                 bar.update(len(ks))
                 unsaved += len(ks)
-            if checkpoint is not None and unsaved + len(pending) >= checkpoint.every:
+            if checkpoint is not None and unsaved + queued() >= checkpoint.every:
                 unsaved += flush()
                 checkpoint.save(values, done, metrics)
                 unsaved = 0

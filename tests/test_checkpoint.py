@@ -207,3 +207,45 @@ def test_deferred_reads_keep_queued_points_when_interrupted(tmp_path, monkeypatc
     resumed = again.plane(steps=(4, 3), seed=1, checkpoint_dir=tmp_path)
     np.testing.assert_array_equal(resumed.values, reference.values)
     assert counted["n"] == 12 - 7  # 5 read at the first sync and 2 queued when it stopped were saved
+
+
+def stacked_probe():
+    model = build_gpt2(100, seed=0)
+    objective = CausalLMObjective({"input_ids": IDS}, batch_size=4)
+    return LandscapeProbe(model, objective, progress=False, points_per_forward=3)
+
+
+def test_deferred_stacked_reads_give_the_same_values_bitwise(monkeypatch):
+    import hf_landscape.engine as engine
+
+    reference = stacked_probe().plane(steps=(4, 3), seed=1)  # on the CPU: every chunk read at once
+    monkeypatch.setattr(engine, "_defers_reads", lambda model, objective: True)
+    monkeypatch.setattr(engine, "DEFERRED_POINTS", 2)
+    reads = []
+    original = torch.Tensor.tolist
+    with mock.patch.object(torch.Tensor, "tolist", lambda t: reads.append(t.numel()) or original(t)):
+        plane = stacked_probe().plane(steps=(4, 3), seed=1)
+    np.testing.assert_array_equal(plane.values, reference.values)
+    assert reads == [6, 6]  # four chunks of 3 points, read two chunks per sync
+
+
+def test_deferred_stacked_reads_keep_queued_chunks_when_interrupted(tmp_path, monkeypatch, deferred):
+    reference = stacked_probe().plane(steps=(4, 3), seed=1)
+    probe = stacked_probe()
+    interrupt_at_call(monkeypatch, probe.objective, "loss_points", 3)
+    with pytest.raises(KeyboardInterrupt):
+        probe.plane(steps=(4, 3), seed=1, checkpoint_dir=tmp_path, checkpoint_every=100)
+    monkeypatch.undo()  # also undoes the fixture: defer again for the resumed run
+    monkeypatch.setattr(deferred, "_defers_reads", lambda model, objective: True)
+    again = stacked_probe()
+    counted = {"n": 0}
+    loss_points = again.objective.loss_points
+
+    def counting(*args):
+        counted["n"] += 1
+        return loss_points(*args)
+
+    monkeypatch.setattr(again.objective, "loss_points", counting)
+    resumed = again.plane(steps=(4, 3), seed=1, checkpoint_dir=tmp_path)
+    np.testing.assert_array_equal(resumed.values, reference.values)
+    assert counted["n"] == 2  # the 2 chunks queued when it stopped were saved; 2 of 4 are computed again

@@ -494,3 +494,20 @@ def test_which_tensors_are_drawn_ahead_does_not_change_the_directions(gpt2_model
     for a, b in zip(ahead, mixed):
         for name, t in a.tensors.items():
             assert torch.equal(t, b.tensors[name]), name
+
+
+def test_pool_restores_torch_threads_after_an_error():
+    from hf_landscape.directions import random as rnd
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+
+        def failing(name):
+            raise ValueError(name)
+
+        with pytest.raises(ValueError):
+            rnd._pmap(failing, ["a", "b", "c"])
+        assert torch.get_num_threads() == 2  # one intra-op thread only while the pool ran
+    finally:
+        torch.set_num_threads(before)

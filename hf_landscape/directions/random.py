@@ -45,6 +45,12 @@ PREDRAW_MIN_ELEMENTS = 0
 # Weights on a GPU are copied to the host through one pinned buffer (one fast copy per tensor, no staging) when
 # they take at most this many bytes; larger models are copied tensor by tensor, as pinned memory is scarce.
 PINNED_COPY_MAX_BYTES = 2 * 2**30
+MAX_WORKERS = 16  # threads of `_pmap`
+# torch's intra-op threads while `_pmap`'s tasks run (None: left as they are). Each task is already one of many in
+# parallel, and every pool thread that also forks torch's intra-op threads oversubscribes the cores: on a 16-core
+# H100 host, (a)'s two directions (GPT-2, 4.2M weights) took 58 ms with one intra-op thread against 90 ms with 16
+# (GPT-2 small's, 524 against 540 ms; `benchmarks/direction_draw.py`).
+POOL_INTRAOP_THREADS: int | None = 1
 EPS = 1e-10  # as in Li et al.'s code, so an all-zero filter gets a zero direction instead of NaN
 
 
@@ -319,11 +325,17 @@ def _pmap(fn: Any, names: Any) -> dict[Any, torch.Tensor]:
     """{name: fn(name)} computed on a thread pool (torch releases the GIL); the order of names is kept and
     every result depends on its name alone, so the output is the same as a plain loop's."""
     names = list(names)
-    workers = min(16, os.cpu_count() or 1, max(len(names), 1))
+    workers = min(MAX_WORKERS, os.cpu_count() or 1, max(len(names), 1))
     if workers == 1:
         return {n: fn(n) for n in names}
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return dict(zip(names, pool.map(fn, names)))
+    threads = torch.get_num_threads()
+    if POOL_INTRAOP_THREADS is not None:
+        torch.set_num_threads(POOL_INTRAOP_THREADS)  # process-wide: restored below, also after an exception
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return dict(zip(names, pool.map(fn, names)))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _orthogonalize_global(

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import inspect
 import logging
+import math
 import types
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 
 from ..config import BaseConfig, check_choice
 from ..errors import ConfigError, ModelError, ObjectiveError
+from . import fused_nll
 from .base import COMPILING, Evaluation, Objective
 
 logger = logging.getLogger(__name__)
@@ -293,6 +295,12 @@ class CausalLMObjective(Objective):
         self._active = active
         with torch.inference_mode(False):  # normal tensors, so `loss_terms` can backpropagate through them later
             self._batches = self._make_batches(active, device)
+        head_weight = getattr(model.get_output_embeddings(), "weight", None)
+        if device.type == "cuda" and isinstance(head_weight, torch.Tensor):
+            # The fused loss's one-time set-up (`fused_nll`) starts now, in the background, if it will be used.
+            logits = max(b.input_ids.numel() for b in self._batches) * head_weight.shape[0] if self._batches else 0
+            if logits >= fused_nll.MIN_LOGITS:
+                fused_nll.warm_up(device, head_weight.dtype)
         self._device = device
         # A PeftModel's forward takes **kwargs; ask the model it wraps whether it takes position ids.
         inner = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -389,13 +397,17 @@ class CausalLMObjective(Objective):
     def evaluate_points(self, model: torch.nn.Module, forward: Any, k: int) -> list[Evaluation]:
         """The loss at `k` grid points from one forward per batch: `forward(inputs)` returns the logits of all
         `k` points stacked on a leading axis (the engine's batched-points path). One host sync in all."""
+        return [Evaluation(loss=v) for v in self.loss_points(model, forward, k).tolist()]
+
+    def loss_points(self, model: torch.nn.Module, forward: Any, k: int) -> torch.Tensor:
+        """`evaluate_points`' losses as a float64 tensor (k,) on the device, not yet read by the host."""
         self.bind(model)
         totals = torch.zeros(k, dtype=torch.float64, device=self._device)
         with aligned_output_head(model):
             for b in self._batches:
                 nll = _token_nll(forward(self._inputs(b)), b).view(k, -1)  # logits (k, batch, length, vocab)
                 totals += nll.sum(dim=1, dtype=torch.float64)
-        return [Evaluation(loss=v / self.num_tokens) for v in totals.tolist()]
+        return totals / self.num_tokens
 
     def _details(self, loss: float, per_row: list[tuple[_Batch, torch.Tensor]]) -> Evaluation:
         tokens: list[np.ndarray] = [np.empty(0)] * len(self._active)
@@ -461,13 +473,25 @@ def _token_nll(logits: torch.Tensor, b: _Batch) -> torch.Tensor:
     """Next-token negative log-likelihoods of the predictions that count, flat in row-major order, from the
     logits (..., batch, length, vocab) of a batch (a leading axis holds stacked points, if any).
 
-    The log-softmax reads the model's logits once and writes float32 (`dtype=`: half-precision logits are
-    upcast inside the kernel, never copied to float32 first), so the loss is float32 for any model dtype. A
+    On a GPU (float16/bfloat16/float32 logits, no gradient wanted) one kernel computes logsumexp − target logit
+    per counted row (`fused_nll`). Elsewhere the log-softmax reads the model's logits once and writes float32
+    (`dtype=`: half-precision logits are upcast inside the kernel, never copied to float32 first), so the loss is
+    float32 for any model dtype. A
     batch where every prediction counts is taken whole, the last position's 1/length extra work buying no
     gather; otherwise only the rows that count are gathered, by a precomputed index (no host sync, so the
     loss can be recorded in a CUDA graph)."""
-    loss_dtype = _loss_dtype(logits.dtype)
     lead = logits.shape[:-3]
+    if fused_nll.available(logits) and not COMPILING.get() and not (torch.is_grad_enabled() and logits.requires_grad):
+        # On a GPU: one kernel reads the counted rows in place (`fused_nll`; no backward, so not for
+        # `loss_terms`). Stacked points' rows sit `batch · length` positions apart.
+        points = math.prod(lead)
+        rows, targets = b.counted, b.targets
+        if points > 1:
+            step = logits.shape[-3] * logits.shape[-2]
+            rows = (torch.arange(points, device=rows.device).unsqueeze(1) * step + rows).reshape(-1)
+            targets = targets.repeat(points)
+        return fused_nll.token_nll(logits, rows, targets)
+    loss_dtype = _loss_dtype(logits.dtype)
     if b.full:
         targets = b.targets.view(b.mask.shape).expand(*lead, *b.mask.shape)
         if COMPILING.get():

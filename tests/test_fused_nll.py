@@ -1,0 +1,151 @@
+"""The one-kernel token loss for half-precision logits on a GPU (`hf_landscape.objectives.fused_nll`).
+
+The kernel needs CUDA and Triton, so its tests are `gpu` tests (`make test-gpu`). On the CPU the objective keeps
+the log-softmax path; the test below checks that it is the one taken there.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import build_gpt2
+
+from hf_landscape import CausalLMObjective, LandscapeProbe
+from hf_landscape.objectives import fused_nll
+
+gpu = pytest.mark.gpu
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+IDS = [[(7 * i + 3 * j) % 97 + 1 for j in range(12 + i % 5)] for i in range(6)]  # padded batches
+
+
+def reference(logits: torch.Tensor, rows: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    flat = logits.reshape(-1, logits.shape[-1])[rows].float()
+    return -torch.log_softmax(flat, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+
+
+def random_case(rows=300, vocab=50257, dtype=torch.bfloat16, seed=0):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    logits = (4 * torch.randn(rows, vocab, device="cuda", generator=g)).to(dtype)
+    index = torch.randperm(rows, device="cuda", generator=g)[: rows // 2]
+    targets = torch.randint(0, vocab, (index.shape[0],), device="cuda", generator=g)
+    return logits, index, targets
+
+
+def test_cpu_logits_take_the_log_softmax_path():
+    assert not fused_nll.available(torch.zeros(2, 3, 5, dtype=torch.bfloat16))
+
+
+@gpu
+@needs_cuda
+def test_float64_logits_take_the_log_softmax_path(monkeypatch):
+    monkeypatch.setattr(fused_nll, "MIN_LOGITS", 0)
+    assert fused_nll.available(torch.zeros(1, 2, 5, device="cuda"))
+    assert not fused_nll.available(torch.zeros(1, 2, 5, device="cuda", dtype=torch.float64))
+
+
+@gpu
+@needs_cuda
+def test_small_evaluations_take_the_log_softmax_path():
+    per_point = torch.empty(1, 8, 128, 4096, device="cuda", dtype=torch.bfloat16)  # (a)'s 2^22 logits per batch
+    assert not fused_nll.available(per_point)
+    assert not fused_nll.available(per_point.expand(64, 1, 8, 128, 4096))  # however many stacked points
+    assert fused_nll.available(torch.empty(16, 128, 50257, device="cuda", dtype=torch.bfloat16))  # GPT-2 small
+
+
+@gpu
+@needs_cuda
+def test_binding_a_large_evaluation_warms_the_kernel_up(monkeypatch):
+    monkeypatch.setattr(fused_nll, "MIN_LOGITS", 0)
+    monkeypatch.setattr(fused_nll, "_WARMING", {})
+    model = build_gpt2(100, seed=0).to("cuda", torch.float16).eval()
+    CausalLMObjective({"input_ids": IDS}, batch_size=4).bind(model)
+    thread = fused_nll._WARMING[(torch.device("cuda", 0), torch.float16)]
+    thread.join(timeout=120)
+    assert not thread.is_alive() and not fused_nll._FAILED
+
+
+@gpu
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("vocab", [50257, 4096, 100])
+def test_equals_log_softmax_to_float32_rounding(dtype, vocab):
+    logits, rows, targets = random_case(vocab=vocab, dtype=dtype)
+    got = fused_nll.token_nll(logits, rows, targets)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, reference(logits, rows, targets), rtol=2e-6, atol=2e-6)
+
+
+@gpu
+@needs_cuda
+def test_strided_rows_are_read_in_place():
+    padded, rows, targets = random_case(vocab=50304)
+    view = padded[:, :50257]  # the aligned head's logits: a strided view, read without a copy
+    got = fused_nll.token_nll(view, rows, targets)
+    torch.testing.assert_close(got, reference(view, rows, targets), rtol=2e-6, atol=2e-6)
+    assert torch.equal(got, fused_nll.token_nll(view.contiguous(), rows, targets))  # one code for any stride
+
+
+@gpu
+@needs_cuda
+def test_a_row_does_not_depend_on_the_other_rows():
+    logits, rows, targets = random_case()
+    together = fused_nll.token_nll(logits, rows, targets)
+    alone = torch.cat([fused_nll.token_nll(logits, rows[i : i + 1], targets[i : i + 1]) for i in range(5)])
+    assert torch.equal(together[:5], alone)
+
+
+@gpu
+@needs_cuda
+def test_infinite_and_nan_logits():
+    logits = torch.zeros(4, 5000, device="cuda", dtype=torch.bfloat16)
+    logits[0, :] = float("-inf")
+    logits[0, 7] = 0.0  # only the target is finite: probability 1
+    logits[1, 3] = float("nan")
+    logits[2, 9] = float("inf")
+    logits[3, 11] = float("-inf")  # the target is impossible
+    rows = torch.arange(4, device="cuda")
+    targets = torch.tensor([7, 0, 0, 11], device="cuda")
+    got = fused_nll.token_nll(logits, rows, targets).tolist()
+    assert got[0] == 0.0
+    assert np.isnan(got[1]) and np.isnan(got[2])
+    assert got[3] == float("inf")
+
+
+@gpu
+@needs_cuda
+def test_objective_loss_equals_the_log_softmax_path(monkeypatch):
+    monkeypatch.setattr(fused_nll, "MIN_LOGITS", 0)  # a tiny model's logits
+    model = build_gpt2(100, seed=0).to("cuda", torch.bfloat16).eval()  # no dropout
+    objective = CausalLMObjective({"input_ids": IDS}, batch_size=4)
+    calls = []
+    kernel = fused_nll.token_nll
+    monkeypatch.setattr(fused_nll, "token_nll", lambda *args: calls.append(1) or kernel(*args))
+    with torch.inference_mode():  # the kernel has no backward, so it runs only where no gradient is wanted
+        fused = objective.evaluate(model).loss
+        assert len(calls) == 2  # two batches, both through the kernel
+        monkeypatch.setattr(fused_nll, "available", lambda logits: False)
+        plain = objective.evaluate(model).loss
+    assert len(calls) == 2
+    assert abs(fused - plain) <= 1e-6 * abs(plain)
+
+
+@gpu
+@needs_cuda
+def test_stacked_points_equal_one_point_per_forward(monkeypatch):
+    monkeypatch.setattr(fused_nll, "MIN_LOGITS", 0)
+    model = build_gpt2(100, seed=0).to("cuda", torch.bfloat16).eval()  # no dropout
+    objective = CausalLMObjective({"input_ids": IDS}, batch_size=4)
+    one = LandscapeProbe(model, objective, progress=False, points_per_forward=1).line(steps=5, seed=0)
+    stacked = LandscapeProbe(model, objective, progress=False, points_per_forward=5).line(steps=5, seed=0)
+    assert np.array_equal(one.values, stacked.values)
+
+
+@gpu
+@needs_cuda
+def test_loss_terms_stay_differentiable():
+    model = build_gpt2(100, seed=0).to("cuda", torch.bfloat16).eval()  # no dropout
+    objective = CausalLMObjective({"input_ids": IDS}, batch_size=4)
+    total = sum(objective.loss_terms(model))  # the kernel has no backward: these take the log-softmax path
+    total.backward()
+    assert model.transformer.wte.weight.grad.abs().sum() > 0
