@@ -6,6 +6,8 @@ the log-softmax path; the test below checks that it is the one taken there.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -34,6 +36,25 @@ def random_case(rows=300, vocab=50257, dtype=torch.bfloat16, seed=0):
 
 def test_cpu_logits_take_the_log_softmax_path():
     assert not fused_nll.available(torch.zeros(2, 3, 5, dtype=torch.bfloat16))
+
+
+def test_a_kernel_that_cannot_launch_falls_back_to_log_softmax(monkeypatch, caplog):
+    model = build_gpt2(100, seed=0).eval()
+    objective = CausalLMObjective({"input_ids": IDS}, batch_size=4)
+    with torch.inference_mode():
+        expected = objective.evaluate(model).loss
+    failed: list = []
+    monkeypatch.setattr(fused_nll, "_FAILED", failed)
+    monkeypatch.setattr(fused_nll, "available", lambda logits: not failed)  # as on a GPU, until it fails
+
+    def broken(*args):
+        raise RuntimeError("no C compiler for Triton's launcher")
+
+    monkeypatch.setattr(fused_nll, "token_nll", broken)
+    with torch.inference_mode(), caplog.at_level(logging.WARNING):
+        assert objective.evaluate(model).loss == expected
+    assert len(failed) == 1  # off for good after the first failure: the second batch never tried it
+    assert "no C compiler" in caplog.text
 
 
 @gpu

@@ -490,7 +490,14 @@ def _token_nll(logits: torch.Tensor, b: _Batch) -> torch.Tensor:
             step = logits.shape[-3] * logits.shape[-2]
             rows = (torch.arange(points, device=rows.device).unsqueeze(1) * step + rows).reshape(-1)
             targets = targets.repeat(points)
-        return fused_nll.token_nll(logits, rows, targets)
+        try:
+            return fused_nll.token_nll(logits, rows, targets)
+        except (torch.OutOfMemoryError, KeyboardInterrupt):
+            raise
+        except Exception as err:  # Triton cannot build or launch it here (e.g. no C compiler for its launcher)
+            if logits.is_cuda and torch.cuda.is_current_stream_capturing():
+                raise  # a recording that failed: the graph module falls back to eager, which lands here again
+            fused_nll.disable(err)
     loss_dtype = _loss_dtype(logits.dtype)
     if b.full:
         targets = b.targets.view(b.mask.shape).expand(*lead, *b.mask.shape)

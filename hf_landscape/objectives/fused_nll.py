@@ -16,7 +16,7 @@ the per-token losses in the logits' dtype (bf16), and `torch.compile` of the sam
 Used by `causal_lm._token_nll` for CUDA logits in float16, bfloat16 or float32 of at least `MIN_LOGITS` per point
 when Triton is importable and no gradient is wanted (the kernel has no backward); everything else (CPU, float64
 logits, small evaluations, `compile=True`, `loss_terms`) keeps the log-softmax path. Triton's first kernel in a
-process costs ~0.6 s (its launcher and the compiled kernel loaded from its disk cache; ~1.6 s on a machine that
+process costs ~0.6 s (its launcher and the compiled kernel loaded from its disk cache; ~2 s on a machine that
 never compiled it), so `warm_up` starts it in a background thread when the objective is bound to the model, to
 overlap the directions' draw.
 
@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 BLOCK = 4096  # vocabulary entries per step of a row's loop: GPT-2's 50257 in 13 steps, (a)'s 4096 in one
 # Used for evaluations of at least this many logits per point (batch × length × vocabulary). Triton's first kernel
-# in a process costs ~0.6 s (1.6 s on a machine that never compiled it) against ~0.8 ms saved per GPT-2-small
+# in a process costs ~0.6 s (~2 s on a machine that never compiled it) against ~0.8 ms saved per GPT-2-small
 # evaluation (103M logits); (a)'s 8.4M logits save ~0.04 ms, so a 441-point plane would not earn the set-up back.
 MIN_LOGITS = 1 << 24
 
@@ -51,7 +51,8 @@ def _kernel() -> Any:
     try:
         import triton
         import triton.language as tl
-    except ImportError:
+    except Exception as err:  # not installed (CPU builds of torch), or installed but broken
+        logger.debug("Triton unavailable (%s: %s): the token loss uses log-softmax", type(err).__name__, err)
         return None
 
     # The row stride and vocabulary size are not specialized on (no recompile per vocabulary, and the same code,
@@ -83,13 +84,31 @@ def available(logits: torch.Tensor) -> bool:
     """Whether `token_nll` runs for these logits (..., batch, length, vocab): float16, bfloat16 or float32 on a
     CUDA device, at least `MIN_LOGITS` per point, with Triton importable (float64 logits keep the float64
     log-softmax). The choice depends on the shapes alone, so every point of a grid takes the same path."""
-    return (
+    if not (
         logits.is_cuda
         and logits.dtype in (torch.float16, torch.bfloat16, torch.float32)
         and logits.shape[-3:].numel() >= MIN_LOGITS
-        and not _FAILED
         and _kernel() is not None
-    )
+    ):
+        return False
+    _wait(logits.device)  # a warm-up that failed (no compiler, an unsupported GPU) turns the kernel off for good
+    return not _FAILED
+
+
+def disable(err: BaseException) -> None:
+    """Turn the kernel off for the rest of the process after it failed to build or launch (logged once)."""
+    if not _FAILED:
+        logger.warning(
+            "the fused token-loss kernel is unavailable (%s: %s); using log-softmax", type(err).__name__, err
+        )
+    _FAILED.append(err)
+
+
+def _wait(device: torch.device) -> None:
+    """Join every warm-up on `device`: none may still run when the loss is computed (or a CUDA graph records)."""
+    for (on, _), thread in list(_WARMING.items()):
+        if on == device and thread.is_alive():
+            thread.join()
 
 
 def warm_up(device: torch.device, dtype: torch.dtype) -> None:
@@ -107,10 +126,7 @@ def warm_up(device: torch.device, dtype: torch.dtype) -> None:
                 _launch(logits, index, index)
                 torch.cuda.current_stream(device).synchronize()
         except Exception as err:  # no compiler, an unsupported GPU: the log-softmax path everywhere
-            logger.warning(
-                "the fused token-loss kernel is unavailable (%s: %s); using log-softmax", type(err).__name__, err
-            )
-            _FAILED.append(err)
+            disable(err)
 
     thread = threading.Thread(target=run, name="hf_landscape-fused-nll", daemon=True)
     _WARMING[(device, dtype)] = thread
@@ -120,9 +136,7 @@ def warm_up(device: torch.device, dtype: torch.dtype) -> None:
 def token_nll(logits: torch.Tensor, rows: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """float32 `logsumexp(logits[r]) − logits[r, t]` for each row index `r` (into `logits` flattened to
     (positions, vocab)) and target `t`. No host sync: it can run inside a recorded CUDA graph."""
-    for (device, _), thread in list(_WARMING.items()):  # every warm-up on this device: none may run during a recording
-        if device == logits.device and thread.is_alive():
-            thread.join()
+    _wait(logits.device)
     vocab = logits.shape[-1]
     flat = logits.reshape(-1, vocab)  # a view for the (aligned) head's logits: rows strided, columns contiguous
     if flat.stride(-1) != 1:
