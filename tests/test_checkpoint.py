@@ -186,27 +186,30 @@ def test_deferred_reads_give_the_same_values_bitwise(deferred):
     assert reads == [5, 5, 2]  # 12 points read in three syncs
 
 
-def test_deferred_reads_keep_queued_points_when_interrupted(tmp_path, monkeypatch, deferred):
-    reference = make_probe().plane(steps=(4, 3), seed=1)
-    probe = make_probe()
-    interrupt_at_call(monkeypatch, probe.objective, "loss_tensor", 8)
+def interrupted_then_resumed(tmp_path, monkeypatch, deferred, make, method, n, **engine_settings):
+    """Stop a deferred 4 x 3 plane at the n-th call of `objective.method` (checkpointing to `tmp_path`), then resume
+    it, deferred again: the resumed surface and how often the resumed run called `method`."""
+    interrupt_at_call(monkeypatch, (probe := make()).objective, method, n)
     with pytest.raises(KeyboardInterrupt):
         probe.plane(steps=(4, 3), seed=1, checkpoint_dir=tmp_path, checkpoint_every=100)
     monkeypatch.undo()  # also undoes the fixture: defer again for the resumed run
     monkeypatch.setattr(deferred, "_defers_reads", lambda model, objective: True)
-    monkeypatch.setattr(deferred, "DEFERRED_POINTS", 5)
-    again = make_probe()
-    counted = {"n": 0}
-    loss = again.objective.loss_tensor
+    for name, value in engine_settings.items():
+        monkeypatch.setattr(deferred, name, value)
+    again = make()
+    calls = []
+    original = getattr(again.objective, method)
+    monkeypatch.setattr(again.objective, method, lambda *args: calls.append(1) or original(*args))
+    return again.plane(steps=(4, 3), seed=1, checkpoint_dir=tmp_path), len(calls)
 
-    def counting(model):
-        counted["n"] += 1
-        return loss(model)
 
-    monkeypatch.setattr(again.objective, "loss_tensor", counting)
-    resumed = again.plane(steps=(4, 3), seed=1, checkpoint_dir=tmp_path)
+def test_deferred_reads_keep_queued_points_when_interrupted(tmp_path, monkeypatch, deferred):
+    reference = make_probe().plane(steps=(4, 3), seed=1)
+    resumed, calls = interrupted_then_resumed(
+        tmp_path, monkeypatch, deferred, make_probe, "loss_tensor", 8, DEFERRED_POINTS=5
+    )
     np.testing.assert_array_equal(resumed.values, reference.values)
-    assert counted["n"] == 12 - 7  # 5 read at the first sync and 2 queued when it stopped were saved
+    assert calls == 12 - 7  # 5 read at the first sync and 2 queued when it stopped were saved
 
 
 def stacked_probe():
@@ -231,21 +234,6 @@ def test_deferred_stacked_reads_give_the_same_values_bitwise(monkeypatch):
 
 def test_deferred_stacked_reads_keep_queued_chunks_when_interrupted(tmp_path, monkeypatch, deferred):
     reference = stacked_probe().plane(steps=(4, 3), seed=1)
-    probe = stacked_probe()
-    interrupt_at_call(monkeypatch, probe.objective, "loss_points", 3)
-    with pytest.raises(KeyboardInterrupt):
-        probe.plane(steps=(4, 3), seed=1, checkpoint_dir=tmp_path, checkpoint_every=100)
-    monkeypatch.undo()  # also undoes the fixture: defer again for the resumed run
-    monkeypatch.setattr(deferred, "_defers_reads", lambda model, objective: True)
-    again = stacked_probe()
-    counted = {"n": 0}
-    loss_points = again.objective.loss_points
-
-    def counting(*args):
-        counted["n"] += 1
-        return loss_points(*args)
-
-    monkeypatch.setattr(again.objective, "loss_points", counting)
-    resumed = again.plane(steps=(4, 3), seed=1, checkpoint_dir=tmp_path)
+    resumed, calls = interrupted_then_resumed(tmp_path, monkeypatch, deferred, stacked_probe, "loss_points", 3)
     np.testing.assert_array_equal(resumed.values, reference.values)
-    assert counted["n"] == 2  # the 2 chunks queued when it stopped were saved; 2 of 4 are computed again
+    assert calls == 2  # the 2 chunks queued when it stopped were saved; 2 of 4 are computed again
