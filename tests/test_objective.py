@@ -341,6 +341,16 @@ def test_all_labels_masked_is_an_objective_error():
     assert isinstance(info.value, ValueError)
 
 
+@pytest.mark.parametrize("label", [300, -5])
+def test_a_label_outside_the_vocabulary_is_an_objective_error(gpt2_model, label):
+    model = gpt2_model()
+    vocab = model.get_output_embeddings().weight.shape[0]
+    data = {"input_ids": [[1, 2, 3], [4, 5, 6]], "labels": [[1, 2, 3], [4, vocab + label if label > 0 else label, 6]]}
+    objective = CausalLMObjective(data)
+    with pytest.raises(ObjectiveError, match=f"Example 1 has label {data['labels'][1][1]}, outside the model's vocab"):
+        objective.bind(model)
+
+
 def test_only_single_token_sequences_is_an_objective_error(tokenizer):
     with pytest.raises(ObjectiveError):
         CausalLMObjective({"input_ids": [[1], [2]]})

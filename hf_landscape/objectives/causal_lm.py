@@ -296,6 +296,8 @@ class CausalLMObjective(Objective):
         with torch.inference_mode(False):  # normal tensors, so `loss_terms` can backpropagate through them later
             self._batches = self._make_batches(active, device)
         head_weight = getattr(model.get_output_embeddings(), "weight", None)
+        if isinstance(head_weight, torch.Tensor):
+            _check_labels(active, int(head_weight.shape[0]))
         if device.type == "cuda" and isinstance(head_weight, torch.Tensor):
             # The fused loss's one-time set-up (`fused_nll`) starts now, in the background, if it will be used.
             logits = max(b.input_ids.numel() for b in self._batches) * head_weight.shape[0] if self._batches else 0
@@ -473,13 +475,12 @@ def _token_nll(logits: torch.Tensor, b: _Batch) -> torch.Tensor:
     """Next-token negative log-likelihoods of the predictions that count, flat in row-major order, from the
     logits (..., batch, length, vocab) of a batch (a leading axis holds stacked points, if any).
 
-    On a GPU (float16/bfloat16/float32 logits, no gradient wanted) one kernel computes logsumexp − target logit
-    per counted row (`fused_nll`). Elsewhere the log-softmax reads the model's logits once and writes float32
-    (`dtype=`: half-precision logits are upcast inside the kernel, never copied to float32 first), so the loss is
-    float32 for any model dtype. A
-    batch where every prediction counts is taken whole, the last position's 1/length extra work buying no
-    gather; otherwise only the rows that count are gathered, by a precomputed index (no host sync, so the
-    loss can be recorded in a CUDA graph)."""
+    On a GPU (float16/bfloat16/float32 logits, at least `fused_nll.MIN_LOGITS` per point, no gradient wanted) one
+    kernel computes logsumexp − target logit per counted row (`fused_nll`). Elsewhere the log-softmax reads the
+    model's logits once and writes float32 (`dtype=`: half-precision logits are upcast inside the kernel, never
+    copied to float32 first). Either way the loss is float32 for any model dtype. A batch where every prediction
+    counts is taken whole, the last position's 1/length extra work buying no gather; otherwise only the rows that
+    count are gathered, by a precomputed index (no host sync, so the loss can be recorded in a CUDA graph)."""
     lead = logits.shape[:-3]
     if fused_nll.available(logits) and not COMPILING.get() and not (torch.is_grad_enabled() and logits.requires_grad):
         # On a GPU: one kernel reads the counted rows in place (`fused_nll`; no backward, so not for
@@ -534,6 +535,17 @@ def _compiled_full_nll() -> Any:
 def _loss_dtype(dtype: torch.dtype) -> torch.dtype:
     """float32 for half-precision logits, the logits' own dtype for float32/float64."""
     return torch.promote_types(dtype, torch.float32)
+
+
+def _check_labels(examples: list[tuple[list[int], list[int]]], vocab: int) -> None:
+    """Every counted label is a token of the model's vocabulary (a loss kernel would read out of bounds)."""
+    for k, (_, labels) in enumerate(examples):
+        bad = [y for y in labels[1:] if y != IGNORE_INDEX and not 0 <= y < vocab]
+        if bad:
+            raise ObjectiveError(
+                f"Example {k} has label {bad[0]}, outside the model's vocabulary of {vocab} tokens (0 to {vocab - 1}); "
+                f"pass labels made with the model's tokenizer, and {IGNORE_INDEX} for tokens that do not count."
+            )
 
 
 def _count(labels: list[int]) -> int:
