@@ -59,9 +59,10 @@ def test_a_kernel_that_cannot_launch_falls_back_to_log_softmax(monkeypatch, capl
 
 @gpu
 @needs_cuda
-def test_float64_logits_take_the_log_softmax_path(monkeypatch):
+def test_float32_and_float64_logits_take_the_log_softmax_path(monkeypatch):
     monkeypatch.setattr(fused_nll, "MIN_LOGITS", 0)
-    assert fused_nll.available(torch.zeros(1, 2, 5, device="cuda"))
+    assert fused_nll.available(torch.zeros(1, 2, 5, device="cuda", dtype=torch.bfloat16))
+    assert not fused_nll.available(torch.zeros(1, 2, 5, device="cuda", dtype=torch.float32))
     assert not fused_nll.available(torch.zeros(1, 2, 5, device="cuda", dtype=torch.float64))
 
 

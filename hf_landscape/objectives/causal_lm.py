@@ -301,7 +301,7 @@ class CausalLMObjective(Objective):
         if device.type == "cuda" and isinstance(head_weight, torch.Tensor):
             # The fused loss's one-time set-up (`fused_nll`) starts now, in the background, if it will be used.
             logits = max(b.input_ids.numel() for b in self._batches) * head_weight.shape[0] if self._batches else 0
-            if logits >= fused_nll.MIN_LOGITS:
+            if logits >= fused_nll.MIN_LOGITS and head_weight.dtype in (torch.float16, torch.bfloat16):
                 fused_nll.warm_up(device, head_weight.dtype)
         self._device = device
         # A PeftModel's forward takes **kwargs; ask the model it wraps whether it takes position ids.
@@ -475,10 +475,10 @@ def _token_nll(logits: torch.Tensor, b: _Batch) -> torch.Tensor:
     """Next-token negative log-likelihoods of the predictions that count, flat in row-major order, from the
     logits (..., batch, length, vocab) of a batch (a leading axis holds stacked points, if any).
 
-    On a GPU (float16/bfloat16/float32 logits, at least `fused_nll.MIN_LOGITS` per point, no gradient wanted) one
-    kernel computes logsumexp − target logit per counted row (`fused_nll`). Elsewhere the log-softmax reads the
+    On a GPU (float16/bfloat16 logits, at least `fused_nll.MIN_LOGITS` per point, no gradient wanted) one kernel
+    computes logsumexp − target logit per counted row (`fused_nll`). Elsewhere the log-softmax reads the
     model's logits once and writes float32 (`dtype=`: half-precision logits are upcast inside the kernel, never
-    copied to float32 first). Either way the loss is float32 for any model dtype. A batch where every prediction
+    copied to float32 first). Either way the loss is float32 (float64 for float64 logits). A batch where every prediction
     counts is taken whole, the last position's 1/length extra work buying no gather; otherwise only the rows that
     count are gathered, by a precomputed index (no host sync, so the loss can be recorded in a CUDA graph)."""
     lead = logits.shape[:-3]
