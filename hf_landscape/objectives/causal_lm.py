@@ -540,10 +540,11 @@ def _loss_dtype(dtype: torch.dtype) -> torch.dtype:
 def _check_labels(examples: list[tuple[list[int], list[int]]], vocab: int) -> None:
     """Every counted label is a token of the model's vocabulary (a loss kernel would read out of bounds)."""
     for k, (_, labels) in enumerate(examples):
-        bad = [y for y in labels[1:] if y != IGNORE_INDEX and not 0 <= y < vocab]
-        if bad:
+        y = np.asarray(labels[1:], dtype=np.int64)
+        bad = y[(y != IGNORE_INDEX) & ((y < 0) | (y >= vocab))]
+        if bad.size:
             raise ObjectiveError(
-                f"Example {k} has label {bad[0]}, outside the model's vocabulary of {vocab} tokens (0 to {vocab - 1}); "
+                f"Example {k} has label {int(bad[0])}, outside the model's vocabulary of {vocab} tokens (0 to {vocab - 1}); "
                 f"pass labels made with the model's tokenizer, and {IGNORE_INDEX} for tokens that do not count."
             )
 
