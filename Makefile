@@ -51,3 +51,4 @@ bench-gpu:
 	$(BENCH_PATH) $(PYTHON) benchmarks/gpu_speed.py --workloads b,a --dtypes bfloat16,float32 --ks 16,auto --no-compile
 	$(BENCH_PATH) $(PYTHON) benchmarks/compare_peers.py --workload both --device cuda --dtype bfloat16 --tools hf_landscape,loss_landscapes,landscaper
 	$(BENCH_PATH) $(PYTHON) benchmarks/compare_peers.py --workload both --device cuda --dtype float32 --tools hf_landscape,loss_landscapes,landscaper
+	$(BENCH_PATH) $(PYTHON) benchmarks/token_loss.py --workloads b,a
