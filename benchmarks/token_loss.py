@@ -2,8 +2,8 @@
 evaluations of at least `MIN_LOGITS` logits) against the float32 log-softmax, in one process, for the GPT-2
 workloads of `gpu_speed.py` (the kernel forced on at (a)'s size too, below `MIN_LOGITS`). Rows: the loss alone
 on one batch's logits; the recorded one-point evaluation (a CUDA graph replay); a whole 21 x 21 plane with the
-default `points_per_forward="auto"`. The two variants alternate, and
-each row keeps the minimum of its rounds. The planes' values must agree to float32 rounding.
+default `points_per_forward="auto"`. The two variants alternate, and each row keeps the minimum of its rounds.
+The planes' values must agree to float32 rounding.
 
     python benchmarks/token_loss.py [--workloads a,b] [--dtype bfloat16] [--rounds 3]
 """

@@ -34,7 +34,9 @@ def random_case(rows=300, vocab=50257, dtype=torch.bfloat16, seed=0):
     return logits, index, targets
 
 
-def test_cpu_logits_take_the_log_softmax_path():
+def test_cpu_logits_take_the_log_softmax_path(monkeypatch):
+    monkeypatch.setattr(fused_nll, "MIN_LOGITS", 0)  # size and Triton pass, so only the device decides
+    monkeypatch.setattr(fused_nll, "_kernel", lambda: object())
     assert not fused_nll.available(torch.zeros(2, 3, 5, dtype=torch.bfloat16))
 
 
@@ -100,7 +102,7 @@ def test_equals_log_softmax_to_float32_rounding(dtype, vocab):
 
 @gpu
 @needs_cuda
-def test_strided_rows_are_read_in_place():
+def test_strided_rows_equal_contiguous_rows():
     padded, rows, targets = random_case(vocab=50304)
     view = padded[:, :50257]  # the aligned head's logits: a strided view, read without a copy
     got = fused_nll.token_nll(view, rows, targets)

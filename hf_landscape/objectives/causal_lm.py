@@ -301,7 +301,7 @@ class CausalLMObjective(Objective):
         if device.type == "cuda" and isinstance(head_weight, torch.Tensor):
             # The fused loss's one-time set-up (`fused_nll`) starts now, in the background, if it will be used.
             logits = max(b.input_ids.numel() for b in self._batches) * head_weight.shape[0] if self._batches else 0
-            if logits >= fused_nll.MIN_LOGITS and head_weight.dtype in (torch.float16, torch.bfloat16):
+            if logits >= fused_nll.MIN_LOGITS and head_weight.dtype in fused_nll.DTYPES:
                 fused_nll.warm_up(device, head_weight.dtype)
         self._device = device
         # A PeftModel's forward takes **kwargs; ask the model it wraps whether it takes position ids.

@@ -42,6 +42,7 @@ BLOCK = 4096  # vocabulary entries per step of a row's loop: GPT-2's 50257 in 13
 # in a process costs ~0.6 s (~2 s on a machine that never compiled it) against ~0.8 ms saved per GPT-2-small
 # evaluation (103M logits); (a)'s 8.4M logits save ~0.04 ms, so a 441-point plane would not earn the set-up back.
 MIN_LOGITS = 1 << 24
+DTYPES = (torch.float16, torch.bfloat16)  # the logits' dtypes it takes (float32 gains too little, see above)
 
 _WARMING: dict[tuple[torch.device, torch.dtype], threading.Thread] = {}
 _FAILED: list[BaseException] = []
@@ -87,10 +88,7 @@ def available(logits: torch.Tensor) -> bool:
     at least `MIN_LOGITS` per point, with Triton importable. The choice depends on the dtype and shapes alone, so
     every point of a grid takes the same path."""
     if not (
-        logits.is_cuda
-        and logits.dtype in (torch.float16, torch.bfloat16)
-        and logits.shape[-3:].numel() >= MIN_LOGITS
-        and _kernel() is not None
+        logits.is_cuda and logits.dtype in DTYPES and logits.shape[-3:].numel() >= MIN_LOGITS and _kernel() is not None
     ):
         return False
     _wait(logits.device)  # a warm-up that failed (no compiler, an unsupported GPU) turns the kernel off for good
@@ -137,8 +135,8 @@ def warm_up(device: torch.device, dtype: torch.dtype) -> None:
 
 def token_nll(logits: torch.Tensor, rows: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """float32 `logsumexp(logits[r]) − logits[r, t]` for each row index `r` (into `logits` flattened to
-    (positions, vocab)) and target `t`. No host sync: it can run inside a recorded CUDA graph."""
-    _wait(logits.device)
+    (positions, vocab)) and target `t`. No host sync: it can run inside a recorded CUDA graph. Callers check
+    `available(logits)` first, which also waits for a warm-up still running on the device."""
     vocab = logits.shape[-1]
     flat = logits.reshape(-1, vocab)  # a view for the (aligned) head's logits: rows strided, columns contiguous
     if flat.stride(-1) != 1:
