@@ -143,6 +143,9 @@ class LandscapeProbe:
                 f"`autocast` must be one of {list(AUTOCAST_DTYPES)}, got {autocast!r}; e.g. autocast='bfloat16'."
             )
         self.autocast = autocast
+        autocast_dtype = AUTOCAST_DTYPES[autocast]
+        if autocast_dtype is not None:
+            objective.expect_dtype(autocast_dtype)  # e.g. the fused loss's set-up for bf16 logits starts now
         self._compiled: Any = None
         if distributed not in (None, True, False):
             raise ConfigError(f"`distributed` must be None (auto), True or False, got {distributed!r}.")

@@ -307,17 +307,34 @@ def test_auto_replays_one_point_at_or_above_the_flop_threshold(monkeypatch, grap
 
 
 @gpu
+@pytest.mark.parametrize("normalization", ["filter", "layer", "none", "model"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_directions_drawn_for_a_gpu_model_equal_the_cpu_ones(dtype, monkeypatch):
+@pytest.mark.parametrize("threshold", [0, 2**62])  # drawn on the GPU, or on the host and moved
+def test_directions_drawn_for_a_gpu_model_equal_the_cpu_ones(dtype, normalization, threshold, monkeypatch):
+    import hf_landscape.directions.draw as draw
     import hf_landscape.directions.random as rnd
-    from hf_landscape import random_directions
+    from hf_landscape import RandomDirectionConfig, random_directions
 
     _needs_cuda()
-    monkeypatch.setattr(rnd, "DRAW_BLOCK", 1000)  # the embedding (100 x 32) and the MLP weights drawn in blocks
+    monkeypatch.setattr(draw, "CHUNK", 1000)  # the embedding (100 x 32) and the MLP weights drawn in chunks
+    monkeypatch.setattr(rnd, "CHUNK", 1000)
+    monkeypatch.setattr(rnd, "DEVICE_DRAW_MIN_ELEMENTS", threshold)
     model = build_gpt2(100, seed=0).to(dtype)
-    on_cpu = random_directions(model, 3)
-    on_gpu = random_directions(model.to("cuda"), 3)  # weights through the pinned buffer, results moved back
+    config = RandomDirectionConfig(normalization=normalization, include_1d=True)
+    on_cpu = random_directions(model, 3, config=config)
+    on_gpu = random_directions(model.to("cuda"), 3, config=config)  # ("model": always on the host)
     for cpu_dir, gpu_dir in zip(on_cpu, on_gpu):
         for name, t in cpu_dir.tensors.items():
             assert gpu_dir.tensors[name].device.type == "cuda"
             assert torch.equal(gpu_dir.tensors[name].cpu(), t), name
+
+
+@gpu
+def test_raw_draw_on_the_gpu_equals_the_cpu_one():
+    from hf_landscape.directions.draw import gaussian
+
+    _needs_cuda()
+    on_cpu = gaussian((1 << 23,), 11, 1, "w")  # two chunks, ~256 entries from the outermost bin's fine table
+    on_gpu = gaussian((1 << 23,), 11, 1, "w", device="cuda")
+    assert (on_cpu.abs() > 4.16957).sum() > 100
+    assert torch.equal(on_gpu.cpu(), on_cpu)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import pytest
@@ -415,85 +416,167 @@ def test_check_fits_rejects_unknown_names_and_wrong_shapes(gpt2_model):
         Direction({GPT2_CONV1D: torch.zeros(96, 32)}).check_fits(params)
 
 
+def _tree(v: torch.Tensor) -> torch.Tensor:
+    """Reference pairwise sum of a 1-D float tensor, entry by entry (the order `random._tree_sum` promises)."""
+    v = list(v)
+    while len(v) > 1:
+        h = len(v) // 2
+        v = [v[k] + v[k + h] for k in range(h)] + ([v[-1]] if len(v) % 2 else [])
+    return v[0]
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_filter_directions_are_the_reference_arithmetic_bit_for_bit(gpt2_model, dtype):
-    from hf_landscape.directions.random import _as_units, _from_units, _group_rescale, seed_for, unit_dim
+    from hf_landscape.directions.draw import gaussian
+    from hf_landscape.directions.random import EPS, unit_dim
 
     model = gpt2_model().to(dtype)
     (d,) = random_directions(model, 7, axes=1)
     params = dict(model.named_parameters())
-    for name, t in d.tensors.items():
+    for name in [GPT2_WTE, GPT2_CONV1D]:  # units are rows of the embedding, columns of the Conv1D
         w = params[name].detach().float()
         dim = unit_dim(model, name)
-        raw = torch.randn(w.shape, generator=torch.Generator().manual_seed(seed_for(7, 0, name)))
-        expected = _from_units(_group_rescale(_as_units(raw, dim), _as_units(w, dim)), w, dim).to(dtype)
-        assert t.is_contiguous() and torch.equal(t, expected), name
+        raw = gaussian(w.shape, 7, 0, name)
+        expected = torch.empty_like(raw)
+        for u in range(w.shape[dim]):
+            wu, du = w.select(dim, u), raw.select(dim, u)
+            # correctly rounded roots: float64's root of a float32 rounds to float32's (53 >= 2 * 24 + 2 bits)
+            w_norm, d_norm = (torch.tensor(math.sqrt(_tree(v * v)), dtype=torch.float32) for v in (wu, du))
+            assert torch.allclose(d_norm, du.norm(), rtol=1e-6)  # the tree is a sum
+            expected.select(dim, u).copy_(du * (w_norm / (d_norm + EPS)))
+        t = d.tensors[name]
+        assert t.is_contiguous() and torch.equal(t, expected.to(dtype)), name
 
 
-# --- the draw: one generator per tensor, or per block of a large tensor ----------------------------------------
+# --- the draw: a counter-based hash and a tabulated inverse CDF -------------------------------------------------
 
 
-def test_tensor_of_at_most_draw_block_elements_is_one_generator():
-    from hf_landscape.directions.random import DRAW_BLOCK, gaussian, seed_for
+def test_draw_is_pinned_by_its_generator_name():
+    from hf_landscape.directions import draw
 
-    shape = (DRAW_BLOCK // 1024, 1024)  # exactly DRAW_BLOCK elements
-    expected = torch.randn(shape, generator=torch.Generator().manual_seed(seed_for(3, 1, "w")))
-    assert torch.equal(gaussian(shape, 3, 1, "w"), expected)
-
-
-def test_larger_tensor_is_drawn_in_blocks_of_their_own(monkeypatch):
-    import hf_landscape.directions.random as rnd
-
-    monkeypatch.setattr(rnd, "DRAW_BLOCK", 64)
-    drawn = rnd.gaussian((10, 30), 3, 1, "w")
-    seeds = [rnd.seed_for(3, 1, f"w@{b}") for b in range(5)]  # 300 elements: blocks of 64, 64, 64, 64, 44
-    expected = torch.cat(
-        [torch.randn(n, generator=torch.Generator().manual_seed(s)) for n, s in zip([64, 64, 64, 64, 44], seeds)]
-    )
-    assert torch.equal(drawn.reshape(-1), expected)
+    # Changing the draw changes every direction: it must come with a new `GENERATOR` name and these values.
+    assert draw.GENERATOR == "counter-hash-v1"
+    x = draw.gaussian((1 << 17,), 0, 0, "w")
+    head = ["-0x1.4814d8p-3", "0x1.6b1184p-6", "0x1.3e869p-1", "-0x1.a82194p+0", "0x1.54ad22p-1", "-0x1.92028p-1"]
+    assert [float(v) for v in x[:6]] == [float.fromhex(h) for h in head]
+    assert float(x[35425]) == float.fromhex("0x1.17c838p+2")  # the first entry from the outermost bin's fine table
 
 
-@pytest.mark.parametrize("normalization", ["filter", "none"])
-def test_random_directions_draw_large_tensors_in_blocks(gpt2_model, monkeypatch, normalization):
-    import hf_landscape.directions.random as rnd
+def test_entry_of_a_draw_depends_on_its_index_alone(monkeypatch):
+    from hf_landscape.directions import draw
 
-    monkeypatch.setattr(rnd, "DRAW_BLOCK", 100)  # every 2-D weight of the tiny GPT-2 is larger
-    model = gpt2_model()
-    d0, d1 = random_directions(model, 5, config=RandomDirectionConfig(normalization=normalization))
-    params = dict(model.named_parameters())
-    for axis, d in enumerate((d0, d1)):
-        for name, t in d.tensors.items():
-            raw = rnd.gaussian(params[name].shape, 5, axis, name)
-            assert raw.numel() > 100
-            if normalization == "filter":
-                dim = rnd.unit_dim(model, name)
-                w = params[name].detach()
-                raw = rnd._from_units(rnd._group_rescale(rnd._as_units(raw, dim), rnd._as_units(w, dim)), w, dim)
-            assert torch.equal(t, raw), (axis, name)
+    whole = draw.gaussian((1000,), 3, 1, "w")
+    assert torch.equal(draw.gaussian((10, 30), 3, 1, "w").reshape(-1), whole[:300])  # any shape: row-major index
+    part = torch.empty(50)
+    draw.fill_normal(part, 100, 3, 1, "w")
+    assert torch.equal(part, whole[100:150])
+    monkeypatch.setattr(draw, "CHUNK", 64)
+    assert torch.equal(draw.gaussian((1000,), 3, 1, "w"), whole)  # chunks only bound memory
 
 
-def test_random_directions_record_their_draw_block(gpt2_model):
-    from hf_landscape.directions.random import DRAW_BLOCK
+def test_draw_refuses_counters_across_a_segment():
+    from hf_landscape.directions.draw import fill_normal
 
+    with pytest.raises(ValueError, match="2\\^32 segment"):
+        fill_normal(torch.empty(4), 2**32 - 2, 0, 0, "w")
+
+
+def test_torch_integer_path_equals_numpy_path(monkeypatch):
+    from hf_landscape.directions import draw
+
+    on_numpy = draw.gaussian((1 << 20,), 5, 0, "w")  # the CPU's path
+    monkeypatch.setattr(draw, "uses_numpy", lambda device: False)  # the path of every other device, run on the CPU
+    on_torch = draw.gaussian((1 << 20,), 5, 0, "w")
+    assert (on_numpy.abs() > 4.16957).sum() > 10  # entries of the outermost bin's fine table are among them
+    assert torch.equal(on_torch, on_numpy)
+
+
+def test_draw_is_standard_normal():
+    from hf_landscape.directions.draw import gaussian
+
+    n = 1 << 22
+    x = gaussian((n,), 0, 0, "w").double()
+    assert abs(float(x.mean())) < 5 / n**0.5 and abs(float(x.std()) - 1) < 5e-3
+    assert abs(float((x**4).mean()) - 3) < 0.02
+    ks = (torch.special.ndtr(x.sort().values) - (torch.arange(n, dtype=torch.float64) + 0.5) / n).abs().max()
+    assert float(ks) < 1.5 / n**0.5  # Kolmogorov-Smirnov at ~1% significance
+    tail = int((x.abs() > 4.16957).sum())  # the outermost bin holds 2^-15 of the mass
+    assert abs(tail - n * 2**-15) < 5 * (n * 2**-15) ** 0.5
+    assert float(x.abs().max()) <= 6.33
+
+
+def test_draws_of_other_seeds_axes_and_names_are_uncorrelated():
+    from hf_landscape.directions.draw import gaussian
+
+    n = 1 << 20
+    base = gaussian((n,), 0, 0, "w")
+    for other in [gaussian((n,), 1, 0, "w"), gaussian((n,), 0, 1, "w"), gaussian((n,), 0, 0, "v")]:
+        assert abs(float(torch.corrcoef(torch.stack([base, other]))[0, 1])) < 5 / n**0.5
+        assert abs(float(torch.corrcoef(torch.stack([base[1:], other[:-1]]))[0, 1])) < 5 / n**0.5
+
+
+def test_square_root_is_correctly_rounded():
+    from hf_landscape.directions.random import _sqrt
+
+    g = torch.Generator().manual_seed(0)
+    scale = torch.exp2(torch.randint(-60, 60, (1 << 16,), generator=g).float())
+    x = torch.cat([torch.rand(1 << 16, generator=g) * scale, torch.tensor([0.0, 1.0, 2.0, 4.0, 1e-30, 3.4e38])])
+    expected = torch.tensor([math.sqrt(v) for v in x.tolist()], dtype=torch.float32)  # exact in float64, rounded once
+    assert torch.equal(_sqrt(x), expected)
+
+
+def test_random_directions_record_their_generator(gpt2_model):
     (d,) = random_directions(gpt2_model(), 0, axes=1)
-    assert d.config["draw_block"] == DRAW_BLOCK == 4 * 2**20
+    assert d.config["generator"] == "counter-hash-v1" and "draw_block" not in d.config
 
 
 @pytest.mark.parametrize("orthogonalize", [False, True])
-def test_which_tensors_are_drawn_ahead_does_not_change_the_directions(gpt2_model, monkeypatch, orthogonalize):
+def test_chunks_do_not_change_the_directions(gpt2_model, monkeypatch, orthogonalize):
+    import hf_landscape.directions.draw as draw
     import hf_landscape.directions.random as rnd
 
-    monkeypatch.setattr(rnd, "DRAW_BLOCK", 100)  # several blocks for every 2-D weight of the tiny GPT-2
     model = gpt2_model()
     config = RandomDirectionConfig(orthogonalize=orthogonalize)
-    ahead = random_directions(model, 2, config=config)  # every tensor drawn first (the default)
-    monkeypatch.setattr(rnd, "PREDRAW_MIN_ELEMENTS", 2000)  # only the larger ones drawn first, the rest in their task
-    mixed = random_directions(model, 2, config=config)
-    sizes = {p.numel() for n, p in model.named_parameters() if n in ahead[0].tensors}
-    assert min(sizes) <= 2000 < max(sizes)  # both ways are taken
-    for a, b in zip(ahead, mixed):
+    whole = random_directions(model, 2, config=config)
+    monkeypatch.setattr(draw, "CHUNK", 100)  # several chunks for every 2-D weight of the tiny GPT-2
+    monkeypatch.setattr(rnd, "CHUNK", 100)
+    chunked = random_directions(model, 2, config=config)
+    for a, b in zip(whole, chunked):
         for name, t in a.tensors.items():
             assert torch.equal(t, b.tensors[name]), name
+
+
+@pytest.mark.parametrize("normalization", ["filter", "layer", "none"])
+def test_directions_through_the_torch_integer_path_equal_numpy_ones(gpt2_model, monkeypatch, normalization):
+    import hf_landscape.directions.draw as draw
+
+    model = gpt2_model()
+    config = RandomDirectionConfig(normalization=normalization)
+    expected = random_directions(model, 4, config=config)
+    monkeypatch.setattr(draw, "uses_numpy", lambda device: False)
+    for a, b in zip(expected, random_directions(model, 4, config=config)):
+        for name, t in a.tensors.items():
+            assert torch.equal(t, b.tensors[name]), name
+
+
+def test_direction_falls_back_to_the_host_when_the_device_runs_out_of_memory(gpt2_model, monkeypatch):
+    import hf_landscape.directions.random as rnd
+
+    model = gpt2_model()
+    w = dict(model.named_parameters())[GPT2_CONV1D]
+    expected = rnd._normalized(w, (rnd.gaussian(w.shape, 3, a, GPT2_CONV1D) for a in (0, 1)), 1, "filter")
+    real, failed = rnd.gaussian, []
+
+    def out_of_memory_on_devices(shape, seed, axis, name, device="cpu"):
+        if device != "cpu":
+            failed.append(name)
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return real(shape, seed, axis, name)
+
+    monkeypatch.setattr(rnd, "gaussian", out_of_memory_on_devices)
+    got = rnd._on_device(w, GPT2_CONV1D, 1, "filter", 3, [0, 1])  # `w.device` counts as a device here
+    assert failed == [GPT2_CONV1D]
+    assert all(torch.equal(g, e) for g, e in zip(got, expected))
 
 
 def test_pool_restores_torch_threads_after_an_error():

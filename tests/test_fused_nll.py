@@ -77,6 +77,24 @@ def test_small_evaluations_take_the_log_softmax_path():
     assert fused_nll.available(torch.empty(16, 128, 50257, device="cuda", dtype=torch.bfloat16))  # GPT-2 small
 
 
+def test_probe_tells_the_objective_its_autocast_dtype(monkeypatch):
+    expected: list = []
+    monkeypatch.setattr(CausalLMObjective, "expect_dtype", lambda self, dtype: expected.append(dtype))
+    LandscapeProbe(build_gpt2(100, seed=0), CausalLMObjective({"input_ids": IDS}), autocast="bfloat16")
+    assert expected == [torch.float32, torch.bfloat16]  # the head's dtype at bind, then the autocast one
+
+
+@gpu
+@needs_cuda
+def test_a_float32_model_under_bf16_autocast_warms_the_bf16_kernel_up(monkeypatch):
+    monkeypatch.setattr(fused_nll, "MIN_LOGITS", 0)
+    monkeypatch.setattr(fused_nll, "_WARMING", {})
+    model = build_gpt2(100, seed=0).to("cuda").eval()
+    LandscapeProbe(model, CausalLMObjective({"input_ids": IDS}, batch_size=4), autocast="bfloat16")
+    assert list(fused_nll._WARMING) == [(torch.device("cuda", 0), torch.bfloat16)]  # none for the float32 head
+    fused_nll._WARMING[(torch.device("cuda", 0), torch.bfloat16)].join(timeout=120)
+
+
 @gpu
 @needs_cuda
 def test_binding_a_large_evaluation_warms_the_kernel_up(monkeypatch):

@@ -6,13 +6,12 @@ networks with different weight scales can be compared. A filter here is one outp
 `nn.Linear`/`nn.Embedding` weight (out, in), but a *column* of GPT-2's `Conv1D` weight, stored
 transposed as (in, out).
 
-Directions are drawn on the CPU in float32 from a generator seeded by (seed, axis, parameter name),
-so the same seed gives the same direction on any machine and device, and the direction of a weight
-does not change when other weights are included or excluded. A tensor of more than `DRAW_BLOCK`
-elements is drawn in blocks of `DRAW_BLOCK` elements (row-major), each from its own generator seeded by
-(seed, axis, name, block), so that the blocks of one large tensor (an embedding, an LLM's weights) are
-drawn in parallel; every tensor of at most `DRAW_BLOCK` elements is one block from the (seed, axis, name)
-generator, as in hf_landscape 0.1.
+Raw draws come from `draw.py`: entry i of the draw of parameter `name` for (seed, axis) is a counter-based
+function of (seed, axis, name, i), computed with integer and exactly rounded float32 operations only. Norms are
+sums of squares added as a balanced tree of elementwise additions (`_tree_sum`), not a library reduction whose
+order differs between devices, so a direction is drawn and normalized on the device where its weight lives and
+equals, bit for bit, the one computed on the CPU: the same seed gives the same direction on any device, and the
+direction of a weight does not change when other weights are included or excluded.
 """
 
 from __future__ import annotations
@@ -30,21 +29,20 @@ import torch
 from ..config import BaseConfig, check_choice, check_patterns
 from ..errors import ConfigError
 from .base import Direction, select_parameters
+from .draw import CHUNK, GENERATOR, fill_normal, gaussian
 
 logger = logging.getLogger(__name__)
 
 NORMALIZATIONS = ("filter", "layer", "model", "none")
-# Elements per generator (see the module docstring). Changing it changes the directions of larger tensors.
-DRAW_BLOCK = 1 << 22
-# Tensors above this many elements have their raw draws made first, all blocks of all of them at once on the thread
-# pool; the others are drawn in their own task, next to their rescaling. The directions are the same either way.
-# 0 (everything drawn first) took GPT-2 small's two directions from 0.72 to 0.395 s on a 16-core H100 host;
-# pre-drawing only the embedding's blocks (DRAW_BLOCK) measured 0.435-0.505 s there in other runs, and on 2 shared
-# cores the two are within that machine's noise (`benchmarks/direction_draw.py` compares them in one process).
-PREDRAW_MIN_ELEMENTS = 0
 # Weights on a GPU are copied to the host through one pinned buffer (one fast copy per tensor, no staging) when
-# they take at most this many bytes; larger models are copied tensor by tensor, as pinned memory is scarce.
+# they take at most this many bytes; larger models are copied tensor by tensor, as pinned memory is scarce. Only
+# `orthogonalize=True` and `normalization="model"` work on the host (they need every tensor of a direction at once).
 PINNED_COPY_MAX_BYTES = 2 * 2**30
+# Directions of weights on an accelerator are drawn there when they hold at least this many elements in all, else on
+# the host and moved (the same bits either way). On the H100 host (16 slow cores, `benchmarks/direction_draw.py`)
+# the GPU is faster at every size: (a)'s 4.2M weights 0.05 s against 0.08-0.17 s on the host, GPT-2 small's 124M
+# 0.11-0.19 s against 1.2-2.9 s; a process's first draw on a GPU also loads some twenty kernels (~0.15 s).
+DEVICE_DRAW_MIN_ELEMENTS = 0
 MAX_WORKERS = 16  # threads of `_pmap`
 # torch's intra-op threads while `_pmap`'s tasks run (None: left as they are). Each task is already one of many in
 # parallel, and every pool thread that also forks torch's intra-op threads oversubscribes the cores: on a 16-core
@@ -102,36 +100,9 @@ class RandomDirectionConfig(BaseConfig):
 
 
 def seed_for(seed: int, axis: int, name: str) -> int:
-    """A 63-bit generator seed that depends only on (seed, axis, parameter name)."""
+    """A 63-bit `torch.Generator` seed that depends only on (seed, axis, name) (low-rank factors, sharpness draws)."""
     digest = hashlib.sha256(f"hf_landscape:{seed}:{axis}:{name}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
-
-
-def draw_blocks(numel: int) -> list[tuple[int, int]]:
-    """The (start, stop) element ranges drawn from one generator each: one block up to `DRAW_BLOCK` elements."""
-    if numel <= DRAW_BLOCK:
-        return [(0, numel)]
-    return [(start, min(start + DRAW_BLOCK, numel)) for start in range(0, numel, DRAW_BLOCK)]
-
-
-def block_seed(seed: int, axis: int, name: str, block: int, blocks: int) -> int:
-    """The generator seed of block `block` of `blocks` (a parameter name never contains "@")."""
-    return seed_for(seed, axis, name if blocks == 1 else f"{name}@{block}")
-
-
-def gaussian(shape: torch.Size | tuple[int, ...], seed: int, axis: int, name: str) -> torch.Tensor:
-    """The raw N(0, 1) draw of parameter `name` for (seed, axis): float32, on the CPU, in blocks as described in
-    the module docstring (drawn one after the other here; `random_directions` draws blocks in parallel)."""
-    out = torch.empty(shape, dtype=torch.float32)
-    flat = out.view(-1)
-    blocks = draw_blocks(flat.numel())
-    for b, (start, stop) in enumerate(blocks):
-        _draw(flat, start, stop, block_seed(seed, axis, name, b, len(blocks)))
-    return out
-
-
-def _draw(flat: torch.Tensor, start: int, stop: int, seed: int) -> None:
-    torch.randn(stop - start, generator=torch.Generator().manual_seed(seed), out=flat[start:stop])
 
 
 def unit_dim(model: torch.nn.Module, name: str) -> int:
@@ -147,38 +118,49 @@ def unit_dim(model: torch.nn.Module, name: str) -> int:
     return 0
 
 
-def _as_units(t: torch.Tensor, dim: int) -> torch.Tensor:
-    """View `t` as (units, everything else); 1-D and 0-D tensors are a single unit."""
-    if t.dim() < 2:
-        return t.reshape(1, -1)
-    return t.movedim(dim, 0).reshape(t.shape[dim], -1)
+def _tree_sum(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sum over `dim` (kept, size 1) as a balanced tree of elementwise additions: entry k plus entry k + n // 2, the
+    odd last entry carried to the next level. Every addition is one exactly rounded operation, so the result is the
+    same on every device (a library reduction's order is not)."""
+    if x.shape[dim] == 0:
+        return x.new_zeros(x.shape[:dim] + (1,) + x.shape[dim + 1 :])
+    while x.shape[dim] > 1:
+        n = x.shape[dim]
+        half = x.narrow(dim, 0, n // 2) + x.narrow(dim, n // 2, n // 2)
+        x = torch.cat([half, x.narrow(dim, n - 1, 1)], dim) if n % 2 else half
+    return x
 
 
-def _from_units(u: torch.Tensor, like: torch.Tensor, dim: int) -> torch.Tensor:
-    """`u` (units, everything else) viewed back in `like`'s shape (strided where units are not dim 0)."""
-    if like.dim() < 2:
-        return u.reshape(like.shape)
-    moved = list(like.shape)
-    moved.insert(0, moved.pop(dim))
-    return u.reshape(moved).movedim(0, dim)
+def _groups(t: torch.Tensor, dim: int, norm: str) -> tuple[torch.Tensor, int]:
+    """(a view of contiguous `t` with one normalization group per row or column, the dimension to sum over)."""
+    if norm != "filter" or t.dim() < 2:
+        return t.reshape(1, -1), 1  # layer / model / none, and 1-D tensors: the whole tensor
+    if dim == 0:
+        return t.reshape(t.shape[0], -1), 1
+    if t.dim() == 2:
+        return t, 0  # GPT-2's Conv1D: a unit is a column
+    raise ValueError(f"output units along dimension {dim} of a {t.dim()}-D tensor are not supported")
 
 
-def _group_norms(t: torch.Tensor) -> torch.Tensor:
-    return t.norm(dim=1, keepdim=True)
+def _norms(view: torch.Tensor, dim: int) -> torch.Tensor:
+    return _sqrt(_tree_sum(view * view, dim))
 
 
-def _group_rescale(d: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """Rescale each row of `d` to the norm of the same row of `w` (rows = normalization groups)."""
-    return d * (_group_norms(w) / (_group_norms(d) + EPS))
+def _sqrt(x: torch.Tensor) -> torch.Tensor:
+    """The correctly rounded square root of non-negative float32 `x`, on any device. Library square roots need not
+    be (torch's CPU float32 `sqrt` misses by one unit in the last place where the GPU's does not), so the float64
+    root rounded to float32 is corrected against the exact squares of the midpoints next to it: a midpoint of
+    float32 neighbours has 25 significant bits, its square 50, exact in float64."""
+    y = x.double().sqrt().float()
+    up, down = torch.nextafter(y, torch.full_like(y, float("inf"))), torch.nextafter(y, torch.zeros_like(y))
+    wide = x.double()
+    y = torch.where(((y.double() + up.double()) * 0.5).square() < wide, up, y)
+    return torch.where(((y.double() + down.double()) * 0.5).square() > wide, down, y)
 
 
-def _group_orthogonalize(d: torch.Tensor, previous: list[torch.Tensor]) -> torch.Tensor:
-    """Gram-Schmidt of each row of `d` against the same rows of earlier (already orthogonal) ones."""
-    for p in previous:
-        pp = (p * p).sum(dim=1, keepdim=True)
-        coef = torch.where(pp > 0, (d * p).sum(dim=1, keepdim=True) / pp.clamp_min(EPS), torch.zeros_like(pp))
-        d = d - coef * p
-    return d
+def _total(t: torch.Tensor) -> float:
+    """The sum of all of `t` in float64 (a tree as in `_tree_sum`)."""
+    return float(_tree_sum(t.reshape(1, -1).double(), 1))
 
 
 def random_directions(
@@ -206,92 +188,131 @@ def random_directions(
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ConfigError(f"`seed` must be an integer, got {seed!r}.")
     params = select_parameters(model, include=config.include, exclude=config.exclude, include_1d=config.include_1d)
-    norm = config.normalization
-    # Work on the CPU in float32 so that the result does not depend on the device (see module docstring).
-    # Moved in the weight's own dtype and widened on the CPU: a bf16 weight crosses the bus at half the bytes
-    # (a cross-device copy that also converts widens on the device first); the widening is exact.
-    weights = _host_float32(params)
     dims = {n: unit_dim(model, n) for n in params}
+    axis_ids = [first_axis + k for k in range(axes)]
+    if config.orthogonalize or config.normalization == "model":
+        per_axis = _joint_directions(params, dims, config, seed, axis_ids)
+    else:
+        per_axis = _separate_directions(params, dims, config.normalization, seed, axis_ids)
+    return [
+        Direction(
+            per_axis[k], {"kind": "random", "seed": seed, "axis": axis, "generator": GENERATOR, **config.to_dict()}
+        )
+        for k, axis in enumerate(axis_ids)
+    ]
 
-    def group_view(t: torch.Tensor, name: str) -> torch.Tensor:
-        if norm == "filter":
-            return _as_units(t, dims[name])
-        return t.reshape(1, -1)  # layer / model / none: one group per tensor (model joins them below)
 
-    keys = [(first_axis + k, n) for k in range(axes) for n in weights]
-    # Raw draws of the tensors over `PREDRAW_MIN_ELEMENTS` (by default all): every axis's blocks drawn first, all at
-    # once on the thread pool (each block depends on its own seed only), so that the blocks of a large tensor run in
-    # parallel. Any other tensor is drawn in its own task below, next to its rescaling.
-    raw = {
-        key: torch.empty(weights[key[1]].shape, dtype=torch.float32)
-        for key in keys
-        if weights[key[1]].numel() > PREDRAW_MIN_ELEMENTS
-    }
-    tasks = []
-    for axis, name in raw:
-        flat = raw[(axis, name)].view(-1)
-        blocks = draw_blocks(flat.numel())
-        tasks += [(flat, a, b, block_seed(seed, axis, name, i, len(blocks))) for i, (a, b) in enumerate(blocks)]
-    _pmap(lambda i: _draw(*tasks[i]), range(len(tasks)))
+def _separate_directions(
+    params: Mapping[str, torch.Tensor], dims: dict[str, int], norm: str, seed: int, axis_ids: list[int]
+) -> list[dict[str, torch.Tensor]]:
+    """filter / layer / none without orthogonalization: every tensor's direction depends on its own draw and weight
+    alone. Weights on an accelerator holding `DEVICE_DRAW_MIN_ELEMENTS` or more in all are drawn and normalized
+    there, tensor by tensor (no weight crosses the bus); others are computed on the host, where the raw draws of
+    all tensors are made first, all chunks at once on the thread pool (numpy releases the GIL), then each tensor is
+    normalized in its own task. Both give the same bits."""
+    on_device = [n for n, p in params.items() if p.device.type != "cpu"]
+    if sum(params[n].numel() for n in on_device) < DEVICE_DRAW_MIN_ELEMENTS:
+        on_device = []
+    on_host = [n for n in params if n not in on_device]
+    host_weights = _host_float32({n: params[n] for n in on_host})
+    raw = {(a, n): torch.empty(params[n].shape, dtype=torch.float32) for a in axis_ids for n in on_host}
+    tasks = [
+        (flat[start : start + CHUNK], start, seed, a, n)
+        for (a, n), t in raw.items()
+        for flat in [t.view(-1)]
+        for start in range(0, flat.numel(), CHUNK)
+    ]
+    _pmap(lambda i: fill_normal(*tasks[i]), range(len(tasks)))
 
-    def draw(key: tuple[int, str]) -> torch.Tensor:
-        axis, name = key
-        if key in raw:
-            return group_view(raw.pop(key), name)
-        return group_view(gaussian(weights[name].shape, seed, axis, name), name)  # its blocks one after another
+    def host(n: str) -> list[torch.Tensor]:
+        out = _normalized(host_weights[n], [raw.pop((a, n)) for a in axis_ids], dims[n], norm, params[n].dtype)
+        return [t.to(params[n].device) for t in out]
 
-    def finish(name: str, view: torch.Tensor) -> torch.Tensor:
-        w = weights[name]
-        full = _from_units(view, w, dims[name]) if norm == "filter" else view.reshape(w.shape)
-        # Laid out like the weight and rounded to its dtype on the CPU in one pass (round to nearest even, as on
-        # any device), then moved.
-        return full.to(params[name].dtype, memory_format=torch.contiguous_format).to(params[name].device)
+    done = _pmap(host, on_host)
+    for n in on_device:  # kernels queue on the device; this thread only launches them
+        done[n] = _on_device(params[n], n, dims[n], norm, seed, axis_ids)
+    return [{n: done[n][k] for n in params} for k in range(len(axis_ids))]
 
-    if not config.orthogonalize and norm in ("filter", "layer", "none"):
-        # Every tensor's direction depends on its own draw and weight alone: draw, rescale and move it to the
-        # device in one task, so copies to the device overlap other tensors' draws (same arithmetic as below).
-        # The weights' group norms once per weight, not once per axis.
-        w_norms = {} if norm == "none" else _pmap(lambda n: _group_norms(group_view(weights[n], n)), weights)
 
-        def whole(key: tuple[int, str]) -> torch.Tensor:
-            view = draw(key)
-            if norm != "none":  # in place: the fresh draw is this task's own (no second buffer to fault in)
-                torch.mul(view, w_norms[key[1]] / (_group_norms(view) + EPS), out=view)
-            return finish(key[1], view)
+def _normalized(
+    w: torch.Tensor, raws: Any, dim: int, norm: str, dtype: torch.dtype | None = None
+) -> list[torch.Tensor]:
+    """The fresh float32 draws `raws` (one per axis) rescaled in place to `w`'s group norms (Li et al.: d <- d / ||d||
+    * ||w|| per unit) and rounded to `dtype` (default `w`'s; round to nearest even, as on any device). The sums of
+    squares are made where the tensors live; their roots and ratios, a few numbers per unit, on the host (one copy
+    each way), which keeps a GPU from loading the kernels of float64 roots, comparisons and division (~0.1 s at a
+    process's first draw)."""
+    raws = list(raws)
+    if norm != "none":
+        w_view, rdim = _groups(w.detach().to(torch.float32), dim, norm)
+        squares = [_tree_sum(w_view * w_view, rdim)]
+        del w_view  # a float32 copy of the weight: freed before the draws' squares are made
+        views = [_groups(d, dim, norm)[0] for d in raws]
+        squares += [_tree_sum(v * v, rdim) for v in views]
+        roots = _sqrt(torch.stack(squares).cpu())
+        scales = (roots[0] / (roots[1:] + EPS)).to(raws[0].device)
+        for view, scale in zip(views, scales):
+            view.mul_(scale)
+    return [d.to(dtype or w.dtype) for d in raws]
 
-        done = _pmap(whole, keys)
+
+def _on_device(w: torch.Tensor, name: str, dim: int, norm: str, seed: int, axis_ids: list[int]) -> list[torch.Tensor]:
+    """`_normalized` for a weight on an accelerator, drawn there; on the host if the device runs out of memory (the
+    same bits either way)."""
+    try:
+        return _normalized(w, (gaussian(w.shape, seed, a, name, w.device) for a in axis_ids), dim, norm)
+    except torch.OutOfMemoryError:
+        logger.warning("Out of memory drawing the direction of %s on %s; drawing it on the CPU.", name, w.device)
+        host = w.detach().to("cpu")
         return [
-            Direction(
-                {n: done[(first_axis + k, n)] for n in weights},
-                {"kind": "random", "seed": seed, "axis": first_axis + k, "draw_block": DRAW_BLOCK, **config.to_dict()},
-            )
-            for k in range(axes)
+            t.to(w.device) for t in _normalized(host, (gaussian(w.shape, seed, a, name) for a in axis_ids), dim, norm)
         ]
-    raws = _pmap(draw, keys)
-    drawn: list[dict[str, torch.Tensor]] = []  # group views, kept for orthogonalization
+
+
+def _joint_directions(
+    params: Mapping[str, torch.Tensor],
+    dims: dict[str, int],
+    config: RandomDirectionConfig,
+    seed: int,
+    axis_ids: list[int],
+) -> list[dict[str, torch.Tensor]]:
+    """orthogonalize / model normalization: a tensor's direction depends on the others, so all of them are drawn on
+    the host in float32 (the same draws and sums as on any device) and moved at the end."""
+    norm = config.normalization
+    weights = _host_float32(params)
+    raws = _pmap(lambda k: gaussian(params[k[1]].shape, seed, k[0], k[1]), [(a, n) for a in axis_ids for n in params])
+    w_groups = {n: _groups(weights[n], dims[n], norm) for n in weights}
+    drawn: list[dict[str, torch.Tensor]] = []  # earlier directions' groups, for orthogonalization
     out = []
-    for k in range(axes):
-        axis = first_axis + k
-        views = {n: raws.pop((axis, n)) for n in weights}
+    for axis in axis_ids:
+        views = {n: _groups(raws.pop((axis, n)), dims[n], norm)[0] for n in weights}
         if config.orthogonalize and drawn:
             if norm in ("model", "none"):
                 views = _orthogonalize_global(views, drawn)
             else:
-                views = {n: _group_orthogonalize(v, [p[n] for p in drawn]) for n, v in views.items()}
+                views = {n: _group_orthogonalize(v, [p[n] for p in drawn], w_groups[n][1]) for n, v in views.items()}
         if norm in ("filter", "layer"):
-            views = _pmap(lambda n, views=views: _group_rescale(views[n], group_view(weights[n], n)), views)
+            views = {n: v * (_norms(*w_groups[n]) / (_norms(v, w_groups[n][1]) + EPS)) for n, v in views.items()}
         elif norm == "model":
-            w_norm = sum(float((w.double() ** 2).sum()) for w in weights.values()) ** 0.5
-            d_norm = sum(float((v.double() ** 2).sum()) for v in views.values()) ** 0.5
+            w_norm = sum(_total(w * w) for w in weights.values()) ** 0.5
+            d_norm = sum(_total(v * v) for v in views.values()) ** 0.5
             views = {n: v * (w_norm / (d_norm + EPS)) for n, v in views.items()}
         drawn.append(views)
-        tensors = _pmap(lambda n, views=views: finish(n, views[n]), views)
         out.append(
-            Direction(
-                tensors, {"kind": "random", "seed": seed, "axis": axis, "draw_block": DRAW_BLOCK, **config.to_dict()}
+            _pmap(
+                lambda n, views=views: views[n].reshape(params[n].shape).to(params[n].dtype).to(params[n].device), views
             )
         )
     return out
+
+
+def _group_orthogonalize(d: torch.Tensor, previous: list[torch.Tensor], dim: int) -> torch.Tensor:
+    """Gram-Schmidt of each group of `d` (summed over `dim`) against the same groups of earlier (orthogonal) ones."""
+    for p in previous:
+        pp = _tree_sum(p * p, dim)
+        coef = torch.where(pp > 0, _tree_sum(d * p, dim) / pp.clamp_min(EPS), torch.zeros_like(pp))
+        d = d - coef * p
+    return d
 
 
 def _host_float32(params: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -321,7 +342,7 @@ def _padded(nbytes: int) -> int:
     return -(-nbytes // 64) * 64  # every view of the buffer starts 64-byte aligned
 
 
-def _pmap(fn: Any, names: Any) -> dict[Any, torch.Tensor]:
+def _pmap(fn: Any, names: Any) -> dict[Any, Any]:
     """{name: fn(name)} computed on a thread pool (torch releases the GIL); the order of names is kept and
     every result depends on its name alone, so the output is the same as a plain loop's."""
     names = list(names)
@@ -342,12 +363,12 @@ def _orthogonalize_global(
     views: dict[str, torch.Tensor], previous: list[dict[str, torch.Tensor]]
 ) -> dict[str, torch.Tensor]:
     """Gram-Schmidt over all tensors at once, keeping the direction's norm (model / none)."""
-    before = sum(float((v.double() ** 2).sum()) for v in views.values()) ** 0.5
+    before = sum(_total(v * v) for v in views.values()) ** 0.5
     for p in previous:
-        pp = sum(float((t.double() ** 2).sum()) for t in p.values())
+        pp = sum(_total(t * t) for t in p.values())
         if pp == 0:
             continue
-        coef = sum(float((views[n].double() * p[n].double()).sum()) for n in views) / pp
+        coef = sum(_total(views[n].double() * p[n].double()) for n in views) / pp
         views = {n: v - coef * p[n] for n, v in views.items()}
-    after = sum(float((v.double() ** 2).sum()) for v in views.values()) ** 0.5
+    after = sum(_total(v * v) for v in views.values()) ** 0.5
     return {n: v * (before / (after + EPS)) for n, v in views.items()}

@@ -47,6 +47,10 @@ class Objective(ABC):
     def bind(self, model: torch.nn.Module) -> None:
         """Check `model` can be evaluated and prepare the batches for its device."""
 
+    def expect_dtype(self, dtype: torch.dtype) -> None:  # noqa: B027 (optional hook, no-op by default)
+        """Told by the probe that outputs will come in `dtype` (its autocast dtype) rather than the model's own, so
+        that one-time set-up for that dtype can start early. Called after `bind`."""
+
     @abstractmethod
     def evaluate(self, model: torch.nn.Module, *, details: bool = False) -> Evaluation:
         """Evaluate `model` as it stands (the caller sets eval mode and inference mode)."""

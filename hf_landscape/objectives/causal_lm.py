@@ -151,6 +151,8 @@ class CausalLMObjective(Objective):
         self._bound: tuple[Any, ...] | None = None
         self._batches: list[_Batch] = []
         self._active = self.examples
+        self._device: torch.device | None = None
+        self._vocab: int | None = None
         self._num_tokens: tuple[list[tuple[list[int], list[int]]], int] | None = None  # (examples, count)
 
     @classmethod
@@ -298,16 +300,24 @@ class CausalLMObjective(Objective):
         head_weight = getattr(model.get_output_embeddings(), "weight", None)
         if isinstance(head_weight, torch.Tensor):
             _check_labels(active, int(head_weight.shape[0]))
-        if device.type == "cuda" and isinstance(head_weight, torch.Tensor):
-            # The fused loss's one-time set-up (`fused_nll`) starts now, in the background, if it will be used.
-            logits = max(b.input_ids.numel() for b in self._batches) * head_weight.shape[0] if self._batches else 0
-            if logits >= fused_nll.MIN_LOGITS and head_weight.dtype in fused_nll.DTYPES:
-                fused_nll.warm_up(device, head_weight.dtype)
         self._device = device
+        self._vocab = int(head_weight.shape[0]) if isinstance(head_weight, torch.Tensor) else None
+        if isinstance(head_weight, torch.Tensor):
+            self.expect_dtype(head_weight.dtype)
         # A PeftModel's forward takes **kwargs; ask the model it wraps whether it takes position ids.
         inner = model.get_base_model() if hasattr(model, "get_base_model") else model
         self._accepts_positions = "position_ids" in inspect.signature(inner.forward).parameters
         self._bound = key
+
+    def expect_dtype(self, dtype: torch.dtype) -> None:
+        """Start the fused loss's one-time set-up (`fused_nll.warm_up`) in the background if logits of `dtype` will use
+        it: on a CUDA device, in half precision, with at least `fused_nll.MIN_LOGITS` logits in a batch. `bind` calls
+        it with the head's dtype, the probe with its autocast dtype."""
+        if self._device is None or self._device.type != "cuda" or self._vocab is None or not self._batches:
+            return
+        logits = max(b.input_ids.numel() for b in self._batches) * self._vocab
+        if logits >= fused_nll.MIN_LOGITS and dtype in fused_nll.DTYPES:
+            fused_nll.warm_up(self._device, dtype)
 
     def _make_batches(self, examples: list[tuple[list[int], list[int]]], device: torch.device) -> list[_Batch]:
         # Sequences of fewer than 2 tokens predict nothing; they get no row (an all-padding row breaks models).
