@@ -39,7 +39,7 @@ quality: install
 bench: install
 	MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824 $(PYTHON) benchmarks/cpu_overhead.py
 	MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824 $(PYTHON) benchmarks/batching_options.py
-	@echo "GPU benchmarks: make bench-gpu (and benchmarks/plane_setup.py, direction_draw.py, llm_scale.py, multi_gpu.py; see benchmarks/README.md)"
+	@echo "GPU benchmarks: make bench-gpu (and benchmarks/plane_setup.py, first_plane.py, llm_scale.py, multi_gpu.py; see benchmarks/README.md)"
 
 # On a machine with a CUDA build of torch already installed (no `install`: it would put the CPU wheel in its place).
 # Peers come from .whl/ (benchmarks/wheels.sh downloads them where PyPI is reachable), installed without dependencies
@@ -52,3 +52,4 @@ bench-gpu:
 	$(BENCH_PATH) $(PYTHON) benchmarks/compare_peers.py --workload both --device cuda --dtype bfloat16 --tools hf_landscape,loss_landscapes,landscaper
 	$(BENCH_PATH) $(PYTHON) benchmarks/compare_peers.py --workload both --device cuda --dtype float32 --tools hf_landscape,loss_landscapes,landscaper
 	$(BENCH_PATH) $(PYTHON) benchmarks/token_loss.py --workloads b,a
+	$(BENCH_PATH) $(PYTHON) benchmarks/direction_draw.py --workload b

@@ -11,12 +11,10 @@ Minimum of 3 rounds.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
-from gpu_speed import WORKLOADS, timed
-from transformers import GPT2Config, GPT2LMHeadModel
+from gpu_speed import timed, workload_model, workload_parser
 
 from hf_landscape.directions import draw
 from hf_landscape.directions import random as rnd
@@ -51,12 +49,9 @@ def stages(model, params) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workload", default="b")
-    parser.add_argument("--dtype", default="bfloat16")
+    parser = workload_parser(__doc__)
     args = parser.parse_args()
-    torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(**WORKLOADS[args.workload])).to("cuda", getattr(torch, args.dtype)).eval()
+    model = workload_model(args.workload, getattr(torch, args.dtype))
     params = {n: p for n, p in model.named_parameters() if p.dim() >= 2}
     print(f"torch threads {torch.get_num_threads()}, {sum(p.numel() for p in params.values()) / 1e6:.1f}M weights")
     torch.cuda.synchronize()

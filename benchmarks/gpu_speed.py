@@ -35,6 +35,20 @@ WORKLOADS = {
 }
 
 
+def workload_model(workload: str, dtype: torch.dtype) -> GPT2LMHeadModel:
+    """The GPT-2 of `WORKLOADS[workload]` on the GPU in `dtype`, in eval mode, weights from `torch.manual_seed(0)`."""
+    torch.manual_seed(0)
+    return GPT2LMHeadModel(GPT2Config(**WORKLOADS[workload])).to("cuda", dtype).eval()
+
+
+def workload_parser(doc: str | None) -> argparse.ArgumentParser:
+    """A benchmark's command line with `--workload` (default b) and `--dtype` (default bfloat16)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workload", default="b")
+    parser.add_argument("--dtype", default="bfloat16")
+    return parser
+
+
 def timed(fn, rounds: int = 2):
     best, out = float("inf"), None
     for _ in range(rounds):
@@ -57,8 +71,7 @@ def run(
     compiled_ks: list = (),
     compiled_modes: list = ("default",),
 ) -> dict:
-    torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(**WORKLOADS[workload])).to("cuda", dtype).eval()
+    model = workload_model(workload, dtype)
     params = sum(p.numel() for p in model.parameters())
     ids = torch.randint(0, model.config.vocab_size, (16, 128)).tolist()
     objective = CausalLMObjective({"input_ids": ids}, max_length=128, batch_size=16)

@@ -9,30 +9,25 @@ alone, and both, as the grid loop does them.
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import pstats
 import time
 
 import torch
-from gpu_speed import WORKLOADS, timed
-from transformers import GPT2Config, GPT2LMHeadModel
+from gpu_speed import timed, workload_model, workload_parser
 
 from hf_landscape import CausalLMObjective, LandscapeProbe
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workload", default="b")
-    parser.add_argument("--dtype", default="bfloat16")
+    parser = workload_parser(__doc__)
     parser.add_argument("--points-per-forward", default="auto")
     parser.add_argument("--no-graphs", action="store_true")
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--cold", action="store_true", help="profile the process's first plane (after 3 plain losses)")
     args = parser.parse_args()
     k = args.points_per_forward if args.points_per_forward == "auto" else int(args.points_per_forward)
-    torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(**WORKLOADS[args.workload])).to("cuda", getattr(torch, args.dtype)).eval()
+    model = workload_model(args.workload, getattr(torch, args.dtype))
     ids = torch.randint(0, model.config.vocab_size, (16, 128)).tolist()
     probe = LandscapeProbe(
         model,

@@ -6,13 +6,11 @@ for a GPT-2 workload of `gpu_speed.py`, under the torch profiler (top CUDA kerne
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
-from gpu_speed import WORKLOADS
+from gpu_speed import workload_model, workload_parser
 from torch.profiler import ProfilerActivity, profile
-from transformers import GPT2Config, GPT2LMHeadModel
 
 from hf_landscape import CausalLMObjective, LandscapeProbe
 from hf_landscape.engine import StackedPoints, evaluate
@@ -39,16 +37,13 @@ def report(name: str, fn, points: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workload", default="b")
-    parser.add_argument("--dtype", default="bfloat16")
+    parser = workload_parser(__doc__)
     parser.add_argument("--k", type=int, default=16)
     parser.add_argument("--compile", action="store_true", help="also profile a compile=True plane")
     parser.add_argument("--graph", action="store_true", help="also profile 32 replays of the recorded evaluation")
     parser.add_argument("--skip-stacked", action="store_true")
     args = parser.parse_args()
-    torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(**WORKLOADS[args.workload])).to("cuda", getattr(torch, args.dtype)).eval()
+    model = workload_model(args.workload, getattr(torch, args.dtype))
     ids = torch.randint(0, model.config.vocab_size, (16, 128)).tolist()
     objective = CausalLMObjective({"input_ids": ids}, max_length=128, batch_size=16)
     probe = LandscapeProbe(model, objective, progress=False)

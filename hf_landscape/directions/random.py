@@ -40,8 +40,9 @@ NORMALIZATIONS = ("filter", "layer", "model", "none")
 PINNED_COPY_MAX_BYTES = 2 * 2**30
 # Directions of weights on an accelerator are drawn there when they hold at least this many elements in all, else on
 # the host and moved (the same bits either way). On the H100 host (16 slow cores, `benchmarks/direction_draw.py`)
-# the GPU is faster at every size: (a)'s 4.2M weights 0.05 s against 0.08-0.17 s on the host, GPT-2 small's 124M
-# 0.11-0.19 s against 1.2-2.9 s; a process's first draw on a GPU also loads some twenty kernels (~0.15 s).
+# the GPU is faster at every size: (a)'s 4.2M weights 0.04-0.06 s against 0.08-0.17 s on the host (0.14 s at a
+# process's first draw, which loads the GPU's bitwise and shift kernels), GPT-2 small's 124M 0.11-0.19 s against
+# 1.2-4.3 s.
 DEVICE_DRAW_MIN_ELEMENTS = 0
 MAX_WORKERS = 16  # threads of `_pmap`
 # torch's intra-op threads while `_pmap`'s tasks run (None: left as they are). Each task is already one of many in
