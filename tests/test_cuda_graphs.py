@@ -309,8 +309,11 @@ def test_auto_replays_one_point_at_or_above_the_flop_threshold(monkeypatch, grap
 @gpu
 @pytest.mark.parametrize("normalization", ["filter", "layer", "none", "model"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("orthogonalize", [False, True])
 @pytest.mark.parametrize("threshold", [0, 2**62])  # drawn on the GPU, or on the host and moved
-def test_directions_drawn_for_a_gpu_model_equal_the_cpu_ones(dtype, normalization, threshold, monkeypatch):
+def test_directions_drawn_for_a_gpu_model_equal_the_cpu_ones(
+    dtype, normalization, orthogonalize, threshold, monkeypatch
+):
     import hf_landscape.directions.draw as draw
     import hf_landscape.directions.random as rnd
     from hf_landscape import RandomDirectionConfig, random_directions
@@ -319,10 +322,15 @@ def test_directions_drawn_for_a_gpu_model_equal_the_cpu_ones(dtype, normalizatio
     monkeypatch.setattr(draw, "CHUNK", 1000)  # the embedding (100 x 32) and the MLP weights drawn in chunks
     monkeypatch.setattr(rnd, "CHUNK", 1000)
     monkeypatch.setattr(rnd, "DEVICE_DRAW_MIN_ELEMENTS", threshold)
+    if threshold:  # orthogonalize / "model" on the host too
+        monkeypatch.setattr(rnd, "_joint_device", lambda params, axes: torch.device("cpu"))
     model = build_gpt2(100, seed=0).to(dtype)
-    config = RandomDirectionConfig(normalization=normalization, include_1d=True)
+    config = RandomDirectionConfig(normalization=normalization, include_1d=True, orthogonalize=orthogonalize)
     on_cpu = random_directions(model, 3, config=config)
-    on_gpu = random_directions(model.to("cuda"), 3, config=config)  # ("model": always on the host)
+    model.to("cuda")
+    if not threshold:  # the GPU does the work, not the host
+        assert rnd._joint_device(dict(model.named_parameters()), 2).type == "cuda"
+    on_gpu = random_directions(model, 3, config=config)
     for cpu_dir, gpu_dir in zip(on_cpu, on_gpu):
         for name, t in cpu_dir.tensors.items():
             assert gpu_dir.tensors[name].device.type == "cuda"

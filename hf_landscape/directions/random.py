@@ -35,8 +35,9 @@ logger = logging.getLogger(__name__)
 
 NORMALIZATIONS = ("filter", "layer", "model", "none")
 # Weights on a GPU are copied to the host through one pinned buffer (one fast copy per tensor, no staging) when
-# they take at most this many bytes; larger models are copied tensor by tensor, as pinned memory is scarce. Only
-# `orthogonalize=True` and `normalization="model"` work on the host (they need every tensor of a direction at once).
+# they take at most this many bytes; larger models are copied tensor by tensor, as pinned memory is scarce. They are
+# copied only where a GPU's directions are computed on the host: `orthogonalize=True` and `normalization="model"`
+# when the float32 copies do not fit on the GPU (`_joint_device`), or below `DEVICE_DRAW_MIN_ELEMENTS`.
 PINNED_COPY_MAX_BYTES = 2 * 2**30
 # Directions of weights on an accelerator are drawn there when they hold at least this many elements in all, else on
 # the host and moved (the same bits either way). On the H100 host (16 slow cores, `benchmarks/direction_draw.py`)
@@ -277,11 +278,18 @@ def _joint_directions(
     seed: int,
     axis_ids: list[int],
 ) -> list[dict[str, torch.Tensor]]:
-    """orthogonalize / model normalization: a tensor's direction depends on the others, so all of them are drawn on
-    the host in float32 (the same draws and sums as on any device) and moved at the end."""
+    """orthogonalize / model normalization: a tensor's direction depends on the others, so all of them are held at
+    once, in float32: on the GPU holding every weight when they fit in its free memory (`_joint_device`), else on the
+    host, and moved at the end. Both give the same bits."""
     norm = config.normalization
-    weights = _host_float32(params)
-    raws = _pmap(lambda k: gaussian(params[k[1]].shape, seed, k[0], k[1]), [(a, n) for a in axis_ids for n in params])
+    keys = [(a, n) for a in axis_ids for n in params]
+    device = _joint_device(params, len(axis_ids))
+    if device.type == "cpu":
+        weights = _host_float32(params)
+        raws = _pmap(lambda k: gaussian(params[k[1]].shape, seed, k[0], k[1]), keys)
+    else:
+        weights = {n: p.detach().to(torch.float32) for n, p in params.items()}
+        raws = {k: gaussian(params[k[1]].shape, seed, k[0], k[1], device) for k in keys}
     w_groups = {n: _groups(weights[n], dims[n], norm) for n in weights}
     drawn: list[dict[str, torch.Tensor]] = []  # earlier directions' groups, for orthogonalization
     out = []
@@ -299,12 +307,19 @@ def _joint_directions(
             d_norm = sum(_total(v * v) for v in views.values()) ** 0.5
             views = {n: v * (w_norm / (d_norm + EPS)) for n, v in views.items()}
         drawn.append(views)
-        out.append(
-            _pmap(
-                lambda n, views=views: views[n].reshape(params[n].shape).to(params[n].dtype).to(params[n].device), views
-            )
-        )
+        out.append({n: v.reshape(params[n].shape).to(params[n].dtype).to(params[n].device) for n, v in views.items()})
     return out
+
+
+def _joint_device(params: Mapping[str, torch.Tensor], axes: int) -> torch.device:
+    """Where `_joint_directions` works: the CUDA device holding every weight when float32 copies of the weights and of
+    twice the directions (the draws and their rescaled copies) fit in its free memory, else the CPU."""
+    devices = {p.device for p in params.values()}
+    if len(devices) != 1 or next(iter(devices)).type != "cuda":
+        return torch.device("cpu")
+    device = next(iter(devices))
+    need = 4 * sum(p.numel() for p in params.values()) * (1 + 2 * axes)
+    return device if need <= torch.cuda.mem_get_info(device)[0] else torch.device("cpu")
 
 
 def _group_orthogonalize(d: torch.Tensor, previous: list[torch.Tensor], dim: int) -> torch.Tensor:
