@@ -320,7 +320,6 @@ def test_directions_drawn_for_a_gpu_model_equal_the_cpu_ones(
 
     _needs_cuda()
     monkeypatch.setattr(draw, "CHUNK", 1000)  # the embedding (100 x 32) and the MLP weights drawn in chunks
-    monkeypatch.setattr(rnd, "CHUNK", 1000)
     monkeypatch.setattr(rnd, "DEVICE_DRAW_MIN_ELEMENTS", threshold)
     if threshold:  # orthogonalize / "model" on the host too
         monkeypatch.setattr(rnd, "_joint_device", lambda params, axes: torch.device("cpu"))

@@ -533,13 +533,11 @@ def test_random_directions_record_their_generator(gpt2_model):
 @pytest.mark.parametrize("orthogonalize", [False, True])
 def test_chunks_do_not_change_the_directions(gpt2_model, monkeypatch, orthogonalize):
     import hf_landscape.directions.draw as draw
-    import hf_landscape.directions.random as rnd
 
     model = gpt2_model()
     config = RandomDirectionConfig(orthogonalize=orthogonalize)
     whole = random_directions(model, 2, config=config)
     monkeypatch.setattr(draw, "CHUNK", 100)  # several chunks for every 2-D weight of the tiny GPT-2
-    monkeypatch.setattr(rnd, "CHUNK", 100)
     chunked = random_directions(model, 2, config=config)
     for a, b in zip(whole, chunked):
         for name, t in a.tensors.items():

@@ -28,8 +28,9 @@ import torch
 
 from ..config import BaseConfig, check_choice, check_patterns
 from ..errors import ConfigError
+from . import draw
 from .base import Direction, select_parameters
-from .draw import CHUNK, GENERATOR, fill_normal, gaussian
+from .draw import GENERATOR, fill_normal, gaussian
 
 logger = logging.getLogger(__name__)
 
@@ -219,10 +220,10 @@ def _separate_directions(
     host_weights = _host_float32({n: params[n] for n in on_host})
     raw = {(a, n): torch.empty(params[n].shape, dtype=torch.float32) for a in axis_ids for n in on_host}
     tasks = [
-        (flat[start : start + CHUNK], start, seed, a, n)
+        (flat[start : start + draw.CHUNK], start, seed, a, n)
         for (a, n), t in raw.items()
         for flat in [t.view(-1)]
-        for start in range(0, flat.numel(), CHUNK)
+        for start in range(0, flat.numel(), draw.CHUNK)
     ]
     _pmap(lambda i: fill_normal(*tasks[i]), range(len(tasks)))
 
