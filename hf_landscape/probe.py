@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import logging
+import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
@@ -23,6 +24,7 @@ from .directions.interpolation import interpolation_target, set_on_path
 from .directions.low_rank import LowRankDirection, LowRankDirectionConfig, low_rank_directions
 from .directions.random import RandomDirectionConfig, random_directions
 from .engine import (
+    MAX_ABS_COORDINATE,
     StackedPoints,
     check_grid_size,
     compiled_forward,
@@ -237,7 +239,15 @@ class LandscapeProbe:
             raise ConfigError(
                 f"`point` {tuple(point)!r} needs one direction per coordinate; pass `directions=` of that length."
             )
-        coords = tuple(float(c) for c in point)
+        try:
+            coords = tuple(float(c) for c in point)
+        except (TypeError, ValueError):
+            raise ConfigError(f"`point` must be a list of numbers, got {point!r}.") from None
+        if not all(math.isfinite(c) and abs(c) <= MAX_ABS_COORDINATE for c in coords):
+            raise ConfigError(
+                f"`point` {coords!r} must be finite and within ±{MAX_ABS_COORDINATE:g} (coordinates are in units of "
+                "the directions); e.g. point=(0.5,)."
+            )
         if all(isinstance(d, LowRankDirection) for d in directions):
             with low_rank_editing(self.model, list(directions)) as low_rank:
                 low_rank.set_linear(coords)

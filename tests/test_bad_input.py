@@ -197,6 +197,17 @@ def test_absurd_span_on_the_command_line_is_refused_before_loading_the_model(
     assert not (tmp_path / "out").exists()
 
 
+def test_absurd_points_and_alphas_are_refused():
+    probe = make_probe()
+    direction = probe.directions(0, axes=1)
+    before = weights(probe.model)
+    with pytest.raises(ConfigError, match=r"`point` \(inf,\) must be finite"):
+        probe.evaluate((float("inf"),), direction)
+    with pytest.raises(ConfigError, match=r"`alphas` must lie within"):
+        probe.token_loss_map([-1e308, 1e308])
+    assert_same_weights(probe.model, before)
+
+
 @pytest.mark.parametrize(
     "call, limit",
     [

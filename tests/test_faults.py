@@ -258,6 +258,24 @@ def test_the_surface_is_on_disk_before_the_partial_is_removed(tmp_path, monkeypa
 # --- 2. no write follows a planted link ------------------------------------------------------------------------
 
 
+def tree(*roots: Path, skip: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under `roots` but `skip`: its bytes and modification time."""
+    out = {}
+    for root in roots:
+        for path in sorted(root.rglob("*")):
+            if path.is_file() and skip not in path.parents:
+                out[str(path)] = (path.read_bytes(), path.stat().st_mtime_ns)
+    return out
+
+
+def test_a_run_touches_nothing_outside_out(model_dir, text_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    before = tree(tmp_path, model_dir, skip=out)
+    code, io = cli(line_argv(model_dir, text_file, out), capsys)
+    assert code == 0, io.err
+    assert tree(tmp_path, model_dir, skip=out) == before
+
+
 def plant_links(folder: Path, names: list[str], victims: Path) -> dict[Path, bytes]:
     """A link at each name in `folder`, each to its own file in `victims`; returns victim -> its bytes."""
     victims.mkdir(exist_ok=True)

@@ -288,7 +288,6 @@ def write_outputs(surface: Any, args: argparse.Namespace) -> None:
     if state is not None and not state.is_main_process:  # every process holds the whole grid; one writes it
         return
     argv = getattr(args, "argv", None)  # recorded with any token-shaped value masked
-
     surface.metadata["command"] = redact(shlex.join(["hf-landscape", *argv])) if argv else None
     surface.save_pretrained(args.out, overwrite=args.overwrite)
     written = (
