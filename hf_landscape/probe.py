@@ -726,6 +726,8 @@ class LandscapeProbe:
         """A `GridCheckpoint` keyed by everything that decides the values, or None without a folder."""
         if folder is None:
             return None
+        if not isinstance(folder, (str, os.PathLike)) or not str(folder):
+            raise ConfigError(f"`checkpoint_dir` must be a folder path, got {folder!r}.")
         if self._shard is not None:  # one partial grid per process
             folder = os.path.join(folder, f".rank{self._shard.process_index}-of-{self._shard.num_processes}")
         key = {
