@@ -23,6 +23,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .errors import redact
+
 logger = logging.getLogger(__name__)
 
 NAME = "hf_landscape_sdpa"
@@ -93,7 +95,7 @@ def _define_op() -> bool:
         op.register_vmap(_sdpa_vmap)
         return True
     except Exception as err:
-        logger.info("could not define hf_landscape::sdpa (%s); batched points loop over SDPA", err)
+        logger.info("could not define hf_landscape::sdpa (%s); batched points loop over SDPA", redact(err))
         return False
 
 
@@ -148,7 +150,7 @@ def _register() -> bool:
         AttentionMaskInterface.register(NAME, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
         return True
     except Exception as err:  # an older transformers without the interface: batched points loop over SDPA
-        logger.info("could not register %s with transformers' AttentionInterface (%s)", NAME, err)
+        logger.info("could not register %s with transformers' AttentionInterface (%s)", NAME, redact(err))
         return False
 
 

@@ -4,8 +4,8 @@ A run folder holds one safetensors file per snapshot, `step_{step:08d}.safetenso
 CPU), and `trajectory.json`, the index: which steps were saved, in which file, at which epoch, and the
 training losses the Trainer logged. Snapshots are taken every `every_n_steps` optimizer steps, at the last
 step, at train end if that step was not saved yet, and (by default) before the first step. One snapshot is
-in memory at a time; files and the index are written to temporary names and renamed into place, so a
-crash never leaves a half-written file.
+in memory at a time; files and the index are written atomically and durably (`io.write_bytes`), so a crash
+never leaves a half-written file and no write follows a link planted in the folder.
 
 What does not live here: the PCA of the snapshots and the path's losses (`directions/trajectory.py`).
 """
@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from transformers import TrainerCallback
 
+from . import io
 from .config import check_patterns
 from .errors import ConfigError
 
@@ -147,16 +147,24 @@ class LandscapeCallback(TrainerCallback):
                     f"`save_dir` {str(self.save_dir)!r} already holds a trajectory; choose another folder or pass "
                     "`overwrite=True` to `LandscapeCallback`."
                 )
-            for entry in _read_json(index).get("snapshots", []):
-                (self.save_dir / entry["file"]).unlink(missing_ok=True)
-            index.unlink()
+            for entry in self._read_index(index)["snapshots"]:
+                io.remove(self.save_dir / entry["file"])  # each checked to lie inside the folder
+            io.remove(index)
             return
-        old = _read_json(index)  # resumed from a checkpoint: keep what came before this step
+        old = self._read_index(index)  # resumed from a checkpoint: keep what came before this step
         self._model_info = dict(old.get("model") or {})
-        self.snapshots = {int(e["step"]): e for e in old.get("snapshots", []) if int(e["step"]) <= global_step}
+        self.snapshots = {e["step"]: e for e in old["snapshots"] if e["step"] <= global_step}
+        losses = old.get("train_losses") or []
         self.train_losses = {
-            int(e["step"]): float(e["loss"]) for e in old.get("train_losses", []) if int(e["step"]) <= global_step
+            int(e["step"]): float(e["loss"])
+            for e in losses
+            if isinstance(e, dict) and isinstance(e.get("step"), int) and e["step"] <= global_step
         }
+
+    def _read_index(self, index: Path) -> dict[str, Any]:
+        from .directions.trajectory import checked_index
+
+        return checked_index(self.save_dir, _read_json(index), ConfigError)
 
     def _selected(self, model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
         inc = [re.compile(p) for p in self.include] if self.include else None
@@ -185,9 +193,7 @@ class LandscapeCallback(TrainerCallback):
         # One snapshot in memory at a time, on the CPU; `clone` so that a CPU model's later steps cannot alias it.
         tensors = {n: p.detach().to("cpu", self.dtype or p.dtype, copy=True).contiguous() for n, p in params}
         path = self.save_dir / snapshot_name(step)
-        tmp = self.save_dir / f".{path.name}.tmp-{os.getpid()}"
-        save_file(tensors, str(tmp), metadata={"format": f"{FORMAT}.snapshot", "step": str(step)})
-        os.replace(tmp, path)
+        io.write_safetensors(path, tensors, {"format": f"{FORMAT}.snapshot", "step": str(step)})
         self._model_info = {
             "class": type(model).__name__,
             "name_or_path": getattr(model, "name_or_path", "") or None,
@@ -217,10 +223,7 @@ class LandscapeCallback(TrainerCallback):
             "snapshots": snapshots,
             "train_losses": [{"step": s, "loss": v} for s, v in sorted(self.train_losses.items())],
         }
-        index = self.save_dir / INDEX_NAME
-        tmp = self.save_dir / f".{INDEX_NAME}.tmp-{os.getpid()}"
-        tmp.write_text(json.dumps(record, sort_keys=True, indent=2))
-        os.replace(tmp, index)
+        io.write_json(self.save_dir / INDEX_NAME, record)
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -1,27 +1,32 @@
 """Checkpoints of partial grids, so that finished points are never lost.
 
-While a grid runs, the values computed so far are written next to the output every N points and when
-the run stops early (exception, Ctrl-C), atomically: arrays to `.hf_landscape_partial.safetensors`,
-then `.hf_landscape_partial.json` (the commit marker), each through a temporary file and `os.replace`.
-A run with the same configuration in the same folder resumes from there and computes only the missing
-points; a run with a different configuration is refused rather than merged. The files are removed
-once the grid is complete.
+While a grid runs, the values computed so far are written next to the output every N points, when the run
+stops early (exception, Ctrl-C) and when the grid is complete: arrays to `.hf_landscape_partial.safetensors`,
+then `.hf_landscape_partial.json` (the commit marker, with the arrays' SHA-256), each atomically
+(`io.write_bytes`); the saves when the run stops and when the grid is complete are durable too (`fsync`), the
+periodic ones are not (an `fsync` costs milliseconds; a killed process loses nothing saved either way). A run with the same configuration in the same folder resumes from there and computes only
+the missing points (none, for a complete grid); a run with a different configuration is refused rather than
+merged. The files are removed only once the finished surface has been saved, durably, into the same folder
+(`Surface.save_pretrained`), so a failed or killed final save never loses a point. While a grid runs, the
+folder is locked (`io.folder_lock`): a second run there is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
-from .errors import SurfaceError
+from . import io
+from .errors import ConfigError, SurfaceError
 
 logger = logging.getLogger(__name__)
 
@@ -47,17 +52,21 @@ class GridCheckpoint:
     Args:
         folder: where the partial files live (the output folder of the surface).
         key: everything that decides the values (model, objective, directions, coordinates); a saved
-            checkpoint with another key is refused.
-        every: save after this many new points (and always when the run stops early).
+            checkpoint with another key is refused. Must be finite JSON (no NaN or inf).
+        every: save after this many new points (and always when the run stops early or the grid is complete).
     """
 
     def __init__(self, folder: str | os.PathLike, key: dict[str, Any], *, every: int = 10) -> None:
-        if not isinstance(every, int) or every < 1:
-            from .errors import ConfigError
-
+        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
             raise ConfigError(f"`checkpoint_every` must be a positive integer, got {every!r}.")
         self.folder = Path(folder)
-        self.key = json.loads(json.dumps(key, sort_keys=True, default=str))
+        try:
+            self.key = json.loads(json.dumps(key, sort_keys=True, default=str, allow_nan=False))
+        except ValueError:
+            raise ConfigError(
+                "The grid's configuration holds NaN or inf (a coordinate or a fingerprint), so it cannot be resumed; "
+                "use finite spans and weights."
+            ) from None
         self.every = every
         self.resumed_points = 0
 
@@ -65,34 +74,75 @@ class GridCheckpoint:
     def paths(self) -> tuple[Path, Path]:
         return self.folder / ARRAYS_NAME, self.folder / META_NAME
 
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Create the folder if needed, check it can be written, and hold its lock for the block."""
+        io.check_output_folder(self.folder, argument="checkpoint_dir", names=(ARRAYS_NAME, META_NAME))
+        io.make_output_folder(self.folder, argument="checkpoint_dir")
+        with io.folder_lock(self.folder, argument="checkpoint_dir"):
+            yield
+
+    def _damaged(self, why: str) -> SurfaceError:
+        return SurfaceError(
+            f"The partial grid in {str(self.folder)!r} is damaged ({why}); delete {META_NAME} and {ARRAYS_NAME} "
+            "there to start over."
+        )
+
+    def _read(self) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+        """The saved record and arrays, checked to be what `save` writes; None when there is no partial grid."""
+        arrays_path, meta_path = self.paths
+        if not os.path.lexists(meta_path):
+            return None
+        if meta_path.is_symlink() or arrays_path.is_symlink():
+            raise self._damaged(f"{META_NAME} or {ARRAYS_NAME} is a link, not a file hf_landscape wrote")
+        try:
+            record = json.loads(meta_path.read_text())
+        except (OSError, ValueError) as err:
+            raise self._damaged(f"{META_NAME} cannot be read: {type(err).__name__}: {err}") from None
+        if not isinstance(record, dict) or not isinstance(record.get("key"), dict):
+            raise self._damaged(f"{META_NAME} has no configuration `key`")
+        for name in ("done", "points"):
+            if not isinstance(record.get(name), int) or isinstance(record.get(name), bool):
+                raise self._damaged(f"{META_NAME} has no point count `{name}`")
+        if not arrays_path.is_file():
+            raise self._damaged(f"{ARRAYS_NAME} is missing")
+        if record.get("arrays_sha256") != io.sha256_file(arrays_path):
+            raise self._damaged(f"{ARRAYS_NAME} does not match the hash in {META_NAME}")
+        try:
+            from safetensors.torch import load_file
+
+            arrays = {k: v.numpy() for k, v in load_file(str(arrays_path)).items()}
+        except Exception as err:  # safetensors raises its own error types for bad headers
+            raise self._damaged(f"{ARRAYS_NAME} cannot be read: {type(err).__name__}: {err}") from None
+        return record, arrays
+
     def load(self, n: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """(values, done mask, metrics) from a saved checkpoint with this key, or fresh arrays."""
         values, done = np.full(n, np.nan), np.zeros(n, dtype=bool)
         metrics: dict[str, np.ndarray] = {}
-        arrays_path, meta_path = self.paths
-        if not meta_path.is_file():
+        saved = self._read()
+        if saved is None:
             return values, done, metrics
-        try:
-            saved = json.loads(meta_path.read_text())
-            arrays = {k: v.numpy() for k, v in load_file(str(arrays_path)).items()}
-        except Exception as err:  # a damaged checkpoint must not be merged into a new run
-            raise SurfaceError(
-                f"The partial grid in {str(self.folder)!r} cannot be read ({type(err).__name__}: {err}); delete "
-                f"{META_NAME} and {ARRAYS_NAME} there to start over."
-            ) from None
-        if saved.get("key") != self.key:
-            changed = sorted(
-                k for k in set(self.key) | set(saved.get("key", {})) if self.key.get(k) != saved["key"].get(k)
-            )
+        record, arrays = saved
+        if record["key"] != self.key:
+            changed = sorted(k for k in set(self.key) | set(record["key"]) if self.key.get(k) != record["key"].get(k))
             raise SurfaceError(
                 f"{str(self.folder)!r} holds a partial grid of a different configuration (differs in {changed}); "
                 f"use another output folder, or delete {META_NAME} and {ARRAYS_NAME} there to discard it."
             )
-        if saved.get("arrays_sha256") != _sha256(arrays_path):
-            raise SurfaceError(
-                f"The partial grid in {str(self.folder)!r} is corrupted; delete {ARRAYS_NAME} and {META_NAME}."
-            )
+        for name in ("values", "done"):
+            if name not in arrays:
+                raise self._damaged(f"{ARRAYS_NAME} has no `{name}` array")
+        for name, array in arrays.items():
+            if array.shape != (n,):
+                raise self._damaged(
+                    f"its `{name}` array holds {array.size} points in shape {array.shape}, but this grid has {n} points"
+                )
         done = arrays["done"].astype(bool)
+        if record["points"] != n or record["done"] != int(done.sum()):
+            raise self._damaged(
+                f"{META_NAME} counts {record['done']} of {record['points']} points, its arrays {int(done.sum())} of {n}"
+            )
         values = arrays["values"].astype(np.float64)
         metrics = {k[len("metrics.") :]: v.astype(np.float64) for k, v in arrays.items() if k.startswith("metrics.")}
         self.resumed_points = int(done.sum())
@@ -101,44 +151,36 @@ class GridCheckpoint:
         )
         return values, done, metrics
 
-    def save(self, values: np.ndarray, done: np.ndarray, metrics: dict[str, np.ndarray]) -> None:
+    def save(
+        self, values: np.ndarray, done: np.ndarray, metrics: dict[str, np.ndarray], *, durable: bool = True
+    ) -> None:
+        """Write the points so far (arrays, then the record that commits them), atomically; `durable=False` skips
+        the `fsync`s (the periodic saves of a running grid: a killed process still loses nothing saved)."""
         arrays_path, meta_path = self.paths
-        tmp_arrays = arrays_path.with_name(arrays_path.name + f".tmp-{os.getpid()}")
-        tmp_meta = meta_path.with_name(meta_path.name + f".tmp-{os.getpid()}")
         tensors = {"values": torch.from_numpy(values.copy()), "done": torch.from_numpy(done.astype(np.uint8))}
         tensors.update({f"metrics.{k}": torch.from_numpy(v.copy()) for k, v in metrics.items()})
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            save_file(tensors, str(tmp_arrays))
-            record = {
-                "key": self.key,
-                "done": int(done.sum()),
-                "points": len(done),
-                "arrays_sha256": _sha256(tmp_arrays),
-            }
-            tmp_meta.write_text(json.dumps(record, sort_keys=True, indent=2))
-            os.replace(tmp_arrays, arrays_path)
-            os.replace(tmp_meta, meta_path)
+            digest = io.write_safetensors(arrays_path, tensors, durable=durable)
+            record = {"key": self.key, "done": int(done.sum()), "points": len(done), "arrays_sha256": digest}
+            io.write_json(meta_path, record, durable=durable)
         except OSError as err:
             raise SurfaceError(
                 f"Cannot write the partial grid to {str(self.folder)!r} ({err.strerror or err}); free disk space or "
                 "make the folder writable. Points saved earlier there are intact."
             ) from None
-        finally:
-            for tmp in (tmp_arrays, tmp_meta):
-                try:
-                    tmp.unlink(missing_ok=True)
-                except OSError:
-                    pass
+
+    def holds_this_grid(self) -> bool:
+        """Whether the folder holds this grid's partial files (same key), which a saved surface makes redundant."""
+        try:
+            saved = self._read()
+        except SurfaceError:
+            return False
+        return saved is not None and saved[0]["key"] == self.key
 
     def clear(self) -> None:
-        for path in self.paths:
-            path.unlink(missing_ok=True)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        """Remove the partial files (the record first, so that a crash in between leaves no half-partial)."""
+        arrays_path, meta_path = self.paths
+        io.remove(meta_path)
+        io.remove(arrays_path)
+        io.fsync_folder(self.folder)

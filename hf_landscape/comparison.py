@@ -26,11 +26,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import io
 from .directions.random import RandomDirectionConfig
 from .errors import ConfigError, SurfaceError
 from .objectives.base import Objective
 from .stats import DEFAULT_CONFIDENCE, check_confidence, t_interval
-from .surface import Surface, _jsonable
+from .surface import Surface
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -397,7 +398,7 @@ class CompareReport:
             "radius": self.radius,
             "rise": self.rise,
             "confidence": self.confidence,
-            "metadata": _jsonable(self.metadata),
+            "metadata": io.jsonable(self.metadata),
             "table": self.table(),
         }
 
@@ -410,23 +411,19 @@ class CompareReport:
                 `overwrite` is False. The report is checked before anything is written.
         """
         folder = Path(save_directory)
-        if folder.exists() and not folder.is_dir():
-            raise SurfaceError(f"`save_directory` {str(folder)!r} is a file; pass a folder path.")
+        io.check_output_folder(folder, argument="save_directory", names=(REPORT_NAME,))
         text = json.dumps(self._record(), sort_keys=True, indent=2, allow_nan=True) + "\n"
-        existing = folder / REPORT_NAME
-        if existing.is_file() and not overwrite and existing.read_text() != text:
-            raise SurfaceError(
-                f"`save_directory` {str(folder)!r} already holds a different comparison; choose another folder or "
-                "pass `overwrite=True`."
-            )
-        for name, surface in self.surfaces.items():
-            surface.save_pretrained(folder / name, overwrite=overwrite)
-        tmp = folder / f".{REPORT_NAME}.tmp-{os.getpid()}"
-        try:
-            tmp.write_text(text)
-            os.replace(tmp, existing)
-        finally:
-            tmp.unlink(missing_ok=True)
+        io.make_output_folder(folder, argument="save_directory")
+        with io.folder_lock(folder, argument="save_directory"):
+            existing = folder / REPORT_NAME
+            if existing.is_file() and not overwrite and existing.read_text() != text:
+                raise SurfaceError(
+                    f"`save_directory` {str(folder)!r} already holds a different comparison; choose another folder "
+                    "or pass `overwrite=True`."
+                )
+            for name, surface in self.surfaces.items():
+                surface.save_pretrained(folder / name, overwrite=overwrite)
+            io.write_text(existing, text)
         logger.info("saved a comparison of %d models to %s", len(self.surfaces), folder)
 
     @classmethod

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, cast
@@ -22,6 +23,7 @@ from tqdm.auto import tqdm
 
 from .attention import stacked_attention
 from .checkpoint import GridCheckpoint
+from .errors import redact
 from .graphs import capture_loss, evaluation_flop
 from .objectives.base import COMPILING, Evaluation, Objective
 
@@ -409,17 +411,31 @@ class LowRankEditor:
 
 
 @contextlib.contextmanager
-def low_rank_editing(model: torch.nn.Module, directions: Sequence[Any]) -> Iterator[LowRankEditor]:
-    """Yield a `LowRankEditor`; on exit, however it comes, remove every hook and replaced `forward` and
-    restore train mode."""
-    was_training = model.training
-    editor = LowRankEditor(model, directions)
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Eval mode for the block; on exit, however it comes, every submodule gets its own `training` flag back.
+
+    `model.train(was_training)` would set one flag for all of them, waking a user's frozen dropout or a `PeftModel`'s
+    inner model; this restores each module's flag as it was. Every method that switches modes does it here.
+    """
+    flags = [(module, module.training) for module in model.modules()]
     try:
         model.eval()
-        yield editor
+        yield
     finally:
-        editor.remove()
-        model.train(was_training)
+        for module, flag in flags:
+            module.training = flag
+
+
+@contextlib.contextmanager
+def low_rank_editing(model: torch.nn.Module, directions: Sequence[Any]) -> Iterator[LowRankEditor]:
+    """Yield a `LowRankEditor`; on exit, however it comes, remove every hook and replaced `forward` and
+    restore every module's train/eval flag."""
+    with eval_mode(model):
+        editor = LowRankEditor(model, directions)
+        try:
+            yield editor
+        finally:
+            editor.remove()
 
 
 @contextlib.contextmanager
@@ -455,26 +471,20 @@ def compiling() -> Iterator[None]:
 
 @contextlib.contextmanager
 def editing(model: torch.nn.Module, params: dict[str, torch.nn.Parameter]) -> Iterator[WeightEditor]:
-    """Yield a `WeightEditor` for `params`; on exit, however it comes, restore weights and train mode."""
-    was_training = model.training
-    editor = WeightEditor(params)
-    try:
-        model.eval()
-        yield editor
-    finally:
-        editor.restore()
-        model.train(was_training)
+    """Yield a `WeightEditor` for `params`; on exit, however it comes, restore the weights and every module's
+    train/eval flag."""
+    with eval_mode(model):
+        editor = WeightEditor(params)
+        try:
+            yield editor
+        finally:
+            editor.restore()
 
 
 def evaluate(model: torch.nn.Module, objective: Objective, *, details: bool = False) -> Evaluation:
     """One evaluation of `objective` on `model` as it stands, in eval and inference mode."""
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.inference_mode():
-            return objective.evaluate(model, details=details)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.inference_mode():
+        return objective.evaluate(model, details=details)
 
 
 class StackedPoints:
@@ -560,7 +570,7 @@ class StackedPoints:
                     "one-call SDPA over stacked points failed for %s (%s: %s); using vmap's own loop instead",
                     type(model).__name__,
                     type(err).__name__,
-                    err,
+                    redact(err),
                 )
                 self.one_call_attention = False
         return evaluate_points(model, forward, len(coords))
@@ -664,9 +674,11 @@ def run_grid(
     the first point and replayed at the others (`graphs.capture_loss`; `set_point` must write the weights in
     place); where it cannot be recorded, every point is evaluated eagerly.
 
-    With a `checkpoint`, points already saved by an earlier run of the same configuration are loaded
-    instead of computed, and progress is saved every `checkpoint.every` points and when the loop stops
-    early, so no finished point is lost.
+    With a `checkpoint`, its folder is locked for the run, points already saved by an earlier run of the same
+    configuration are loaded instead of computed, and progress is saved every `checkpoint.every` points, when the
+    loop stops early and when the grid is complete. The partial files stay until the surface is saved into that
+    folder (`Surface.save_pretrained`), so no finished point is lost, and running the grid again evaluates
+    nothing.
 
     With `shard` (an `accelerate.PartialState` of several processes, see `distributed_state`), process i
     evaluates the points i, i + world, ... and the values are gathered so that every process returns the
@@ -675,6 +687,36 @@ def run_grid(
     Returns:
         values (float64, one per point; NaN/inf kept), metrics (name -> one value per point), wall seconds.
     """
+    with checkpoint.locked() if checkpoint is not None else contextlib.nullcontext():
+        return _run_points(
+            model,
+            objective,
+            points,
+            set_point,
+            progress=progress,
+            desc=desc,
+            checkpoint=checkpoint,
+            stacked=stacked,
+            chunk=chunk,
+            shard=shard,
+            graphs=graphs,
+        )
+
+
+def _run_points(
+    model: torch.nn.Module,
+    objective: Objective,
+    points: Sequence[tuple[float, ...]],
+    set_point: Callable[[tuple[float, ...]], None] | None,
+    *,
+    progress: bool,
+    desc: str,
+    checkpoint: GridCheckpoint | None,
+    stacked: StackedPoints | None,
+    chunk: int,
+    shard: Any,
+    graphs: bool,
+) -> tuple[np.ndarray, dict[str, np.ndarray], float]:
     n = len(points)
     if checkpoint is not None:
         values, done, metrics = checkpoint.load(n)
@@ -700,6 +742,7 @@ def run_grid(
     start = time.perf_counter()
     bar = tqdm(total=n, initial=n - len(todo), desc=desc, unit="pt", disable=not progress, leave=False)
     unsaved = 0
+    synced = True  # whether the last save of the checkpoint (if any) was durable
 
     def flush() -> int:
         if not pending:
@@ -749,28 +792,28 @@ def run_grid(
                 unsaved += len(ks)
             if checkpoint is not None and unsaved + queued() >= checkpoint.every:
                 unsaved += flush()
-                checkpoint.save(values, done, metrics)
-                unsaved = 0
+                checkpoint.save(values, done, metrics, durable=False)
+                unsaved, synced = 0, False
         unsaved += flush()
     except BaseException:
         try:
             unsaved += flush()  # the points already queued were computed at their own weights: keep them
         except Exception as err:  # e.g. the device itself failed: those points are lost, the rest is kept
-            logger.error("could not read the last %d queued points while stopping: %s", len(pending), err)
-        if checkpoint is not None and unsaved:
+            logger.error("could not read the last %d queued points while stopping: %s", len(pending), redact(err))
+        if checkpoint is not None and (unsaved or not synced):
             try:
                 checkpoint.save(values, done, metrics)
             except Exception as err:  # keep the original error; the earlier checkpoint is intact
-                logger.error("could not save the partial grid while stopping: %s", err)
+                logger.error("could not save the partial grid while stopping: %s", redact(err))
         raise
     finally:
         bar.close()
         if graphed is not None:
             graphed.close()
+    if checkpoint is not None and (unsaved or not synced):
+        checkpoint.save(values, done, metrics)  # the whole grid, durably: kept until the surface is saved there
     if shard is not None:
         values, metrics = _gather(shard, values, done, metrics)
-    if checkpoint is not None:
-        checkpoint.clear()
     wall = time.perf_counter() - start
     bad = int(np.sum(~np.isfinite(values)))
     if bad:
@@ -833,18 +876,63 @@ def _gather(
     return merged_values, merged
 
 
+# Coordinates are in units of the directions, which are normalized to the weights' own norms: at |α| of a million
+# the weights are a million times their size and every loss has overflowed; far larger spans only make NaN.
+MAX_ABS_COORDINATE = 1e6
+# Grids above this many points are refused before anything is allocated (an 8-byte value, a coordinate tuple and a
+# forward pass each): a million points is already days of evaluation for a 100M-parameter model on one GPU.
+MAX_GRID_POINTS = 10**6
+MAX_POINTS_ENV = "HF_LANDSCAPE_MAX_POINTS"
+
+
+def max_grid_points() -> int:
+    """The largest grid allowed: `MAX_GRID_POINTS`, or the environment variable `HF_LANDSCAPE_MAX_POINTS`."""
+    from .errors import ConfigError
+
+    text = os.environ.get(MAX_POINTS_ENV)
+    if text is None:
+        return MAX_GRID_POINTS
+    try:
+        limit = int(text)
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise ConfigError(f"The environment variable {MAX_POINTS_ENV} must be a positive integer, got {text!r}.")
+    return limit
+
+
+def check_grid_size(points: int, argument: str) -> None:
+    """Refuse a grid of more than `max_grid_points()` points, before anything of it is allocated."""
+    from .errors import ConfigError
+
+    limit = max_grid_points()
+    if points > limit:
+        raise ConfigError(
+            f"`{argument}` asks for {points:,} points, more than the limit of {limit:,} (about {points * 200 / 2**30:.3g} "
+            f"GiB of grid bookkeeping and {points:,} forward passes); use fewer steps, or raise the limit with the "
+            f"environment variable {MAX_POINTS_ENV}={points}."
+        )
+
+
 def grid_axis(steps: int, span: Sequence[float], argument: str) -> np.ndarray:
-    """`steps` evenly spaced coordinates over `span`; validates both."""
+    """`steps` evenly spaced coordinates over `span`; validates both (before allocating anything)."""
     from .errors import ConfigError
 
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 2:
         raise ConfigError(f"`{argument}` steps must be an integer >= 2, got {steps!r}.")
+    check_grid_size(steps, argument)
     try:
         lo, hi = (float(v) for v in span)
     except (TypeError, ValueError):
         raise ConfigError(f"`{argument}` span must be a pair (low, high), got {span!r}.") from None
     if not (math.isfinite(lo) and math.isfinite(hi)) or not lo < hi:
         raise ConfigError(f"`{argument}` span must be finite with low < high, got {span!r}; e.g. (-1.0, 1.0).")
+    if max(abs(lo), abs(hi)) > MAX_ABS_COORDINATE:
+        raise ConfigError(
+            f"`{argument}` span {(lo, hi)!r} reaches beyond ±{MAX_ABS_COORDINATE:g}: coordinates are in units of the "
+            "directions (normalized to the weights' own size), so every point there overflows to NaN or inf; use "
+            "a span such as (-1.0, 1.0)."
+        )
     axis = np.linspace(lo, hi, steps)
     # Snap values within rounding of 0 to exactly 0, so a grid through the centre evaluates θ₀ itself.
     axis[np.abs(axis) < 1e-12 * max(abs(lo), abs(hi))] = 0.0

@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from .errors import redact
+
 logger = logging.getLogger(__name__)
 
 
@@ -102,7 +104,7 @@ def capture_loss(model: torch.nn.Module, objective: Any) -> GraphedLoss | None:
             "evaluating without CUDA graphs: recording %s's evaluation failed (%s: %s)",
             type(model).__name__,
             type(err).__name__,
-            str(err).splitlines()[0] if str(err) else "",
+            redact(str(err).splitlines()[0] if str(err) else ""),
         )
         logger.debug("where the recording failed", exc_info=True)
         return None

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelError
+from .errors import ConfigError, ModelError, hidden_token, raise_detached
 
 logger = logging.getLogger(__name__)
 
@@ -50,28 +50,36 @@ def resolve_model(
         RevisionNotFoundError,
     )
 
-    try:
-        folder = snapshot_download(
-            str(name_or_path),
-            revision=revision,
-            allow_patterns=MODEL_PATTERNS,
-            token=token,
-            cache_dir=None if cache_dir is None else str(cache_dir),
-        )
-    except RevisionNotFoundError:
-        raise ModelError(
-            f"`revision` {revision!r} does not exist in Hub repo {str(name_or_path)!r}; pass a branch, tag or commit sha."
-        ) from None
-    except RepositoryNotFoundError:
-        raise ModelError(
-            f"`name_or_path` {str(name_or_path)!r} is neither a local folder nor a Hub repo you can read; check the "
-            "name, or pass `token=` for a private or gated repo."
-        ) from None
-    except (LocalEntryNotFoundError, HfHubHTTPError, ValueError) as err:
-        raise ModelError(
-            f"Could not fetch {str(name_or_path)!r} from the Hub ({type(err).__name__}: {err}); check the connection, "
-            "or pass a local folder."
-        ) from None
+    with hidden_token(token):
+        try:
+            folder = snapshot_download(
+                str(name_or_path),
+                revision=revision,
+                allow_patterns=MODEL_PATTERNS,
+                token=token,
+                cache_dir=None if cache_dir is None else str(cache_dir),
+            )
+        except RevisionNotFoundError:
+            raise_detached(
+                ModelError(
+                    f"`revision` {revision!r} does not exist in Hub repo {str(name_or_path)!r}; pass a branch, tag "
+                    "or commit sha."
+                )
+            )
+        except RepositoryNotFoundError:
+            raise_detached(
+                ModelError(
+                    f"`name_or_path` {str(name_or_path)!r} is neither a local folder nor a Hub repo you can read; "
+                    "check the name, or pass `token=` for a private or gated repo."
+                )
+            )
+        except (LocalEntryNotFoundError, HfHubHTTPError, ValueError, OSError) as err:
+            raise_detached(
+                ModelError(
+                    f"Could not fetch {str(name_or_path)!r} from the Hub ({type(err).__name__}: {err}); check the "
+                    "connection (and HF_HUB_OFFLINE), or pass a local folder."
+                )
+            )
     sha = Path(folder).name if _SHA.match(Path(folder).name) else None
     return folder, {"name_or_path": str(name_or_path), "revision": revision, "commit_sha": sha}
 
@@ -99,6 +107,8 @@ def load_model(
         trust_remote_code: allow code from the repo to run; off unless you turn it on.
         model_kwargs: passed to `from_pretrained`.
     """
+    if device is not None:
+        check_device(device, "device")
     if model_class is None:
         from transformers import AutoModelForCausalLM
 
@@ -106,13 +116,49 @@ def load_model(
     folder, provenance = resolve_model(name_or_path, revision=revision, token=token, cache_dir=cache_dir)
     if "gguf_file" not in model_kwargs:
         model_kwargs.setdefault("use_safetensors", True)
-    try:
-        model = model_class.from_pretrained(folder, dtype=dtype, trust_remote_code=trust_remote_code, **model_kwargs)
-    except (OSError, ValueError) as err:
-        raise ModelError(
-            f"Could not load {str(name_or_path)!r} with {getattr(model_class, '__name__', model_class)}: {err}"
-        ) from None
+    with hidden_token(token):
+        try:
+            model = model_class.from_pretrained(
+                folder, dtype=dtype, trust_remote_code=trust_remote_code, **model_kwargs
+            )
+        except (OSError, ValueError) as err:
+            raise_detached(
+                ModelError(
+                    f"Could not load {str(name_or_path)!r} with {getattr(model_class, '__name__', model_class)}: {err}"
+                )
+            )
     if device is not None:
         model.to(device)
     provenance["class"] = type(model).__name__
     return model, provenance
+
+
+def check_device(device: Any, argument: str) -> Any:
+    """`device` as a `torch.device` that exists on this machine, or a `ConfigError` naming `argument` and the fix
+    (an unknown name, CUDA or MPS where there is none, a GPU index beyond the count, the meta device)."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"`{argument}` {device!r} is not a device; pass e.g. 'cpu', 'cuda' or 'cuda:1'.") from None
+    if parsed.type == "meta":
+        raise ConfigError(
+            f"`{argument}` {device!r} holds shapes without values, so no loss can be computed; pass 'cpu' or 'cuda'."
+        )
+    if parsed.type == "cpu":
+        return parsed
+    backend = getattr(torch, parsed.type, None)
+    available = bool(getattr(backend, "is_available", lambda: False)())
+    if not available:
+        raise ConfigError(
+            f"`{argument}` {device!r} is not available on this machine (torch {torch.__version__} sees no "
+            f"{parsed.type} device); pass 'cpu', or install a torch build for it."
+        )
+    count = getattr(backend, "device_count", lambda: 1)()
+    if parsed.index is not None and parsed.index >= count:
+        raise ConfigError(
+            f"`{argument}` {device!r} names device {parsed.index}, but this machine has {count} {parsed.type} "
+            f"device(s) (0 to {count - 1})."
+        )
+    return parsed

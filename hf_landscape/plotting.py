@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import ConfigError
+from .errors import ConfigError, SurfaceError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -271,12 +271,14 @@ def save_plots(
     kinds: Sequence[str] | None = None,
     **kwargs: Any,
 ) -> list[Path]:
-    """Write `plot_<kind>.<format>` for every plot kind of the surface (or `kinds`) and format."""
-    for fmt in formats:
-        if fmt not in FORMATS:
-            raise ConfigError(f"`formats` may hold {list(FORMATS)}, got {fmt!r}.")
+    """Write `plot_<kind>.<format>` for every plot kind of the surface (or `kinds`) and format, each atomically
+    (`io.save_figure`) under the folder's lock."""
+    from . import io
+
+    check_formats(formats, "formats")
     folder = Path(save_directory)
-    folder.mkdir(parents=True, exist_ok=True)
+    io.check_output_folder(folder, argument="save_directory")
+    io.make_output_folder(folder, argument="save_directory")
     if kinds:
         kinds = list(kinds)
     elif surface.ndim == 1:
@@ -284,12 +286,26 @@ def save_plots(
     else:
         kinds = [k for k in PLANE_KINDS if k != "spread" or surface.spread is not None]
     written = []
-    for kind in kinds:
-        fig = plot_surface(surface, kind, **kwargs)
-        for fmt in formats:
-            path = folder / f"plot_{kind}.{fmt}"
-            tmp = folder / f".plot_{kind}.tmp-{os.getpid()}.{fmt}"
-            fig.savefig(tmp, dpi=120)
-            os.replace(tmp, path)
-            written.append(path)
+    with io.folder_lock(folder, argument="save_directory"):
+        for kind in kinds:
+            fig = plot_surface(surface, kind, **kwargs)
+            for fmt in formats:
+                try:
+                    written.append(io.save_figure(folder / f"plot_{kind}.{fmt}", fig))
+                except OSError as err:
+                    raise SurfaceError(
+                        f"Could not write plot_{kind}.{fmt} to {str(folder)!r} ({err.strerror or err}); what was "
+                        "saved there before is intact (a surface saved first stays saved). Free disk space or make "
+                        "the folder writable, then draw the plots again (`hf-landscape plot`, `surface.save_plots`)."
+                    ) from None
     return written
+
+
+def check_formats(formats: Any, argument: str) -> tuple[str, ...]:
+    """`formats` as a tuple of plot formats, each one of `FORMATS`, or a `ConfigError` naming `argument`."""
+    if isinstance(formats, str) or not isinstance(formats, Sequence) or not formats:
+        raise ConfigError(f"`{argument}` must be a list of plot formats from {list(FORMATS)}, got {formats!r}.")
+    for fmt in formats:
+        if fmt not in FORMATS:
+            raise ConfigError(f"`{argument}` may hold {list(FORMATS)}, got {fmt!r}.")
+    return tuple(formats)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import logging
+import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
@@ -18,23 +19,26 @@ import numpy as np
 import torch
 
 from .checkpoint import GridCheckpoint, tensor_fingerprint
-from .directions.base import Direction
+from .directions.base import Direction, check_tensors
 from .directions.interpolation import interpolation_target, set_on_path
 from .directions.low_rank import LowRankDirection, LowRankDirectionConfig, low_rank_directions
 from .directions.random import RandomDirectionConfig, random_directions
 from .engine import (
+    MAX_ABS_COORDINATE,
     StackedPoints,
+    check_grid_size,
     compiled_forward,
     compiling,
     distributed_state,
     editing,
+    eval_mode,
     evaluate,
     grid_axis,
     low_rank_editing,
     points_per_forward,
     run_grid,
 )
-from .errors import ConfigError, DirectionError, ModelError
+from .errors import ConfigError, DirectionError, ModelError, redact
 from .objectives.base import Evaluation, Objective
 from .sharpness import (
     EigenResult,
@@ -127,6 +131,12 @@ class LandscapeProbe:
                 f"`objective` must be an hf_landscape `Objective` (e.g. `CausalLMObjective(texts, tokenizer)`), "
                 f"got {type(objective).__name__}."
             )
+        check_materialized(model, "model")
+        if not (autocast is None or isinstance(autocast, str)) or autocast not in AUTOCAST_DTYPES:
+            raise ConfigError(
+                f"`autocast` must be one of {list(AUTOCAST_DTYPES)}, got {autocast!r}; e.g. autocast='bfloat16'."
+            )
+        _check_autocast(model, autocast)
         objective.bind(model)
         self.model = model
         self.objective = objective
@@ -138,10 +148,6 @@ class LandscapeProbe:
         if not isinstance(cuda_graphs, bool):
             raise ConfigError(f"`cuda_graphs` must be True or False, got {cuda_graphs!r}.")
         self.cuda_graphs = cuda_graphs
-        if not (autocast is None or isinstance(autocast, str)) or autocast not in AUTOCAST_DTYPES:
-            raise ConfigError(
-                f"`autocast` must be one of {list(AUTOCAST_DTYPES)}, got {autocast!r}; e.g. autocast='bfloat16'."
-            )
         self.autocast = autocast
         autocast_dtype = AUTOCAST_DTYPES[autocast]
         if autocast_dtype is not None:
@@ -233,7 +239,15 @@ class LandscapeProbe:
             raise ConfigError(
                 f"`point` {tuple(point)!r} needs one direction per coordinate; pass `directions=` of that length."
             )
-        coords = tuple(float(c) for c in point)
+        try:
+            coords = tuple(float(c) for c in point)
+        except (TypeError, ValueError):
+            raise ConfigError(f"`point` must be a list of numbers, got {point!r}.") from None
+        if not all(math.isfinite(c) and abs(c) <= MAX_ABS_COORDINATE for c in coords):
+            raise ConfigError(
+                f"`point` {coords!r} must be finite and within ±{MAX_ABS_COORDINATE:g} (coordinates are in units of "
+                "the directions); e.g. point=(0.5,)."
+            )
         if all(isinstance(d, LowRankDirection) for d in directions):
             with low_rank_editing(self.model, list(directions)) as low_rank:
                 low_rank.set_linear(coords)
@@ -425,15 +439,14 @@ class LandscapeProbe:
         spec = list(spec)
         if len(spec) != axes:
             raise ConfigError(f"`directions` must hold {axes} direction(s) here, got {len(spec)}.")
-        return [
-            d if isinstance(d, (Direction, LowRankDirection)) else Direction(dict(d), {"kind": "custom"}) for d in spec
-        ]
+        names = ["direction"] if axes == 1 else [f"directions[{k}]" for k in range(axes)]
+        return [_as_direction(d, name) for d, name in zip(spec, names)]
 
     def _prepare(self, directions: list[Any]) -> tuple[dict[str, torch.nn.Parameter], list[list[torch.Tensor]]]:
         """Check user or drawn directions against the model; return the parameters they touch and
         per-axis tensor lists on the parameters' devices and dtypes (zeros where an axis skips a name)."""
         all_params = dict(self.model.named_parameters())
-        directions = [d if isinstance(d, Direction) else Direction(dict(d), {"kind": "custom"}) for d in directions]
+        directions = [_as_direction(d, f"directions[{k}]") for k, d in enumerate(directions)]
         for k, d in enumerate(directions):
             d.check_fits(all_params, argument=f"directions[{k}]")
         names = [n for n in all_params if any(n in d.tensors for d in directions)]
@@ -495,7 +508,7 @@ class LandscapeProbe:
         checkpoint = self._checkpoint(checkpoint_dir, checkpoint_every, "line", [x], dirs)
         values, metrics, wall = self._grid([(a,) for a in x], dirs, desc="line", checkpoint=checkpoint)
         meta = self._metadata("line", dirs, seed, {"steps": [steps], "span": [list(map(float, span))]}, wall)
-        return Surface(x, values, metrics=metrics, metadata=meta, directions=dirs)
+        return self._kept(Surface(x, values, metrics=metrics, metadata=meta, directions=dirs), checkpoint)
 
     def plane(
         self,
@@ -539,6 +552,7 @@ class LandscapeProbe:
         span_x, span_y = _plane_span(span)
         x = grid_axis(nx, span_x, "steps/span (x)")
         y = grid_axis(ny, span_y, "steps/span (y)")
+        check_grid_size(nx * ny, "steps")
         seed = cast(int, seed)  # a list of seeds returned above
         dirs = self._directions_for(directions, seed, 2, config, config_kwargs)
         checkpoint = self._checkpoint(checkpoint_dir, checkpoint_every, "plane", [x, y], dirs)
@@ -546,7 +560,7 @@ class LandscapeProbe:
         shape = (len(y), len(x))
         grid = {"steps": [nx, ny], "span": [list(map(float, span_x)), list(map(float, span_y))]}
         meta = self._metadata("plane", dirs, seed, grid, wall)
-        return Surface(
+        surface = Surface(
             x,
             values.reshape(shape),
             y=y,
@@ -554,6 +568,7 @@ class LandscapeProbe:
             metadata=meta,
             directions=dirs,
         )
+        return self._kept(surface, checkpoint)
 
     def interpolate(
         self,
@@ -599,9 +614,10 @@ class LandscapeProbe:
         if not others:
             raise ModelError("`other_model` is an empty list; pass a model or a list of models to interpolate to.")
         for i, other in enumerate(others):
+            where = "other_model" if len(others) == 1 else f"other_model[{i}]"
             if not isinstance(other, PreTrainedModel):
-                where = "`other_model`" if len(others) == 1 else f"`other_model[{i}]`"
-                raise ModelError(f"{where} must be a transformers `PreTrainedModel`, got {type(other).__name__}.")
+                raise ModelError(f"`{where}` must be a transformers `PreTrainedModel`, got {type(other).__name__}.")
+            check_materialized(other, where)
         segments = len(others)
         if span is None:
             span = (-0.5, segments + 0.5)
@@ -640,12 +656,20 @@ class LandscapeProbe:
         meta["other_model"] = described[-1]
         first = {"name_or_path": self.provenance.get("name_or_path"), "class": type(self.model).__name__}
         meta["path"] = {"knots": list(range(segments + 1)), "models": [first, *described]}
-        return Surface(x, values, metrics=metrics, metadata=meta)
+        return self._kept(Surface(x, values, metrics=metrics, metadata=meta), checkpoint)
 
     def _over_seeds(self, kind: str, seeds: Sequence[int], **kwargs: Any) -> Surface:
         """One surface per direction seed, combined: `values` is the mean, `spread` the standard deviation
         (ddof=1) and `samples` the per-seed values, so a plot can show whether a feature is one draw's."""
         seeds = seed_list(seeds)
+        steps, span = kwargs["steps"], kwargs["span"]
+        if kind == "line":
+            per_seed = grid_axis(steps, span, "steps/span").size
+        else:
+            nx, ny = _plane_steps(steps)
+            span_x, span_y = _plane_span(span)
+            per_seed = grid_axis(nx, span_x, "steps/span (x)").size * grid_axis(ny, span_y, "steps/span (y)").size
+        check_grid_size(per_seed * len(seeds), "steps x seeds")
         folder = kwargs.pop("checkpoint_dir")
         surfaces = []
         for seed in seeds:
@@ -662,7 +686,7 @@ class LandscapeProbe:
             wall_time_s=round(sum(s.metadata["wall_time_s"] for s in surfaces), 3),
         )
         metrics = {k: np.mean(np.stack([s.metrics[k] for s in surfaces]), axis=0) for k in first.metrics}
-        return Surface(
+        combined = Surface(
             first.x,
             samples.mean(axis=0),
             y=first.y,
@@ -672,6 +696,23 @@ class LandscapeProbe:
             samples=samples,
             directions=[d for s in surfaces for d in (s.directions or [])],
         )
+        combined._partials = [p for s in surfaces for p in s._partials]
+        return combined
+
+    def _kept(self, surface: Surface, checkpoint: GridCheckpoint | None) -> Surface:
+        """`surface`, remembering the partial grid(s) it was computed into (every process's, when sharded), which
+        `Surface.save_pretrained` removes once it has saved the surface into their folder."""
+        if checkpoint is None:
+            return surface
+        if self._shard is None:
+            surface._partials = [checkpoint]
+        else:
+            n = self._shard.num_processes
+            base = checkpoint.folder.parent
+            surface._partials = [
+                GridCheckpoint(base / f".rank{i}-of-{n}", checkpoint.key, every=checkpoint.every) for i in range(n)
+            ]
+        return surface
 
     def _checkpoint(
         self,
@@ -685,6 +726,8 @@ class LandscapeProbe:
         """A `GridCheckpoint` keyed by everything that decides the values, or None without a folder."""
         if folder is None:
             return None
+        if not isinstance(folder, (str, os.PathLike)) or not str(folder):
+            raise ConfigError(f"`checkpoint_dir` must be a folder path, got {folder!r}.")
         if self._shard is not None:  # one partial grid per process
             folder = os.path.join(folder, f".rank{self._shard.process_index}-of-{self._shard.num_processes}")
         key = {
@@ -831,22 +874,21 @@ class LandscapeProbe:
         )
         logger.info("%s: %d point(s) per forward (points_per_forward=%r)", desc, k, self.points_per_forward)
         if k > 1:
-            was_training = self.model.training
             try:
-                self.model.eval()
-                stacked = StackedPoints(self.model, params, tensors, compile=self.compile)
-                return run_grid(
-                    self.model,
-                    self.objective,
-                    points,
-                    None,
-                    progress=self.progress,
-                    desc=desc,
-                    checkpoint=checkpoint,
-                    stacked=stacked,
-                    chunk=k,
-                    shard=self._shard,
-                )
+                with eval_mode(self.model):
+                    stacked = StackedPoints(self.model, params, tensors, compile=self.compile)
+                    return run_grid(
+                        self.model,
+                        self.objective,
+                        points,
+                        None,
+                        progress=self.progress,
+                        desc=desc,
+                        checkpoint=checkpoint,
+                        stacked=stacked,
+                        chunk=k,
+                        shard=self._shard,
+                    )
             except (torch.OutOfMemoryError, KeyboardInterrupt):
                 raise
             except Exception as err:
@@ -860,10 +902,8 @@ class LandscapeProbe:
                     desc,
                     type(self.model).__name__,
                     type(err).__name__,
-                    str(err).splitlines()[0] if str(err) else "",
+                    redact(str(err).splitlines()[0] if str(err) else ""),
                 )
-            finally:
-                self.model.train(was_training)
         with editing(self.model, params) as editor:
             return run_grid(
                 self.model,
@@ -1008,3 +1048,49 @@ def library_versions() -> dict[str, str]:
         except PackageNotFoundError:
             out[name] = "unknown"
     return out
+
+
+def check_materialized(model: Any, argument: str) -> None:
+    """Refuse a model with weights on the meta device (shapes without values, e.g. built under
+    `init_empty_weights`), which no loss can be computed on. Weights that accelerate offloaded (`device_map` with
+    CPU or disk offload) are meta too, but its hooks load them at each forward: those are allowed here."""
+    hooked = [name for name, module in model.named_modules() if hasattr(module, "_hf_hook")]
+
+    def offloaded(name: str) -> bool:
+        return any(h == "" or name.startswith(f"{h}.") for h in hooked)
+
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    meta = [n for n, t in tensors if t.device.type == "meta" and not offloaded(n)]
+    if meta:
+        raise ModelError(
+            f"`{argument}` has {len(meta)} weight(s) on the meta device (shapes without values), e.g. {meta[0]!r}; "
+            "load its weights (e.g. `from_pretrained(...)`, not a model built under `init_empty_weights`)."
+        )
+
+
+def _check_autocast(model: Any, autocast: str | None) -> None:
+    """Autocast to one half-precision dtype cannot run weights stored in the other (a half-precision op meets
+    weights it cannot cast): refuse before any evaluation."""
+    dtype = AUTOCAST_DTYPES.get(autocast)
+    if dtype is None:
+        return
+    halves = {p.dtype for p in model.parameters() if p.dtype in (torch.float16, torch.bfloat16)} - {dtype}
+    if halves:
+        other = str(next(iter(halves))).replace("torch.", "")
+        raise ConfigError(
+            f"`autocast` {autocast!r} cannot evaluate a model whose weights are {other}; pass autocast={other!r} or "
+            f"None, or load the model in float32."
+        )
+
+
+def _as_direction(value: Any, argument: str) -> Direction | LowRankDirection:
+    """A user's direction as a `Direction` (or `LowRankDirection`), or a `DirectionError` naming `argument`."""
+    if isinstance(value, (Direction, LowRankDirection)):
+        return value
+    if not isinstance(value, Mapping):
+        raise DirectionError(
+            f"`{argument}` must be a `Direction`, a `LowRankDirection` or a dict {{parameter name: tensor}}, got "
+            f"{value!r:.60} ({type(value).__name__}); e.g. `probe.directions(seed)[0]`."
+        )
+    check_tensors(value, argument)
+    return Direction(dict(value), {"kind": "custom"})

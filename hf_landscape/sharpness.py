@@ -41,7 +41,7 @@ from .attention import switched_attention
 from .config import BaseConfig, check_choice, check_patterns
 from .directions.base import Direction, select_parameters
 from .directions.random import seed_for
-from .engine import editing
+from .engine import editing, eval_mode
 from .engine import evaluate as evaluate_objective
 from .errors import ConfigError, ObjectiveError
 from .stats import DEFAULT_CONFIDENCE, check_confidence, mean_interval, ratio_interval, t_interval
@@ -143,21 +143,19 @@ def double_backward_attention(model: torch.nn.Module) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _differentiable(model: torch.nn.Module, params: list[torch.nn.Parameter]) -> Iterator[None]:
-    """Eval mode, grad on for exactly `params` (off for the rest); everything restored on exit."""
-    was_training = model.training
+    """Eval mode, grad on for exactly `params` (off for the rest); every flag restored on exit."""
     saved = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        model.eval()
-        for p, _ in saved:
-            p.requires_grad_(False)
-        for p in params:
-            p.requires_grad_(True)
-        with torch.inference_mode(False), torch.enable_grad():
-            yield
-    finally:
-        for p, flag in saved:
-            p.requires_grad_(flag)
-        model.train(was_training)
+    with eval_mode(model):
+        try:
+            for p, _ in saved:
+                p.requires_grad_(False)
+            for p in params:
+                p.requires_grad_(True)
+            with torch.inference_mode(False), torch.enable_grad():
+                yield
+        finally:
+            for p, flag in saved:
+                p.requires_grad_(flag)
 
 
 def _select(model: torch.nn.Module, include: Any, exclude: Any, include_1d: bool) -> dict[str, torch.nn.Parameter]:

@@ -2,8 +2,10 @@
 
 On disk a surface is two files: `surface.safetensors` (the arrays) and `surface.json` (sorted JSON:
 kind, provenance, and the SHA-256 of the arrays file, so a corrupted or mismatched file is caught on
-load). Both are written to temporary names and renamed into place, arrays first, so a crash never
-leaves a half-written surface. Only safetensors and JSON are ever read.
+load). Both are written atomically and durably (`io.write_bytes`), arrays first, under the folder's lock,
+so a crash never leaves a half-written surface. A surface made by a probe with `checkpoint_dir` remembers
+its partial grid; saving it into that folder removes the partial files once both files are on disk, and a
+failed save keeps them (and says so). Only safetensors and JSON are ever read.
 """
 
 from __future__ import annotations
@@ -12,14 +14,16 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from .errors import SurfaceError
+from . import io
+from .errors import SurfaceError, hidden_token, raise_detached
 
 logger = logging.getLogger(__name__)
 
@@ -66,17 +70,24 @@ class Surface:
         spread: np.ndarray | None = None,
         samples: np.ndarray | None = None,
     ) -> None:
-        self.x = np.asarray(x, dtype=np.float64)
-        self.y = None if y is None else np.asarray(y, dtype=np.float64)
-        self.values = np.asarray(values, dtype=np.float64)
+        self.x = _array("x", x, ndim=1)
+        self.y = None if y is None else _array("y", y, ndim=1)
+        self.values = _array("values", values)
         expected = (len(self.x),) if self.y is None else (len(self.y), len(self.x))
         if self.values.shape != expected:
             raise SurfaceError(f"`values` has shape {self.values.shape}, expected {expected} from the coordinates.")
-        self.metrics = {k: np.asarray(v, dtype=np.float64).reshape(expected) for k, v in (metrics or {}).items()}
+        if metrics is not None and not isinstance(metrics, Mapping):
+            raise SurfaceError(f"`metrics` must be a dict {{name: array}}, got {type(metrics).__name__}.")
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise SurfaceError(f"`metadata` must be a dict, got {type(metadata).__name__} {metadata!r:.60}.")
+        self.metrics = {str(k): _shaped(f"metrics[{k!r}]", v, expected) for k, v in (metrics or {}).items()}
         self.metadata = dict(metadata or {})
         self.directions = directions
-        self.spread = None if spread is None else np.asarray(spread, dtype=np.float64).reshape(expected)
-        self.samples = None if samples is None else np.asarray(samples, dtype=np.float64).reshape(-1, *expected)
+        self.spread = None if spread is None else _shaped("spread", spread, expected)
+        self.samples = None if samples is None else _shaped("samples", samples, expected, stacked=True)
+        # The partial grids (`GridCheckpoint`) this surface was computed into; `save_pretrained` removes those in
+        # the folder it saves to, once the surface is durably there.
+        self._partials: list[Any] = []
 
     @property
     def kind(self) -> str:
@@ -127,11 +138,16 @@ class Surface:
         for name, t in sorted(self._arrays().items()):
             h.update(name.encode())
             h.update(t.numpy().tobytes())
-        h.update(json.dumps(_jsonable(self.metadata), sort_keys=True).encode())
+        h.update(json.dumps(io.jsonable(self.metadata), sort_keys=True).encode())
         return h.hexdigest()
 
     def save_pretrained(self, save_directory: str | os.PathLike, *, overwrite: bool = False) -> None:
-        """Write `surface.safetensors` and `surface.json` into `save_directory`, atomically.
+        """Write `surface.safetensors` and `surface.json` into `save_directory`, atomically and durably.
+
+        The folder is locked while it is written (`io.folder_lock`). If the surface was computed with a
+        `checkpoint_dir` and is saved into that folder, the partial grid there is removed once both files are on
+        disk; if the save fails, the partial grid is kept, so the same call (or command) finishes from it
+        without evaluating any point again.
 
         Args:
             save_directory: the folder (created if needed).
@@ -139,11 +155,16 @@ class Surface:
                 again is always allowed.
 
         Raises:
-            SurfaceError: the folder holds a different surface and `overwrite` is False. Nothing is written.
+            SurfaceError: the folder holds a different surface and `overwrite` is False, or cannot be written
+                (the message says what was kept and how to finish). Nothing is half-written.
         """
-        folder = Path(save_directory)
-        if folder.exists() and not folder.is_dir():
-            raise SurfaceError(f"`save_directory` {str(folder)!r} is a file; pass a folder path.")
+        folder = _folder("save_directory", save_directory)
+        io.check_output_folder(folder, argument="save_directory", names=(ARRAYS_NAME, METADATA_NAME))
+        io.make_output_folder(folder, argument="save_directory")
+        with io.folder_lock(folder, argument="save_directory"):
+            self._save_locked(folder, overwrite)
+
+    def _save_locked(self, folder: Path, overwrite: bool) -> None:
         sid = self.surface_id()
         existing = folder / METADATA_NAME
         if existing.is_file() and not overwrite:
@@ -156,27 +177,56 @@ class Surface:
                     f"`save_directory` {str(folder)!r} already holds a different surface; choose another folder "
                     "or pass `overwrite=True` (`--overwrite` on the command line)."
                 )
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp_arrays = folder / f".{ARRAYS_NAME}.tmp-{os.getpid()}"
-        tmp_meta = folder / f".{METADATA_NAME}.tmp-{os.getpid()}"
         try:
-            save_file(self._arrays(), str(tmp_arrays), metadata={"format": "hf_landscape.surface"})
-            digest = _sha256_file(tmp_arrays)
+            digest = io.write_safetensors(
+                folder / ARRAYS_NAME, self._arrays(), metadata={"format": "hf_landscape.surface"}
+            )
             record = {
                 "format_version": FORMAT_VERSION,
                 "kind": self.kind,
                 "surface_id": sid,
                 "arrays_sha256": digest,
                 "metrics": sorted(self.metrics),
-                "metadata": _jsonable(self.metadata),
+                "metadata": io.jsonable(self.metadata),
             }
-            tmp_meta.write_text(json.dumps(record, sort_keys=True, indent=2, allow_nan=True) + "\n")
-            os.replace(tmp_arrays, folder / ARRAYS_NAME)
-            os.replace(tmp_meta, folder / METADATA_NAME)
-        finally:
-            for tmp in (tmp_arrays, tmp_meta):
-                tmp.unlink(missing_ok=True)
+            io.write_json(folder / METADATA_NAME, record)
+        except Exception as err:  # a full disk, a failing rename, an unserializable array: keep every point
+            raise SurfaceError(self._failed_save(folder, err)) from None
         logger.info("saved %s surface to %s", self.kind, folder)
+        self._clear_partials(folder)
+
+    def _failed_save(self, folder: Path, err: Exception) -> str:
+        reason = f"{type(err).__name__}: {err.strerror}" if isinstance(err, OSError) and err.strerror else str(err)
+        if not isinstance(err, OSError):
+            reason = f"{type(err).__name__}: {reason}"
+        partials = [str(p.folder) for p in self._partials if p.holds_this_grid()]
+        if not partials:
+            return (
+                f"Could not save the surface to {str(folder)!r} ({reason}); the folder holds what it held before. "
+                "Fix that (free disk space, make the folder writable), then save again."
+            )
+        points = int(self.samples.size if self.samples is not None else self.values.size)
+        where = os.path.commonpath(partials) if len(partials) > 1 else partials[0]
+        return (
+            f"Could not save the surface to {str(folder)!r} ({reason}); all {points} evaluated points are kept in "
+            f"{where!r}: fix that (free disk space, make the folder writable), then run the same command again (or "
+            "call the same method with the same `checkpoint_dir`), which finishes from them without evaluating any "
+            "point again."
+        )
+
+    def _clear_partials(self, folder: Path) -> None:
+        """Remove the complete partial grids of this surface that live in `folder` (or its subfolders)."""
+        root = folder.resolve()
+        for partial in self._partials:
+            where = partial.folder.resolve()
+            if (where == root or root in where.parents) and partial.holds_this_grid():
+                partial.clear()
+                if where != root:
+                    try:
+                        where.rmdir()  # the per-seed or per-process subfolder, if nothing else is in it
+                    except OSError:
+                        pass
+        self._partials = [p for p in self._partials if p.holds_this_grid()]
 
     @classmethod
     def from_pretrained(
@@ -193,6 +243,11 @@ class Surface:
         Raises:
             SurfaceError: the folder or repo holds no surface, or its arrays do not match their hash.
         """
+        if not isinstance(repo_id_or_path, (str, os.PathLike)) or not str(repo_id_or_path):
+            raise SurfaceError(
+                f"`repo_id_or_path` must be a surface folder or a Hub repo id (e.g. 'user/landscape'), got "
+                f"{repo_id_or_path!r}."
+            )
         folder = Path(repo_id_or_path)
         meta_path: str | Path
         arrays_path: str | Path
@@ -214,7 +269,12 @@ class Surface:
             ) from None
         if not isinstance(record, dict) or record.get("format_version") != FORMAT_VERSION:
             raise SurfaceError(f"{str(meta_path)!r} is not an hf_landscape surface of format {FORMAT_VERSION}.")
-        if _sha256_file(Path(arrays_path)) != record.get("arrays_sha256"):
+        if not isinstance(record.get("metadata"), dict):
+            raise SurfaceError(
+                f"{str(meta_path)!r} has no `metadata` dict (got {type(record.get('metadata')).__name__}); the file "
+                "was not written by hf_landscape or was edited: save the surface again."
+            )
+        if io.sha256_file(Path(arrays_path)) != record.get("arrays_sha256"):
             raise SurfaceError(
                 f"{str(arrays_path)!r} does not match the hash recorded in {METADATA_NAME}: the file is corrupted "
                 "or from another surface; save or download the surface again."
@@ -223,16 +283,25 @@ class Surface:
             arrays = {k: v.numpy() for k, v in load_file(str(arrays_path)).items()}
         except Exception as err:  # safetensors raises its own error types for bad headers
             raise SurfaceError(f"{str(arrays_path)!r} cannot be read as safetensors ({err}).") from None
+        missing = [name for name in ("x", "values") if name not in arrays]
+        if missing:
+            raise SurfaceError(
+                f"{str(arrays_path)!r} has no {' or '.join(f'`{m}`' for m in missing)} array; it was not written by "
+                "hf_landscape or was edited: save the surface again."
+            )
         metrics = {k[len("metrics.") :]: v for k, v in arrays.items() if k.startswith("metrics.")}
-        return cls(
-            arrays["x"],
-            arrays["values"],
-            y=arrays.get("y"),
-            metrics=metrics,
-            metadata=record["metadata"],
-            spread=arrays.get("spread"),
-            samples=arrays.get("samples"),
-        )
+        try:
+            return cls(
+                arrays["x"],
+                arrays["values"],
+                y=arrays.get("y"),
+                metrics=metrics,
+                metadata=record["metadata"],
+                spread=arrays.get("spread"),
+                samples=arrays.get("samples"),
+            )
+        except SurfaceError as err:
+            raise SurfaceError(f"{str(arrays_path)!r} does not hold a valid surface: {err}") from None
 
     def push_to_hub(
         self,
@@ -293,8 +362,37 @@ class Surface:
         return save_plots(self, save_directory, formats=formats, **kwargs)
 
 
+def _array(name: str, value: Any, ndim: int | None = None) -> np.ndarray:
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise SurfaceError(f"`{name}` must be an array of numbers ({err}).") from None
+    if ndim is not None and array.ndim != ndim:
+        raise SurfaceError(f"`{name}` must be 1-D (one coordinate per grid point), got shape {array.shape}.")
+    return array
+
+
+def _shaped(name: str, value: Any, expected: tuple[int, ...], *, stacked: bool = False) -> np.ndarray:
+    """`value` as float64 of shape `expected` (or `(k, *expected)` when `stacked`): same size, any layout."""
+    array = _array(name, value)
+    size = int(np.prod(expected))
+    if stacked:
+        if size == 0 or array.size % size or array.size == 0:
+            raise SurfaceError(f"`{name}` has shape {array.shape}, expected (draws, *{expected}).")
+        return array.reshape(-1, *expected)
+    if array.size != size:
+        raise SurfaceError(f"`{name}` has {array.size} values in shape {array.shape}, expected shape {expected}.")
+    return array.reshape(expected)
+
+
+def _folder(argument: str, value: Any) -> Path:
+    if not isinstance(value, (str, os.PathLike)) or not str(value):
+        raise SurfaceError(f"`{argument}` must be a folder path, got {value!r}.")
+    return Path(value)
+
+
 def _download(repo_id: str, revision: str | None, subfolder: str | None, token: Any, cache_dir: Any) -> tuple[str, str]:
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import (
         EntryNotFoundError,
         HfHubHTTPError,
@@ -302,41 +400,32 @@ def _download(repo_id: str, revision: str | None, subfolder: str | None, token: 
         RepositoryNotFoundError,
     )
 
-    try:
-        paths = [
-            hf_hub_download(repo_id, name, subfolder=subfolder, revision=revision, token=token, cache_dir=cache_dir)
-            for name in (METADATA_NAME, ARRAYS_NAME)
-        ]
-    except RepositoryNotFoundError:
-        raise SurfaceError(
-            f"`repo_id_or_path` {repo_id!r} is neither a local folder nor a Hub repo you can read; check the "
-            "name, or pass `token=` for a private repo."
-        ) from None
-    except EntryNotFoundError:
-        raise SurfaceError(f"Hub repo {repo_id!r} holds no surface ({METADATA_NAME}, {ARRAYS_NAME}).") from None
-    except (LocalEntryNotFoundError, HfHubHTTPError, ValueError) as err:
-        raise SurfaceError(f"Could not load surface {repo_id!r} from the Hub: {type(err).__name__}: {err}") from None
+    with hidden_token(token):
+        try:
+            paths = [
+                hf_hub_download(repo_id, name, subfolder=subfolder, revision=revision, token=token, cache_dir=cache_dir)
+                for name in (METADATA_NAME, ARRAYS_NAME)
+            ]
+        except RepositoryNotFoundError:
+            raise_detached(
+                SurfaceError(
+                    f"`repo_id_or_path` {repo_id!r} is neither a local folder nor a Hub repo you can read; check the "
+                    "name, or pass `token=` for a private repo."
+                )
+            )
+        except LocalEntryNotFoundError:  # offline, or the Hub could not be reached, and nothing in the cache
+            offline = " (HF_HUB_OFFLINE=1 is set)" if constants.HF_HUB_OFFLINE else ""
+            raise_detached(
+                SurfaceError(
+                    f"`repo_id_or_path` {repo_id!r} is not a local folder, and as a Hub repo it could not be reached"
+                    f"{offline} and is not in the local cache; check the path or repo id, and the connection (unset "
+                    "HF_HUB_OFFLINE to download)."
+                )
+            )
+        except EntryNotFoundError:
+            raise_detached(SurfaceError(f"Hub repo {repo_id!r} holds no surface ({METADATA_NAME}, {ARRAYS_NAME})."))
+        except (HfHubHTTPError, ValueError, OSError) as err:
+            raise_detached(
+                SurfaceError(f"Could not load surface {repo_id!r} from the Hub: {type(err).__name__}: {err}")
+            )
     return paths[0], paths[1]
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _jsonable(value: Any) -> Any:
-    """Metadata as plain JSON types (tuples to lists, numpy scalars to numbers, paths to strings)."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)

@@ -120,4 +120,10 @@ def check_alphas(alphas: Sequence[float]) -> np.ndarray:
         raise ConfigError(f"`alphas` must be a list of numbers, e.g. [-1, -0.5, 0, 0.5, 1]; got {alphas!r}.") from None
     if values.size == 0 or not np.all(np.isfinite(values)):
         raise ConfigError(f"`alphas` must be a non-empty list of finite numbers, got {alphas!r}.")
-    return np.unique(np.append(values, 0.0))
+    from .engine import MAX_ABS_COORDINATE, check_grid_size
+
+    if np.max(np.abs(values)) > MAX_ABS_COORDINATE:
+        raise ConfigError(f"`alphas` must lie within ±{MAX_ABS_COORDINATE:g}, got {alphas!r:.80}.")
+    values = np.unique(np.append(values, 0.0))
+    check_grid_size(values.size, "alphas")
+    return values

@@ -220,6 +220,9 @@ class FakeHubServer:
 
     ``token``: when set, write endpoints need ``Authorization: Bearer <token>``, private repos need it to be read,
     and a request carrying any other token gets a 401 (like the Hub does for invalid tokens). ``None``: no auth.
+
+    ``echo_authorization``: a misbehaving endpoint for redaction tests: every error answer repeats the request's
+    ``Authorization`` header (in ``X-Error-Message`` and in the JSON body), as a careless proxy or server might.
     """
 
     def __init__(
@@ -232,8 +235,10 @@ class FakeHubServer:
         tree_page_size: int = 1000,
         lfs_threshold: int = LFS_SIZE_THRESHOLD,
         initial_gitattributes: bool = True,
+        echo_authorization: bool = False,
     ):
         self.token = token
+        self.echo_authorization = echo_authorization
         self.host = host
         self.port = port
         self.username = username
@@ -534,8 +539,11 @@ class _Handler(BaseHTTPRequestHandler):
             headers = dict(e.headers)
             if e.error_code:
                 headers["X-Error-Code"] = e.error_code
-            headers["X-Error-Message"] = e.message
-            response = _json({"error": e.message, **e.extra}, e.status, headers)
+            message = e.message
+            if hub.echo_authorization:
+                message += f" (request sent Authorization: {self.headers.get('Authorization')})"
+            headers["X-Error-Message"] = message
+            response = _json({"error": message, **e.extra}, e.status, headers)
         except Exception as e:  # a bug in the fake: answer 500 with the traceback, keep serving
             traceback.print_exc(file=sys.stderr)
             response = _json({"error": f"fake hub crashed: {e!r}"}, 500, {"X-Error-Message": "fake hub crashed"})

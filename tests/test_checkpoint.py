@@ -43,6 +43,8 @@ def test_interrupted_grid_resumes_to_the_uninterrupted_values(tmp_path, monkeypa
     monkeypatch.undo()
     resumed = make_probe().plane(steps=(4, 3), seed=1, checkpoint_dir=tmp_path)
     np.testing.assert_array_equal(resumed.values, reference.values)
+    assert json.loads((tmp_path / META_NAME).read_text())["done"] == 12  # kept until the surface is saved there
+    resumed.save_pretrained(tmp_path)
     assert not (tmp_path / META_NAME).exists() and not (tmp_path / ARRAYS_NAME).exists()
 
 
@@ -90,22 +92,22 @@ def test_a_different_autocast_in_the_same_folder_is_refused(tmp_path, monkeypatc
 
 
 def test_disk_full_is_a_clear_error_and_earlier_points_stay(tmp_path, monkeypatch):
-    import hf_landscape.checkpoint as checkpoint
+    import hf_landscape.io as io
 
-    real_save = checkpoint.save_file
-    saves = {"n": 0}
+    real_write = io._write_all
+    writes = {"n": 0}
 
-    def save_file(*args, **kwargs):
-        saves["n"] += 1
-        if saves["n"] > 1:
+    def write_all(fd, data):
+        writes["n"] += 1
+        if writes["n"] > 2:  # the first checkpoint (arrays, then its record) fits; the disk is full after it
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_save(*args, **kwargs)
+        return real_write(fd, data)
 
-    monkeypatch.setattr(checkpoint, "save_file", save_file)
+    monkeypatch.setattr(io, "_write_all", write_all)
     with pytest.raises(SurfaceError, match="No space left on device.*free disk space.*intact"):
         make_probe().line(steps=6, checkpoint_dir=tmp_path, checkpoint_every=2)
     assert json.loads((tmp_path / META_NAME).read_text())["done"] == 2
-    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [META_NAME, ARRAYS_NAME]  # no temporary, no lock left
 
 
 def test_nan_and_inf_points_are_kept_saved_and_plotted(tmp_path):

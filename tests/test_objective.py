@@ -325,7 +325,7 @@ def test_explicit_config_is_used(tokenizer, texts):
         ([], "non-empty"),
         (["", "", ""], "only empty strings"),
         ("a single string", "single string"),
-        (["Why?", 3], "neither a string nor"),
+        (["Why?", 3], r"`data\[1\]` is 3 \(int\), not a string"),
     ],
 )
 def test_bad_text_data_is_an_objective_error(tokenizer, data, match):

@@ -1,9 +1,17 @@
-"""Arguments shared by the commands, and turning them into library objects."""
+"""Arguments shared by the commands, their checks, and turning them into library objects.
+
+Every option is checked (`check_*`) and the evaluation data is read before a model is loaded; the output folder
+is checked, created and locked (`output_folder`) before the model is loaded too, and stays locked until the
+surface, its plots and the push are done.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -111,26 +119,79 @@ def load_model_and_tokenizer(args: argparse.Namespace, name: str | None = None) 
     return model, tokenizer, provenance
 
 
-def build_objective(args: argparse.Namespace, tokenizer: Any) -> Any:
-    from ..objectives.causal_lm import CausalLMObjective
+def check_data_options(args: argparse.Namespace) -> None:
+    """The numbers of the evaluation data, before any work."""
+    for option, value, low in (
+        ("--max-examples", args.max_examples, 1),
+        ("--max-length", args.max_length, 2),
+        ("--batch-size", args.batch_size, 1),
+    ):
+        if value < low:
+            raise ConfigError(f"`{option}` must be an integer >= {low}, got {value}.")
 
-    if args.max_examples < 1:
-        raise ConfigError(f"`--max-examples` must be >= 1, got {args.max_examples}.")
+
+def check_model_options(args: argparse.Namespace) -> None:
+    """The model's device, before the model is loaded."""
+    from ..hub import check_device
+
+    if args.device is not None:
+        check_device(args.device, "--device")
+
+
+def check_direction_options(args: argparse.Namespace) -> None:
+    """The direction options, by making the config they become (its own checks name the option)."""
+    from ..directions.random import RandomDirectionConfig
+
+    RandomDirectionConfig(**direction_options(args))
+
+
+def check_output_options(args: argparse.Namespace) -> None:
+    """Plot formats, checkpointing and Hub options, before any work (not after the surface is saved)."""
+    from ..hub_push import check_repo_id, clean_folder
+    from ..plotting import check_formats
+
+    if not args.no_plots:
+        check_formats(args.formats, "--formats")
+    if args.checkpoint_every < 1:
+        raise ConfigError(f"`--checkpoint-every` must be a positive integer, got {args.checkpoint_every}.")
+    if args.push_to_hub is not None:
+        check_repo_id(args.push_to_hub, "--push-to-hub")
+        clean_folder(args.path_in_repo, "--path-in-repo")
+
+
+def read_data(args: argparse.Namespace) -> Any:
+    """The evaluation data, read before the model is loaded: the text of `--text-file`, or the dataset."""
     if args.text_file:
         path = Path(args.text_file)
         if not path.is_file():
             raise ObjectiveError(f"`--text-file` {str(path)!r} does not exist; pass a UTF-8 text file.")
+        try:
+            return path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise ObjectiveError(
+                f"`--text-file` {str(path)!r} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset "
+                f"{err.start}); pass a plain text file, or convert it with `iconv -t UTF-8`."
+            ) from None
+        except OSError as err:
+            raise ObjectiveError(f"`--text-file` {str(path)!r} cannot be read ({err.strerror or err}).") from None
+    dataset = load_text_dataset(args.dataset, args.dataset_config, args.split)
+    return dataset.select(range(min(args.max_examples, dataset.num_rows)))
+
+
+def build_objective(args: argparse.Namespace, tokenizer: Any, data: Any) -> Any:
+    """The causal-LM objective over `data` (from `read_data`)."""
+    from ..objectives.causal_lm import CausalLMObjective
+
+    if isinstance(data, str):
         return CausalLMObjective.from_long_text(
-            path.read_text(encoding="utf-8"),
+            data,
             tokenizer,
             max_length=args.max_length,
             num_sequences=args.max_examples,
             batch_size=args.batch_size,
         )
-    dataset = load_text_dataset(args.dataset, args.dataset_config, args.split)
-    dataset = dataset.select(range(min(args.max_examples, dataset.num_rows)))
     return CausalLMObjective(
-        dataset, tokenizer, max_length=args.max_length, batch_size=args.batch_size, text_column=args.text_column
+        data, tokenizer, max_length=args.max_length, batch_size=args.batch_size, text_column=args.text_column
     )
 
 
@@ -169,15 +230,47 @@ def direction_options(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def check_output_folder(args: argparse.Namespace) -> None:
-    """Refuse, before any work, an --out that holds a finished surface (unless --overwrite)."""
+def check_output_folder(args: argparse.Namespace, points: int) -> None:
+    """Refuse, before any work, an --out that cannot take the output: a file, under a file, on a full disk, with a
+    folder where a file goes, or holding a finished surface (unless --overwrite)."""
+    from .. import checkpoint, io
     from ..errors import SurfaceError
-    from ..surface import METADATA_NAME
+    from ..plotting import LINE_KINDS, PLANE_KINDS
+    from ..surface import ARRAYS_NAME, METADATA_NAME
 
-    if not args.overwrite and (Path(args.out) / METADATA_NAME).is_file():
+    plots = tuple(f"plot_{k}.{f}" for k in LINE_KINDS + PLANE_KINDS for f in getattr(args, "formats", ()) or ())
+    names = (METADATA_NAME, ARRAYS_NAME, checkpoint.META_NAME, checkpoint.ARRAYS_NAME, io.LOCK_NAME, *plots)
+    # The arrays (values, the partial grid) and the plots, with room to spare.
+    need = 64 * points + 8 * 2**20
+    io.check_output_folder(args.out, argument="--out", need_bytes=need, names=names)
+    if not args.overwrite and os.path.lexists(Path(args.out) / METADATA_NAME):
         raise SurfaceError(
             f"`--out` {args.out!r} already holds a surface; choose another folder or pass `--overwrite`."
         )
+
+
+@contextlib.contextmanager
+def output_folder(args: argparse.Namespace, points: int) -> Iterator[None]:
+    """Check `--out` (`check_output_folder`), create it, and hold its lock for the block (the main process of a
+    distributed run holds it; the others write only their own partial grids). A folder created here and still
+    empty when the block fails is removed again."""
+    from .. import io
+    from ..engine import distributed_state
+
+    check_output_folder(args, points)
+    created = io.make_output_folder(args.out, argument="--out")
+    state = distributed_state()
+    try:
+        if state is not None and not state.is_main_process:
+            yield
+        else:
+            with io.folder_lock(args.out, argument="--out"):
+                yield
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                Path(args.out).rmdir()  # only if nothing was written
+        raise
 
 
 def grid_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -189,12 +282,13 @@ def write_outputs(surface: Any, args: argparse.Namespace) -> None:
     import shlex
 
     from ..engine import distributed_state
+    from ..errors import redact
 
     state = distributed_state()
     if state is not None and not state.is_main_process:  # every process holds the whole grid; one writes it
         return
-    argv = getattr(args, "argv", None)
-    surface.metadata["command"] = shlex.join(["hf-landscape", *argv]) if argv else None
+    argv = getattr(args, "argv", None)  # recorded with any token-shaped value masked
+    surface.metadata["command"] = redact(shlex.join(["hf-landscape", *argv])) if argv else None
     surface.save_pretrained(args.out, overwrite=args.overwrite)
     written = (
         [] if args.no_plots else surface.save_plots(args.out, formats=tuple(args.formats), log_scale=args.log_scale)

@@ -1,4 +1,8 @@
-"""`hf-landscape line | plane | interpolate`: load a model and data, evaluate, write surface + plots."""
+"""`hf-landscape line | plane | interpolate`: load a model and data, evaluate, write surface + plots.
+
+Each command checks every option, reads the evaluation data and checks, creates and locks `--out` before it
+loads a model; the lock is held until the surface, its plots and the push are written.
+"""
 
 from __future__ import annotations
 
@@ -11,22 +15,36 @@ from .common import (
     add_model_arguments,
     add_output_arguments,
     build_objective,
-    check_output_folder,
+    check_data_options,
+    check_direction_options,
+    check_model_options,
+    check_output_options,
     direction_options,
     grid_options,
     load_model_and_tokenizer,
+    output_folder,
     parse_span,
     parse_spans,
+    read_data,
     write_outputs,
 )
 
 
-def _probe(args: argparse.Namespace) -> Any:
+def _check(args: argparse.Namespace, *, directions: bool = True) -> Any:
+    """Every option of a grid command, then the evaluation data (returned), before any model is loaded."""
+    check_data_options(args)
+    check_model_options(args)
+    check_output_options(args)
+    if directions:
+        check_direction_options(args)
+    return read_data(args)
+
+
+def _probe(args: argparse.Namespace, data: Any) -> Any:
     from ..probe import LandscapeProbe
 
-    check_output_folder(args)
     model, tokenizer, provenance = load_model_and_tokenizer(args)
-    objective = build_objective(args, tokenizer)
+    objective = build_objective(args, tokenizer, data)
     return LandscapeProbe(
         model, objective, progress=not args.no_progress, provenance=provenance, autocast=args.autocast
     )
@@ -44,11 +62,16 @@ def line_command_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def line_command(args: argparse.Namespace) -> int:
-    probe = _probe(args)
-    surface = probe.line(
-        steps=args.steps, span=args.span, seed=args.seed, **direction_options(args), **grid_options(args)
-    )
-    write_outputs(surface, args)
+    from ..engine import grid_axis
+
+    x = grid_axis(args.steps, args.span, "--steps/--span")
+    data = _check(args)
+    with output_folder(args, len(x)):
+        probe = _probe(args, data)
+        surface = probe.line(
+            steps=args.steps, span=args.span, seed=args.seed, **direction_options(args), **grid_options(args)
+        )
+        write_outputs(surface, args)
     return 0
 
 
@@ -67,22 +90,28 @@ def plane_command_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def plane_command(args: argparse.Namespace) -> int:
+    from ..engine import check_grid_size, grid_axis
     from ..errors import ConfigError
 
     if len(args.steps) not in (1, 2):
         raise ConfigError(f"`--steps` takes one or two values, got {args.steps}.")
     steps = tuple(args.steps * 2)[:2] if len(args.steps) == 1 else tuple(args.steps)
     span = (args.span[0], args.span[0]) if len(args.span) == 1 else tuple(args.span)
-    probe = _probe(args)
-    surface = probe.plane(
-        steps=steps,
-        span=span,
-        seed=args.seed,
-        orthogonalize=args.orthogonalize,
-        **direction_options(args),
-        **grid_options(args),
-    )
-    write_outputs(surface, args)
+    x = grid_axis(steps[0], span[0], "--steps/--span (x)")
+    y = grid_axis(steps[1], span[1], "--steps/--span (y)")
+    check_grid_size(len(x) * len(y), "--steps")
+    data = _check(args)
+    with output_folder(args, len(x) * len(y)):
+        probe = _probe(args, data)
+        surface = probe.plane(
+            steps=steps,
+            span=span,
+            seed=args.seed,
+            orthogonalize=args.orthogonalize,
+            **direction_options(args),
+            **grid_options(args),
+        )
+        write_outputs(surface, args)
     return 0
 
 
@@ -122,13 +151,20 @@ def interpolate_command(args: argparse.Namespace) -> int:
         )
     if len(revisions) == 1:
         revisions = revisions * len(args.other)
-    probe = _probe(args)
-    others = []
-    for name, revision in zip(args.other, revisions):
-        other_args = argparse.Namespace(**{**vars(args), "revision": revision})
-        other, _, _ = load_model_and_tokenizer(other_args, name=name)
-        others.append(other)
-    target = others[0] if len(others) == 1 else others
-    surface = probe.interpolate(target, steps=args.steps, span=args.span, **grid_options(args))
-    write_outputs(surface, args)
+    from ..engine import grid_axis
+
+    span = args.span if args.span is not None else (-0.5, len(args.other) + 0.5)
+    steps = args.steps if args.steps is not None else int(round(20 * (span[1] - span[0]))) + 1
+    x = grid_axis(steps, span, "--steps/--span")
+    data = _check(args, directions=False)
+    with output_folder(args, len(x)):
+        probe = _probe(args, data)
+        others = []
+        for name, revision in zip(args.other, revisions):
+            other_args = argparse.Namespace(**{**vars(args), "revision": revision})
+            other, _, _ = load_model_and_tokenizer(other_args, name=name)
+            others.append(other)
+        target = others[0] if len(others) == 1 else others
+        surface = probe.interpolate(target, steps=args.steps, span=args.span, **grid_options(args))
+        write_outputs(surface, args)
     return 0

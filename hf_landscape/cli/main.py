@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 
-from ..errors import LandscapeError
+from ..errors import LandscapeError, redact
 from .demo import demo_command, demo_command_parser
 from .env import env_command, env_command_parser
 from .grids import (
@@ -53,8 +54,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except LandscapeError as err:
+    except LandscapeError as err:  # bad input, or a failure the message explains: one line, no traceback
         print(f"hf-landscape {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except Exception as err:  # a bug, or a library's own error: the traceback, with any token masked
+        text = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+        print(redact(text), file=sys.stderr, end="")
+        print(
+            f"hf-landscape {args.command}: unexpected error: {redact(f'{type(err).__name__}: {err}')}", file=sys.stderr
+        )
         return 1
 
 

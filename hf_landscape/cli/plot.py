@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ def plot_command_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def plot_command(args: argparse.Namespace) -> int:
+    from .. import io
     from ..errors import ConfigError
     from ..plotting import FORMATS, plot_comparison
     from ..surface import Surface
@@ -32,8 +32,6 @@ def plot_command(args: argparse.Namespace) -> int:
     else:
         fig = plot_comparison(surfaces, args.kind, log_scale=args.log_scale, metric=args.metric)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}{out.suffix}")
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, out)
+    io.save_figure(out, fig)
     print(out)
     return 0

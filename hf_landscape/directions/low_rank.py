@@ -24,6 +24,7 @@ import torch
 
 from ..config import BaseConfig, check_choice
 from ..errors import ConfigError, DirectionError
+from .base import quantized_weights, refuse_quantized
 from .random import EPS, seed_for, unit_dim
 
 NORMALIZATIONS = ("filter", "layer", "model", "none")
@@ -107,6 +108,16 @@ class LowRankDirection:
 def target_weights(model: Any, target_modules: list[str] | None) -> dict[str, tuple[str, Any]]:
     """Parameter name -> (module name, module) for the weights that get low-rank directions."""
     output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+
+    def targeted(module_name: str) -> bool:
+        if target_modules is None:
+            return output is None or model.get_submodule(module_name) is not output
+        return any(
+            module_name == t or module_name.endswith("." + t) or re.fullmatch(t, module_name) for t in target_modules
+        )
+
+    # Quantized layers are not nn.Linear (or keep no dense weight): refused by name, never silently skipped.
+    refuse_quantized({n: k for n, k in quantized_weights(model).items() if targeted(n.rpartition(".")[0])})
     found = {}
     for module_name, module in model.named_modules():
         is_linear = isinstance(module, torch.nn.Linear) or (type(module).__name__ == "Conv1D" and hasattr(module, "nf"))

@@ -71,15 +71,44 @@ def read_trajectory(run_dir: str | os.PathLike) -> dict[str, Any]:
         data = json.loads(index.read_text())
     except (OSError, ValueError) as err:
         raise DirectionError(f"{str(index)!r} is not readable JSON ({err}).") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("snapshots"), list):
-        raise DirectionError(f"{str(index)!r} is not an hf_landscape trajectory index.")
-    snapshots = sorted(data["snapshots"], key=lambda e: int(e["step"]))
-    for entry in snapshots:
+    data = checked_index(folder, data)
+    for entry in data["snapshots"]:
         if not (folder / entry["file"]).is_file():
             raise DirectionError(
                 f"the snapshot of step {entry['step']} ({entry['file']}) is missing from {str(folder)!r}."
             )
-    data["snapshots"] = snapshots
+    return data
+
+
+def checked_index(folder: Path, data: Any, error: type[Exception] = DirectionError) -> dict[str, Any]:
+    """A trajectory index (the parsed `trajectory.json` of `folder`) checked to be what `LandscapeCallback` writes,
+    its snapshots sorted by step: each entry an integer `step` and a `file` inside `folder` (no `..`, no absolute
+    path, no link out of it), so nothing outside the run folder is ever read or removed.
+
+    Raises:
+        `error`: naming the index, the bad entry and the fix.
+    """
+    index = folder / INDEX_NAME
+    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("snapshots"), list):
+        raise error(f"{str(index)!r} is not an hf_landscape trajectory index.")
+    root = folder.resolve()
+    for k, entry in enumerate(data["snapshots"]):
+        step = entry.get("step") if isinstance(entry, dict) else None
+        name = entry.get("file") if isinstance(entry, dict) else None
+        if not isinstance(step, int) or isinstance(step, bool) or not isinstance(name, str) or not name:
+            raise error(
+                f"{str(index)!r} is damaged: snapshot entry {k} ({entry!r:.80}) needs an integer `step` and a `file` "
+                "name; run the training with `LandscapeCallback` again, or fix the entry."
+            )
+        path = Path(name)
+        inside = not path.is_absolute() and ".." not in path.parts and (root / path).resolve().parent == root
+        if not inside:
+            raise error(
+                f"{str(index)!r} names the snapshot {name!r} (step {step}), outside the run folder {str(folder)!r}; "
+                "snapshots are read (and replaced) only inside it: move the file into the run folder."
+            )
+    data = dict(data)
+    data["snapshots"] = sorted(data["snapshots"], key=lambda e: e["step"])
     return data
 
 

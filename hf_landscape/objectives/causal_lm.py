@@ -176,6 +176,8 @@ class CausalLMObjective(Objective):
         """
         if not isinstance(text, str) or not text.strip():
             raise ObjectiveError("`text` is empty; pass the text to evaluate on.")
+        if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 2:
+            raise ConfigError(f"`max_length` must be an integer >= 2, got {max_length!r}.")
         if tokenizer is None:
             raise ObjectiveError("`tokenizer` is required; pass the model's tokenizer.")
         ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -282,9 +284,13 @@ class CausalLMObjective(Objective):
         return out
 
     def bind(self, model: Any) -> None:
-        device = model.get_input_embeddings().weight.device
+        embeddings = model.get_input_embeddings().weight
+        device = embeddings.device
         context = _context_length(model)
-        key = (device, context, id(model))
+        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        head_rows = getattr(getattr(head, "weight", None), "shape", (None,))[0]
+        # The vocabulary is part of the binding: a model resized after the probe was made is checked again.
+        key = (device, context, id(model), int(embeddings.shape[0]), head_rows)
         if self._bound == key:  # the common case: called at every grid point, nothing changed
             return
         if not hasattr(model, "get_output_embeddings") or model.get_output_embeddings() is None:
@@ -294,6 +300,7 @@ class CausalLMObjective(Objective):
             )
         active = _truncate(self.examples, context, "the model's context") if context else self.examples
         self._check_tokens(active)
+        _check_input_ids(active, int(embeddings.shape[0]))
         self._active = active
         with torch.inference_mode(False):  # normal tensors, so `loss_terms` can backpropagate through them later
             self._batches = self._make_batches(active, device)
@@ -559,6 +566,18 @@ def _check_labels(examples: list[tuple[list[int], list[int]]], vocab: int) -> No
             )
 
 
+def _check_input_ids(examples: list[tuple[list[int], list[int]]], vocab: int) -> None:
+    """Every input id is a row of the model's embedding table (an embedding would read out of bounds)."""
+    for k, (ids, _) in enumerate(examples):
+        bad = [v for v in ids if not 0 <= v < vocab]
+        if bad:
+            raise ObjectiveError(
+                f"Example {k} has input id {bad[0]}, outside the model's vocabulary of {vocab} tokens (0 to "
+                f"{vocab - 1}); tokenize with the model's own tokenizer (if the model was resized after the probe "
+                "was made, make the objective again with the new tokenizer)."
+            )
+
+
 def _count(labels: list[int]) -> int:
     return sum(1 for y in labels[1:] if y != IGNORE_INDEX)
 
@@ -636,7 +655,14 @@ def _tokenize(data: Any, tokenizer: Any, config: CausalLMObjectiveConfig) -> lis
             "`tokenizer` is required for text data; pass the model's tokenizer (pre-tokenized input needs none)."
         )
     special = config.add_special_tokens
-    if all(isinstance(x, str) for x in data):
+    texts = [isinstance(x, str) for x in data]
+    if any(texts) and not all(texts):  # a list of texts with something else in it: name that item, not a text
+        k = texts.index(False)
+        raise ObjectiveError(
+            f"`data[{k}]` is {data[k]!r:.80} ({type(data[k]).__name__}), not a string like the other items; pass a "
+            "list of strings, or a list of (prompt, completion) pairs, not a mix."
+        )
+    if all(texts):
         if not any(x.strip() for x in data):
             raise ObjectiveError("`data` holds only empty strings; pass texts to evaluate on.")
         ids = tokenizer(list(data), add_special_tokens=special)["input_ids"]
@@ -661,16 +687,40 @@ def _pretokenized(data: Mapping[str, Any]) -> list[tuple[list[int], list[int]]]:
     if "input_ids" not in data:
         raise ObjectiveError(f"Pre-tokenized `data` needs an `input_ids` key, got keys {sorted(data)}.")
 
-    def rows(value: Any) -> list[list[int]]:
+    def rows(value: Any, name: str) -> list[list[int]]:
         if isinstance(value, torch.Tensor):
             value = value.tolist()
-        return [list(map(int, r.tolist() if isinstance(r, torch.Tensor) else r)) for r in value]
+        out = []
+        for k, row in enumerate(value):
+            row = row.tolist() if isinstance(row, (torch.Tensor, np.ndarray)) else row
+            if isinstance(row, (str, bytes)) or not isinstance(row, Sequence):
+                raise ObjectiveError(f"Pre-tokenized `{name}[{k}]` must be a list of integers, got {row!r:.60}.")
+            for j, v in enumerate(row):
+                if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                    what = "input id" if name == "input_ids" else f"`{name}` value"
+                    raise ObjectiveError(
+                        f"Pre-tokenized example {k} has {what} {v!r} at position {j}; token ids must be integers "
+                        "(from the model's tokenizer)."
+                    )
+            out.append([int(v) for v in row])
+        return out
 
-    ids = rows(data["input_ids"])
+    ids = rows(data["input_ids"], "input_ids")
     if not ids:
         raise ObjectiveError("Pre-tokenized `data['input_ids']` is empty; pass at least one sequence.")
-    masks = rows(data["attention_mask"]) if data.get("attention_mask") is not None else [[1] * len(r) for r in ids]
-    labels = rows(data["labels"]) if data.get("labels") is not None else ids
+    for k, row in enumerate(ids):
+        negative = [v for v in row if v < 0]
+        if negative:
+            raise ObjectiveError(
+                f"Pre-tokenized example {k} has input id {negative[0]}; token ids are >= 0 (use `labels` of -100, "
+                "not negative input ids, for tokens that do not count)."
+            )
+    masks = (
+        rows(data["attention_mask"], "attention_mask")
+        if data.get("attention_mask") is not None
+        else [[1] * len(r) for r in ids]
+    )
+    labels = rows(data["labels"], "labels") if data.get("labels") is not None else ids
     out = []
     for k, (x, m, y) in enumerate(zip(ids, masks, labels)):
         if not (len(x) == len(m) == len(y)):

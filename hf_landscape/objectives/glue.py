@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import io
 from ..config import BaseConfig, check_choice
 from ..errors import ConfigError, ModelError, ObjectiveError
 from .base import Evaluation, Objective
@@ -320,7 +321,8 @@ class GlueObjective(Objective):
     def bind(self, model: Any) -> None:
         _check_model(model, self.task)
         device = model.get_input_embeddings().weight.device
-        key = (device, id(model), type(model), getattr(model.config, "pad_token_id", None))
+        vocab = model.get_input_embeddings().weight.shape[0]  # a resized vocabulary binds again (and is checked)
+        key = (device, id(model), type(model), getattr(model.config, "pad_token_id", None), vocab)
         if self._bound == key:
             return
         self._check_fits(model)
@@ -388,10 +390,10 @@ class GlueObjective(Objective):
         short, long = int(np.argmin(lengths)), int(np.argmax(lengths))
         if lengths[short] == lengths[long]:
             return  # nothing is ever padded
-        was_training = model.training
+        from ..engine import eval_mode  # the engine imports the objectives: imported here, when first needed
+
         try:
-            model.eval()
-            with torch.inference_mode():
+            with eval_mode(model), torch.inference_mode():
                 alone = model(**self._make_batch([short]).inputs).logits[0].float()
                 padded = model(**self._make_batch([long, short]).inputs).logits[1].float()
         except ValueError as err:
@@ -399,8 +401,6 @@ class GlueObjective(Objective):
                 f"`model` ({type(model).__name__}) cannot evaluate a padded batch ({err}); if it reads its last "
                 "token, set `model.config.pad_token_id` (e.g. to `tokenizer.pad_token_id` or the EOS id)."
             ) from None
-        finally:
-            model.train(was_training)
         half = next(model.parameters()).dtype in (torch.float16, torch.bfloat16)
         tolerance = (5e-2 if half else 1e-3) * max(1.0, float(alone.abs().max()))
         gap = float((alone - padded).abs().max())
@@ -651,7 +651,7 @@ def _from_files(
         ) from None
     source = {
         "type": "files",
-        "files": [{"path": str(p.resolve()), "sha256": _sha256_file(p)} for p in paths],
+        "files": [{"path": str(p.resolve()), "sha256": io.sha256_file(p)} for p in paths],
         "format": builder,
         "split": split if isinstance(data_files, Mapping) else None,
         "column_names": list(column_names) if column_names is not None else None,
@@ -780,11 +780,3 @@ def _load_metric(name: str) -> Any:
     from ..metrics import load_metric
 
     return load_metric(name)
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
