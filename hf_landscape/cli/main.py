@@ -19,6 +19,7 @@ from .grids import (
 )
 from .plot import plot_command, plot_command_parser
 from .push import push_command, push_command_parser
+from .view import view_command, view_command_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         (interpolate_command_parser, interpolate_command),
         (plot_command_parser, plot_command),
         (push_command_parser, push_command),
+        (view_command_parser, view_command),
         (demo_command_parser, demo_command),
         (env_command_parser, env_command),
     ):
