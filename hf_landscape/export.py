@@ -329,7 +329,7 @@ def write_glb(surface: Surface, path: Path) -> None:
     shade = np.where(finite, (z - lo) / (hi - lo) if hi > lo else 0.5, 0.0).ravel()
     colours = (colormaps["viridis"](shade) * 255).round().astype(np.uint8)
     colours[~finite.ravel()] = (160, 160, 160, 255)
-    attributes = {"_LOSS": z.ravel().astype(np.float32)}
+    attributes: dict[str, Any] = {"_LOSS": z.ravel().astype(np.float32)}
     names = {"_LOSS": "loss"}  # attribute -> the quantity it holds
     for name in sorted(surface.metrics):
         key = _attribute_name(name, attributes)
@@ -415,9 +415,7 @@ def write_vtp(surface: Surface, path: Path) -> None:
         '<?xml version="1.0"?>',
         '<VTKFile type="PolyData" version="1.0" byte_order="LittleEndian" header_type="UInt64">',
         "  <PolyData>",
-        f'    <Piece NumberOfPoints="{len(points)}" '
-        + " ".join(f'NumberOf{k}="{v}"' for k, v in counts.items())
-        + ">",
+        f'    <Piece NumberOfPoints="{len(points)}" ' + " ".join(f'NumberOf{k}="{v}"' for k, v in counts.items()) + ">",
         '      <PointData Scalars="loss">',
         *(_vtk_array(name, values) for name, values in arrays.items()),
         "      </PointData>",
@@ -484,9 +482,7 @@ register_export_format(
     planes_only=True,
 )
 register_export_format(".vtp", write_vtp, description="VTK XML PolyData: ParaView")
-register_export_format(
-    ".h5", _write_h5, description="Li et al. (2018) surface file", requires="h5py", extra="export"
-)
+register_export_format(".h5", _write_h5, description="Li et al. (2018) surface file", requires="h5py", extra="export")
 
 __all__ = [
     "EXPORT_FORMATS",

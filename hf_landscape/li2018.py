@@ -92,7 +92,11 @@ def read_li2018_h5(path: str | os.PathLike, *, loss: str = "train_loss") -> Surf
             missing = array == UNCOMPUTED
             if missing.any():
                 logger.warning(
-                    "%s: %d of %d points of %r were not computed (-1); they are NaN", file.name, missing.sum(), size, name
+                    "%s: %d of %d points of %r were not computed (-1); they are NaN",
+                    file.name,
+                    missing.sum(),
+                    size,
+                    name,
                 )
                 array[missing] = np.nan
     metadata: dict[str, Any] = {}

@@ -60,6 +60,7 @@ PLOTLY_CONFIG = {
 }
 # Nothing is fetched: scripts and styles are inline, images (plotly's PNG download) are data: or blob: URLs.
 CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data: blob:"
+MENU_Y = 1.07  # the switches' row (their bottom edge), above the plots and below plotly's tool bar (paper coordinates)
 _REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?")
 
 
@@ -100,7 +101,9 @@ def _scaled(values: np.ndarray, log: bool) -> np.ndarray:
 
 def _plain(values: np.ndarray) -> list[Any]:
     """Values as nested lists for plotly's JSON, non-finite ones as null (plotly leaves a gap there)."""
-    return np.where(np.isfinite(values), values, None).tolist()
+    out = np.asarray(values, dtype=object)
+    out[~np.isfinite(np.asarray(values, dtype=np.float64))] = None
+    return out.tolist()
 
 
 def _number(value: float, digits: int = 6) -> str:
@@ -205,8 +208,9 @@ class _Builder:
             "active": 0,
             "x": 0.0,
             "xanchor": "left",
-            "y": 1.16,
-            "yanchor": "top",
+            "y": MENU_Y,
+            "yanchor": "bottom",
+            "pad": {"l": 46},  # room for its "show" label
             "showactive": True,
             "name": "quantity",
         }
@@ -221,14 +225,14 @@ class _Builder:
             "type": "buttons",
             "direction": "right",
             "buttons": [
-                {"label": "linear", "method": "update", "args": args(False)},
-                {"label": "log10", "method": "update", "args": args(True)},
+                {"label": "linear scale", "method": "update", "args": args(False)},
+                {"label": "log10 scale", "method": "update", "args": args(True)},
             ],
             "active": 1 if log_scale else 0,
             "x": 1.0,
             "xanchor": "right",
-            "y": 1.16,
-            "yanchor": "top",
+            "y": MENU_Y,
+            "yanchor": "bottom",
             "showactive": True,
             "name": "scale",
         }
@@ -248,18 +252,16 @@ def _base_layout(fig: go.Figure, height: int) -> None:
 def _menu_labels(fig: go.Figure, quantity_menu: bool) -> None:
     if quantity_menu:
         fig.add_annotation(
-            text="show", x=0.0, y=1.2, xref="paper", yref="paper", showarrow=False, xanchor="left", yanchor="bottom"
+            text="show",
+            x=0.0,
+            y=MENU_Y,
+            xref="paper",
+            yref="paper",
+            showarrow=False,
+            xanchor="left",
+            yanchor="middle",
+            yshift=13,  # level with the middle of the menu beside it
         )
-    fig.add_annotation(
-        text="colour / height scale",
-        x=1.0,
-        y=1.2,
-        xref="paper",
-        yref="paper",
-        showarrow=False,
-        xanchor="right",
-        yanchor="bottom",
-    )
 
 
 def _coloraxis(k: int) -> str:
@@ -385,7 +387,9 @@ def _plane_figure(surface: Surface, *, log_scale: bool) -> go.Figure:
                         colorscale=[[0, "rgb(120,120,120)"], [1, "rgb(120,120,120)"]],
                         showscale=False,
                         opacity=0.28,
-                        hoverinfo="skip",
+                        # the layer lies over the mean, so it answers the hover with the point's full values
+                        customdata=custom_list,
+                        hovertemplate=f"layer: mean {'+' if sign == 1 else '−'} 1 std<br>" + template,
                         name=f"mean ± 1 std over {n} seeds (3-D layers)",
                         showlegend=sign == 1,
                         legendgroup="spread",
@@ -573,8 +577,8 @@ def _lines_figure(surfaces: Mapping[str, Surface], *, log_scale: bool) -> go.Fig
     xt, _ = _axis_titles(first)
     fig.update_xaxes(title_text=xt, zeroline=True)
     fig.update_yaxes(title_text="loss", type="log" if log_scale else "linear")
-    for k in sorted({k for s in surfaces.values() if s.kind == "interpolation" for k in _knot_positions(s)}):
-        fig.add_vline(x=k, line={"color": "rgba(0,0,0,0.25)", "width": 1, "dash": "dot"})
+    for knot in sorted({k for s in surfaces.values() if s.kind == "interpolation" for k in _knot_positions(s)}):
+        fig.add_vline(x=knot, line={"color": "rgba(0,0,0,0.25)", "width": 1, "dash": "dot"})
     _base_layout(fig, 560)
     titles = [{"yaxis.title.text": _plotly_text(q.label)} for q in quantities]
     menus = [m for m in (b.quantity_menu(titles),) if m is not None]
@@ -583,14 +587,14 @@ def _lines_figure(surfaces: Mapping[str, Surface], *, log_scale: bool) -> go.Fig
             "type": "buttons",
             "direction": "right",
             "buttons": [
-                {"label": "linear", "method": "relayout", "args": [{"yaxis.type": "linear"}]},
-                {"label": "log10", "method": "relayout", "args": [{"yaxis.type": "log"}]},
+                {"label": "linear scale", "method": "relayout", "args": [{"yaxis.type": "linear"}]},
+                {"label": "log10 scale", "method": "relayout", "args": [{"yaxis.type": "log"}]},
             ],
             "active": 1 if log_scale else 0,
             "x": 1.0,
             "xanchor": "right",
-            "y": 1.16,
-            "yanchor": "top",
+            "y": MENU_Y,
+            "yanchor": "bottom",
             "name": "scale",
         }
     )
@@ -617,7 +621,9 @@ def _knots(b: _Builder, surface: Surface, values: np.ndarray, group: int, legend
         xs.append(float(k))
         ys.append(float(values[at[0]]))
         text.append(f"θ{k}")
-        hover.append(f"{_plotly_text(tag)}checkpoint θ{k}: {_plotly_text(name or 'other model')}<br>value = {_number(ys[-1])}")
+        hover.append(
+            f"{_plotly_text(tag)}checkpoint θ{k}: {_plotly_text(name or 'other model')}<br>value = {_number(ys[-1])}"
+        )
     if xs:
         b.add(
             go.Scatter(
@@ -894,7 +900,9 @@ def _directions_html(directions: Any, kind: str) -> str:
     table = "".join(
         f"<li>{_kv([(k, v) for k, v in d.items() if k != 'run_dir'])}</li>" for d in directions if isinstance(d, dict)
     )
-    return f"{summary}{' · ' + rest if rest else ''}<details><summary>each direction</summary><ul>{table}</ul></details>"
+    return (
+        f"{summary}{' · ' + rest if rest else ''}<details><summary>each direction</summary><ul>{table}</ul></details>"
+    )
 
 
 def _grid_text(surface: Surface) -> str:
@@ -908,7 +916,7 @@ def _grid_text(surface: Surface) -> str:
 
 def _provenance_rows(surface: Surface) -> list[tuple[str, str]]:
     meta = surface.metadata
-    model = meta.get("model") if isinstance(meta.get("model"), dict) else {}
+    model: dict[str, Any] = meta["model"] if isinstance(meta.get("model"), dict) else {}
     rows = [
         (
             "Model",
@@ -922,11 +930,9 @@ def _provenance_rows(surface: Surface) -> list[tuple[str, str]]:
     ]
     path = meta.get("path") if isinstance(meta.get("path"), dict) else None
     if path and isinstance(path.get("models"), list):
-        links = [
-            f"θ{k} {_model_link(m) if isinstance(m, dict) else _e(m)}" for k, m in enumerate(path["models"])
-        ]
+        links = [f"θ{k} {_model_link(m) if isinstance(m, dict) else _e(m)}" for k, m in enumerate(path["models"])]
         rows.append(("Interpolation path", " → ".join(links)))
-    objective = meta.get("objective") if isinstance(meta.get("objective"), dict) else {}
+    objective: dict[str, Any] = meta["objective"] if isinstance(meta.get("objective"), dict) else {}
     if objective:
         rows.append(
             (
@@ -1008,7 +1014,10 @@ def _table_html(rows: list[dict[str, Any]], radius: float, rise: float, confiden
     head = "".join(f"<th scope='col'>{_e(row.get('model', ''))}</th>" for row in rows)
     body = ""
     for key in keys:
-        title = _TITLES.get(key, key.replace("centre_", "centre ")).format(radius=radius, rise=rise)
+        if key in _TITLES:
+            title = _TITLES[key].format(radius=radius, rise=rise)
+        else:  # a metric's name: user text, never a format string
+            title = key.replace("centre_", "centre ", 1)
         body += f"<tr><th scope='row'>{_e(title)}</th>" + "".join(
             f"<td>{cell(row.get(key), row.get(f'{key}_ci'))}</td>" for row in rows
         )
@@ -1092,7 +1101,7 @@ def _page(title: str, subtitle: str, tag: str, body: str) -> str:
 <html lang="en">
 <head>
 <meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="{_e(CSP)}">
+<meta http-equiv="Content-Security-Policy" content="{CSP}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="generator" content="hf_landscape {_e(__version__)}">
 <title>{_e(title)}</title>
@@ -1161,7 +1170,9 @@ def compare_html(report: CompareReport, *, title: str | None = None, log_scale: 
     if meta:
         shared.append(
             "<section class='card'><h2>How the comparison was made</h2>"
-            + _dl([(k, f"<code>{_e(json.dumps(_jsonable(v), sort_keys=True))}</code>") for k, v in sorted(meta.items())])
+            + _dl(
+                [(k, f"<code>{_e(json.dumps(_jsonable(v), sort_keys=True))}</code>") for k, v in sorted(meta.items())]
+            )
             + "</section>"
         )
     per_model = "".join(
@@ -1186,13 +1197,19 @@ def _jsonable(value: Any) -> Any:
     return to_json(value)
 
 
+def _write_text(path: Path, text: str) -> None:
+    path.write_text(text, encoding="utf-8")
+
+
 def check_html_path(path: str | os.PathLike) -> Path:
     """`path` as a `Path`, or a `ConfigError` when it does not end in .html / .htm or is a folder."""
     target = Path(path)
     if target.suffix.lower() not in HTML_SUFFIXES:
         raise ConfigError(f"`path` {str(target)!r} must end in .html (or .htm); e.g. {VIEWER_NAME!r}.")
     if target.is_dir():
-        raise ConfigError(f"`path` {str(target)!r} is a folder; pass a file path such as {str(target / VIEWER_NAME)!r}.")
+        raise ConfigError(
+            f"`path` {str(target)!r} is a folder; pass a file path such as {str(target / VIEWER_NAME)!r}."
+        )
     return target
 
 
@@ -1220,7 +1237,7 @@ def write_surface_html(
     """
     target = check_html_path(path)
     page = surface_html(surface, title=title, log_scale=log_scale)
-    write_atomically(target, lambda tmp: tmp.write_text(page, encoding="utf-8"))
+    write_atomically(target, lambda tmp: _write_text(tmp, page))
     return target
 
 
@@ -1236,7 +1253,7 @@ def write_compare_html(
     """
     target = check_html_path(path)
     page = compare_html(report, title=title, log_scale=log_scale)
-    write_atomically(target, lambda tmp: tmp.write_text(page, encoding="utf-8"))
+    write_atomically(target, lambda tmp: _write_text(tmp, page))
     return target
 
 
