@@ -119,14 +119,7 @@ def export_surface(surface: Surface, path: str | os.PathLike) -> Path:
             line for a planes-only format, a missing optional package, or `path` is a folder.
     """
     target = Path(path)
-    suffix = target.suffix.lower()
-    fmt = EXPORT_FORMATS.get(suffix)
-    if fmt is None:
-        known = ", ".join(f"{f.suffix} ({f.description})" for f in sorted(EXPORT_FORMATS.values(), key=_by_suffix))
-        raise SurfaceError(
-            f"`path` {str(target)!r} has suffix {target.suffix or '(none)'!r}, which names no export format; "
-            f"use one of: {known}."
-        )
+    fmt = export_format(target)
     check_has_values(surface)
     if fmt.planes_only and surface.ndim != 2:
         raise SurfaceError(
@@ -143,6 +136,23 @@ def export_surface(surface: Surface, path: str | os.PathLike) -> Path:
     write_atomically(target, lambda tmp: fmt.writer(surface, tmp))
     logger.info("exported %s surface to %s", surface.kind, target)
     return target
+
+
+def export_format(path: str | os.PathLike) -> ExportFormat:
+    """The registered format that the suffix of `path` names (case-insensitive).
+
+    Raises:
+        SurfaceError: no format has that suffix; the message lists the known ones.
+    """
+    target = Path(path)
+    fmt = EXPORT_FORMATS.get(target.suffix.lower())
+    if fmt is None:
+        known = ", ".join(f"{f.suffix} ({f.description})" for f in sorted(EXPORT_FORMATS.values(), key=_by_suffix))
+        raise SurfaceError(
+            f"`path` {str(target)!r} has suffix {target.suffix or '(none)'!r}, which names no export format; "
+            f"use one of: {known}."
+        )
+    return fmt
 
 
 def _by_suffix(fmt: ExportFormat) -> str:
@@ -488,6 +498,7 @@ __all__ = [
     "EXPORT_FORMATS",
     "ExportFormat",
     "check_has_values",
+    "export_format",
     "export_surface",
     "register_export_format",
     "surface_columns",

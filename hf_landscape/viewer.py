@@ -60,6 +60,8 @@ PLOTLY_CONFIG = {
 }
 # Nothing is fetched: scripts and styles are inline, images (plotly's PNG download) are data: or blob: URLs.
 CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data: blob:"
+COORDINATE_FORMAT = ".4~g"  # d3-format: 4 significant digits, trailing zeros dropped
+COORDINATES_HOVER = f"α = %{{x:{COORDINATE_FORMAT}}}"
 MENU_Y = 1.07  # the switches' row (their bottom edge), above the plots and below plotly's tool bar (paper coordinates)
 _REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?")
 
@@ -100,9 +102,12 @@ def _scaled(values: np.ndarray, log: bool) -> np.ndarray:
 
 
 def _plain(values: np.ndarray) -> list[Any]:
-    """Values as nested lists for plotly's JSON, non-finite ones as null (plotly leaves a gap there)."""
-    out = np.asarray(values, dtype=object)
-    out[~np.isfinite(np.asarray(values, dtype=np.float64))] = None
+    """Values as nested lists for plotly's JSON, to 7 significant digits (what a colour or a height can show; the
+    hover gives the values), non-finite ones as null (plotly leaves a gap there)."""
+    array = np.asarray(values, dtype=np.float64)
+    out = np.empty(array.shape, dtype=object)
+    for index, v in np.ndenumerate(array):
+        out[index] = float(f"{v:.7g}") if math.isfinite(v) else None
     return out.tolist()
 
 
@@ -122,20 +127,15 @@ def _plotly_text(text: Any) -> str:
 
 def _hover(surface: Surface, label: str | None = None) -> tuple[np.ndarray, str]:
     """Per-point hover strings (`customdata`, shaped like `values` plus one axis) and the template that shows them:
-    α (and β), the loss, every metric and the spread."""
-    fields: list[tuple[str, np.ndarray, int]] = []
-    if surface.y is None:
-        fields.append(("α", surface.x, 4))
-    else:
-        xx, yy = np.meshgrid(surface.x, surface.y)
-        fields += [("α", xx, 4), ("β", yy, 4)]
-    fields.append(("loss", surface.values, 6))
+    α (and β) from the point's coordinates, then the loss, every metric and the spread."""
+    fields: list[tuple[str, np.ndarray, int]] = [("loss", surface.values, 6)]
     fields += [(name, surface.metrics[name], 6) for name in sorted(surface.metrics)]
     if surface.spread is not None:
         fields.append(("loss std over seeds", surface.spread, 4))
     columns = [np.vectorize(lambda v, d=d: _number(float(v), d), otypes=[object])(a) for _, a, d in fields]
     custom = np.stack(columns, axis=-1)
-    lines = [f"{_plotly_text(name)} = %{{customdata[{k}]}}" for k, (name, _, _) in enumerate(fields)]
+    lines = [COORDINATES_HOVER if surface.y is None else f"{COORDINATES_HOVER}<br>β = %{{y:{COORDINATE_FORMAT}}}"]
+    lines += [f"{_plotly_text(name)} = %{{customdata[{k}]}}" for k, (name, _, _) in enumerate(fields)]
     extra = _plotly_text(label) if label else ""
     return custom, "<br>".join(lines) + f"<extra>{extra}</extra>"
 
@@ -387,9 +387,9 @@ def _plane_figure(surface: Surface, *, log_scale: bool) -> go.Figure:
                         colorscale=[[0, "rgb(120,120,120)"], [1, "rgb(120,120,120)"]],
                         showscale=False,
                         opacity=0.28,
-                        # the layer lies over the mean, so it answers the hover with the point's full values
-                        customdata=custom_list,
-                        hovertemplate=f"layer: mean {'+' if sign == 1 else '−'} 1 std<br>" + template,
+                        # the layer lies over the mean, so it answers the hover itself
+                        hovertemplate=f"layer: mean {'+' if sign == 1 else '−'} 1 std<br>{COORDINATES_HOVER}"
+                        f"<br>β = %{{y:{COORDINATE_FORMAT}}}<br>loss = %{{z:.6~g}}<extra></extra>",
                         name=f"mean ± 1 std over {n} seeds (3-D layers)",
                         showlegend=sign == 1,
                         legendgroup="spread",
@@ -677,7 +677,9 @@ def check_same_kind(surfaces: Mapping[str, Surface]) -> None:
     different things, so one page cannot show them side by side."""
     kinds = {label: s.kind for label, s in surfaces.items()}
     if len(set(kinds.values())) > 1:
-        listed = ", ".join(f"{label!r} is a {kind}" for label, kind in kinds.items())
+        listed = ", ".join(
+            f"{label!r} is {'an' if kind[:1] in 'aeiou' else 'a'} {kind}" for label, kind in kinds.items()
+        )
         raise ConfigError(f"`surfaces` mixes kinds ({listed}); compare surfaces of one kind.")
 
 

@@ -139,7 +139,10 @@ def test_demo_runs_offline_on_smollm2(tmp_path, capsys):
     summary = json.loads(io.out[io.out.index("{") :])
     assert 1.0 < summary["centre_loss"] < 6.0  # a pretrained LM on English text, not a random one (ln 49152 = 10.8)
     assert Surface.from_pretrained(tmp_path / "demo" / "plane").values.shape == (3, 3)
-    assert summary["viewers"] == [str(tmp_path / "demo" / "line" / "viewer.html"), str(tmp_path / "demo" / "plane" / "viewer.html")]
+    assert summary["viewers"] == [
+        str(tmp_path / "demo" / "line" / "viewer.html"),
+        str(tmp_path / "demo" / "plane" / "viewer.html"),
+    ]
     assert all((tmp_path / "demo" / kind / "viewer.html").is_file() for kind in ("line", "plane"))
 
 
@@ -204,7 +207,9 @@ def test_view_a_saved_comparison(tmp_path, capsys):
     from hf_landscape import CompareReport
 
     x = y = np.linspace(-1.0, 1.0, 3)
-    report = CompareReport({"a": Surface(x, np.add.outer(y, x) ** 2, y=y), "b": Surface(x, np.add.outer(y, x) ** 4, y=y)})
+    report = CompareReport(
+        {"a": Surface(x, np.add.outer(y, x) ** 2, y=y), "b": Surface(x, np.add.outer(y, x) ** 4, y=y)}
+    )
     report.save_pretrained(tmp_path / "cmp")
     code, _ = run(["view", tmp_path / "cmp"], capsys)
     assert code == 0
@@ -215,7 +220,7 @@ def test_view_refuses_mixed_kinds_and_writes_nothing(tmp_path, capsys):
     a, b = saved_line(tmp_path / "line"), saved_line(tmp_path / "interp", kind="interpolation")
     code, io = run(["view", a, b, "--html", tmp_path / "out" / "compare.html"], capsys)
     assert code == 1
-    assert "mixes kinds ('line' is a line, 'interp' is a interpolation)" in io.err
+    assert "mixes kinds ('line' is a line, 'interp' is an interpolation)" in io.err
     assert not (tmp_path / "out").exists()
 
 
@@ -229,7 +234,7 @@ def test_view_refuses_a_line_beside_a_plane(tmp_path, capsys):
 def test_view_of_several_needs_html_and_an_html_suffix(tmp_path, capsys):
     a, b = saved_plane(tmp_path / "a"), saved_plane(tmp_path / "b")
     code, io = run(["view", a, b], capsys)
-    assert code == 1 and "`--html` is needed for several surfaces" in io.err
+    assert code == 1 and "`--html` is needed unless OUT is one local surface folder" in io.err
     code, io = run(["view", a, "--html", tmp_path / "page.png"], capsys)
     assert code == 1 and "must end in .html" in io.err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
@@ -245,3 +250,44 @@ def test_view_labels_are_distinct_and_allowed():
         "hidden",
         "name",
     ]
+
+
+def test_view_opens_li2018_h5_files_beside_ours(tmp_path, capsys):
+    h5py = pytest.importorskip("h5py")
+    x = y = np.linspace(-1.0, 1.0, 3)
+    with h5py.File(tmp_path / "resnet56.h5", "w") as f:
+        f["xcoordinates"], f["ycoordinates"] = x, y
+        f["train_loss"] = np.add.outer(y**2, x**2) + 0.5
+        f["train_acc"] = np.full((3, 3), 90.0)
+    ours = saved_plane(tmp_path / "ours")
+    code, _ = run(["view", tmp_path / "resnet56.h5", ours, "--html", tmp_path / "both.html"], capsys)
+    assert code == 0
+    assert "<th scope='col'>resnet56</th><th scope='col'>ours</th>" in (tmp_path / "both.html").read_text("utf-8")
+
+
+# --- hf-landscape export -----------------------------------------------------------------------------
+
+
+def test_export_writes_each_file_by_suffix(tmp_path, capsys):
+    import pandas as pd
+
+    folder = saved_plane(tmp_path / "plane")
+    targets = [tmp_path / "t.csv", tmp_path / "t.parquet", tmp_path / "t.vtp"]
+    code, io = run(["export", folder, *targets], capsys)
+    assert code == 0 and io.out.split() == [str(t) for t in targets]
+    frame = pd.read_csv(targets[0])
+    assert len(frame) == 9 and frame["loss"].tolist() == Surface.from_pretrained(folder).values.ravel().tolist()
+
+
+def test_export_checks_every_suffix_before_writing_any(tmp_path, capsys):
+    folder = saved_plane(tmp_path / "plane")
+    code, io = run(["export", folder, tmp_path / "ok.csv", tmp_path / "bad.xyz"], capsys)
+    assert code == 1 and "suffix '.xyz', which names no export format" in io.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plane"]
+
+
+def test_export_of_a_line_as_a_mesh_writes_nothing(tmp_path, capsys):
+    folder = saved_line(tmp_path / "line")
+    code, io = run(["export", folder, tmp_path / "ok.csv", tmp_path / "line.glb"], capsys)
+    assert code == 1 and ".glb holds planes only" in io.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["line"]

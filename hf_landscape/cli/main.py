@@ -9,6 +9,7 @@ import sys
 from ..errors import LandscapeError
 from .demo import demo_command, demo_command_parser
 from .env import env_command, env_command_parser
+from .export import export_command, export_command_parser
 from .grids import (
     interpolate_command,
     interpolate_command_parser,
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         (plot_command_parser, plot_command),
         (push_command_parser, push_command),
         (view_command_parser, view_command),
+        (export_command_parser, export_command),
         (demo_command_parser, demo_command),
         (env_command_parser, env_command),
     ):
