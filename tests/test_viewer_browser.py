@@ -46,6 +46,8 @@ def browser():
         "playwright.sync_api", reason="Playwright is not installed: pip install 'hf_landscape[viewer]'"
     )
     executable = chromium_executable()
+    if executable is None and os.environ.get("HF_LANDSCAPE_CHROMIUM"):
+        pytest.skip(f"HF_LANDSCAPE_CHROMIUM={os.environ['HF_LANDSCAPE_CHROMIUM']!r} is not an executable")
     if executable is None:
         pytest.skip(
             "chromium is not installed (apt-get install -y chromium), so the viewer cannot be tested in a browser"
