@@ -813,7 +813,6 @@ def _compare_planes_figure(report: CompareReport, *, log_scale: bool) -> go.Figu
             row=2,
             col=m + 1,
         )
-        xt, yt = _axis_titles(surface)
         fig.update_xaxes(title_text="α", row=2, col=m + 1)
         fig.update_yaxes(title_text="β" if m == 0 else "", row=2, col=m + 1)
     fig.update_scenes(
