@@ -598,7 +598,7 @@ def _lines_figure(surfaces: Mapping[str, Surface], *, log_scale: bool) -> go.Fig
             "name": "scale",
         }
     )
-    fig.update_layout(updatemenus=menus, hovermode="closest")
+    fig.update_layout(updatemenus=menus, hovermode="closest", legend_y=-0.16, margin_b=90)
     _menu_labels(fig, quantity_menu=len(menus) == 2)
     return fig
 
