@@ -387,6 +387,13 @@ class CompareReport:
         fig.suptitle(f"{what} of {', '.join(self.surfaces)} on shared colour limits [{lo:.4g}, {hi:.4g}]")
         return fig
 
+    def to_html(self, path: str | os.PathLike, **kwargs: Any) -> Path:
+        """Write the interactive comparison page: one self-contained HTML file (see
+        `hf_landscape.viewer.write_compare_html`)."""
+        from .viewer import write_compare_html
+
+        return write_compare_html(self, path, **kwargs)
+
     # --- save / load -----------------------------------------------------------------------------
 
     def _record(self) -> dict[str, Any]:

@@ -361,6 +361,28 @@ class Surface:
 
         return save_plots(self, save_directory, formats=formats, **kwargs)
 
+    # --- viewer and exports (hf_landscape.viewer, hf_landscape.export, hf_landscape.li2018) ----------
+
+    def to_html(self, path: str | os.PathLike, **kwargs: Any) -> Path:
+        """Write the interactive viewer: one self-contained HTML file (see `hf_landscape.viewer.write_surface_html`)."""
+        from .viewer import write_surface_html
+
+        return write_surface_html(self, path, **kwargs)
+
+    def export(self, path: str | os.PathLike) -> Path:
+        """Write the surface in the format the suffix of `path` names: .parquet, .csv, .glb, .vtp or .h5 (see
+        `hf_landscape.export`)."""
+        from .export import export_surface
+
+        return export_surface(self, path)
+
+    @classmethod
+    def from_li2018_h5(cls, path: str | os.PathLike, *, loss: str = "train_loss") -> Surface:
+        """A surface from one of Li et al.'s (2018) `.h5` files (see `hf_landscape.li2018.read_li2018_h5`)."""
+        from .li2018 import read_li2018_h5
+
+        return read_li2018_h5(path, loss=loss)
+
 
 def _array(name: str, value: Any, ndim: int | None = None) -> np.ndarray:
     try:

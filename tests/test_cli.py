@@ -44,12 +44,15 @@ def test_plane_writes_surface_and_plots(model_dir, text_file, tmp_path, capsys):
         "plot_contour.png",
         "plot_heatmap.png",
         "plot_surface.png",
+        "viewer.html",
     }
     surface = Surface.from_pretrained(out)
     assert surface.values.shape == (5, 3)
     assert surface.y.tolist() == [-0.5, -0.25, 0.0, 0.25, 0.5]
     assert surface.metadata["command"].startswith("hf-landscape plane ")
     assert json.loads(io.out)["points"] == 15
+    assert json.loads(io.out)["viewer"] == str(out / "viewer.html")
+    assert "<title>Loss landscape of " in (out / "viewer.html").read_text(encoding="utf-8")
 
 
 def test_line_from_a_dataset_file(model_dir, tmp_path, capsys):
@@ -81,6 +84,7 @@ def test_interpolate_between_two_folders(tmp_path, text_file, capsys):
     code, _ = run([*argv, "--steps", 3, "--span=0:1", "--out", out, "--no-progress"], capsys)
     assert code == 0
     assert Surface.from_pretrained(out).x.tolist() == [0.0, 0.5, 1.0]
+    assert (out / "viewer.html").is_file()
 
 
 def test_interpolate_along_a_path_of_three_folders(tmp_path, text_file, capsys):
@@ -135,3 +139,155 @@ def test_demo_runs_offline_on_smollm2(tmp_path, capsys):
     summary = json.loads(io.out[io.out.index("{") :])
     assert 1.0 < summary["centre_loss"] < 6.0  # a pretrained LM on English text, not a random one (ln 49152 = 10.8)
     assert Surface.from_pretrained(tmp_path / "demo" / "plane").values.shape == (3, 3)
+    assert summary["viewers"] == [
+        str(tmp_path / "demo" / "line" / "viewer.html"),
+        str(tmp_path / "demo" / "plane" / "viewer.html"),
+    ]
+    assert all((tmp_path / "demo" / kind / "viewer.html").is_file() for kind in ("line", "plane"))
+
+
+# --- hf-landscape view ------------------------------------------------------------------------------
+
+
+def saved_plane(folder, scale: float = 1.0, kind: str = "plane"):
+    x = y = np.linspace(-1.0, 1.0, 3)
+    values = scale * np.add.outer(y**2, x**2) + 1.0
+    Surface(x, values, y=y, metadata={"kind": kind, "model": {"name_or_path": "org/tiny"}}).save_pretrained(folder)
+    return folder
+
+
+def saved_line(folder, kind: str = "line"):
+    x = np.array([-1.0, 0.0, 1.0])
+    Surface(x, np.array([2.0, 1.0, 2.0]), metadata={"kind": kind}).save_pretrained(folder)
+    return folder
+
+
+def test_line_command_writes_the_viewer(model_dir, text_file, tmp_path, capsys):
+    out = tmp_path / "line"
+    argv = ["line", model_dir, "--text-file", text_file, "--max-length", 16, "--steps", 3, "--out", out]
+    code, io = run([*argv, "--no-progress"], capsys)
+    assert code == 0
+    assert json.loads(io.out)["viewer"] == str(out / "viewer.html")
+    assert "Plotly.newPlot" in (out / "viewer.html").read_text(encoding="utf-8")
+
+
+def test_no_plots_writes_no_viewer(model_dir, text_file, tmp_path, capsys):
+    out = tmp_path / "line"
+    argv = ["line", model_dir, "--text-file", text_file, "--max-length", 16, "--steps", 3, "--out", out]
+    code, io = run([*argv, "--no-progress", "--no-plots"], capsys)
+    assert code == 0 and json.loads(io.out)["viewer"] is None
+    assert not (out / "viewer.html").exists()
+
+
+def test_view_one_surface_writes_its_viewer_and_prints_the_path(tmp_path, capsys):
+    folder = saved_plane(tmp_path / "plane")
+    code, io = run(["view", folder, "--html", tmp_path / "page.html"], capsys)
+    assert code == 0 and io.out.strip() == str(tmp_path / "page.html")
+    page = (tmp_path / "page.html").read_text(encoding="utf-8")
+    assert "<title>Loss landscape of org/tiny</title>" in page
+
+
+def test_view_defaults_to_viewer_html_in_the_folder(tmp_path, capsys):
+    folder = saved_plane(tmp_path / "plane")
+    code, io = run(["view", folder, "--log-scale"], capsys)
+    assert code == 0 and io.out.strip() == str(folder / "viewer.html")
+    assert (folder / "viewer.html").is_file()
+
+
+def test_view_several_surfaces_is_a_comparison_labelled_by_folder(tmp_path, capsys):
+    a, b = saved_plane(tmp_path / "runs" / "plain", 4.0), saved_plane(tmp_path / "sam", 1.0)
+    code, _ = run(["view", a, b, "--html", tmp_path / "compare.html"], capsys)
+    assert code == 0
+    page = (tmp_path / "compare.html").read_text(encoding="utf-8")
+    assert "<title>Loss landscapes compared: plain, sam</title>" in page
+    assert "<th scope='col'>plain</th><th scope='col'>sam</th>" in page
+
+
+def test_view_a_saved_comparison(tmp_path, capsys):
+    from hf_landscape import CompareReport
+
+    x = y = np.linspace(-1.0, 1.0, 3)
+    report = CompareReport(
+        {"a": Surface(x, np.add.outer(y, x) ** 2, y=y), "b": Surface(x, np.add.outer(y, x) ** 4, y=y)}
+    )
+    report.save_pretrained(tmp_path / "cmp")
+    code, _ = run(["view", tmp_path / "cmp"], capsys)
+    assert code == 0
+    assert "<title>Loss landscapes compared: a, b</title>" in (tmp_path / "cmp" / "viewer.html").read_text("utf-8")
+
+
+def test_view_refuses_mixed_kinds_and_writes_nothing(tmp_path, capsys):
+    a, b = saved_line(tmp_path / "line"), saved_line(tmp_path / "interp", kind="interpolation")
+    code, io = run(["view", a, b, "--html", tmp_path / "out" / "compare.html"], capsys)
+    assert code == 1
+    assert "mixes kinds ('line' is a line, 'interp' is an interpolation)" in io.err
+    assert not (tmp_path / "out").exists()
+
+
+def test_view_refuses_a_line_beside_a_plane(tmp_path, capsys):
+    a, b = saved_line(tmp_path / "line"), saved_plane(tmp_path / "plane")
+    code, io = run(["view", a, b, "--html", tmp_path / "compare.html"], capsys)
+    assert code == 1 and "'line' is a line, 'plane' is a plane" in io.err
+    assert not (tmp_path / "compare.html").exists()
+
+
+def test_view_of_several_needs_html_and_an_html_suffix(tmp_path, capsys):
+    a, b = saved_plane(tmp_path / "a"), saved_plane(tmp_path / "b")
+    code, io = run(["view", a, b], capsys)
+    assert code == 1 and "`--html` is needed unless OUT is one local surface folder" in io.err
+    code, io = run(["view", a, "--html", tmp_path / "page.png"], capsys)
+    assert code == 1 and "must end in .html" in io.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
+
+
+def test_view_labels_are_distinct_and_allowed():
+    from hf_landscape.cli.view import labels
+
+    assert labels(["runs/out", "other/out/", "my run", ".hidden", "org/name"]) == [
+        "out",
+        "out-2",
+        "my_run",
+        "hidden",
+        "name",
+    ]
+
+
+def test_view_opens_li2018_h5_files_beside_ours(tmp_path, capsys):
+    h5py = pytest.importorskip("h5py")
+    x = y = np.linspace(-1.0, 1.0, 3)
+    with h5py.File(tmp_path / "resnet56.h5", "w") as f:
+        f["xcoordinates"], f["ycoordinates"] = x, y
+        f["train_loss"] = np.add.outer(y**2, x**2) + 0.5
+        f["train_acc"] = np.full((3, 3), 90.0)
+    ours = saved_plane(tmp_path / "ours")
+    code, _ = run(["view", tmp_path / "resnet56.h5", ours, "--html", tmp_path / "both.html"], capsys)
+    assert code == 0
+    assert "<th scope='col'>resnet56</th><th scope='col'>ours</th>" in (tmp_path / "both.html").read_text("utf-8")
+
+
+# --- hf-landscape export -----------------------------------------------------------------------------
+
+
+def test_export_writes_each_file_by_suffix(tmp_path, capsys):
+    import pandas as pd
+
+    folder = saved_plane(tmp_path / "plane")
+    targets = [tmp_path / "t.csv", tmp_path / "t.parquet", tmp_path / "t.vtp"]
+    code, io = run(["export", folder, *targets], capsys)
+    assert code == 0 and io.out.split() == [str(t) for t in targets]
+    frame = pd.read_csv(targets[0])
+    assert len(frame) == 9 and frame["loss"].tolist() == Surface.from_pretrained(folder).values.ravel().tolist()
+
+
+def test_export_checks_every_suffix_before_writing_any(tmp_path, capsys):
+    folder = saved_plane(tmp_path / "plane")
+    code, io = run(["export", folder, tmp_path / "ok.csv", tmp_path / "bad.xyz"], capsys)
+    assert code == 1 and "suffix '.xyz', which names no export format" in io.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plane"]
+
+
+def test_export_of_a_line_as_a_mesh_writes_nothing(tmp_path, capsys):
+    folder = saved_line(tmp_path / "line")
+    code, io = run(["export", folder, tmp_path / "ok.csv", tmp_path / "line.glb"], capsys)
+    assert code == 1 and ".glb holds planes only" in io.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["line"]

@@ -293,6 +293,7 @@ def write_outputs(surface: Any, args: argparse.Namespace) -> None:
     written = (
         [] if args.no_plots else surface.save_plots(args.out, formats=tuple(args.formats), log_scale=args.log_scale)
     )
+    viewer = None if args.no_plots else write_viewer(surface, args.out, log_scale=args.log_scale)
     url = None
     if args.push_to_hub:
         url = surface.push_to_hub(args.push_to_hub, path_in_repo=args.path_in_repo, private=args.private or None)
@@ -304,9 +305,25 @@ def write_outputs(surface: Any, args: argparse.Namespace) -> None:
         "points": int(surface.values.size),
         "wall_time_s": surface.metadata.get("wall_time_s"),
         "plots": [str(p) for p in written],
+        "viewer": viewer,
         "pushed": url,
     }
     print(json.dumps(summary, indent=2))
+
+
+def write_viewer(surface: Any, folder: str | Path, *, log_scale: bool = False) -> str | None:
+    """Write the interactive viewer, `viewer.html`, into `folder` beside the plots; return its path, or None (with a
+    warning) for a surface with no finite loss value, which has nothing to show."""
+    import logging
+
+    from ..errors import SurfaceError
+    from ..viewer import VIEWER_NAME
+
+    try:
+        return str(surface.to_html(Path(folder) / VIEWER_NAME, log_scale=log_scale))
+    except SurfaceError as err:
+        logging.getLogger(__name__).warning("no %s written: %s", VIEWER_NAME, err)
+        return None
 
 
 def _isnan(values: Any) -> Any:

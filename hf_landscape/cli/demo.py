@@ -61,6 +61,7 @@ def demo_command(args: argparse.Namespace) -> int:
     from ..hub import load_model
     from ..objectives.causal_lm import CausalLMObjective
     from ..probe import LandscapeProbe
+    from .common import write_viewer
 
     start = time.perf_counter()
     folder = demo_model_folder()
@@ -78,9 +79,11 @@ def demo_command(args: argparse.Namespace) -> int:
     line = probe.line(steps=2 * args.steps - 1, span=(-0.5, 0.5), seed=args.seed)
     line.save_pretrained(out / "line", overwrite=args.overwrite)
     line.save_plots(out / "line")
+    viewers = [write_viewer(line, out / "line")]
     plane = probe.plane(steps=(args.steps, args.steps), span=((-0.5, 0.5), (-0.5, 0.5)), seed=args.seed)
     plane.save_pretrained(out / "plane", overwrite=args.overwrite)
     plane.save_plots(out / "plane")
+    viewers.append(write_viewer(plane, out / "plane"))
     summary = {
         "model": provenance["name_or_path"],
         "tokens": objective.num_tokens,
@@ -88,6 +91,7 @@ def demo_command(args: argparse.Namespace) -> int:
         "line": {"points": int(line.values.size), "min": float(line.values.min()), "max": float(line.values.max())},
         "plane": {"points": int(plane.values.size), "min": float(plane.values.min()), "max": float(plane.values.max())},
         "out": str(out),
+        "viewers": viewers,
         "wall_time_s": round(time.perf_counter() - start, 1),
     }
     print(json.dumps(summary, indent=2))

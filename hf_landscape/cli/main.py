@@ -10,6 +10,7 @@ import traceback
 from ..errors import LandscapeError, redact
 from .demo import demo_command, demo_command_parser
 from .env import env_command, env_command_parser
+from .export import export_command, export_command_parser
 from .grids import (
     interpolate_command,
     interpolate_command_parser,
@@ -20,6 +21,7 @@ from .grids import (
 )
 from .plot import plot_command, plot_command_parser
 from .push import push_command, push_command_parser
+from .view import view_command, view_command_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         (interpolate_command_parser, interpolate_command),
         (plot_command_parser, plot_command),
         (push_command_parser, push_command),
+        (view_command_parser, view_command),
+        (export_command_parser, export_command),
         (demo_command_parser, demo_command),
         (env_command_parser, env_command),
     ):
