@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import io
 from .errors import SurfaceError
 
 if TYPE_CHECKING:
@@ -172,15 +173,10 @@ def check_has_values(surface: Surface) -> None:
 
 
 def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """Call `write(tmp)` for a temporary file beside `path`, then rename it to `path`; on any error the temporary
-    file is removed and `path` is left as it was."""
+    """Call `write(tmp)` for a temporary created exclusively beside `path`, then rename it to `path`
+    (`hf_landscape.io.write_with`); on any error the temporary is removed and `path` is left as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    io.write_with(path, write)
 
 
 # --- the long table ------------------------------------------------------------------------------
@@ -256,14 +252,12 @@ def surface_table(surface: Surface) -> pyarrow.Table:
     """
     import pyarrow as pa
 
-    from .surface import _jsonable
-
     columns = surface_columns(surface)
     record = {
         "format": "hf_landscape.surface_table",
         "kind": surface.kind,
         "shape": list(surface.values.shape),
-        "metadata": _jsonable(surface.metadata),
+        "metadata": io.jsonable(surface.metadata),
     }
     schema = pa.schema(
         [pa.field(name, pa.float64()) for name in columns],

@@ -102,6 +102,13 @@ def _replace_with(path: str | os.PathLike, fill: Callable[[int, Path], None], du
     return path
 
 
+def write_with(path: str | os.PathLike, write: Callable[[Path], None], *, durable: bool = True) -> Path:
+    """Let `write(temporary)` fill a temporary created exclusively beside `path` (for writers that take a file name:
+    h5py, trimesh, pyarrow), then rename it over `path` as `write_bytes` does; on any failure the temporary is removed
+    and `path` is left as it was. The folder must exist."""
+    return _replace_with(path, lambda fd, tmp: write(tmp), durable)
+
+
 def write_bytes(path: str | os.PathLike, data: bytes, *, durable: bool = True) -> Path:
     """Write `data` to `path` atomically and (unless `durable=False`) durably, see the module docstring; the folder
     must exist."""

@@ -15,7 +15,6 @@ JSON attributes are read; nothing is unpickled. h5py is an optional dependency (
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import io
 from .errors import SurfaceError
 
 if TYPE_CHECKING:
@@ -111,7 +111,7 @@ def read_li2018_h5(path: str | os.PathLike, *, loss: str = "train_loss") -> Surf
     metadata["source"] = {
         "format": "li2018_h5",
         "file": file.name,
-        "sha256": _sha256(file),
+        "sha256": io.sha256_file(file),
         "loss": loss,
         "dir_file": dir_file,
     }
@@ -126,8 +126,6 @@ def write_li2018_h5(surface: Surface, path: str | os.PathLike) -> None:
     each in their layout; the surface's provenance as JSON in the root attribute `hf_landscape`."""
     import h5py
 
-    from .surface import _jsonable
-
     shape = (len(surface.x),) if surface.y is None else (len(surface.x), len(surface.y))  # their declared shape
     datasets = {"train_loss": surface.values}
     reserved = {"train_loss", SPREAD, *COORDINATES}
@@ -141,7 +139,7 @@ def write_li2018_h5(surface: Surface, path: str | os.PathLike) -> None:
             f["ycoordinates"] = surface.y
         for name, values in datasets.items():
             f[name] = np.ascontiguousarray(values).reshape(shape)  # the same flat order, their declared shape
-        f.attrs[METADATA_ATTR] = json.dumps(_jsonable(surface.metadata), sort_keys=True, allow_nan=True)
+        f.attrs[METADATA_ATTR] = json.dumps(io.jsonable(surface.metadata), sort_keys=True, allow_nan=True)
 
 
 def _numeric(f: Any, name: str, file: Path) -> np.ndarray:
@@ -158,11 +156,3 @@ def _grid(f: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
 
 def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

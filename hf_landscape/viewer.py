@@ -37,6 +37,7 @@ from urllib.parse import quote
 
 import numpy as np
 
+from . import io
 from .errors import ConfigError, SurfaceError
 from .export import check_has_values, seed_labels, write_atomically
 
@@ -1138,7 +1139,7 @@ def surface_html(surface: Surface, *, title: str | None = None, log_scale: bool 
     title = title or f"Loss landscape of {_model_name(surface)}"
     subtitle = f"{_grid_text(surface)} · centre loss {_number(centre)}"
     summary = _summary_html(surface)
-    meta_json = json.dumps(_jsonable(surface.metadata), sort_keys=True, indent=2, allow_nan=True)
+    meta_json = json.dumps(io.jsonable(surface.metadata), sort_keys=True, indent=2, allow_nan=True)
     body = (
         f"<section class='card plot'>{_plot_div(fig)}</section>\n"
         f"<div class='row'><section class='card' style='flex:2 1 520px'><h2>Provenance</h2>"
@@ -1172,7 +1173,7 @@ def compare_html(report: CompareReport, *, title: str | None = None, log_scale: 
         shared.append(
             "<section class='card'><h2>How the comparison was made</h2>"
             + _dl(
-                [(k, f"<code>{_e(json.dumps(_jsonable(v), sort_keys=True))}</code>") for k, v in sorted(meta.items())]
+                [(k, f"<code>{_e(json.dumps(io.jsonable(v), sort_keys=True))}</code>") for k, v in sorted(meta.items())]
             )
             + "</section>"
         )
@@ -1190,12 +1191,6 @@ def compare_html(report: CompareReport, *, title: str | None = None, log_scale: 
         + f"<section class='card'><h2>Provenance of each model</h2>{per_model}</section>"
     )
     return _page(title, subtitle, "comparison", body)
-
-
-def _jsonable(value: Any) -> Any:
-    from .surface import _jsonable as to_json
-
-    return to_json(value)
 
 
 def _write_text(path: Path, text: str) -> None:
