@@ -96,10 +96,10 @@ def contour_levels(
     Args:
         values: the plotted values (non-finite ones are ignored).
         levels: how many levels.
-        spacing: `"linear"` (evenly spaced); `"log"` (the rise above `vmin` spaced geometrically, from the rise of
+        spacing: `"linear"` (evenly spaced from `vmin` to `vmax`); `"log"` (the rise above `vmin` spaced geometrically, from the rise of
             the lowest percent of the points up to the range: a narrow basin with high walls gets levels at its
             bottom and on its walls); `"quantile"` (about as many points between consecutive levels); `"auto"`
-            (`level_spacing`: log where the range is wide, else linear). Levels other than the ends of non-linear
+            (`level_spacing`: log where the range is wide, else evenly spaced round numbers inside the range). Levels other than the ends of non-linear
             spacings are rounded to 3 significant digits, so their labels read cleanly.
         vmin, vmax: the ends (the first and last level).
 
@@ -107,8 +107,10 @@ def contour_levels(
     ```python
     >>> import numpy as np
     >>> from hf_landscape.plotting import contour_levels
-    >>> contour_levels(np.array([1.0, 2.0, 3.0]), 3).tolist()
+    >>> contour_levels(np.array([1.0, 2.0, 3.0]), 3, spacing="linear").tolist()
     [1.0, 2.0, 3.0]
+    >>> contour_levels(np.linspace(3.69, 12.08, 50), 8).tolist()                    # round numbers
+    [4.0, 6.0, 8.0, 10.0, 12.0]
     >>> contour_levels(np.array([1.0, 1.01, 1.1, 2.0, 11.0]), 5, spacing="log").tolist()   # 1 + 0.01·10^(3k/4)
     [1.0, 1.01, 1.12, 2.08, 11.0]
 
@@ -126,6 +128,8 @@ def contour_levels(
     inside = finite[(finite >= lo) & (finite <= hi)]
     if spacing == "auto":
         spacing = level_spacing(inside, vmin=lo, vmax=hi)
+        if spacing == "linear":
+            return _round_levels(lo, hi, int(levels))
     if spacing == "linear" or inside.size < 3:
         return np.linspace(lo, hi, int(levels))
     if spacing == "log":
@@ -137,6 +141,16 @@ def contour_levels(
         inner = np.quantile(inside, np.linspace(0.0, 1.0, int(levels)))[1:-1]
     inner = np.array([float(f"{v:.3g}") for v in inner])
     return np.unique(np.concatenate([[lo], inner[(inner > lo) & (inner < hi)], [hi]]))
+
+
+def _round_levels(lo: float, hi: float, levels: int) -> np.ndarray:
+    """About `levels` evenly spaced round numbers inside [lo, hi] (steps of 1, 2, 2.5 or 5 times a power of ten),
+    so contour labels read 4.5, 5, 5.5 rather than 4.29, 5.49; evenly spaced from lo to hi when too few fit."""
+    from matplotlib.ticker import MaxNLocator
+
+    ticks = MaxNLocator(nbins=max(levels - 1, 1), steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi)
+    ticks = np.array([float(f"{t:.12g}") for t in ticks if lo <= t <= hi])  # 2.4, not 2.4000000000000004
+    return ticks if len(ticks) >= max(3, levels // 2) else np.linspace(lo, hi, levels)
 
 
 def _level_format(value: float) -> str:
@@ -543,9 +557,10 @@ def _colorbar(
 
 
 def _mark_contour_labels(cs: Any, levels: np.ndarray, *, dark: bool = False) -> None:
-    """Choose the levels to label: every other level (at most `MAX_LABELS`); `tidy_contour_labels` places them."""
-    step = max(2 if len(levels) > 6 else 1, math.ceil(len(levels) / MAX_LABELS))
-    cs.hf_label_levels = [float(v) for v in levels[1::step]] or [float(levels[-1])]  # type: ignore[attr-defined]
+    """Choose the levels to label: all of them, or every n-th, so that at most `MAX_LABELS` are; the lowest is
+    always among them. `tidy_contour_labels` places them."""
+    step = max(1, math.ceil(len(levels) / MAX_LABELS))
+    cs.hf_label_levels = [float(v) for v in levels[::step]]  # type: ignore[attr-defined]
     cs.hf_label_dark = dark  # type: ignore[attr-defined]
 
 
@@ -574,6 +589,7 @@ def tidy_contour_labels(fig: Any) -> None:
             colors="white" if dark else None,
         )
         for text in texts:
+            text.set_rotation(0)  # upright: a rotated "6" reads as "9"
             text.set_bbox({"boxstyle": "round,pad=0.1", "fc": "black" if dark else "white", "ec": "none", "alpha": 0.6})
     fig.draw_without_rendering()
     renderer = fig._get_renderer()
