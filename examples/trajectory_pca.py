@@ -13,10 +13,10 @@ weights and plots the projected path with each checkpoint's true loss. Then, on 
 - sharpness with intervals: top Hessian eigenvalues with their residual bounds, the Hutchinson trace and adaptive
   (ASAM) sharpness, each with its interval.
 
-Text: Tiny Shakespeare (`../shared/data/text/tinyshakespeare.txt`) when present, else the demo's built-in
-sample. CPU, a few minutes.
+Text: Tiny Shakespeare (`text/tinyshakespeare.txt` under `--data-dir`, by default the shared data folder beside the
+repository, `../shared/data` from its root) when present, else the demo's built-in sample. CPU, a few minutes.
 
-    python examples/trajectory_pca.py [--steps 120] [--out examples/out/trajectory_pca]
+    python examples/trajectory_pca.py [--steps 120] [--data-dir DIR] [--out examples/out/trajectory_pca]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from hf_landscape.cli.demo import demo_text
 from hf_landscape.comparison import interpolation_barrier, summarize
 from hf_landscape.directions.trajectory import load_snapshot, read_trajectory
 
-SHAKESPEARE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "text" / "tinyshakespeare.txt"
+DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"  # ../shared/data from the repository root
 
 
 def main() -> None:
@@ -44,11 +44,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=120, help="training steps")
     parser.add_argument("--every", type=int, default=10, help="snapshot every N steps")
     parser.add_argument("--grid", type=int, default=11, help="plane points per axis")
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR, help="the shared data folder (default ../shared/data)")
     parser.add_argument("--out", default="examples/out/trajectory_pca")
     args = parser.parse_args()
+    shakespeare = args.data_dir / "text" / "tinyshakespeare.txt"
     torch.manual_seed(0)
     out = Path(args.out)
-    text = SHAKESPEARE.read_text(encoding="utf-8")[:200_000] if SHAKESPEARE.is_file() else demo_text() * 50
+    text = shakespeare.read_text(encoding="utf-8")[:200_000] if shakespeare.is_file() else demo_text() * 50
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
