@@ -394,6 +394,7 @@ class CompareReport:
                     vmin=lo,
                     vmax=hi,
                     colorbar=False,
+                    tidy=False,
                     ax=ax,
                 )
                 axes.append(ax)

