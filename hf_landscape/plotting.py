@@ -214,6 +214,8 @@ def _seed_list(seeds: Sequence[int]) -> str:
 
 
 def _kind_text(surface: Surface) -> str:
+    if surface.metadata.get("trajectory"):
+        return "training path on its PCA plane"
     if surface.kind != "interpolation":
         return surface.kind
     path = surface.metadata.get("path") or {}
@@ -256,12 +258,23 @@ def describe_surface(surface: Surface, metric: str | None = None) -> tuple[str, 
 
 
 def _wrapped_title(lines: Sequence[str], width_inches: float, fontsize: float = TITLE_SIZE) -> str:
-    """Lines wrapped to fit `width_inches` of text at `fontsize` points (an average glyph is ~0.55 em wide)."""
+    """Lines wrapped to fit `width_inches` of text at `fontsize` points (an average glyph is ~0.55 em wide), broken
+    between " · "-separated parts where possible, inside a part only where it is longer than a line."""
     chars = max(24, int(width_inches * 72 / (fontsize * 0.55)))
     out: list[str] = []
     for line in lines:
-        if line:
-            out.extend(textwrap.wrap(line, chars, break_on_hyphens=False) or [line])
+        current = ""
+        for part in (p for p in line.split(" · ") if p):
+            if current and len(current) + 3 + len(part) <= chars:
+                current += " · " + part
+                continue
+            if current:
+                out.append(current)
+            pieces = textwrap.wrap(part, chars, break_on_hyphens=False) or [part]
+            out.extend(pieces[:-1])
+            current = pieces[-1]
+        if current:
+            out.append(current)
     return "\n".join(out)
 
 
@@ -308,6 +321,9 @@ def _scaled(values: np.ndarray, log_scale: bool) -> np.ndarray:
 
 
 def _axis_labels(surface: Surface) -> tuple[str, str]:
+    ratios = (surface.metadata.get("trajectory") or {}).get("explained_variance_ratio")
+    if ratios and len(ratios) >= 2:  # a trajectory plane: the axes are the path's principal components
+        return tuple(f"PCA component {k + 1} ({float(r):.1%} of the path's variance)" for k, r in enumerate(ratios[:2]))  # type: ignore[return-value]
     if surface.kind == "interpolation":
         knots = (surface.metadata.get("path") or {}).get("knots") or [0, 1]
         if len(knots) > 2:
@@ -530,6 +546,7 @@ def _draw_overlays(ax: Any, surface: Surface, metric: str | None) -> None:
         u, v = surface.metrics["dL/dalpha"], surface.metrics["dL/dbeta"]
         ok = np.isfinite(u) & np.isfinite(v)
         ax.quiver(X[ok], Y[ok], -u[ok], -v[ok], color="0.3", angles="xy", label="−∇L (projected)")
+        handles = True
     path = (surface.metadata.get("trajectory") or {}).get("coordinates")
     if path:  # the optimizer's path projected on the plane (Li et al. 2018, section 7)
         xy = np.asarray(path, dtype=np.float64).reshape(-1, 2)

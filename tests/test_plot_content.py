@@ -61,7 +61,7 @@ def contour_sets(ax):
 def test_title_states_model_kind_centre_objective_directions_and_seed():
     title = plot_surface(bowl(), "contour").axes[0].get_title()
     assert title.splitlines()[0] == "tiny-gpt2 · plane · centre loss 2"
-    assert " ".join(title.splitlines()[1:]) == (
+    assert " · ".join(title.splitlines()[1:]) == (  # broken between the parts where the line is too long
         "causal-LM loss on 1,234 tokens · filter-normalized random directions, seed 3"
     )
 
