@@ -1,9 +1,9 @@
-"""Overhead of a plane over the no-perturbation floor, on the CPU (core issue's speed target).
+"""Overhead of a plane over the no-perturbation floor, on the CPU (target ratio <= 1.15).
 
 Workload: a GPT-2 from config (4 layers, width 256, 4 heads, vocab 4096, context 128) on 16 sequences
 x 128 tokens, a 21 x 21 filter-normalized plane over [-1, 1]^2. The floor is the same number of plain
 `probe.loss()` calls. Both are timed in one process, in alternating order, and the minimum over rounds
-is kept (shared cores are noisy; see DEVELOPERS.md). Prints the ratio plane / floor; target <= 1.15.
+is kept (shared cores are noisy). Prints the ratio plane / floor; target <= 1.15.
 
     python benchmarks/cpu_overhead.py [--steps 21] [--rounds 3]
 """

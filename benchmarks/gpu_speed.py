@@ -99,7 +99,7 @@ def run(
     rows["weight updates only"] = t_set
     import hf_landscape.attention as attention
 
-    for k in looped:  # before `attention.stacked_attention`: vmap's fallback loops over the points for SDPA
+    for k in looped:  # without `attention.stacked_attention`: vmap's fallback loops over the points for SDPA
         attention.REGISTERED = False
         p = LandscapeProbe(model, objective, progress=False, points_per_forward=k)
         try:
@@ -190,7 +190,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=21)
     parser.add_argument("--ks", default="8,32,auto")
     parser.add_argument("--no-compile", action="store_true")
-    parser.add_argument("--looped-ks", default="", help="also time these k with SDPA looped per point (as before)")
+    parser.add_argument("--looped-ks", default="", help="also time these k with SDPA looped per point (vmap's own fallback)")
     parser.add_argument("--compiled-ks", default="", help="also time compile=True with these k points per forward")
     parser.add_argument("--compiled-modes", default="default", help="torch.compile modes for --compiled-ks")
     parser.add_argument("--json", default=None)

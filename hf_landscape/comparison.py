@@ -346,45 +346,66 @@ class CompareReport:
         *,
         metric: str | None = None,
         log_scale: bool = False,
-        levels: int = 20,
+        levels: int = 15,
+        spacing: str = "auto",
         vmin: float | None = None,
         vmax: float | None = None,
     ) -> Figure:
-        """Contours (top row) and 3-D surfaces (bottom row) of every model, side by side on shared colour limits;
-        curves on shared y limits for lines.
+        """Contours (top row) and 3-D surfaces (bottom row) of every model, side by side on shared colour limits
+        and contour levels, with one colour bar per row; curves on shared y limits for lines.
 
         Args:
             metric: plot this metric (e.g. `"matthews_correlation"`) instead of the loss.
             log_scale: plot log10 of the values.
-            levels: contour levels, the same for every model.
+            levels: how many contour levels, the same for every model.
+            spacing: how they are spaced (`plotting.contour_levels`: `"auto"`, `"linear"`, `"log"`, `"quantile"`).
             vmin, vmax: override the shared limits (e.g. clip far-out divergence with `vmax=`).
         """
         from matplotlib.figure import Figure
 
-        from .plotting import plot_surface
+        from .plotting import TITLE_SIZE, contour_levels, plot_surface, shared_colorbar, tidy_contour_labels
 
         lo, hi = self.colour_limits(metric=metric, log_scale=log_scale)
         lo = lo if vmin is None else float(vmin)
         hi = hi if vmax is None else float(vmax)
         n = len(self.surfaces)
         kinds = ("curve",) if next(iter(self.surfaces.values())).ndim == 1 else ("contour", "surface")
-        fig = Figure(figsize=(5.2 * n, 4.4 * len(kinds)), constrained_layout=True)
+        what = ("log10 " if log_scale else "") + (metric or "loss")
+        values = []
+        for s in self.surfaces.values():
+            v = s.values if metric is None else s.metrics[metric]
+            if log_scale:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    v = np.where(v > 0, np.log10(v), np.nan)
+            values.append(np.ravel(v))
+        shared_levels = contour_levels(np.concatenate(values), levels, spacing=spacing, vmin=lo, vmax=hi)
+        fig = Figure(figsize=(5.4 * n + 1.0, 4.8 * len(kinds)), layout="constrained")
         for row, kind in enumerate(kinds):
+            axes = []
             for col, (name, surface) in enumerate(self.surfaces.items()):
                 ax = fig.add_subplot(len(kinds), n, row * n + col + 1, projection="3d" if kind == "surface" else None)
                 plot_surface(
                     surface,
                     kind,
                     log_scale=log_scale,
-                    levels=levels,
+                    levels=levels if kind == "curve" else list(shared_levels),
+                    spacing=spacing,
                     metric=metric,
                     title=name,
                     vmin=lo,
                     vmax=hi,
+                    colorbar=False,
+                    tidy=False,
                     ax=ax,
                 )
-        what = ("log10 " if log_scale else "") + (metric or "loss")
-        fig.suptitle(f"{what} of {', '.join(self.surfaces)} on shared colour limits [{lo:.4g}, {hi:.4g}]")
+                axes.append(ax)
+            if kind != "curve":
+                shared_colorbar(fig, axes, shared_levels, lo, hi, what, spacing=spacing, kind=kind)
+        fig.suptitle(
+            f"{what} of {', '.join(self.surfaces)} on shared colour limits [{lo:.4g}, {hi:.4g}]",
+            fontsize=TITLE_SIZE + 1,
+        )
+        tidy_contour_labels(fig)
         return fig
 
     def to_html(self, path: str | os.PathLike, **kwargs: Any) -> Path:

@@ -93,7 +93,7 @@ class WeightEditor:
 
 
 # torch.compile mode of the stacked forward (`StackedPoints(compile=True)`). "reduce-overhead" (CUDA graphs)
-# measured the same within the machine's noise (`gpu_speed.py --compiled-modes default,reduce-overhead`: (a)
+# measured the same within the machine's noise (H100, 2026-11-22, `gpu_speed.py --compiled-modes default,reduce-overhead`: (a)
 # bf16 1730 vs 1684 points/s, (b) 175 vs 187) and copies the stacked weights into its static inputs per call.
 STACKED_COMPILE_MODE = "default"
 
@@ -101,7 +101,7 @@ STACKED_COMPILE_MODE = "default"
 DEFERRED_POINTS = 32
 
 # Merging W + ΔW costs more than its bytes say (a K = 2r product writing a weight-sized output runs below the
-# copy bandwidth): on an H100 (`benchmarks/llm_scale.py --lora-paths merged,fused`, 32 x 1024 tokens) merging
+# copy bandwidth): on an H100 (2026-11-22, `benchmarks/llm_scale.py --lora-paths merged,fused`, 32 x 1024 tokens) merging
 # won where the fused product moved 3.5-20x its bytes (TinyLlama-1.1B, 8192 tokens per forward: grid ×1.069
 # against ×1.121 fused) and lost where it moved 1.1-3x (Llama-3-8B, 4096 tokens: ×1.113 against ×1.073).
 MERGE_MIN_RATIO = 3.0
@@ -577,20 +577,20 @@ class StackedPoints:
 
 
 # One evaluation longer than this keeps the GPU busy on its own (launch overhead is amortized): no stacking.
-# Measured on an H100 (benchmarks/gpu_speed.py): GPT-2 small (124M, 16 x 128 tokens) takes 8.7 ms in bf16 and
+# Measured on an H100 (2026-11-22, benchmarks/gpu_speed.py): GPT-2 small (124M, 16 x 128 tokens) takes 8.7 ms in bf16 and
 # 17 ms in fp32 per evaluation, and stacking 8-16 points per forward still gains (0.92-1.02x the floor in bf16
 # against 1.29x one point per forward; 1.09-1.15x in fp32 against 1.14x); a 1.1B model takes over 200 ms.
 AUTO_BATCH_MAX_SECONDS = 0.025
 # Share of the free GPU memory the stacked points may take, at twice their measured cost.
 AUTO_BATCH_MEMORY_SHARE = 0.4
 # At most this many points per forward: past it the per-forward overhead is already amortized and only memory
-# grows (`benchmarks/gpu_speed.py`, workload (a), 4.2M parameters, H100: 64 per forward gave 935 points/s in fp32
+# grows (`benchmarks/gpu_speed.py`, workload (a), 4.2M parameters, H100, 2026-11-22: 64 per forward gave 935 points/s in fp32
 # and 1415 in bf16; 182 and 166 gave 847 and 1450, holding 16 GB).
 AUTO_BATCH_MAX_POINTS = 64
 
 
 # With CUDA graphs, "auto" stacks points only for evaluations below this many FLOPs (2 · parameters · tokens),
-# whose kernels are too small to fill the GPU. Measured on an H100 (`benchmarks/gpu_speed.py`, 441-point planes,
+# whose kernels are too small to fill the GPU. Measured on an H100 (2026-11-22, `benchmarks/gpu_speed.py`, 441-point planes,
 # set-up included, four runs): GPT-2 small, 16 x 128 tokens (0.51 TFLOP): the replayed one-point evaluation
 # 170-209 points/s in bf16 against 151-197 stacked, 59-62 against 57-62 in fp32; workload (a), 4.2M parameters
 # (0.017 TFLOP): 1093-1405 against 1094-1807 stacked in bf16, 674-800 against 767-1015 in fp32.

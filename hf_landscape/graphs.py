@@ -1,7 +1,7 @@
 """CUDA graphs for the one-point grid loop: the objective's loss recorded once, replayed at every point.
 
 A small model's eager forward on a GPU is bound by the host: an eager evaluation of GPT-2 small (124M
-parameters, 16 × 128 tokens, bf16, H100) takes 5.8 ms, the replay of its recording 3.2 ms (`benchmarks/
+parameters, 16 × 128 tokens, bf16, H100, 2026-11-22) takes 5.8 ms, the replay of its recording 3.2 ms (`benchmarks/
 plane_setup.py --points-per-forward 1`). A CUDA graph records the kernel launches once and replays them with
 one call. The grid loop writes every point's weights in place (`engine.WeightEditor`), into
 the same memory the graph reads, and the evaluation batches are fixed tensors, so one recording serves the
@@ -113,7 +113,7 @@ def capture_loss(model: torch.nn.Module, objective: Any) -> GraphedLoss | None:
 # Evaluations of this many FLOPs (2 · parameters · tokens) or more are not recorded: the GPU then works for
 # longer than the host takes to launch the kernels (the grid loop reads losses in batches, so the host runs
 # ahead), and a recording would only add a warm-up evaluation and hold a second pool of activations. GPT-2 small on
-# 16 x 128 tokens is 5e11 (recorded: 216 against 134 points/s eager, bf16, H100); a 1.1B model on 32 x 1024
+# 16 x 128 tokens is 5e11 (recorded: 216 against 134 points/s eager, bf16, H100, 2026-11-22); a 1.1B model on 32 x 1024
 # tokens is 7e13 (not recorded).
 GRAPHS_MAX_FLOP = 1e13
 

@@ -136,12 +136,15 @@ def test_env_prints_versions(capsys):
 def test_demo_runs_offline_on_smollm2(tmp_path, capsys):
     code, io = run(["demo", "--out", tmp_path / "demo", "--steps", 3, "--no-progress"], capsys)
     assert code == 0
-    summary = json.loads(io.out[io.out.index("{") :])
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert 1.0 < summary["centre_loss"] < 6.0  # a pretrained LM on English text, not a random one (ln 49152 = 10.8)
+    assert summary["plane"]["min"] == summary["centre_loss"]  # the span shows the basin's bottom: the centre
     assert Surface.from_pretrained(tmp_path / "demo" / "plane").values.shape == (3, 3)
+    assert Surface.from_pretrained(tmp_path / "demo" / "line").values.shape == (5,)
+    assert io.out.splitlines()[-1].startswith(f"open first: {tmp_path / 'demo' / 'plane' / 'plot_contour.png'}")
     assert summary["viewers"] == [
-        str(tmp_path / "demo" / "line" / "viewer.html"),
         str(tmp_path / "demo" / "plane" / "viewer.html"),
+        str(tmp_path / "demo" / "line" / "viewer.html"),
     ]
     assert all((tmp_path / "demo" / kind / "viewer.html").is_file() for kind in ("line", "plane"))
 

@@ -138,13 +138,14 @@ def test_figure_draws_contours_and_surfaces_on_shared_colour_limits():
     report = CompareReport({"a": quadratic(1.0, 1.0, steps=5), "b": quadratic(5.0, 2.0, steps=5)})
     lo, hi = report.colour_limits()
     assert (lo, hi) == (1.0, 8.0)
-    fig = report.figure(levels=10)
+    fig = report.figure(levels=10, spacing="linear")
     levels = [lv for lv in (contour_levels(ax) for ax in fig.axes) if lv is not None]
     assert len(levels) == 2
     for lv in levels:
         np.testing.assert_array_equal(lv, np.linspace(lo, hi, 10))
     zlims = [ax.get_zlim() for ax in fig.axes if hasattr(ax, "get_zlim")]
     assert zlims == [(lo, hi), (lo, hi)]
+    assert len([ax for ax in fig.axes if ax.get_label() == "<colorbar>"]) == 2  # one colour bar per row
 
 
 # --- compare on tiny models -------------------------------------------------------------------------------------

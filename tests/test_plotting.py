@@ -64,8 +64,8 @@ def test_default_plane_kind_is_contour():
     assert any(type(c).__name__.endswith("ContourSet") for c in fig.axes[0].collections)
 
 
-def test_title_defaults_to_model_name_and_kind():
-    assert plot_surface(plane(), "heatmap").axes[0].get_title() == "tiny — plane"
+def test_title_defaults_to_model_name_kind_and_centre_loss():
+    assert plot_surface(plane(), "heatmap").axes[0].get_title() == "tiny · plane · centre loss 1"
     assert plot_surface(plane(), "heatmap", title="custom").axes[0].get_title() == "custom"
 
 
@@ -184,7 +184,7 @@ def test_plot_comparison_of_lines_shares_y_limits():
     fig = plot_comparison([a, b])
     lines_axes = [ax for ax in fig.axes if ax.lines]
     assert len(lines_axes) == 2
-    assert lines_axes[0].get_ylim() == lines_axes[1].get_ylim() == pytest.approx((0.0, 3.0))
+    assert lines_axes[0].get_ylim() == lines_axes[1].get_ylim() == pytest.approx((0.0 - 0.09, 3.0 + 0.09))  # 3% pad
 
 
 def test_plot_comparison_validation():

@@ -41,7 +41,7 @@ NORMALIZATIONS = ("filter", "layer", "model", "none")
 # when the float32 copies do not fit on the GPU (`_joint_device`), or below `DEVICE_DRAW_MIN_ELEMENTS`.
 PINNED_COPY_MAX_BYTES = 2 * 2**30
 # Directions of weights on an accelerator are drawn there when they hold at least this many elements in all, else on
-# the host and moved (the same bits either way). On the H100 host (16 slow cores, `benchmarks/direction_draw.py`)
+# the host and moved (the same bits either way). On the H100 host (16 slow cores, `benchmarks/direction_draw.py`, 2026-11-23)
 # the GPU is faster at every size: (a)'s 4.2M weights 0.04-0.06 s against 0.08-0.17 s on the host (0.14 s at a
 # process's first draw, which loads the GPU's bitwise and shift kernels), GPT-2 small's 124M 0.11-0.19 s against
 # 1.2-4.3 s.
@@ -49,7 +49,7 @@ DEVICE_DRAW_MIN_ELEMENTS = 0
 MAX_WORKERS = 16  # threads of `_pmap`
 # torch's intra-op threads while `_pmap`'s tasks run (None: left as they are). Each task is already one of many in
 # parallel, and every pool thread that also forks torch's intra-op threads oversubscribes the cores: on a 16-core
-# H100 host, (a)'s two directions (GPT-2, 4.2M weights) took 58 ms with one intra-op thread against 90 ms with 16
+# H100 host (2026-11-22), (a)'s two directions (GPT-2, 4.2M weights) took 58 ms with one intra-op thread against 90 ms with 16
 # (GPT-2 small's, 524 against 540 ms; `benchmarks/direction_draw.py`).
 POOL_INTRAOP_THREADS: int | None = 1
 EPS = 1e-10  # as in Li et al.'s code, so an all-zero filter gets a zero direction instead of NaN
