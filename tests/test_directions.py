@@ -211,9 +211,11 @@ def test_model_normalization_global_norm(llama_model):
     d = draw(model, seed=0, axes=1, normalization="model")[0]
     expected = sum(float(w.double().pow(2).sum()) for w in weights_2d(model).values()) ** 0.5
     assert d.norm() == pytest.approx(expected, rel=1e-6)
-    # tensors are not rescaled one by one
-    w = model.get_parameter(LLAMA_LINEAR).detach()
-    assert d[LLAMA_LINEAR].norm().item() != pytest.approx(w.norm().item(), rel=1e-2)
+    # one scale for the whole direction: every tensor is the raw draw times ‖θ‖ / ‖raw‖, not rescaled on its own
+    raw = draw(model, seed=0, axes=1, normalization="none")[0]
+    scale = expected / raw.norm()
+    for name in raw.keys():
+        torch.testing.assert_close(d[name].double(), raw[name].double() * scale, rtol=1e-5, atol=1e-7, msg=name)
 
 
 def test_model_normalization_uses_only_selected_weights(llama_model):
@@ -343,6 +345,28 @@ def test_orthogonalize_model_normalization_keeps_global_norm(gpt2_model):
     expected = sum(float(w.double().pow(2).sum()) for w in weights_2d(model).values()) ** 0.5
     for d in draw(model, seed=1, normalization="model", orthogonalize=True):
         assert d.norm() == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("include", [[r"k_proj"], None])
+def test_orthogonalize_without_normalization_keeps_the_raw_norm(llama_model, include):
+    """`normalization="none"`: the second direction is the raw draw made orthogonal to the first, then rescaled back
+    to the raw draw's norm (Gram-Schmidt alone would shorten it)."""
+    model = llama_model()
+    r1, r2 = draw(model, seed=0, normalization="none", include=include)
+    d1, d2 = draw(model, seed=0, normalization="none", orthogonalize=True, include=include)
+    cos = r1.dot(r2) / (r1.norm() * r2.norm())
+    if include:  # few numbers: the raw draws are far enough from orthogonal that Gram-Schmidt shortens r2 visibly
+        assert abs(cos) > 0.01
+    assert d2.norm() == pytest.approx(r2.norm(), rel=1e-6)
+    assert abs(d1.dot(d2)) / (d1.norm() * d2.norm()) < 1e-6
+    for name in r1.keys():
+        assert torch.equal(d1[name], r1[name]), name
+    # every tensor: (r2 - c·r1) · ‖r2‖ / ‖r2 - c·r1‖ with c = ⟨r1, r2⟩ / ‖r1‖², in float64
+    c = r1.dot(r2) / r1.norm() ** 2
+    scale = r2.norm() / (r2.norm() * (1 - cos**2) ** 0.5)
+    for name in r2.keys():
+        expected = (r2[name].double() - c * r1[name].double()) * scale
+        torch.testing.assert_close(d2[name].double(), expected, rtol=1e-5, atol=1e-6, msg=name)
 
 
 # --- Direction object and save / load ------------------------------------------------------------------

@@ -153,6 +153,21 @@ def test_same_seed_same_factors_different_seed_different(tok):
     assert not torch.equal(a.factors[name][0], c.factors[name][0])
 
 
+@pytest.mark.parametrize("normalization", ["none", "filter"])
+def test_equal_shaped_weights_get_their_own_factors(tok, normalization):
+    """Llama's q_proj and o_proj are both 32 × 32: every weight's factors are drawn from its own name, on each axis."""
+    model = build("llama", tok)
+    config = LowRankDirectionConfig(rank=4, target_modules=["q_proj", "o_proj"], normalization=normalization)
+    d1, d2 = low_rank_directions(model, 0, config=config)
+    names = list(d1.factors)
+    assert len(names) == 4 and len({tuple(model.get_parameter(n).shape) for n in names}) == 1
+    factors = [d.factors[n] for d in (d1, d2) for n in names]  # 8 pairs (B, A) of equal shapes
+    for i, (b, a) in enumerate(factors):
+        for b_other, a_other in factors[i + 1 :]:
+            assert not torch.equal(a, a_other)  # A is never rescaled by filter normalization of Linear rows
+            assert not torch.equal(b, b_other)
+
+
 def test_bf16_model_stays_bf16_and_unwritten(tok):
     model = build("llama", tok).to(torch.bfloat16)
     before = {n: (p.data_ptr(), p.clone()) for n, p in model.named_parameters()}
