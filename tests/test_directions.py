@@ -742,11 +742,12 @@ def test_directions_through_the_torch_integer_path_equal_numpy_ones(gpt2_model, 
 
 @pytest.mark.parametrize(("name", "dim"), [(GPT2_CONV1D, 1), (GPT2_WTE, 0)])
 @pytest.mark.parametrize("norm", ["filter", "layer"])
-def test_device_path_gives_the_host_bits(gpt2_model, name, dim, norm):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_device_path_gives_the_host_bits(gpt2_model, name, dim, norm, dtype):
     """`_on_device` draws and normalizes where the weight lives; run on the CPU it must equal the host path."""
     import hf_landscape.directions.random as rnd
 
-    model = gpt2_model()
+    model = gpt2_model().to(dtype)
     config = RandomDirectionConfig(normalization=norm)
     expected = [d[name] for d in random_directions(model, 3, config=config, first_axis=1)]
     got = rnd._on_device(model.get_parameter(name), name, dim, norm, 3, [1, 2])
