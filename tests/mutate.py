@@ -1,7 +1,7 @@
 """Mutation testing of the core modules with mutmut, one group of modules at a time (`make mutate`; not in CI).
 
 Each group of `[tool.hf_landscape.mutation.groups]` in `pyproject.toml` names the modules it mutates and the tests
-that exercise them. A group runs in its own folder, `.mutmut/<group>/`, holding links to the package and the tests
+that exercise them, and may narrow the mutants to some functions (`functions`: patterns of mutant names). A group runs in its own folder, `.mutmut/<group>/`, holding links to the package and the tests
 and a `pyproject.toml` made of the shared `[tool.mutmut]` settings with the group's modules (`only_mutate`) and tests
 (`pytest_add_cli_args_test_selection`). mutmut runs, in each mutant, only the tests of the group that execute the
 mutated function. Mutants that survive and are judged equivalent are listed under their reason in
@@ -20,6 +20,7 @@ Run it at the lowest CPU priority (`nice -n 19`, as `make mutate` does) on a sha
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import shutil
@@ -99,9 +100,14 @@ def results(folder: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-def summarize(group: str, folder: Path, equivalent: dict[str, str]) -> list[dict[str, Any]]:
+def summarize(
+    group: str, folder: Path, equivalent: dict[str, str], functions: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """Counts per module; with `functions` (mutant-name patterns), of the mutants of those functions only."""
     rows = []
     for source, codes in results(folder).items():
+        if functions:
+            codes = {n: c for n, c in codes.items() if any(fnmatch.fnmatchcase(n, f) for f in functions)}
         status = {name: STATUS.get(code, "suspicious") for name, code in codes.items()}
         counts = Counter(status.values())
         survivors = sorted(n for n, s in status.items() if s in ("survived", "suspicious", "segfault"))
@@ -177,26 +183,29 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for group in chosen:
         folder = WORK / group
+        functions = groups[group].get("functions")
         if not args.summary:
-            names: list[str] = []
+            names: list[str] = list(functions or [])
             if args.survivors:
-                names = [n for r in summarize(group, folder, {}) for n in r["survivors"]]
+                names = [n for r in summarize(group, folder, {}, functions) for n in r["survivors"]]
                 if not names:
                     print(f"{group}: no survivors to rerun")
-                    rows += summarize(group, folder, equivalent)
+                    rows += summarize(group, folder, equivalent, functions)
                     continue
             folder = prepare(group, groups[group], config, fresh=not args.survivors)
             start = time.monotonic()
             code = run_group(folder, names, args.max_children)
             print(f"{group}: mutmut exited {code} after {time.monotonic() - start:.0f} s (log: {folder / 'run.log'})")
-        rows += summarize(group, folder, equivalent)
+        rows += summarize(group, folder, equivalent, functions)
     summary = WORK / "summary.json"
     earlier = json.loads(summary.read_text()) if summary.exists() else []
     rows = [r for r in earlier if r["group"] not in chosen and r["group"] in groups] + rows
     rows.sort(key=lambda r: list(groups).index(r["group"]))
     print_rows(rows, survivors=not args.show)
     groups_shown = {r["group"] for r in rows}
-    surviving = {n for g in groups_shown for r in summarize(g, WORK / g, {}) for n in r["survivors"]}
+    surviving = {
+        n for g in groups_shown for r in summarize(g, WORK / g, {}, groups[g].get("functions")) for n in r["survivors"]
+    }
     modules = {r["module"] for r in rows}
     stale = sorted(n for n in equivalent if module_of(n) in modules and n not in surviving)
     if stale:

@@ -229,8 +229,8 @@ def test_tensor_fingerprint_sees_small_changes_and_equal_sums():
     assert tensor_fingerprint({"w": torch.tensor([1e8, 1.0])}) == base
     # an entry small next to the total: float32 sums would not see it
     assert tensor_fingerprint({"w": torch.tensor([1e8, 0.0])}) != base
-    # the same sum, other values: the sums of squares differ
-    assert tensor_fingerprint({"w": torch.tensor([1.0, 2.0])}) != tensor_fingerprint({"w": torch.tensor([0.0, 3.0])})
+    # the same sum and count, other values: the sums of squares differ
+    assert tensor_fingerprint({"w": torch.tensor([1.0, 2.0])}) != tensor_fingerprint({"w": torch.tensor([0.5, 2.5])})
     # names, shapes and dtypes count
     ones = torch.ones(2, 2)
     prints = {

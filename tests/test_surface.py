@@ -275,8 +275,9 @@ def test_arrays_are_float64_whatever_they_came_as(tmp_path):
     x = np.array([-1, 0, 1], dtype=np.int64)
     y = np.array([-0.5, 0.5], dtype=np.float32)
     values = np.arange(6, dtype=np.float32).reshape(2, 3) / 3
-    s = Surface(x, values, y=y, metrics={"accuracy": [0.5, 1, 0, 1, 0.25, 0.75]}, spread=values, samples=[values])
-    for array in (s.x, s.y, s.values, s.metrics["accuracy"], s.spread, s.samples):
+    metrics = {"accuracy": [0.5, 1, 0, 1, 0.25, 0.75], "count": np.arange(6, dtype=np.int64)}
+    s = Surface(x, values, y=y, metrics=metrics, spread=values, samples=[values])
+    for array in (s.x, s.y, s.values, s.metrics["accuracy"], s.metrics["count"], s.spread, s.samples):
         assert array.dtype == np.float64
     assert s.metrics["accuracy"].shape == (2, 3)  # a flat metric takes the plane's shape
     np.testing.assert_array_equal(s.metrics["accuracy"], [[0.5, 1, 0], [1, 0.25, 0.75]])
@@ -336,3 +337,21 @@ def test_json_that_is_not_an_object_is_refused(tmp_path, text):
     (tmp_path / "surface.json").write_text(text)
     with pytest.raises(SurfaceError, match="not an hf_landscape surface"):
         Surface.from_pretrained(tmp_path)
+
+
+def test_save_plots_passes_its_formats_and_options(tmp_path):
+    written = make_plane().save_plots(tmp_path, formats=("svg",), kinds=["heatmap"])
+    assert [p.name for p in written] == ["plot_heatmap.svg"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plot_heatmap.svg"]
+
+
+def test_push_to_hub_passes_every_option_to_the_pusher(monkeypatch):
+    import hf_landscape.hub_push as hub_push
+
+    calls = []
+    monkeypatch.setattr(hub_push, "push_surfaces", lambda *args, **kwargs: calls.append((args, kwargs)) or "url")
+    surface = make_line()
+    options = dict(token="t", private=True, revision="dev", commit_message="a landscape", create_pr=True)
+    assert surface.push_to_hub("me/repo", path_in_repo="sub", **options) == "url"
+    ((args, kwargs),) = calls
+    assert args == ({"sub": surface}, "me/repo") and kwargs == options
