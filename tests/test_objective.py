@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 
 import datasets
 import numpy as np
@@ -298,7 +299,19 @@ def test_fingerprint_depends_on_tokens_only(tokenizer, texts):
     c = CausalLMObjective(texts[:-1], tokenizer)
     assert a.fingerprint() == b.fingerprint()
     assert a.fingerprint() != c.fingerprint()
-    assert len(a.fingerprint()) == 16 and int(a.fingerprint(), 16) >= 0
+    assert re.fullmatch(r"[0-9a-f]{16}", a.fingerprint())
+
+
+def test_fingerprint_tells_apart_one_token_and_one_masked_label():
+    ids = [[5, 17, 42, 8], [7, 7, 120]]
+    base = CausalLMObjective({"input_ids": ids, "labels": ids})
+    same = CausalLMObjective({"input_ids": [list(r) for r in ids], "labels": [list(r) for r in ids]}, batch_size=1)
+    token = CausalLMObjective({"input_ids": [[5, 17, 43, 8], [7, 7, 120]], "labels": [[5, 17, 43, 8], [7, 7, 120]]})
+    masked = CausalLMObjective({"input_ids": ids, "labels": [[5, 17, -100, 8], [7, 7, 120]]})
+    split = CausalLMObjective({"input_ids": [[5, 17], [42, 8, 7, 7, 120]], "labels": [[5, 17], [42, 8, 7, 7, 120]]})
+    prints = [o.fingerprint() for o in (base, token, masked, split)]
+    assert same.fingerprint() == base.fingerprint()
+    assert len(set(prints)) == 4
 
 
 def test_describe_reports_config_and_amount_of_data(tokenizer, texts):

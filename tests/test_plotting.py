@@ -39,6 +39,72 @@ def norm_limits(ax) -> list[tuple[float, float]]:
     return [(c.norm.vmin, c.norm.vmax) for c in ax.collections if getattr(c, "norm", None) is not None]
 
 
+# What any figure of a surface must show, whatever its titles, colours and contour levels: these helpers read the
+# figure's artists, not how they were made.
+
+
+def panels(fig: Figure) -> list:
+    """The axes that draw data: every axes of the figure but its colour bars."""
+    return [ax for ax in fig.axes if ax.get_label() != "<colorbar>" and getattr(ax, "_colorbar", None) is None]
+
+
+def colour_limits(ax) -> list[tuple[float, float]]:
+    """(vmin, vmax) of every colour-mapped artist of `ax` (contours, meshes, 3-D surfaces)."""
+    return [
+        (float(c.norm.vmin), float(c.norm.vmax))
+        for c in ax.collections
+        if getattr(c, "norm", None) is not None and c.get_array() is not None
+    ]
+
+
+def assert_labelled(ax) -> None:
+    assert ax.get_xlabel().strip() and ax.get_ylabel().strip()
+    if hasattr(ax, "get_zlabel"):
+        assert ax.get_zlabel().strip()
+
+
+def marks_point(ax, x: float, y: float) -> bool:
+    """Whether a marker (not a bare line) is drawn at (x, y)."""
+    for ln in ax.get_lines():
+        if ln.get_marker() in (None, "None", "", " "):
+            continue
+        xs, ys = (np.asarray(v, dtype=float) for v in ln.get_data())
+        if np.any(np.isclose(xs, x, rtol=0, atol=1e-12) & np.isclose(ys, y, rtol=0, atol=1e-12)):
+            return True
+    for c in ax.collections:
+        if type(c).__name__ == "PathCollection":  # scatter
+            offsets = np.asarray(c.get_offsets(), dtype=float)
+            if len(offsets) and np.any(np.all(np.isclose(offsets, [x, y], rtol=0, atol=1e-12), axis=1)):
+                return True
+    return False
+
+
+def assert_plane_figure(fig: Figure, limits: tuple[float, float], kind: str) -> None:
+    """One labelled panel whose colour-mapped artists all span `limits`, with the centre marked on flat kinds."""
+    (ax,) = panels(fig)
+    assert_labelled(ax)
+    found = colour_limits(ax)
+    assert found
+    for lo, hi in found:
+        assert (lo, hi) == pytest.approx(limits, rel=1e-9, abs=1e-12)
+    if kind != "surface":
+        assert marks_point(ax, 0.0, 0.0)
+
+
+def mesh_mask(fig: Figure) -> np.ndarray:
+    """Which cells of the heatmap are left blank."""
+    (ax,) = panels(fig)
+    (mesh,) = [c for c in ax.collections if type(c).__name__ == "QuadMesh"]
+    return np.ma.getmaskarray(mesh.get_array()).reshape(-1)
+
+
+def drawn_contour_vertices(fig: Figure) -> int:
+    (ax,) = panels(fig)
+    sets = [c for c in ax.collections if type(c).__name__.endswith("ContourSet")]
+    assert sets
+    return sum(len(path.vertices) for cs in sets for path in cs.get_paths())
+
+
 @pytest.mark.parametrize(
     ("factory", "kind"),
     [
@@ -118,27 +184,63 @@ def test_metric_is_plotted():
     assert mesh.norm.vmin == pytest.approx(acc.min()) and mesh.norm.vmax == pytest.approx(acc.max())
 
 
+@pytest.mark.parametrize(
+    ("factory", "kind"),
+    [(line, "curve"), (interpolation, "curve"), (plane, "contour"), (plane, "heatmap"), (plane, "surface")],
+)
+def test_every_kind_shows_labels_centre_and_the_data_limits(factory, kind):
+    surface = factory()
+    fig = plot_surface(surface, kind)
+    if surface.ndim == 2:
+        assert_plane_figure(fig, (surface.values.min(), surface.values.max()), kind)
+        return
+    (ax,) = panels(fig)
+    assert_labelled(ax)
+    assert marks_point(ax, 0.0, surface.centre)
+    curves = [ln for ln in ax.get_lines() if len(ln.get_xdata()) == len(surface.x)]
+    assert curves
+    np.testing.assert_array_equal(curves[0].get_xdata(), surface.x)
+    np.testing.assert_array_equal(curves[0].get_ydata(), surface.values)
+
+
 @pytest.mark.parametrize("kind", ["contour", "heatmap", "surface"])
 def test_log_scale_with_non_positive_values_does_not_crash(kind, tmp_path):
     surface = plane(offset=-1.0)  # values from -1 to 0.5
     assert (surface.values <= 0).any() and (surface.values > 0).any()
     fig = plot_surface(surface, kind, log_scale=True)
     fig.savefig(tmp_path / "log.png")
-    assert (tmp_path / "log.png").stat().st_size > 0
+    positive = surface.values[surface.values > 0]
+    assert_plane_figure(fig, (np.log10(positive.min()), np.log10(positive.max())), kind)
+    if kind == "heatmap":  # non-positive values are left blank
+        np.testing.assert_array_equal(mesh_mask(fig), (surface.values <= 0).reshape(-1))
 
 
 def test_log_scale_line_with_non_positive_values(tmp_path):
-    fig = plot_surface(line(offset=-0.5), log_scale=True)
+    surface = line(offset=-0.5)
+    fig = plot_surface(surface, log_scale=True)
     fig.savefig(tmp_path / "log.png")
-    assert (tmp_path / "log.png").stat().st_size > 0
+    (ax,) = panels(fig)
+    assert_labelled(ax)
+    expected = np.where(surface.values > 0, np.log10(np.where(surface.values > 0, surface.values, 1.0)), np.nan)
+    assert np.isnan(expected).any() and np.isfinite(expected).any()
+    curves = [ln for ln in ax.get_lines() if len(ln.get_xdata()) == len(surface.x)]
+    np.testing.assert_array_equal(curves[0].get_ydata(), expected)  # blank where the loss is not positive
 
 
 @pytest.mark.parametrize("kind", ["contour", "heatmap", "surface"])
 def test_log_scale_with_only_non_positive_values(kind, tmp_path):
     surface = plane(scale=-1.0, offset=0.0)
     assert (surface.values <= 0).all()
-    plot_surface(surface, kind, log_scale=True).savefig(tmp_path / "log.png")
-    assert (tmp_path / "log.png").stat().st_size > 0
+    fig = plot_surface(surface, kind, log_scale=True)
+    fig.savefig(tmp_path / "log.png")
+    (ax,) = panels(fig)
+    assert_labelled(ax)
+    for lo, hi in colour_limits(ax):
+        assert np.isfinite([lo, hi]).all() and lo < hi
+    if kind == "heatmap":  # nothing to draw: every cell blank
+        assert mesh_mask(fig).all()
+    elif kind == "contour":
+        assert drawn_contour_vertices(fig) == 0
 
 
 def test_log_scale_uses_log10_limits():
@@ -149,21 +251,36 @@ def test_log_scale_uses_log10_limits():
     assert mesh.norm.vmax == pytest.approx(np.log10(values.max()))
 
 
-def test_non_finite_values_do_not_crash(tmp_path):
+@pytest.mark.parametrize("kind", ["contour", "heatmap", "surface"])
+def test_non_finite_values_do_not_crash(kind, tmp_path):
     surface = plane()
     surface.values[0, 0] = np.nan
     surface.values[1, 1] = np.inf
-    for kind in ("contour", "heatmap", "surface"):
-        fig = plot_surface(surface, kind)
-        fig.savefig(tmp_path / f"{kind}.png")
-        assert (tmp_path / f"{kind}.png").stat().st_size > 0
+    fig = plot_surface(surface, kind)
+    fig.savefig(tmp_path / f"{kind}.png")
+    finite = surface.values[np.isfinite(surface.values)]
+    assert_plane_figure(fig, (finite.min(), finite.max()), kind)  # the limits of the finite values only
+    if kind == "heatmap":
+        np.testing.assert_array_equal(mesh_mask(fig), ~np.isfinite(surface.values).reshape(-1))
 
 
-def test_constant_surface_does_not_crash(tmp_path):
+@pytest.mark.parametrize("kind", ["contour", "heatmap", "surface"])
+def test_constant_surface_does_not_crash(kind, tmp_path):
     x = np.linspace(-1, 1, 3)
     surface = Surface(x, np.full((3, 3), 2.0), y=x)
-    for kind in ("contour", "heatmap", "surface"):
-        plot_surface(surface, kind).savefig(tmp_path / f"{kind}.png")
+    fig = plot_surface(surface, kind)
+    fig.savefig(tmp_path / f"{kind}.png")
+    (ax,) = panels(fig)
+    assert_labelled(ax)
+    limits = colour_limits(ax)
+    assert limits
+    for lo, hi in limits:  # a valid colour scale around the one value
+        assert np.isfinite([lo, hi]).all() and lo <= 2.0 <= hi and lo < hi
+    if kind != "surface":
+        assert marks_point(ax, 0.0, 0.0)
+    if kind == "heatmap":
+        (mesh,) = [c for c in ax.collections if type(c).__name__ == "QuadMesh"]
+        np.testing.assert_array_equal(np.ma.getdata(mesh.get_array()).reshape(-1), np.full(9, 2.0))
 
 
 @pytest.mark.parametrize("kind", ["contour", "heatmap", "surface"])
@@ -171,6 +288,9 @@ def test_plot_comparison_shares_colour_limits(kind):
     a, b = plane(scale=1.0, offset=1.0), plane(scale=3.0, offset=2.0)
     fig = plot_comparison({"a": a, "b": b}, kind)
     assert isinstance(fig, Figure)
+    assert len(panels(fig)) == 2
+    for ax in panels(fig):
+        assert_labelled(ax)
     ax_a, ax_b = main_axes(fig, ["a", "b"])
     lims_a, lims_b = norm_limits(ax_a), norm_limits(ax_b)
     assert lims_a and lims_b

@@ -81,9 +81,22 @@ def test_line_centre_equals_loss_exactly(probe):
 
 
 def test_centre_snapped_to_zero_on_uneven_span(probe):
-    line = probe.line(steps=7, span=(-0.3, 0.3), seed=1)
+    """linspace(-0.3, 0.7, 11)[3] is 5.6e-17, not 0: the axis must still hold an exact 0, evaluated at θ₀ itself."""
+    assert np.linspace(-0.3, 0.7, 11)[3] != 0.0  # the snap is what makes the centre exact
+    line = probe.line(steps=11, span=(-0.3, 0.7), seed=1)
     assert line.x[3] == 0.0
+    np.testing.assert_allclose(line.x, np.linspace(-0.3, 0.7, 11), rtol=0, atol=1e-15)
+    assert line.centre_index == (3,)
+    assert line.values[3] == probe.loss()
     assert line.centre == probe.loss()
+
+
+def test_plane_centre_snapped_on_uneven_spans(probe):
+    assert np.linspace(-0.6, 0.2, 5)[3] != 0.0 and np.linspace(-0.1, 0.2, 4)[1] != 0.0
+    plane = probe.plane(steps=(5, 4), span=((-0.6, 0.2), (-0.1, 0.2)), seed=1)
+    assert plane.x[3] == 0.0 and plane.y[1] == 0.0
+    assert plane.centre_index == (1, 3)
+    assert plane.values[1, 3] == probe.loss()
 
 
 def test_plane_shape_with_non_square_steps(probe):

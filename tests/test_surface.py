@@ -266,3 +266,92 @@ def test_metadata_is_stored_as_plain_json(tmp_path):
 def test_repr_mentions_kind_and_shape():
     text = repr(make_plane())
     assert "plane" in text and "3x4" in text and "accuracy" in text
+
+
+# --- what a surface holds -------------------------------------------------------------------------------------
+
+
+def test_arrays_are_float64_whatever_they_came_as(tmp_path):
+    x = np.array([-1, 0, 1], dtype=np.int64)
+    y = np.array([-0.5, 0.5], dtype=np.float32)
+    values = np.arange(6, dtype=np.float32).reshape(2, 3) / 3
+    metrics = {"accuracy": [0.5, 1, 0, 1, 0.25, 0.75], "count": np.arange(6, dtype=np.int64)}
+    s = Surface(x, values, y=y, metrics=metrics, spread=values, samples=[values])
+    for array in (s.x, s.y, s.values, s.metrics["accuracy"], s.metrics["count"], s.spread, s.samples):
+        assert array.dtype == np.float64
+    assert s.metrics["accuracy"].shape == (2, 3)  # a flat metric takes the plane's shape
+    np.testing.assert_array_equal(s.metrics["accuracy"], [[0.5, 1, 0], [1, 0.25, 0.75]])
+    s.save_pretrained(tmp_path)
+    loaded = Surface.from_pretrained(tmp_path)
+    np.testing.assert_array_equal(loaded.values, values.astype(np.float64))
+    assert loaded.values.dtype == np.float64
+
+
+def test_spread_and_samples_of_several_seeds_round_trip(tmp_path):
+    x = np.linspace(-1.0, 1.0, 3)
+    samples = np.stack([np.array([2.0, 1.0, 2.5]), np.array([3.0, 1.0, 2.0]), np.array([2.5, 1.0, 1.5])])
+    line = Surface(x, samples.mean(axis=0), spread=samples.std(axis=0), samples=samples, metadata={"kind": "line"})
+    assert line.samples.shape == (3, 3) and line.spread.shape == (3,)
+    flat = Surface(x, samples.mean(axis=0), samples=samples.reshape(-1))  # stacked again: one row per seed
+    np.testing.assert_array_equal(flat.samples, samples)
+    line.save_pretrained(tmp_path)
+    loaded = Surface.from_pretrained(tmp_path)
+    np.testing.assert_array_equal(loaded.samples, samples)
+    np.testing.assert_array_equal(loaded.spread, samples.std(axis=0))
+    plane = Surface(x, np.ones((2, 3)), y=np.array([0.0, 1.0]), samples=np.ones((4, 2, 3)), spread=np.zeros(6))
+    assert plane.samples.shape == (4, 2, 3) and plane.spread.shape == (2, 3)
+
+
+def test_a_surface_without_seeds_has_no_spread_or_samples(tmp_path):
+    make_line().save_pretrained(tmp_path)
+    loaded = Surface.from_pretrained(tmp_path)
+    assert loaded.spread is None and loaded.samples is None
+
+
+def test_directions_are_kept_in_memory():
+    directions = [object()]
+    assert make_line().directions is None
+    assert Surface(np.zeros(2) + [0, 1], np.zeros(2), directions=directions).directions is directions
+
+
+def test_arrays_file_says_what_it_holds(tmp_path):
+    from safetensors import safe_open
+
+    make_plane().save_pretrained(tmp_path)
+    with safe_open(str(tmp_path / "surface.safetensors"), framework="pt") as f:
+        assert f.metadata() == {"format": "hf_landscape.surface"}
+
+
+def test_metadata_with_nan_and_inf_round_trips(tmp_path):
+    surface = make_line()
+    surface.metadata["base_loss"] = float("nan")
+    surface.metadata["bounds"] = [float("-inf"), 1.0]
+    surface.save_pretrained(tmp_path)
+    loaded = Surface.from_pretrained(tmp_path)
+    assert math.isnan(loaded.metadata["base_loss"]) and loaded.metadata["bounds"] == [float("-inf"), 1.0]
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", '"surface"', "3"])
+def test_json_that_is_not_an_object_is_refused(tmp_path, text):
+    make_line().save_pretrained(tmp_path)
+    (tmp_path / "surface.json").write_text(text)
+    with pytest.raises(SurfaceError, match="not an hf_landscape surface"):
+        Surface.from_pretrained(tmp_path)
+
+
+def test_save_plots_passes_its_formats_and_options(tmp_path):
+    written = make_plane().save_plots(tmp_path, formats=("svg",), kinds=["heatmap"])
+    assert [p.name for p in written] == ["plot_heatmap.svg"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plot_heatmap.svg"]
+
+
+def test_push_to_hub_passes_every_option_to_the_pusher(monkeypatch):
+    import hf_landscape.hub_push as hub_push
+
+    calls = []
+    monkeypatch.setattr(hub_push, "push_surfaces", lambda *args, **kwargs: calls.append((args, kwargs)) or "url")
+    surface = make_line()
+    options = dict(token="t", private=True, revision="dev", commit_message="a landscape", create_pr=True)
+    assert surface.push_to_hub("me/repo", path_in_repo="sub", **options) == "url"
+    ((args, kwargs),) = calls
+    assert args == ({"sub": surface}, "me/repo") and kwargs == options

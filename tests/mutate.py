@@ -1,0 +1,226 @@
+"""Mutation testing of the core modules with mutmut, one group of modules at a time (`make mutate`; not in CI).
+
+Each group of `[tool.hf_landscape.mutation.groups]` in `pyproject.toml` names the modules it mutates and the tests
+that exercise them, and may narrow the mutants to some functions (`functions`: patterns of mutant names). A group runs in its own folder, `.mutmut/<group>/`, holding links to the package and the tests
+and a `pyproject.toml` made of the shared `[tool.mutmut]` settings with the group's modules (`only_mutate`) and tests
+(`pytest_add_cli_args_test_selection`). mutmut runs, in each mutant, only the tests of the group that execute the
+mutated function. Mutants that survive and are judged equivalent are listed under their reason in
+`[tool.hf_landscape.mutation.equivalent]`; the score is killed / (mutants tested − equivalent ones). Timeouts count
+as killed (the mutant made the tests hang).
+
+    python tests/mutate.py                      # every group, from scratch
+    python tests/mutate.py checkpoint surface   # some groups
+    python tests/mutate.py engine --survivors   # only the survivors of the last run of the group, again
+    python tests/mutate.py --summary            # the scores of the last runs, without running anything
+    python tests/mutate.py surface --show       # ... and the diff of every surviving mutant
+
+Run it at the lowest CPU priority (`nice -n 19`, as `make mutate` does) on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / ".mutmut"
+LINKS = ("hf_landscape", "tests", "model_cards")
+
+# mutmut's exit codes, as its `status_by_exit_code`
+STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", 35: "suspicious"}
+STATUS.update({code: "timeout" for code in (36, 24, -24, 152, 255)})
+STATUS.update({-11: "segfault", -9: "segfault", 37: "type check", None: "not checked"})
+
+
+def settings() -> dict[str, Any]:
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        return tomllib.load(f)
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a TOML basic string
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def toml_table(name: str, table: dict[str, Any]) -> str:
+    return f"[{name}]\n" + "".join(f"{key} = {toml_value(value)}\n" for key, value in table.items()) + "\n"
+
+
+def prepare(group: str, spec: dict[str, Any], config: dict[str, Any], *, fresh: bool) -> Path:
+    """`.mutmut/<group>/` with links to the package and tests and the group's mutmut and pytest settings."""
+    folder = WORK / group
+    if fresh and folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in LINKS:
+        link = folder / name
+        if not link.is_symlink():
+            link.symlink_to(Path("..") / ".." / name)
+    mutmut = dict(config["tool"]["mutmut"])
+    mutmut["only_mutate"] = list(spec["mutate"])
+    mutmut["pytest_add_cli_args_test_selection"] = list(spec["tests"])
+    pytest_ini = config["tool"]["pytest"]["ini_options"]
+    (folder / "pyproject.toml").write_text(
+        f"# Written by tests/mutate.py for the group {group!r}; edit pyproject.toml instead.\n\n"
+        + toml_table("tool.mutmut", mutmut)
+        + toml_table("tool.pytest.ini_options", pytest_ini)
+    )
+    return folder
+
+
+def results(folder: Path) -> dict[str, dict[str, Any]]:
+    """{mutant name: exit code} per mutated file of the group's last run."""
+    out = {}
+    for meta in sorted((folder / "mutants").rglob("*.py.meta")):
+        data = json.loads(meta.read_text())
+        if data["exit_code_by_key"]:
+            source = meta.relative_to(folder / "mutants").as_posix().removesuffix(".meta")
+            out[source] = data["exit_code_by_key"]
+    return out
+
+
+def summarize(
+    group: str, folder: Path, equivalent: dict[str, str], functions: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """Counts per module; with `functions` (mutant-name patterns), of the mutants of those functions only."""
+    rows = []
+    for source, codes in results(folder).items():
+        if functions:
+            codes = {n: c for n, c in codes.items() if any(fnmatch.fnmatchcase(n, f) for f in functions)}
+        status = {name: STATUS.get(code, "suspicious") for name, code in codes.items()}
+        counts = Counter(status.values())
+        survivors = sorted(n for n, s in status.items() if s in ("survived", "suspicious", "segfault"))
+        judged = [n for n in survivors if n in equivalent]
+        caught = counts["killed"] + counts["timeout"]
+        tested = caught + len(survivors)
+        score = caught / (tested - len(judged)) if tested - len(judged) else float("nan")
+        rows.append(
+            {
+                "group": group,
+                "module": source,
+                "mutants": len(codes),
+                "killed": counts["killed"],
+                "timeout": counts["timeout"],
+                "survived": len(survivors),
+                "equivalent": len(judged),
+                "no tests": counts["no tests"],
+                "not checked": counts["not checked"],
+                "score": score,
+                "survivors": [n for n in survivors if n not in equivalent],
+            }
+        )
+    return rows
+
+
+def module_of(mutant: str) -> str:
+    """`hf_landscape.directions.random.x__sqrt__mutmut_3` -> `hf_landscape/directions/random.py`."""
+    return mutant.split(".x")[0].replace(".", "/") + ".py"
+
+
+def print_rows(rows: list[dict[str, Any]], *, survivors: bool) -> None:
+    print(f"{'module':44} {'mutants':>7} {'killed':>6} {'timeout':>7} {'survived':>8} {'equiv.':>6} {'score':>7}")
+    for r in rows:
+        print(
+            f"{r['module']:44} {r['mutants']:7d} {r['killed']:6d} {r['timeout']:7d} {r['survived']:8d} "
+            f"{r['equivalent']:6d} {100 * r['score']:6.1f}%"
+        )
+        if r["no tests"] or r["not checked"]:
+            print(f"    ({r['no tests']} with no test, {r['not checked']} not checked)")
+        if survivors:
+            for name in r["survivors"]:
+                print(f"    survived: {name}")
+
+
+def run_group(folder: Path, names: list[str], max_children: int) -> int:
+    """`mutmut run` in the group's folder; its output goes to `run.log` there."""
+    command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *names]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONDONTWRITEBYTECODE="1")
+    with open(folder / "run.log", "ab") as log:
+        return subprocess.run(command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = settings()
+    mutation = config["tool"]["hf_landscape"]["mutation"]
+    groups: dict[str, dict[str, Any]] = mutation["groups"]
+    # [tool.hf_landscape.mutation.equivalent]: reason = [mutant names]
+    equivalent = {name: reason for reason, names in mutation.get("equivalent", {}).items() for name in names}
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("groups", nargs="*", help=f"groups to run (default: all of {list(groups)})")
+    parser.add_argument("--survivors", action="store_true", help="rerun only the last run's surviving mutants")
+    parser.add_argument("--summary", action="store_true", help="print the last runs' scores, run nothing")
+    parser.add_argument(
+        "--show", action="store_true", help="print the diff of every surviving mutant (implies --summary)"
+    )
+    parser.add_argument("--max-children", type=int, default=1, help="mutants tested at once (default 1)")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.groups) - set(groups))
+    if unknown:
+        parser.error(f"unknown groups {unknown}; the groups are {list(groups)}")
+    chosen = args.groups or list(groups)
+    args.summary |= args.show
+    rows = []
+    for group in chosen:
+        folder = WORK / group
+        functions = groups[group].get("functions")
+        if not args.summary:
+            names: list[str] = list(functions or [])
+            if args.survivors:
+                names = [n for r in summarize(group, folder, {}, functions) for n in r["survivors"]]
+                if not names:
+                    print(f"{group}: no survivors to rerun")
+                    rows += summarize(group, folder, equivalent, functions)
+                    continue
+            folder = prepare(group, groups[group], config, fresh=not args.survivors)
+            start = time.monotonic()
+            code = run_group(folder, names, args.max_children)
+            print(f"{group}: mutmut exited {code} after {time.monotonic() - start:.0f} s (log: {folder / 'run.log'})")
+        rows += summarize(group, folder, equivalent, functions)
+    summary = WORK / "summary.json"
+    earlier = json.loads(summary.read_text()) if summary.exists() else []
+    rows = [r for r in earlier if r["group"] not in chosen and r["group"] in groups] + rows
+    rows.sort(key=lambda r: list(groups).index(r["group"]))
+    print_rows(rows, survivors=not args.show)
+    groups_shown = {r["group"] for r in rows}
+    surviving = {
+        n for g in groups_shown for r in summarize(g, WORK / g, {}, groups[g].get("functions")) for n in r["survivors"]
+    }
+    modules = {r["module"] for r in rows}
+    stale = sorted(n for n in equivalent if module_of(n) in modules and n not in surviving)
+    if stale:
+        print(f"{len(stale)} mutants listed as equivalent did not survive (or no longer exist); update the list:")
+        for name in stale:
+            print(f"    {name}")
+    summary.write_text(json.dumps(rows, indent=1))
+    if args.show:
+        for r in rows:
+            if r["group"] in chosen:
+                for name in r["survivors"]:
+                    show = [sys.executable, "-m", "mutmut", "show", name]
+                    print(subprocess.run(show, cwd=WORK / r["group"], capture_output=True, text=True).stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
