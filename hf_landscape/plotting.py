@@ -528,7 +528,8 @@ def _draw_3d(
         ax.plot([0.0], [0.0], [float(zz[index])], linestyle="none", label=CENTRE_LABEL, zorder=5, **_CENTRE_STYLE)
     xlabel, ylabel = _axis_labels(surface)
     ax.set_xlabel(xlabel, labelpad=6)
-    ax.set_ylabel(ylabel, labelpad=6)  # the z axis is named by the colour bar beside it
+    ax.set_ylabel(ylabel, labelpad=6)
+    ax.set_zlabel(label, labelpad=4)
     ax.tick_params(labelsize=LABEL_SIZE)
     for axis in (ax.xaxis, ax.yaxis, ax.zaxis):  # few ticks: 3-D tick labels crowd each other otherwise
         axis.set_major_locator(MaxNLocator(4))

@@ -181,9 +181,12 @@ def test_resumed_grid_keeps_the_metrics_of_the_saved_points(tmp_path, monkeypatc
         np.testing.assert_array_equal(resumed.metrics[name], value)
 
 
-def test_grid_shorter_than_the_saving_interval_leaves_no_files(tmp_path):
+def test_grid_shorter_than_the_saving_interval_is_kept_until_saved(tmp_path):
     line = make_probe().line(steps=3, seed=0, checkpoint_dir=tmp_path, checkpoint_every=10)
     assert np.isfinite(line.values).all()
+    values, done, _ = GridCheckpoint(tmp_path, json.loads((tmp_path / META_NAME).read_text())["key"]).load(3)
+    assert done.all() and np.array_equal(values, line.values)  # the whole grid, though fewer than 10 points
+    line.save_pretrained(tmp_path)
     assert not (tmp_path / ARRAYS_NAME).exists() and not (tmp_path / META_NAME).exists()
 
 
