@@ -6,6 +6,7 @@ from .comparison import CompareReport, compare
 from .config import BaseConfig
 from .directions import (
     Direction,
+    DirectionSet,
     LowRankDirection,
     LowRankDirectionConfig,
     RandomDirectionConfig,
@@ -15,7 +16,18 @@ from .directions import (
     select_parameters,
     trajectory_directions,
 )
-from .errors import ConfigError, DirectionError, HubError, LandscapeError, ModelError, ObjectiveError, SurfaceError
+from .errors import (
+    ConfigError,
+    DirectionError,
+    HubDirectionError,
+    HubError,
+    HubModelError,
+    HubSurfaceError,
+    LandscapeError,
+    ModelError,
+    ObjectiveError,
+    SurfaceError,
+)
 from .objectives import (
     CausalLMObjective,
     CausalLMObjectiveConfig,
@@ -37,11 +49,15 @@ __all__ = [
     "ConfigError",
     "Direction",
     "DirectionError",
+    "DirectionSet",
     "EigenResult",
     "Evaluation",
     "GlueObjective",
     "GlueObjectiveConfig",
+    "HubDirectionError",
     "HubError",
+    "HubModelError",
+    "HubSurfaceError",
     "LandscapeCallback",
     "LandscapeError",
     "LandscapeProbe",

@@ -28,7 +28,8 @@ import numpy as np
 
 from . import io
 from .directions.random import RandomDirectionConfig
-from .errors import ConfigError, SurfaceError
+from .errors import ConfigError, HubSurfaceError, SurfaceError
+from .hub.mixin import FileSource, HubMixin
 from .objectives.base import Objective
 from .stats import DEFAULT_CONFIDENCE, check_confidence, t_interval
 from .surface import Surface
@@ -224,7 +225,7 @@ def _check_name(name: Any) -> str:
 # --- the report ----------------------------------------------------------------------------------
 
 
-class CompareReport:
+class CompareReport(HubMixin):
     """Several surfaces over the same grid and directions, with per-model summaries and a side-by-side figure.
 
     Args:
@@ -249,6 +250,12 @@ class CompareReport:
 
     ```
     """
+
+    _hub_files = (REPORT_NAME,)
+    _hub_noun = "comparison"
+    _hub_error = SurfaceError
+    _hub_failure = HubSurfaceError
+    _push_defaults = {"formats": ("png",)}  # each surface's PNG plots, which the card shows
 
     def __init__(
         self,
@@ -430,15 +437,18 @@ class CompareReport:
             "table": self.table(),
         }
 
-    def save_pretrained(self, save_directory: str | os.PathLike, *, overwrite: bool = False) -> None:
+    def save_pretrained(self, save_directory: str | os.PathLike, *, overwrite: bool = False, **options: Any) -> None:
         """Write each surface into `save_directory/<label>/` and `report.json` (sorted JSON: labels, grid and
-        direction options, objective, the table, and each surface's id).
+        direction options, objective, the table, and each surface's id). `options` go to every surface's
+        `save_pretrained` (plots: `formats=("png",)`, `log_scale=True`, ...); `push_to_hub` takes the same.
 
         Raises:
             SurfaceError: the folder holds a different report (or a label's folder a different surface) and
                 `overwrite` is False. The report is checked before anything is written.
         """
-        folder = Path(save_directory)
+        super().save_pretrained(save_directory, overwrite=overwrite, **options)
+
+    def _save_pretrained(self, folder: Path, *, overwrite: bool, **options: Any) -> None:
         io.check_output_folder(folder, argument="save_directory", names=(REPORT_NAME,))
         text = json.dumps(self._record(), sort_keys=True, indent=2, allow_nan=True) + "\n"
         io.make_output_folder(folder, argument="save_directory")
@@ -450,19 +460,19 @@ class CompareReport:
                     "or pass `overwrite=True`."
                 )
             for name, surface in self.surfaces.items():
-                surface.save_pretrained(folder / name, overwrite=overwrite)
+                surface.save_pretrained(folder / name, overwrite=overwrite, **options)
             io.write_text(existing, text)
         logger.info("saved a comparison of %d models to %s", len(self.surfaces), folder)
 
     @classmethod
-    def from_pretrained(cls, save_directory: str | os.PathLike) -> CompareReport:
-        """Load a report written by `save_pretrained` (safetensors and JSON only).
+    def _from_pretrained(cls, source: FileSource) -> CompareReport:
+        """Read a report written by `save_pretrained` (`from_pretrained`: a folder or a Hub repo id; safetensors and
+        JSON only).
 
         Raises:
             SurfaceError: the folder holds no report, or a surface does not match the id the report recorded.
         """
-        folder = Path(save_directory)
-        path = folder / REPORT_NAME
+        path = source.path(REPORT_NAME)
         try:
             record = json.loads(path.read_text())
         except (OSError, ValueError) as err:
@@ -475,10 +485,10 @@ class CompareReport:
             raise SurfaceError(f"{str(path)!r} is not an hf_landscape comparison of format {FORMAT_VERSION}.")
         surfaces = {}
         for name in record["models"]:
-            surface = Surface.from_pretrained(folder / _check_name(name))
+            surface = Surface._from_pretrained(_checked(source.sub(_check_name(name), noun="surface"), Surface))
             if surface.surface_id() != record["surface_ids"].get(name):
                 raise SurfaceError(
-                    f"The surface in {str(folder / name)!r} is not the one {REPORT_NAME} recorded; save the "
+                    f"The surface in {str(path.parent / name)!r} is not the one {REPORT_NAME} recorded; save the "
                     "comparison again."
                 )
             surfaces[name] = surface
@@ -489,6 +499,23 @@ class CompareReport:
             confidence=record.get("confidence", DEFAULT_CONFIDENCE),
             metadata=record.get("metadata"),
         )
+
+    def _card(self, folder: str, written: list[str]) -> dict[str, Any]:
+        surfaces, plots = {}, {}
+        for name, surface in self.surfaces.items():
+            where = "/".join(filter(None, [folder, name]))
+            surfaces[where] = surface
+            plots[where] = [n.split("/", 1)[1] for n in written if n.startswith(f"{name}/plot_")]
+        return {"surfaces": surfaces, "plots": plots}
+
+
+def _checked(source: FileSource, cls: Any) -> FileSource:
+    """`source` once the files `cls` needs are there (downloaded from the Hub, or a `SurfaceError` naming them)."""
+    if source.on_hub:
+        source.download(list(cls._hub_files))
+    elif not all((source.path(name)).is_file() for name in cls._hub_files):
+        raise SurfaceError(f"{source.label!r} holds no surface ({' and '.join(cls._hub_files)} are needed).")
+    return source
 
 
 # --- the comparison ------------------------------------------------------------------------------

@@ -824,12 +824,7 @@ def save_plots(
     folder = Path(save_directory)
     io.check_output_folder(folder, argument="save_directory")
     io.make_output_folder(folder, argument="save_directory")
-    if kinds:
-        kinds = list(kinds)
-    elif surface.ndim == 1:
-        kinds = list(LINE_KINDS)
-    else:
-        kinds = [k for k in PLANE_KINDS if k != "spread" or surface.spread is not None]
+    kinds = plot_kinds(surface, kinds)
     written = []
     with io.folder_lock(folder, argument="save_directory"):
         for kind in kinds:
@@ -844,6 +839,20 @@ def save_plots(
                         "the folder writable, then draw the plots again (`hf-landscape plot`, `surface.save_plots`)."
                     ) from None
     return written
+
+
+def plot_kinds(surface: Surface, kinds: Sequence[str] | None = None) -> list[str]:
+    """The plot kinds `save_plots` draws: `kinds` if given, else every kind that fits the surface."""
+    if kinds:
+        return list(kinds)
+    if surface.ndim == 1:
+        return list(LINE_KINDS)
+    return [k for k in PLANE_KINDS if k != "spread" or surface.spread is not None]
+
+
+def plot_names(surface: Surface, formats: Sequence[str], kinds: Sequence[str] | None = None) -> list[str]:
+    """The files `save_plots(surface, ..., formats=formats, kinds=kinds)` writes, in its order."""
+    return [f"plot_{kind}.{fmt}" for kind in plot_kinds(surface, kinds) for fmt in formats]
 
 
 def check_formats(formats: Any, argument: str) -> tuple[str, ...]:

@@ -4,10 +4,12 @@ from .base import Direction, select_parameters
 from .interpolation import interpolation_target
 from .low_rank import LowRankDirection, LowRankDirectionConfig, low_rank_directions
 from .random import RandomDirectionConfig, random_directions
+from .sets import DirectionSet
 from .trajectory import load_snapshot, path_losses, read_trajectory, trajectory_directions, trajectory_span
 
 __all__ = [
     "Direction",
+    "DirectionSet",
     "LowRankDirection",
     "LowRankDirectionConfig",
     "RandomDirectionConfig",

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, ModelError, hidden_token, raise_detached
+from ..errors import ConfigError, HubModelError, ModelError, hidden_token, raise_detached
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,8 @@ def resolve_model(
     """Return a local folder for `name_or_path` and its provenance (`name_or_path`, `revision`, `commit_sha`).
 
     Raises:
-        ModelError: the name is neither a local folder nor a Hub repo that can be reached.
+        HubModelError: the name is neither a local folder nor a Hub repo that can be reached (a `HubError` and a
+            `ModelError`).
     """
     path = Path(name_or_path)
     if path.is_dir():
@@ -61,21 +62,21 @@ def resolve_model(
             )
         except RevisionNotFoundError:
             raise_detached(
-                ModelError(
+                HubModelError(
                     f"`revision` {revision!r} does not exist in Hub repo {str(name_or_path)!r}; pass a branch, tag "
                     "or commit sha."
                 )
             )
         except RepositoryNotFoundError:
             raise_detached(
-                ModelError(
+                HubModelError(
                     f"`name_or_path` {str(name_or_path)!r} is neither a local folder nor a Hub repo you can read; "
                     "check the name, or pass `token=` for a private or gated repo."
                 )
             )
         except (LocalEntryNotFoundError, HfHubHTTPError, ValueError, OSError) as err:
             raise_detached(
-                ModelError(
+                HubModelError(
                     f"Could not fetch {str(name_or_path)!r} from the Hub ({type(err).__name__}: {err}); check the "
                     "connection (and HF_HUB_OFFLINE), or pass a local folder."
                 )
