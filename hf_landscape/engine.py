@@ -25,7 +25,16 @@ from .attention import stacked_attention
 from .checkpoint import GridCheckpoint
 from .errors import redact
 from .graphs import capture_loss, evaluation_flop
-from .objectives.base import COMPILING, Evaluation, Objective
+from .objectives.base import (
+    COMPILING,
+    Evaluation,
+    LossTensor,
+    Objective,
+    StackedEvaluation,
+    eval_mode,
+    evaluate,
+    supports,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -411,22 +420,6 @@ class LowRankEditor:
 
 
 @contextlib.contextmanager
-def eval_mode(model: torch.nn.Module) -> Iterator[None]:
-    """Eval mode for the block; on exit, however it comes, every submodule gets its own `training` flag back.
-
-    `model.train(was_training)` would set one flag for all of them, waking a user's frozen dropout or a `PeftModel`'s
-    inner model; this restores each module's flag as it was. Every method that switches modes does it here.
-    """
-    flags = [(module, module.training) for module in model.modules()]
-    try:
-        model.eval()
-        yield
-    finally:
-        for module, flag in flags:
-            module.training = flag
-
-
-@contextlib.contextmanager
 def low_rank_editing(model: torch.nn.Module, directions: Sequence[Any]) -> Iterator[LowRankEditor]:
     """Yield a `LowRankEditor`; on exit, however it comes, remove every hook and replaced `forward` and
     restore every module's train/eval flag."""
@@ -479,12 +472,6 @@ def editing(model: torch.nn.Module, params: dict[str, torch.nn.Parameter]) -> It
             yield editor
         finally:
             editor.restore()
-
-
-def evaluate(model: torch.nn.Module, objective: Objective, *, details: bool = False) -> Evaluation:
-    """One evaluation of `objective` on `model` as it stands, in eval and inference mode."""
-    with eval_mode(model), torch.inference_mode():
-        return objective.evaluate(model, details=details)
 
 
 class StackedPoints:
@@ -622,7 +609,7 @@ def points_per_forward(
 
     if requested == "auto":
         device = next(iter(params.values())).device
-        if device.type != "cuda" or not hasattr(objective, "evaluate_points"):
+        if device.type != "cuda" or not supports(objective, StackedEvaluation):
             return 1
         weights = sum(p.numel() * p.element_size() for p in params.values())
         if weights > ROW_CACHE_MAX_BYTES:  # a model this large keeps the GPU busy with one point
@@ -646,9 +633,10 @@ def points_per_forward(
         return max(1, min(AUTO_BATCH_MAX_POINTS, n, share))
     if not isinstance(requested, int) or isinstance(requested, bool) or requested < 1:
         raise ConfigError(f"`points_per_forward` must be a positive integer or 'auto', got {requested!r}.")
-    if requested > 1 and not hasattr(objective, "evaluate_points"):
+    if requested > 1 and not supports(objective, StackedEvaluation):
         raise ConfigError(
-            f"{type(objective).__name__} cannot evaluate several points per forward; use points_per_forward=1."
+            f"{type(objective).__name__} cannot evaluate several points per forward (it has no `evaluate_points` and "
+            "`loss_points`); use points_per_forward=1."
         )
     return min(requested, n)
 
@@ -735,7 +723,7 @@ def _run_points(
     # `DEFERRED_POINTS` forwards' losses in one sync, so it queues the next point's weight update (or the next
     # chunk's stacked weights) and forward while the GPU still computes (stream-ordered after the forward that
     # reads them).
-    deferred = _defers_reads(model, objective) and (stacked is None or hasattr(objective, "loss_points"))
+    deferred = _defers_reads(model, objective) and (stacked is None or supports(objective, StackedEvaluation))
     pending: list[tuple[list[int], torch.Tensor]] = []  # grid indices, their losses (on the device)
     graphed: Any = None  # the recorded evaluation (`graphs`), made at the first point
     record = graphs and deferred
@@ -825,7 +813,7 @@ def _run_points(
 def _defers_reads(model: torch.nn.Module, objective: Objective) -> bool:
     """Deferred loss reads pay on a GPU (the host runs ahead); on the CPU every op already waits."""
     first = next(model.parameters(), None)
-    return hasattr(objective, "loss_tensor") and first is not None and first.device.type == "cuda"
+    return supports(objective, LossTensor) and first is not None and first.device.type == "cuda"
 
 
 def distributed_state() -> Any:

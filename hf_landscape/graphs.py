@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from .errors import redact
+from .objectives.base import LossTensor, supports
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def capture_loss(model: torch.nn.Module, objective: Any) -> GraphedLoss | None:
     """A `GraphedLoss` for `model` and `objective`, or `None` (logged) where one cannot be recorded: not on a
     single CUDA device, an objective without `loss_tensor`, a model in training mode, or an evaluation that
     syncs with the host."""
-    if not hasattr(objective, "loss_tensor"):
+    if not supports(objective, LossTensor):
         return None
     if _single_cuda_device(model) is None:
         return None
@@ -120,7 +121,8 @@ GRAPHS_MAX_FLOP = 1e13
 
 def evaluation_flop(model: torch.nn.Module, objective: Any) -> float:
     """2 · parameters · tokens of one evaluation (0 for an objective that does not count its tokens)."""
-    return 2.0 * sum(p.numel() for p in model.parameters()) * getattr(objective, "num_tokens", 0)
+    tokens = objective.num_tokens if supports(objective, LossTensor) else 0
+    return 2.0 * sum(p.numel() for p in model.parameters()) * tokens
 
 
 _STREAMS: dict[torch.device, torch.cuda.Stream] = {}

@@ -39,7 +39,7 @@ from .engine import (
     run_grid,
 )
 from .errors import ConfigError, DirectionError, ModelError, redact
-from .objectives.base import Evaluation, Objective
+from .objectives.base import Evaluation, Objective, TokenView, require
 from .sharpness import (
     EigenResult,
     SharpnessConfig,
@@ -188,7 +188,8 @@ class LandscapeProbe:
         from .hub import load_model
 
         if model_class is None:
-            model_class = getattr(transformers, getattr(objective, "auto_model_class", "AutoModelForCausalLM"))
+            auto = objective.auto_model_class if isinstance(objective, Objective) else "AutoModelForCausalLM"
+            model_class = getattr(transformers, auto)
         model, provenance = load_model(
             name_or_path,
             model_class=model_class,
@@ -332,6 +333,7 @@ class LandscapeProbe:
         ```
         """
         values = check_alphas(alphas)
+        require(self.objective, TokenView, "A token loss map")
         if direction is None:
             direction = self.directions(seed, axes=1, **direction_options)[0]
         elif direction_options:
@@ -345,9 +347,10 @@ class LandscapeProbe:
                     f"{type(self.objective).__name__} gives no per-token losses; use a causal-LM objective."
                 )
             per_point.append(evaluation.token_losses)
-        examples = getattr(self.objective, "active_examples", None) or []
+        view = cast(TokenView, self.objective)  # checked above
+        examples = view.active_examples
         token_ids = [[int(t) for t in ids[1 : 1 + len(per_point[0][i])]] for i, (ids, _) in enumerate(examples)]
-        tokenizer = getattr(self.objective, "tokenizer", None)
+        tokenizer = view.tokenizer
         tokens = [[tokenizer.decode([t]) for t in ids] for ids in token_ids] if tokenizer is not None else None
         losses = [np.stack([point[i] for point in per_point]) for i in range(len(per_point[0]))]
         return TokenLossMap(values, losses, token_ids, tokens)
@@ -361,7 +364,7 @@ class LandscapeProbe:
             surface: a plane made by this probe, with its full-rank `directions` at hand.
             stride: compute every `stride`-th point along each axis.
         """
-        from .sharpness import loss_terms
+        from .objectives.loss import loss_terms, require_differentiable
 
         dirs = surface.directions
         if surface.y is None or not dirs or len(dirs) != 2 or not all(isinstance(d, Direction) for d in dirs):
@@ -370,6 +373,7 @@ class LandscapeProbe:
             )
         if not isinstance(stride, int) or stride < 1:
             raise ConfigError(f"`stride` must be a positive integer, got {stride!r}.")
+        require_differentiable(self.objective, "`directional_derivatives`")
         params, tensors = self._prepare(list(dirs))
         shape = surface.values.shape
         da, db = np.full(shape, np.nan), np.full(shape, np.nan)

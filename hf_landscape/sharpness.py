@@ -41,87 +41,22 @@ from .attention import switched_attention
 from .config import BaseConfig, check_choice, check_patterns
 from .directions.base import Direction, select_parameters
 from .directions.random import seed_for
-from .engine import editing, eval_mode
-from .engine import evaluate as evaluate_objective
-from .errors import ConfigError, ObjectiveError
+from .engine import editing
+from .errors import ConfigError
+from .objectives.base import eval_mode
+from .objectives.base import evaluate as evaluate_objective
+from .objectives.loss import differentiable_loss, is_loss_fn, loss_terms, loss_value, require_differentiable
 from .stats import DEFAULT_CONFIDENCE, check_confidence, mean_interval, ratio_interval, t_interval
 
 logger = logging.getLogger(__name__)
 
 LossFn = Callable[[torch.nn.Module], torch.Tensor]
+__all__ = ["differentiable_loss", "loss_terms", "loss_value"]  # re-exported from objectives.loss
 SHARPNESS_KINDS = ("worst", "average", "adaptive", "adaptive_average")
 # (per-example loss sums, token counts), or None when the objective gives no per-example losses
 _Terms = tuple[np.ndarray, np.ndarray] | None
 # Attention implementations whose backward is itself differentiable on every device.
 DOUBLE_BACKWARD_ATTENTION = ("eager",)
-
-
-# --- the differentiable loss -----------------------------------------------------------------------
-
-
-def loss_terms(model: torch.nn.Module, objective: Any) -> Iterator[torch.Tensor]:
-    """Yield the objective's loss as differentiable per-batch terms that add up to its value.
-
-    Each term is (sum of the batch's losses) / (size of the whole evaluation set), computed exactly as the
-    objective's `evaluate` computes its value but with autograd on. Take gradients of one term at a time:
-    the graph of a batch is freed before the next batch runs.
-
-    Args:
-        model: the model, in the mode the caller wants (eval mode for a deterministic loss).
-        objective: a `CausalLMObjective`, a `GlueObjective`, any object with a `loss_terms(model)` method,
-            or a callable `loss_fn(model) -> scalar tensor`.
-    """
-    own = getattr(objective, "loss_terms", None)
-    if callable(own):
-        yield from own(model)
-        return
-    from .objectives.base import Objective
-
-    if isinstance(objective, Objective) or not callable(objective):
-        raise ObjectiveError(
-            f"`objective` ({type(objective).__name__}) has no differentiable loss; use a `CausalLMObjective` or "
-            "`GlueObjective`, give the objective a `loss_terms(model)` method, or pass a callable "
-            "`loss_fn(model) -> scalar tensor`."
-        )
-    value = objective(model)
-    if not isinstance(value, torch.Tensor) or value.numel() != 1:
-        raise ObjectiveError(
-            f"`loss_fn(model)` must return a scalar tensor, got {type(value).__name__} "
-            f"{tuple(value.shape) if isinstance(value, torch.Tensor) else ''}."
-        )
-    yield value.reshape(())
-
-
-def differentiable_loss(model: torch.nn.Module, objective: Any) -> torch.Tensor:
-    """The objective's loss as one differentiable scalar (the sum of `loss_terms`).
-
-    It keeps every batch's graph alive until you backpropagate, so memory grows with the evaluation set;
-    the functions of this module use `loss_terms` instead. Meant for small data and for checks.
-
-    Example:
-    ```python
-    >>> import torch
-    >>> from transformers import GPT2Config, GPT2LMHeadModel
-    >>> from hf_landscape import CausalLMObjective
-    >>> from hf_landscape.sharpness import differentiable_loss
-    >>> model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50, n_positions=32)).eval()
-    >>> objective = CausalLMObjective({"input_ids": [[1, 2, 3, 4], [5, 6, 7]]})
-    >>> loss = differentiable_loss(model, objective)
-    >>> loss.requires_grad, abs(loss.item() - objective.evaluate(model).loss) < 1e-5
-    (True, True)
-
-    ```
-    """
-    terms = list(loss_terms(model, objective))
-    return torch.stack([t.reshape(()) for t in terms]).sum()
-
-
-def loss_value(model: torch.nn.Module, objective: Any) -> float:
-    """The objective's value at the model as it stands (inference mode), as the probe reports it."""
-    if callable(objective) and not hasattr(objective, "evaluate"):
-        with torch.no_grad():
-            return float(objective(model))
-    return evaluate_objective(model, objective).loss
 
 
 # --- context: what the curvature computations change and put back -----------------------------------
@@ -263,6 +198,7 @@ def hessian_vector_product(
 
     ```
     """
+    require_differentiable(objective, "A Hessian-vector product")
     all_params = dict(model.named_parameters())
     Direction(dict(vector)).check_fits(all_params, argument="vector")
     params = {n: all_params[n] for n in all_params if n in vector}
@@ -386,6 +322,7 @@ def hessian_eigenvalues(
     Returns:
         `EigenResult`; `converged` is False (with a warning) when `max_iter` ran out first.
     """
+    require_differentiable(objective, "`hessian_eigenvalues`")
     _check_int("k", k, 1)
     tol = _check_positive("tol", tol)
     _check_int("max_iter", max_iter, k)
@@ -659,6 +596,7 @@ def hessian_trace(
         confidence: the level of the result's intervals.
         progress: tqdm progress bar.
     """
+    require_differentiable(objective, "`hessian_trace`")
     _check_int("samples", samples, 2)
     confidence = check_confidence(confidence)
     if not isinstance(seed, int) or isinstance(seed, bool):
@@ -867,6 +805,8 @@ def sharpness(
         raise ConfigError(f"`config` must be a SharpnessConfig, got {type(config).__name__}.")
     elif config_kwargs:
         raise ConfigError(f"Pass either `config` or sharpness options {sorted(config_kwargs)}, not both.")
+    if config.worst_case:  # the ascent follows gradients; the average kinds only evaluate
+        require_differentiable(objective, f"Sharpness of kind {config.kind!r}")
     params = _select(model, config.include, config.exclude, config.include_1d)
     names, plist = list(params), list(params.values())
     with editing(model, params) as editor:
@@ -914,7 +854,7 @@ def _measure(
     example's sum of token losses and its number of tokens (GLUE: its loss and 1), so that the loss is
     Σ sums / Σ counts; and the token masks used. `masks` (None at the base point) fixes which tokens count,
     so a token whose loss turns NaN at a far point makes its example's sum NaN rather than vanish."""
-    if callable(objective) and not hasattr(objective, "evaluate"):
+    if is_loss_fn(objective):
         return loss_value(model, objective), None, None
     evaluation = evaluate_objective(model, objective, details=True)
     if evaluation.token_losses is not None:

@@ -81,7 +81,7 @@ def test_compile_gives_the_same_values_and_restores_forward(objective):
 
 @pytest.mark.slow
 def test_compile_also_compiles_the_full_batch_loss():
-    from hf_landscape.objectives import causal_lm
+    from hf_landscape.objectives import nll as causal_lm
 
     model = build_gpt2(len(train_tokenizer()))
     ids = [[(3 * i + 5 * j) % 90 + 1 for j in range(12)] for i in range(8)]  # no padding: full batches

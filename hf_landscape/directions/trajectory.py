@@ -458,7 +458,7 @@ def path_losses(
     from safetensors.torch import load_file
 
     from ..engine import editing
-    from ..sharpness import loss_value
+    from ..objectives.loss import loss_value
 
     folder = Path(run_dir)
     index = read_trajectory(folder)

@@ -12,7 +12,7 @@ order); per row they never depend on how many rows, points or batches are evalua
 Hand-written because the libraries that fuse cross-entropy do not fit a graph-recorded evaluation: Liger-Kernel's
 `cross_entropy_forward` syncs with the host (`.item()` on the token count, asserts on the targets) and returns
 the per-token losses in the logits' dtype (bf16), and `torch.compile` of the same expression
-(`causal_lm._full_nll`, used under `compile=True`) costs its compile time at the first plane.
+(`nll._full_nll`, used under `compile=True`) costs its compile time at the first plane.
 
 Used by `causal_lm._token_nll` for CUDA logits in float16 or bfloat16 of at least `MIN_LOGITS` per point when
 Triton is importable and no gradient is wanted (the kernel has no backward); everything else (CPU, float32 and
