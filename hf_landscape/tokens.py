@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .config import result_fields
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -110,6 +111,13 @@ class TokenLossMap:
             "token_ids": [list(ids) for ids in self.token_ids],
             "tokens": self.tokens,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TokenLossMap:
+        """The map `to_dict` describes."""
+        fields = result_fields(cls, data, ("alphas", "losses", "token_ids", "tokens"))
+        losses = [np.asarray(loss, dtype=np.float64).reshape(len(fields["alphas"]), -1) for loss in fields["losses"]]
+        return cls(np.asarray(fields["alphas"], dtype=np.float64), losses, fields["token_ids"], fields["tokens"])
 
 
 def check_alphas(alphas: Sequence[float]) -> np.ndarray:
