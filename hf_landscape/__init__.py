@@ -4,15 +4,18 @@ __version__ = "0.1.0"
 
 from .comparison import CompareReport, compare
 from .config import BaseConfig
+from .curvature import EigenResult, SharpnessConfig, SharpnessResult, TraceResult, hessian_eigenvalues, hessian_trace
 from .directions import (
     Direction,
     DirectionSet,
     LowRankDirection,
     LowRankDirectionConfig,
     RandomDirectionConfig,
+    direction_kinds,
     interpolation_target,
     low_rank_directions,
     random_directions,
+    register_direction_kind,
     select_parameters,
     trajectory_directions,
 )
@@ -37,7 +40,6 @@ from .objectives import (
     Objective,
 )
 from .probe import LandscapeProbe
-from .sharpness import EigenResult, SharpnessConfig, SharpnessResult, TraceResult, hessian_eigenvalues, hessian_trace
 from .surface import Surface
 from .tokens import TokenLossMap
 
@@ -74,11 +76,13 @@ __all__ = [
     "TokenLossMap",
     "TraceResult",
     "compare",
+    "direction_kinds",
     "hessian_eigenvalues",
     "hessian_trace",
     "interpolation_target",
     "low_rank_directions",
     "random_directions",
+    "register_direction_kind",
     "select_parameters",
     "trajectory_directions",
 ]

@@ -572,7 +572,8 @@ def compare(
 
     ```
     """
-    from .probe import LandscapeProbe, seed_list
+    from .grid import seed_list
+    from .probe import LandscapeProbe
 
     if not isinstance(models, Mapping) or not models:
         raise ConfigError("`models` must be a non-empty dict {label: PreTrainedModel}, e.g. {'plain': a, 'sam': b}.")

@@ -355,6 +355,59 @@ class Surface(HubMixin):
         return read_li2018_h5(path, loss=loss)
 
 
+def grid_surface(
+    axes: list[np.ndarray],
+    values: np.ndarray,
+    metrics: dict[str, np.ndarray],
+    metadata: dict[str, Any],
+    *,
+    directions: list[Any] | None = None,
+    partials: list[Any] | None = None,
+) -> Surface:
+    """The surface of a grid run over `axes` (`[x]` for a line, `[x, y]` for a plane, points in `grid.grid_points`
+    order): `values` and `metrics`, one per point, laid out as `values[j, i]` at (x[i], y[j]); `partials` are the
+    partial grids it was computed into (removed once it is saved into their folder)."""
+    shape = tuple(len(a) for a in reversed(axes))
+    surface = Surface(
+        axes[0],
+        values.reshape(shape),
+        y=axes[1] if len(axes) == 2 else None,
+        metrics={k: v.reshape(shape) for k, v in metrics.items()},
+        metadata=metadata,
+        directions=directions,
+    )
+    surface._partials = list(partials or [])
+    return surface
+
+
+def combine_draws(surfaces: list[Surface], seeds: list[int]) -> Surface:
+    """One surface of several direction draws (one surface per seed, same grid): `values` is the mean, `spread` the
+    standard deviation (ddof=1) and `samples` each draw's values, so a plot can show whether a feature is one draw's.
+    The metadata is the first draw's, with every draw's directions, the seeds and the summed wall time."""
+    samples = np.stack([s.values for s in surfaces])
+    first = surfaces[0]
+    meta = dict(first.metadata)
+    meta.update(
+        seed=None,
+        seeds=seeds,
+        directions=[d for s in surfaces for d in s.metadata["directions"]],
+        wall_time_s=round(sum(s.metadata["wall_time_s"] for s in surfaces), 3),
+    )
+    metrics = {k: np.mean(np.stack([s.metrics[k] for s in surfaces]), axis=0) for k in first.metrics}
+    combined = Surface(
+        first.x,
+        samples.mean(axis=0),
+        y=first.y,
+        metrics=metrics,
+        metadata=meta,
+        spread=samples.std(axis=0, ddof=1),
+        samples=samples,
+        directions=[d for s in surfaces for d in (s.directions or [])],
+    )
+    combined._partials = [p for s in surfaces for p in s._partials]
+    return combined
+
+
 def _array(name: str, value: Any, ndim: int | None = None) -> np.ndarray:
     try:
         array = np.asarray(value, dtype=np.float64)

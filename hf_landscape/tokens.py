@@ -8,7 +8,7 @@ coloured by the rise over the centre's loss (`plotting.plot_token_map`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,8 @@ from .errors import ConfigError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
+    from .objectives.base import Evaluation, TokenView
 
 
 @dataclass
@@ -128,10 +130,50 @@ def check_alphas(alphas: Sequence[float]) -> np.ndarray:
         raise ConfigError(f"`alphas` must be a list of numbers, e.g. [-1, -0.5, 0, 0.5, 1]; got {alphas!r}.") from None
     if values.size == 0 or not np.all(np.isfinite(values)):
         raise ConfigError(f"`alphas` must be a non-empty list of finite numbers, got {alphas!r}.")
-    from .engine import MAX_ABS_COORDINATE, check_grid_size
+    from .grid import MAX_ABS_COORDINATE, check_grid_size
 
     if np.max(np.abs(values)) > MAX_ABS_COORDINATE:
         raise ConfigError(f"`alphas` must lie within ±{MAX_ABS_COORDINATE:g}, got {alphas!r:.80}.")
     values = np.unique(np.append(values, 0.0))
     check_grid_size(values.size, "alphas")
     return values
+
+
+def token_loss_map(
+    objective: TokenView, alphas: np.ndarray, evaluate_at: Callable[[float], Evaluation]
+) -> TokenLossMap:
+    """The `TokenLossMap` of `objective` at the points `alphas` (from `check_alphas`), `evaluate_at(alpha)` giving the
+    evaluation with token losses at each (θ₀ itself at 0)."""
+    per_point = []
+    for a in alphas:
+        evaluation = evaluate_at(float(a))
+        if evaluation.token_losses is None:
+            raise ConfigError(f"{type(objective).__name__} gives no per-token losses; use a causal-LM objective.")
+        per_point.append(evaluation.token_losses)
+    examples = objective.active_examples
+    token_ids = [[int(t) for t in ids[1 : 1 + len(per_point[0][i])]] for i, (ids, _) in enumerate(examples)]
+    tokenizer = objective.tokenizer
+    tokens = [[tokenizer.decode([t]) for t in ids] for ids in token_ids] if tokenizer is not None else None
+    losses = [np.stack([point[i] for point in per_point]) for i in range(len(per_point[0]))]
+    return TokenLossMap(alphas, losses, token_ids, tokens)
+
+
+def token_curvature(token_map: TokenLossMap, h: float, top: int) -> list[dict[str, Any]]:
+    """Per-token loss, slope and curvature from the central differences of a map at −h, 0, h, the `top` tokens by
+    curvature first (see `LandscapeProbe.token_curvature`)."""
+    rows: list[dict[str, Any]] = []
+    for i, (lm, l0, lp) in enumerate(token_map.losses):
+        for j in np.flatnonzero(np.isfinite(l0)):
+            rows.append(
+                {
+                    "example": i,
+                    "position": int(j) + 1,
+                    "token_id": token_map.token_ids[i][j],
+                    "token": token_map.tokens[i][j] if token_map.tokens is not None else None,
+                    "loss": float(l0[j]),
+                    "slope": float((lp[j] - lm[j]) / (2 * h)),
+                    "curvature": float((lp[j] - 2 * l0[j] + lm[j]) / h**2),
+                }
+            )
+    rows.sort(key=lambda r: -r["curvature"])
+    return rows[:top]

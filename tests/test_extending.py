@@ -1,4 +1,5 @@
-"""Extending hf_landscape: a user's own objective (the required methods only) and declared abilities."""
+"""Extending hf_landscape: a user's own objective (the required methods only, declared abilities) and a user's own
+direction kind (`register_direction_kind`), each working exactly like the built-in ones."""
 
 from __future__ import annotations
 
@@ -7,7 +8,20 @@ import pytest
 import torch
 from conftest import build_gpt2
 
-from hf_landscape import CausalLMObjective, ConfigError, GlueObjective, LandscapeError, LandscapeProbe, Objective
+from hf_landscape import (
+    CausalLMObjective,
+    ConfigError,
+    Direction,
+    DirectionError,
+    GlueObjective,
+    LandscapeError,
+    LandscapeProbe,
+    Objective,
+    RandomDirectionConfig,
+    direction_kinds,
+    random_directions,
+    register_direction_kind,
+)
 from hf_landscape.objectives import (
     DifferentiableLoss,
     LossTensor,
@@ -138,3 +152,84 @@ def test_average_sharpness_needs_no_gradient():
 def test_a_token_map_of_a_user_objective_names_what_to_add():
     with pytest.raises(LandscapeError, match="active_examples"):
         user_probe().token_loss_map([-1.0, 1.0])
+
+
+# --- a user's direction kind ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def registry():
+    """The kinds registry, with the kinds a test registers removed afterwards."""
+    from hf_landscape.directions import DIRECTION_KINDS
+
+    before = dict(DIRECTION_KINDS)
+    yield DIRECTION_KINDS
+    DIRECTION_KINDS.clear()
+    DIRECTION_KINDS.update(before)
+
+
+def fixed_direction(model: torch.nn.Module, scale: float = 1.0) -> Direction:
+    g = torch.Generator().manual_seed(11)
+    weights = {n: p for n, p in model.named_parameters() if p.dim() == 2}
+    return Direction({n: scale * torch.randn(p.shape, generator=g) / p.numel() ** 0.5 for n, p in weights.items()})
+
+
+def test_builtin_kinds_are_registered():
+    assert {"random", "lora", "low_rank", "adapter"} <= set(direction_kinds())
+
+
+def test_a_registered_kind_gives_the_line_of_its_direction_bit_for_bit(registry):
+    @register_direction_kind("fixed_line")
+    def fixed(model, seed, *, axes, scale=1.0):
+        return [fixed_direction(model, scale) for _ in range(axes)]
+
+    probe = LandscapeProbe(build_gpt2(100, seed=0), CausalLMObjective({"input_ids": IDS}), progress=False)
+    line = probe.line(steps=5, direction="fixed_line", scale=0.5, seed=3)
+    explicit = probe.line(steps=5, direction=fixed_direction(probe.model, 0.5))
+    np.testing.assert_array_equal(line.values, explicit.values)
+    assert line.metadata["directions"] == [{"kind": "fixed_line", "seed": 3}] and line.metadata["seed"] == 3
+    assert explicit.metadata["seed"] is None  # the user's own direction was not drawn from a seed
+
+
+def test_a_registered_kind_gives_planes_with_its_options_and_config(registry):
+    seen = []
+
+    @register_direction_kind("scaled_random")
+    def scaled(model, seed, *, axes, factor=1.0, **options):
+        seen.append((seed, axes, factor, sorted(options)))
+        dirs = random_directions(model, seed, axes=axes, config=options.get("config"))
+        return [Direction({n: factor * t for n, t in d.tensors.items()}, d.config) for d in dirs]
+
+    probe = LandscapeProbe(build_gpt2(100, seed=0), CausalLMObjective({"input_ids": IDS}), progress=False)
+    plane = probe.plane(steps=(3, 3), directions="scaled_random", factor=2.0, seed=5)
+    reference = probe.plane(steps=(3, 3), span=((-2, 2), (-2, 2)), seed=5)
+    np.testing.assert_allclose(plane.values, reference.values, rtol=1e-6)  # 2·d over ±1 is d over ±2
+    config = RandomDirectionConfig(normalization="layer")
+    probe.plane(steps=(2, 2), directions="scaled_random", config=config, seed=1)
+    assert seen == [(5, 2, 2.0, []), (1, 2, 1.0, ["config"])]
+
+
+def test_an_unknown_kind_lists_the_kinds_and_the_closest(registry):
+    probe = LandscapeProbe(build_gpt2(100, seed=0), CausalLMObjective({"input_ids": IDS}), progress=False)
+    with pytest.raises(ConfigError, match=r"did you mean 'random'\?.*register_direction_kind") as info:
+        probe.plane(steps=(2, 2), directions="randon")
+    assert "'adapter', 'lora', 'low_rank', 'random'" in str(info.value)
+
+
+def test_a_kind_name_is_checked_and_taken_once(registry):
+    with pytest.raises(ConfigError, match="lower-case"):
+        register_direction_kind("My Kind")
+    with pytest.raises(ConfigError, match="registered already"):
+        register_direction_kind("random")
+
+
+def test_a_kind_returning_the_wrong_number_of_directions_is_refused(registry):
+    @register_direction_kind("one_only")
+    def one_only(model, seed, *, axes):
+        return [fixed_direction(model)]
+
+    probe = LandscapeProbe(build_gpt2(100, seed=0), CausalLMObjective({"input_ids": IDS}), progress=False)
+    before = {n: p.detach().clone() for n, p in probe.model.named_parameters()}
+    with pytest.raises(DirectionError, match=r"'one_only' returned .* list of 2 direction"):
+        probe.plane(steps=(2, 2), directions="one_only")
+    assert all(torch.equal(p, before[n]) for n, p in probe.model.named_parameters())

@@ -233,7 +233,8 @@ def direction_options(args: argparse.Namespace) -> dict[str, Any]:
 def check_output_folder(args: argparse.Namespace, points: int) -> None:
     """Refuse, before any work, an --out that cannot take the output: a file, under a file, on a full disk, with a
     folder where a file goes, or holding a finished surface (unless --overwrite)."""
-    from .. import checkpoint, io
+    from .. import io
+    from ..engine import checkpoint
     from ..errors import SurfaceError
     from ..plotting import LINE_KINDS, PLANE_KINDS
     from ..surface import ARRAYS_NAME, METADATA_NAME

@@ -18,6 +18,7 @@ Weights are only moved through `engine.editing`, which copies the saved original
 ends.
 """
 
+from .derivatives import directional_derivatives
 from .eigen import EigenResult, hessian_eigenvalues
 from .hvp import DOUBLE_BACKWARD_ATTENTION, double_backward_attention, hessian_vector_product
 from .sharpness import SHARPNESS_KINDS, SharpnessConfig, SharpnessResult, sharpness
@@ -30,6 +31,7 @@ __all__ = [
     "SharpnessConfig",
     "SharpnessResult",
     "TraceResult",
+    "directional_derivatives",
     "double_backward_attention",
     "hessian_eigenvalues",
     "hessian_trace",

@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
-from ..attention import switched_attention
 from ..config import check_patterns
 from ..directions.base import Direction, select_parameters
+from ..engine.attention import switched_attention
 from ..errors import ConfigError
 from ..objectives.base import eval_mode
 from ..objectives.loss import loss_terms, require_differentiable

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from ..config import BaseConfig, check_choice, check_patterns, result_fields
 from ..directions.random import seed_for
-from ..engine import editing
+from ..engine.editors import editing
 from ..errors import ConfigError
 from ..objectives.base import evaluate as evaluate_objective
 from ..objectives.loss import is_loss_fn, loss_value, require_differentiable

@@ -31,6 +31,7 @@ from ..errors import ConfigError
 from . import draw
 from .base import Direction, select_parameters
 from .draw import GENERATOR, fill_normal, gaussian
+from .registry import kind_config, register_direction_kind
 
 logger = logging.getLogger(__name__)
 
@@ -203,6 +204,14 @@ def random_directions(
         )
         for k, axis in enumerate(axis_ids)
     ]
+
+
+@register_direction_kind("random")
+def random_kind(
+    model: torch.nn.Module, seed: int, *, axes: int, config: RandomDirectionConfig | None = None, **options: Any
+) -> list[Direction]:
+    """The kind `"random"`: full-rank normalized Gaussian directions (options: `RandomDirectionConfig`'s fields)."""
+    return random_directions(model, seed, config=kind_config(RandomDirectionConfig, config, options), axes=axes)
 
 
 def _separate_directions(

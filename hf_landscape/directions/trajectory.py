@@ -457,7 +457,7 @@ def path_losses(
     """
     from safetensors.torch import load_file
 
-    from ..engine import editing
+    from ..engine.editors import editing
     from ..objectives.loss import loss_value
 
     folder = Path(run_dir)

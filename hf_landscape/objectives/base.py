@@ -35,7 +35,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from ..errors import ObjectiveError
+from ..errors import ConfigError, ObjectiveError
 
 # True while a probe runs with `compile=True` (`engine.compiled_forward`): objectives may compile their loss too.
 COMPILING: contextvars.ContextVar[bool] = contextvars.ContextVar("hf_landscape_compiling", default=False)
@@ -85,6 +85,15 @@ class Objective(ABC):
     def describe(self) -> dict[str, Any]:
         """Provenance: the config, the fingerprint and the amount of data."""
         return {"type": type(self).__name__, "config": self.config.to_dict(), "fingerprint": self.fingerprint()}
+
+
+def check_objective(objective: Any) -> None:
+    """Refuse, before any work, an `objective` that is not an `Objective`."""
+    if not isinstance(objective, Objective):
+        raise ConfigError(
+            f"`objective` must be an hf_landscape `Objective` (e.g. `CausalLMObjective(texts, tokenizer)`), "
+            f"got {type(objective).__name__}."
+        )
 
 
 # --- optional abilities ---------------------------------------------------------------------------------------

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import io
-from .errors import ConfigError, SurfaceError
+from .. import io
+from ..errors import ConfigError, SurfaceError
 
 logger = logging.getLogger(__name__)
 
