@@ -1,7 +1,6 @@
 """hf_landscape: loss landscapes of Hugging Face transformers models (Li et al. 2018)."""
 
-__version__ = "0.1.0"
-
+from .analysis.tokens import TokenLossMap
 from .comparison import CompareReport, compare
 from .config import BaseConfig
 from .curvature import EigenResult, SharpnessConfig, SharpnessResult, TraceResult, hessian_eigenvalues, hessian_trace
@@ -41,7 +40,7 @@ from .objectives import (
 )
 from .probe import LandscapeProbe
 from .surface import Surface
-from .tokens import TokenLossMap
+from .version import __version__ as __version__
 
 __all__ = [
     "BaseConfig",

@@ -15,6 +15,7 @@ from typing import Any, cast
 
 import torch
 
+from .analysis.tokens import TokenLossMap, check_alphas, token_curvature, token_loss_map
 from .curvature import (
     EigenResult,
     SharpnessConfig,
@@ -48,7 +49,6 @@ from .hub.models import check_materialized, check_model, check_path_models
 from .objectives.base import Evaluation, Objective, TokenView, check_objective, require
 from .provenance import path_metadata, surface_metadata
 from .surface import Surface, combine_draws, grid_surface
-from .tokens import TokenLossMap, check_alphas, token_curvature, token_loss_map
 
 DirectionArg = Direction | LowRankDirection | Mapping[str, torch.Tensor]
 

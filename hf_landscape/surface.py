@@ -352,7 +352,7 @@ class Surface(HubMixin):
         """A surface from one of Li et al.'s (2018) `.h5` files (see `hf_landscape.li2018.read_li2018_h5`)."""
         from .li2018 import read_li2018_h5
 
-        return read_li2018_h5(path, loss=loss)
+        return cls(**read_li2018_h5(path, loss=loss))
 
 
 def grid_surface(
