@@ -166,3 +166,14 @@ def test_engine_and_curvature_ask_objectives_their_declared_abilities():
                     if "objective" in subject:
                         offending.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno}: {ast.unparse(node)}")
     assert offending == []
+
+
+def test_the_mutation_groups_name_modules_and_tests_that_exist():
+    """`make mutate`'s module list follows the layout (`[tool.mutmut]`, `[tool.hf_landscape.mutation.groups]`)."""
+    import tomllib
+
+    config = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]
+    groups = config["hf_landscape"]["mutation"]["groups"]
+    named = [*config["mutmut"]["only_mutate"], *(p for g in groups.values() for p in g["mutate"] + g["tests"])]
+    assert [p for p in named if not (REPO_ROOT / p).is_file()] == []
+    assert {p for g in groups.values() for p in g["mutate"]} <= set(config["mutmut"]["only_mutate"])

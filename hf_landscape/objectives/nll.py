@@ -24,10 +24,8 @@ from .base import COMPILING
 if TYPE_CHECKING:
     from .text_data import Batch
 
-# cuBLAS runs a half-precision product whose output rows are not a multiple of 8 elements (16 bytes) long on a
-# slow pre-Hopper kernel: GPT-2's 50257-token head took 1.66 ms for 16 x 128 tokens in bf16 on an H100 (2026-11-22; 95
-# TFLOP/s) against 0.23 ms (702 TFLOP/s) padded to 50304 (`benchmarks/lm_head_alignment.py`). The head's
-# output is computed that much wider and viewed back (`aligned_output_head`).
+# cuBLAS runs a half-precision product whose output rows are not 16-byte aligned on a slow kernel (GPT-2's head 7x
+# slower, benchmarks/README.md): the head's output is computed this much wider and viewed back.
 HEAD_ALIGNMENT = 64
 
 
