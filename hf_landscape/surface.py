@@ -10,7 +10,6 @@ failed save keeps them (and says so). Only safetensors and JSON are ever read.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -141,12 +140,9 @@ class Surface(HubMixin):
 
     def surface_id(self) -> str:
         """A hash of the arrays and metadata: two folders hold the same surface iff their ids match."""
-        h = hashlib.sha256()
-        for name, t in sorted(self._arrays().items()):
-            h.update(name.encode())
-            h.update(t.numpy().tobytes())
-        h.update(json.dumps(io.jsonable(self.metadata), sort_keys=True).encode())
-        return h.hexdigest()
+        arrays = sorted(self._arrays().items())
+        chunks = [part for name, t in arrays for part in (name.encode(), t.numpy().tobytes())]
+        return io.sha256_of([*chunks, json.dumps(io.jsonable(self.metadata), sort_keys=True).encode()])
 
     def save_pretrained(
         self,

@@ -10,7 +10,6 @@ aligned LM head in `nll`.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import logging
 from collections.abc import Iterator, Sequence
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import io
 from ..config import BaseConfig, check_choice
 from ..errors import ConfigError, ModelError, ObjectiveError
 from . import fused_nll, text_data
@@ -246,13 +246,11 @@ class CausalLMObjective(Objective, StackedEvaluation, LossTensor, Differentiable
         return cached[1]
 
     def fingerprint(self) -> str:
-        h = hashlib.sha256()
-        for ids, labels in self._active:
-            h.update(np.asarray(ids, dtype=np.int64).tobytes())
-            h.update(b"|")
-            h.update(np.asarray(labels, dtype=np.int64).tobytes())
-            h.update(b";")
-        return h.hexdigest()[:16]
+        parts = (
+            np.asarray(ids, dtype=np.int64).tobytes() + b"|" + np.asarray(labels, dtype=np.int64).tobytes() + b";"
+            for ids, labels in self._active
+        )
+        return io.sha256_of(parts)[:16]
 
     def describe(self) -> dict[str, Any]:
         out = super().describe()

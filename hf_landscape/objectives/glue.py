@@ -15,7 +15,6 @@ does not live here: the grid loop (`engine/`) and the metric scripts (`metrics/`
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import logging
 import os
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import io
 from ..config import BaseConfig, check_choice
 from ..errors import ConfigError, ModelError
 from . import glue_data
@@ -209,16 +209,16 @@ class GlueObjective(Objective, DifferentiableLoss):
         return len(self.examples)
 
     def fingerprint(self) -> str:
-        h = hashlib.sha256(self.task.name.encode())
-        for ex, label in zip(self.examples, self.labels):
-            h.update(np.asarray(ex.input_ids, dtype=np.int64).tobytes())
-            h.update(b"|")
-            if ex.token_type_ids is not None:
-                h.update(np.asarray(ex.token_type_ids, dtype=np.int64).tobytes())
-            h.update(b"|")
-            h.update(np.float64(label).tobytes())
-            h.update(b";")
-        return h.hexdigest()[:16]
+
+        def chunks() -> Iterator[bytes]:
+            yield self.task.name.encode()
+            for ex, label in zip(self.examples, self.labels):
+                yield np.asarray(ex.input_ids, dtype=np.int64).tobytes() + b"|"
+                if ex.token_type_ids is not None:
+                    yield np.asarray(ex.token_type_ids, dtype=np.int64).tobytes()
+                yield b"|" + np.float64(label).tobytes() + b";"
+
+        return io.sha256_of(chunks())[:16]
 
     def describe(self) -> dict[str, Any]:
         out = super().describe()
