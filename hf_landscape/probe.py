@@ -39,7 +39,6 @@ from .grid import (
     check_grid_size,
     check_point,
     grid_axis,
-    grid_points,
     interpolation_axis,
     plane_axes,
     points_per_draw,
@@ -299,9 +298,8 @@ class LandscapeProbe:
         x = grid_axis(steps, span, "steps/span")
         spec = direction if direction is None or isinstance(direction, str) else [direction]
         dirs = self._directions_for(spec, cast(int, seed), 1, config, config_kwargs)
-        checkpoint = self.runner.checkpoint(checkpoint_dir, checkpoint_every, "line", [x], dirs)
         record = {"steps": [steps], "span": [list(map(float, span))]}
-        return self._grid("line", [x], dirs, cast(int, seed), record, checkpoint)
+        return self._grid("line", [x], dirs, cast(int, seed), record, checkpoint_dir, checkpoint_every)
 
     def plane(
         self,
@@ -334,14 +332,16 @@ class LandscapeProbe:
             return self._over_seeds("plane", seed, directions=directions, config=config, **grid, **config_kwargs)
         x, y, record = plane_axes(steps, span)
         dirs = self._directions_for(directions, cast(int, seed), 2, config, config_kwargs)
-        checkpoint = self.runner.checkpoint(checkpoint_dir, checkpoint_every, "plane", [x, y], dirs)
-        return self._grid("plane", [x, y], dirs, cast(int, seed), record, checkpoint)
+        return self._grid("plane", [x, y], dirs, cast(int, seed), record, checkpoint_dir, checkpoint_every)
 
-    def _grid(self, kind: str, axes: list[Any], dirs: list[Any], seed: int, record: dict, checkpoint: Any) -> Surface:
-        """Evaluate a line (one axis) or plane (x, y; `values[j, i]` at (x[i], y[j])) along `dirs`: the runner's work."""
-        values, metrics, wall = self.runner.run(grid_points(axes), dirs, desc=kind, checkpoint=checkpoint)
-        meta = surface_metadata(kind, self.runner, self.provenance, directions=dirs, seed=seed, grid=record, wall=wall)
-        return grid_surface(axes, values, metrics, meta, directions=dirs, partials=self.runner.partials(checkpoint))
+    def _grid(self, kind: str, axes: list[Any], dirs: list[Any], seed: int, record: dict, *checkpoint: Any) -> Surface:
+        """Evaluate a line (one axis) or plane (x, y; `values[j, i]` at (x[i], y[j])) along `dirs` (the runner's
+        work, checkpointed into `checkpoint` = (folder, every)) and wrap the values with their provenance."""
+        run = self.runner.run(kind, axes, dirs, checkpoint_dir=checkpoint[0], checkpoint_every=checkpoint[1])
+        meta = surface_metadata(
+            kind, self.runner, self.provenance, directions=dirs, seed=seed, grid=record, wall=run.wall
+        )
+        return grid_surface(axes, run.values, run.metrics, meta, directions=dirs, partials=run.partials)
 
     def interpolate(
         self,
@@ -384,17 +384,16 @@ class LandscapeProbe:
         others = list(other_model) if isinstance(other_model, (list, tuple)) else [other_model]
         check_path_models(others)
         x, steps, span = interpolation_axis(steps, span, len(others))
-        params, knots, fingerprinted = path_knots(self.model, others)
-        checkpoint = self.runner.checkpoint(checkpoint_dir, checkpoint_every, "interpolation", [x], [], fingerprinted)
-        values, metrics, wall = self.runner.run_interpolation(
-            grid_points([x]), params, knots, desc="interpolate", checkpoint=checkpoint
+        params, knots, fingerprint = path_knots(self.model, others)
+        run = self.runner.run_interpolation(
+            x, params, knots, fingerprint=fingerprint, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every
         )
         record = {"steps": [steps], "span": [list(map(float, span))]}
         meta = surface_metadata(
-            "interpolation", self.runner, self.provenance, directions=[], seed=None, grid=record, wall=wall
+            "interpolation", self.runner, self.provenance, directions=[], seed=None, grid=record, wall=run.wall
         )
         meta.update(path_metadata(self.provenance, self.model, others))
-        return grid_surface([x], values, metrics, meta, partials=self.runner.partials(checkpoint))
+        return grid_surface([x], run.values, run.metrics, meta, partials=run.partials)
 
     def _over_seeds(self, kind: str, seeds: Sequence[int], **kwargs: Any) -> Surface:
         """One surface per direction seed, combined: `values` is the mean, `spread` the standard deviation

@@ -25,6 +25,7 @@ from ..directions.base import LowRankDirection
 from ..directions.interpolation import set_on_path
 from ..directions.prepare import prepare
 from ..errors import ConfigError, redact
+from ..grid import grid_points
 from ..objectives.base import Evaluation, Objective, StackedEvaluation, evaluate, supports
 from .checkpoint import GridCheckpoint, tensor_fingerprint
 from .distributed import distributed_state
@@ -38,6 +39,18 @@ from .stacked import StackedPoints
 logger = logging.getLogger(__name__)
 
 Grid = tuple[np.ndarray, dict[str, np.ndarray], float]
+
+
+@dataclass
+class GridResult:
+    """What a grid run gives: one value per point (float64; NaN/inf kept), metrics (name -> one value per point), the
+    wall seconds, and the partial grids it was checkpointed into (`Surface.save_pretrained` removes them once the
+    surface is saved into their folder)."""
+
+    values: np.ndarray
+    metrics: dict[str, np.ndarray]
+    wall: float
+    partials: list[GridCheckpoint]
 
 
 @dataclass
@@ -216,20 +229,26 @@ class GridRunner:
 
     def run(
         self,
-        points: list[tuple[float, ...]],
+        kind: str,
+        axes: list[np.ndarray],
         directions: list[Any],
         *,
-        desc: str,
-        checkpoint: GridCheckpoint | None = None,
-    ) -> Grid:
-        """Evaluate the objective at θ₀ + Σ pointᵢ·directionsᵢ for every point; values, metrics, wall seconds."""
+        checkpoint_dir: str | os.PathLike | None = None,
+        checkpoint_every: int = 10,
+    ) -> GridResult:
+        """Evaluate the objective at θ₀ + α·d₀ (a line, `axes=[x]`) or θ₀ + α·d₀ + β·d₁ (a plane, `axes=[x, y]`) at
+        every point of the grid (`grid.grid_points` order), checkpointed into `checkpoint_dir` if given."""
+        checkpoint = self.checkpoint(checkpoint_dir, checkpoint_every, kind, axes, directions)
+        points = grid_points(axes)
         if self.config.compiles_stacked:  # the stacked forward is compiled instead (`StackedPoints(compile=True)`)
             with compiling(), self.precision():
-                return self._run(points, directions, desc, checkpoint)
-        if self.config.compile and self._compiled is None:
-            self._compiled = torch.compile(self.model.forward, mode="reduce-overhead", dynamic=False)
-        with compiled_forward(self.model, self._compiled if self.config.compile else None), self.precision():
-            return self._run(points, directions, desc, checkpoint)
+                values, metrics, wall = self._run(points, directions, kind, checkpoint)
+        else:
+            if self.config.compile and self._compiled is None:
+                self._compiled = torch.compile(self.model.forward, mode="reduce-overhead", dynamic=False)
+            with compiled_forward(self.model, self._compiled if self.config.compile else None), self.precision():
+                values, metrics, wall = self._run(points, directions, kind, checkpoint)
+        return GridResult(values, metrics, wall, self.partials(checkpoint))
 
     def _run(
         self, points: list[tuple[float, ...]], dirs: list[Any], desc: str, checkpoint: GridCheckpoint | None
@@ -287,24 +306,28 @@ class GridRunner:
 
     def run_interpolation(
         self,
-        points: list[tuple[float, ...]],
+        x: np.ndarray,
         params: dict[str, torch.nn.Parameter],
         targets: list[list[torch.Tensor]],
         *,
-        desc: str,
-        checkpoint: GridCheckpoint | None = None,
-    ) -> Grid:
-        """Evaluate the objective along the path θ₀ → targets[0] → targets[1] → ... (knots at α = 0, 1, ...), `params`
-        the parameters each target gives (in their order); weights restored after."""
+        fingerprint: dict[str, torch.Tensor],
+        checkpoint_dir: str | os.PathLike | None = None,
+        checkpoint_every: int = 10,
+    ) -> GridResult:
+        """Evaluate the objective at the points `x` of the path θ₀ → targets[0] → targets[1] → ... (knots at α = 0, 1,
+        ...), `params` the parameters each target gives (in their order), checkpointed (keyed by the tensors
+        `fingerprint`) into `checkpoint_dir` if given; weights restored after."""
+        checkpoint = self.checkpoint(checkpoint_dir, checkpoint_every, "interpolation", [x], [], fingerprint)
         with editing(self.model, params) as editor, self.precision():
             knots = [editor.originals, *targets]
-            return self._grid(
-                points,
+            values, metrics, wall = self._grid(
+                grid_points([x]),
                 lambda point: set_on_path(editor.params, knots, point[0]),
-                desc,
+                "interpolate",
                 checkpoint,
                 graphs=self.config.graphs,
             )
+        return GridResult(values, metrics, wall, self.partials(checkpoint))
 
     def _grid(
         self,

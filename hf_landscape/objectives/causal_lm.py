@@ -123,7 +123,9 @@ class CausalLMObjective(Objective, StackedEvaluation, LossTensor, Differentiable
         )
         self.tokenizer = tokenizer
         self.source = text_data.describe_source(data)
-        examples = text_data.tokenize(data, tokenizer, self.config)
+        examples = text_data.tokenize(
+            data, tokenizer, text_column=self.config.text_column, add_special_tokens=self.config.add_special_tokens
+        )
         self.examples = _truncate(examples, self.config.max_length, "`max_length`")
         self._check_tokens(self.examples)
         self._bound: tuple[Any, ...] | None = None

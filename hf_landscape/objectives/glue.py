@@ -190,7 +190,14 @@ class GlueObjective(Objective, DifferentiableLoss):
         self.task = GLUE_TASKS[self.config.task]
         self.tokenizer = tokenizer
         dataset, self.source = glue_data.load_dataset(
-            self.task, self.config, data, data_files, column_names, column_mapping, delimiter
+            self.task,
+            str(self.config.split),
+            self.config.revision,
+            data,
+            data_files,
+            column_names,
+            column_mapping,
+            delimiter,
         )
         if self.config.max_examples is not None and dataset.num_rows > self.config.max_examples:
             dataset = dataset.select(range(self.config.max_examples))

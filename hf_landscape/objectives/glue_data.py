@@ -13,16 +13,13 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .. import io
 from ..errors import ConfigError, ObjectiveError
 from .glue_tasks import GlueTask
-
-if TYPE_CHECKING:
-    from .glue import GlueObjectiveConfig
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +61,8 @@ def hub_offline() -> bool:
 
 def load_dataset(
     task: GlueTask,
-    config: GlueObjectiveConfig,
+    split: str,
+    revision: str | None,
     data: Any,
     data_files: Any,
     column_names: Sequence[str] | None,
@@ -77,11 +75,11 @@ def load_dataset(
     if data_files is None and (column_names is not None or delimiter is not None):
         raise ConfigError("`column_names` and `delimiter` describe CSV/TSV files; pass them with `data_files=`.")
     if data is not None:
-        dataset, source = _from_data(data, str(config.split))
+        dataset, source = _from_data(data, split)
     elif data_files is not None:
-        dataset, source = _from_files(data_files, str(config.split), column_names, delimiter)
+        dataset, source = _from_files(data_files, split, column_names, delimiter)
     else:
-        dataset, source = _from_hub(task, config)
+        dataset, source = _from_hub(task, split, revision)
     if column_mapping:
         if not isinstance(column_mapping, Mapping):
             raise ConfigError(
@@ -206,8 +204,7 @@ def _from_files(
     return dataset, source
 
 
-def _from_hub(task: GlueTask, config: GlueObjectiveConfig) -> tuple[Any, dict[str, Any]]:
-    split = str(config.split)
+def _from_hub(task: GlueTask, split: str, revision: str | None) -> tuple[Any, dict[str, Any]]:
     hub_config = task.hub_config or task.name
     splits = _HUB_SPLITS.get(hub_config, ("train", "validation"))
     if split not in splits:
@@ -229,7 +226,7 @@ def _from_hub(task: GlueTask, config: GlueObjectiveConfig) -> tuple[Any, dict[st
     import datasets
 
     try:
-        builder = datasets.load_dataset_builder(GLUE_DATASET, hub_config, revision=config.revision)
+        builder = datasets.load_dataset_builder(GLUE_DATASET, hub_config, revision=revision)
         builder.download_and_prepare()
         dataset = builder.as_dataset(split=split)
     except Exception as err:  # network, Hub and cache errors come in many types
@@ -243,7 +240,7 @@ def _from_hub(task: GlueTask, config: GlueObjectiveConfig) -> tuple[Any, dict[st
         "config_name": hub_config,
         "split": split,
         "revision": getattr(builder, "hash", None),  # the resolved commit of the Hub dataset
-        "requested_revision": config.revision,
+        "requested_revision": revision,
         "fingerprint": dataset._fingerprint,
     }
     return dataset, source

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..errors import ObjectiveError
-
-if TYPE_CHECKING:
-    from .causal_lm import CausalLMObjectiveConfig
 
 IGNORE_INDEX = -100  # the label that masks a token, as in transformers
 
@@ -106,7 +103,9 @@ def describe_source(data: Any) -> dict[str, Any]:
     return {"type": type(data).__name__}
 
 
-def tokenize(data: Any, tokenizer: Any, config: CausalLMObjectiveConfig) -> list[tuple[list[int], list[int]]]:
+def tokenize(
+    data: Any, tokenizer: Any, *, text_column: str, add_special_tokens: bool
+) -> list[tuple[list[int], list[int]]]:
     """Turn any accepted input into (input_ids, labels) pairs, labels aligned with input_ids."""
     if isinstance(data, str):
         raise ObjectiveError("`data` is a single string; pass a list of strings, e.g. `[text]`.")
@@ -114,15 +113,15 @@ def tokenize(data: Any, tokenizer: Any, config: CausalLMObjectiveConfig) -> list
         return pretokenized(data)
     if hasattr(data, "column_names") and hasattr(data, "num_rows"):  # datasets.Dataset
         columns = list(data.column_names)
-        if config.text_column in columns:
-            data = list(data[config.text_column])
+        if text_column in columns:
+            data = list(data[text_column])
         elif "prompt" in columns and "completion" in columns:
             data = list(zip(data["prompt"], data["completion"]))
         elif "input_ids" in columns:
             return pretokenized({c: data[c] for c in ("input_ids", "attention_mask", "labels") if c in columns})
         else:
             raise ObjectiveError(
-                f"`text_column` {config.text_column!r} is not a column of the dataset (columns: {columns}); "
+                f"`text_column` {text_column!r} is not a column of the dataset (columns: {columns}); "
                 "pass `text_column=` naming the text column."
             )
     if not isinstance(data, Sequence) or len(data) == 0:
@@ -133,7 +132,7 @@ def tokenize(data: Any, tokenizer: Any, config: CausalLMObjectiveConfig) -> list
         raise ObjectiveError(
             "`tokenizer` is required for text data; pass the model's tokenizer (pre-tokenized input needs none)."
         )
-    special = config.add_special_tokens
+    special = add_special_tokens
     texts = [isinstance(x, str) for x in data]
     if any(texts) and not all(texts):  # a list of texts with something else in it: name that item, not a text
         k = texts.index(False)
