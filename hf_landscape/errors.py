@@ -116,8 +116,8 @@ class HubError(LandscapeError, RuntimeError):
 
     Every failure to reach, read or write the Hub is a `HubError`; a failed download is also the error of what was
     being loaded (`HubModelError` is a `ModelError`, `HubSurfaceError` a `SurfaceError`, `HubDirectionError` a
-    `DirectionError`), so `except HubError` catches every Hub failure and `except SurfaceError` every failed load of a
-    surface, wherever it came from.
+    `DirectionError`, `HubObjectiveError` an `ObjectiveError`), so `except HubError` catches every Hub failure and
+    `except SurfaceError` every failed load of a surface, wherever it came from.
     """
 
 
@@ -131,3 +131,7 @@ class HubSurfaceError(HubError, SurfaceError):
 
 class HubDirectionError(HubError, DirectionError):
     """A saved direction set could not be loaded from the Hub (no such repo or file, offline, refused)."""
+
+
+class HubObjectiveError(HubError, ObjectiveError):
+    """Evaluation data could not be loaded from the Hub by name (offline, no such dataset or split, refused)."""

@@ -238,6 +238,14 @@ def test_a_model_that_cannot_be_fetched_is_a_hub_error_and_a_model_error(hub):
     assert isinstance(info.value, HubError) and isinstance(info.value, ModelError)
 
 
+def test_glue_data_that_cannot_be_loaded_by_name_is_a_hub_error_and_an_objective_error():
+    from hf_landscape import GlueObjective, HubObjectiveError, ObjectiveError
+
+    with pytest.raises(HubObjectiveError) as info:  # offline here: the Hub cannot be reached
+        GlueObjective("cola")
+    assert isinstance(info.value, HubError) and isinstance(info.value, ObjectiveError)
+
+
 def test_a_refused_push_of_any_artifact_is_a_hub_error(hub):
     for artifact in (make_plane(), CompareReport({"a": make_plane()}), DirectionSet(two_directions())):
         with pytest.raises(HubError, match="token"):

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .. import io
-from ..errors import ConfigError, ObjectiveError
+from ..errors import ConfigError, HubObjectiveError, ObjectiveError
 from .glue_tasks import GlueTask
 
 logger = logging.getLogger(__name__)
@@ -217,7 +217,7 @@ def _from_hub(task: GlueTask, split: str, revision: str | None) -> tuple[Any, di
             )
         )
     if hub_offline():
-        raise ObjectiveError(
+        raise HubObjectiveError(
             f"Loading GLUE {task.name!r} by name needs the Hugging Face Hub, but offline mode is on "
             "(HF_HUB_OFFLINE / HF_DATASETS_OFFLINE). Pass local files instead, e.g. "
             f"`GlueObjective({task.name!r}, tokenizer, data_files='dev.tsv', column_names={[*task.text_columns, 'label']})`"
@@ -230,7 +230,7 @@ def _from_hub(task: GlueTask, split: str, revision: str | None) -> tuple[Any, di
         builder.download_and_prepare()
         dataset = builder.as_dataset(split=split)
     except Exception as err:  # network, Hub and cache errors come in many types
-        raise ObjectiveError(
+        raise HubObjectiveError(
             f"Could not load GLUE {hub_config!r} split {split!r} from the Hub ({type(err).__name__}: {err}); pass "
             "local files with `data_files=` or a `datasets.Dataset` with `data=`."
         ) from None
