@@ -12,7 +12,7 @@ numbers in docs/guarantees.md).
 
 `folder_lock` gives a run exclusive use of its folder (`fcntl.flock` on `.hf_landscape.lock` inside it, opened
 with `O_NOFOLLOW`); a second run is refused at once with the holder's pid. What does not live here: what the
-files hold (`surface.py`, `checkpoint.py`, `callbacks.py`, ...).
+files hold (`surface.py`, `engine/checkpoint.py`, `callbacks.py`, ...).
 """
 
 from __future__ import annotations
