@@ -1,5 +1,5 @@
-"""Curvature and sharpness, as imported from here by earlier code: the functions live in `hf_landscape.curvature`
-(`eigen`, `trace`, `sharpness`, `hvp`), the differentiable loss in `hf_landscape.objectives.loss`."""
+"""Curvature and sharpness under their older name: the functions live in `hf_landscape.curvature` (`eigen`, `trace`,
+`sharpness`, `hvp`), the differentiable loss in `hf_landscape.objectives.loss`."""
 
 from .curvature import (
     DOUBLE_BACKWARD_ATTENTION,

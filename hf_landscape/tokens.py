@@ -1,4 +1,4 @@
-"""Token-level loss maps, as imported from here by earlier code: they live in `hf_landscape.analysis.tokens`."""
+"""Token-level loss maps under their older name: they live in `hf_landscape.analysis.tokens`."""
 
 from .analysis.tokens import TokenLossMap, check_alphas, token_curvature, token_loss_map
 

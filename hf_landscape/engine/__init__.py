@@ -8,7 +8,7 @@
 - `policy`: `BatchingPolicy` / `POLICY`, every tuned threshold in one object; `modes`: compile and autocast;
   `distributed`: several processes; `checkpoint`: partial grids saved and resumed.
 
-The names below are the ones earlier code imports from `hf_landscape.engine`; the thresholds' old constant names
+The names below are what code imports from `hf_landscape.engine`; the thresholds' constant names
 (`engine.MERGE_MIN_RATIO`, ...) read `POLICY` live.
 """
 
