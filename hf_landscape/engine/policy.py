@@ -101,7 +101,7 @@ class BatchingPolicy:
 #: the policy the engine reads
 POLICY = BatchingPolicy()
 
-# The names the thresholds had as module constants, read live from `POLICY` (`engine.MERGE_MIN_RATIO`).
+# The thresholds under their constant names (`engine.MERGE_MIN_RATIO`, ...), read live from `POLICY`.
 LEGACY_NAMES = {
     "ROW_CACHE_MAX_BYTES": "row_cache_max_bytes",
     "DEFERRED_POINTS": "deferred_points",
