@@ -1,7 +1,7 @@
 """Cost of one partial-grid checkpoint, durable (`fsync` of both files and the folder) and not.
 
 A grid saves its points every `checkpoint_every` points without `fsync` (the rename is atomic, so a killed process
-loses nothing saved), and durably when it stops and when it is complete (`hf_landscape.checkpoint`). This prints
+loses nothing saved), and durably when it stops and when it is complete (`hf_landscape.engine.checkpoint`). This prints
 the milliseconds of one save of a 441-point (21 x 21) partial grid each way, in the folder given (the disk
 matters: run it where your outputs go), alternating the two kinds and keeping the minimum mean over rounds.
 
@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from hf_landscape.checkpoint import GridCheckpoint
+from hf_landscape.engine.checkpoint import GridCheckpoint
 
 
 def main() -> None:

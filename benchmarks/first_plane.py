@@ -13,7 +13,7 @@ import time
 import torch
 from gpu_speed import workload_model, workload_parser
 
-import hf_landscape.probe as probe_module
+import hf_landscape.directions.random as random_module
 from hf_landscape import CausalLMObjective, LandscapeProbe
 from hf_landscape.objectives import fused_nll
 
@@ -27,7 +27,7 @@ def main() -> None:
         for _ in range(3):
             model(ids, labels=ids).loss.item()
     marks: dict[str, tuple[float, float]] = {}
-    draw, wait = probe_module.random_directions, fused_nll._wait
+    draw, wait = random_module.random_directions, fused_nll._wait
     start = 0.0
 
     def timed_draw(*a, **k):
@@ -43,7 +43,7 @@ def main() -> None:
         wait(device)
         marks.setdefault("waiting for the loss kernel", (at - start, time.perf_counter() - at))
 
-    probe_module.random_directions, fused_nll._wait = timed_draw, timed_wait
+    random_module.random_directions, fused_nll._wait = timed_draw, timed_wait
     try:
         torch.cuda.synchronize()
         start = time.perf_counter()
@@ -54,7 +54,7 @@ def main() -> None:
         torch.cuda.synchronize()
         total = time.perf_counter() - start
     finally:
-        probe_module.random_directions, fused_nll._wait = draw, wait
+        random_module.random_directions, fused_nll._wait = draw, wait
     for name, (at, took) in marks.items():
         print(f"  {name}: at {at:.3f} s, took {took:.3f} s")
     print(f"first plane ({args.workload}, {args.dtype}): {total:.3f} s, {441 / total:.1f} points/s")

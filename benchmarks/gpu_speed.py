@@ -8,7 +8,7 @@ x 128 tokens, a 21 x 21 filter-normalized plane over [-1, 1]^2. For each dtype (
   CUDA graph (the default, `cuda_graphs=True`) and eager (`cuda_graphs=False`);
 - k points per forward (`points_per_forward=k`, vmap over stacked weights), for several k and "auto" (the
   first chunk recorded as a CUDA graph, later ones replayed), and "auto" without CUDA graphs
-  (`--looped-ks`: also with SDPA looped per point, as vmap does without `hf_landscape.attention`);
+  (`--looped-ks`: also with SDPA looped per point, as vmap does without `hf_landscape.engine.attention`);
 - one point per forward with the forward compiled by `torch.compile(mode="reduce-overhead")` (CUDA graphs);
 - `--compiled-ks`: compile=True with k points per forward (the vmapped stacked forward compiled);
 - for fp32 models, one point and "auto" points per forward under `autocast="bfloat16"`.
@@ -90,14 +90,15 @@ def run(
     rows["1 point/forward, CUDA graph"] = t
     centre_ok["graphs_equal_eager"] = bool(np.array_equal(graphed.values, one.values, equal_nan=True))
     # The one-point path's own cost: setting the weights of every point, without the forward.
+    from hf_landscape.directions import prepare
     from hf_landscape.engine import editing
 
-    weights, tensors = probe._prepare(one.directions)
+    weights, tensors = prepare(probe.model, one.directions)
     coords = [(a, b) for b in one.y for a in one.x]
     with editing(model, weights) as editor:
         _, t_set = timed(lambda: [editor.set_linear(c, tensors) for c in coords])
     rows["weight updates only"] = t_set
-    import hf_landscape.attention as attention
+    import hf_landscape.engine.attention as attention
 
     for k in looped:  # without `attention.stacked_attention`: vmap's fallback loops over the points for SDPA
         attention.REGISTERED = False
@@ -136,9 +137,9 @@ def run(
             centre_ok[f"autocast_{k}_max_abs_diff_vs_fp32"] = float(np.nanmax(np.abs(surf.values - one.values)))
     import hf_landscape.engine as engine
 
-    default_mode = engine.STACKED_COMPILE_MODE
+    default_mode = engine.POLICY.stacked_compile_mode
     for k, mode in [(k, m) for k in compiled_ks for m in compiled_modes]:  # the vmapped stacked forward compiled
-        engine.STACKED_COMPILE_MODE = mode
+        engine.POLICY.stacked_compile_mode = mode
         p = LandscapeProbe(model, objective, progress=False, points_per_forward=k, compile=True)
         name = f"{k} points/forward, compile=True ({mode})"
         try:
@@ -149,7 +150,7 @@ def run(
             rows[name] = float("nan")
             centre_ok[f"compiled_{k}_{mode}_error"] = f"{type(err).__name__}: {str(err)[:300]}"
         finally:
-            engine.STACKED_COMPILE_MODE = default_mode
+            engine.POLICY.stacked_compile_mode = default_mode
     if compile_forward:
         compiled = LandscapeProbe(model, objective, progress=False, compile=True)
         try:
@@ -183,7 +184,7 @@ def main() -> None:
     import logging
 
     logging.basicConfig(format="  [%(name)s] %(message)s")
-    logging.getLogger("hf_landscape.probe").setLevel(logging.INFO)  # prints the k that "auto" chooses
+    logging.getLogger("hf_landscape.engine.runner").setLevel(logging.INFO)  # prints the k that "auto" chooses
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workloads", default="a,b")
     parser.add_argument("--dtypes", default="float32,bfloat16")

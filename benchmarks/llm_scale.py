@@ -9,7 +9,7 @@ full-rank directions are drawn on the GPU (their values do not matter either; on
 minutes).
 
 LoRA planes are timed with the editor's default path (`merged`: each replaced forward multiplies by W + ΔW
-where that moves fewer bytes than the fused product, see `engine.MERGE_MIN_RATIO`, the fused product
+where that moves fewer bytes than the fused product, see `engine.POLICY.merge_min_ratio`, the fused product
 elsewhere); `--lora-paths merged,fused,hook` also times the fused product everywhere
 (`LowRankEditor.merged_linear = False`) and the forward-hook path (`LowRankEditor.fused_linear = False`) in
 the same process, `--repeats N` takes the fastest of N planes per path (alternating paths). s / point is the

@@ -10,6 +10,7 @@ from bench_utils import LLAMA_CONFIGS
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from hf_landscape import CausalLMObjective, LandscapeProbe
+from hf_landscape.directions import prepare
 from hf_landscape.engine import editing
 
 
@@ -31,7 +32,7 @@ def main() -> None:
     dirs = probe.directions(seed=0)
     print("directions drawn (CPU draw, moved to GPU):", gib())
     torch.cuda.reset_peak_memory_stats()
-    params, tensors = probe._prepare(dirs)
+    params, tensors = prepare(probe.model, dirs)
     print("prepared:", gib())
     with editing(model, params) as editor:
         print("originals saved:", gib())
@@ -44,7 +45,8 @@ def main() -> None:
             probe.objective.evaluate(model)
         print("after one evaluation:", gib())
     # The same through `probe.plane`, with the peak printed after each stage of the plane call.
-    import hf_landscape.engine as engine
+    import hf_landscape.engine.policy as policy
+    import hf_landscape.engine.runner as runner
     import hf_landscape.probe as probe_module
 
     def traced(owner, name):
@@ -60,11 +62,11 @@ def main() -> None:
         setattr(owner, name, wrapper)
 
     for owner, name in [
-        (probe_module, "points_per_forward"),
-        (probe_module, "run_grid"),
-        (engine, "evaluate"),
-        (probe_module.LandscapeProbe, "_prepare"),
-        (probe_module.LandscapeProbe, "_metadata"),
+        (policy.POLICY, "points_per_forward"),
+        (runner, "run_grid"),
+        (policy, "evaluate"),
+        (runner, "prepare"),
+        (probe_module, "surface_metadata"),
     ]:
         traced(owner, name)
     torch.cuda.reset_peak_memory_stats()

@@ -15,6 +15,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from hf_landscape import CausalLMObjective, LandscapeProbe
+from hf_landscape.directions import prepare
 from hf_landscape.engine import editing
 
 
@@ -40,7 +41,7 @@ def main() -> None:
     objective = CausalLMObjective({"input_ids": ids}, batch_size=16)
     probe = LandscapeProbe(model, objective, progress=False, points_per_forward=1)
     dirs = probe.directions(seed=0)
-    params, tensors = probe._prepare(dirs)
+    params, tensors = prepare(probe.model, dirs)
     coords = [(a / 10 - 1, b / 10 - 1) for b in range(21) for a in range(21)]
     ev = lambda: objective.evaluate(model)  # noqa: E731
     with torch.inference_mode():

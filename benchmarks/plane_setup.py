@@ -65,10 +65,11 @@ def main() -> None:
 
 def loop_parts(probe: LandscapeProbe, plane) -> None:
     """ms per point of the one-point loop's parts, each over the plane's points."""
+    from hf_landscape.directions import prepare
     from hf_landscape.engine import editing
-    from hf_landscape.graphs import capture_loss
+    from hf_landscape.engine.graphs import capture_loss
 
-    weights, tensors = probe._prepare(plane.directions)
+    weights, tensors = prepare(probe.model, plane.directions)
     coords = [(a, b) for b in plane.y for a in plane.x]
     with editing(probe.model, weights) as editor, torch.inference_mode():
         graphed = capture_loss(probe.model, probe.objective)

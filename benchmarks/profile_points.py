@@ -13,6 +13,7 @@ from gpu_speed import workload_model, workload_parser
 from torch.profiler import ProfilerActivity, profile
 
 from hf_landscape import CausalLMObjective, LandscapeProbe
+from hf_landscape.directions import prepare
 from hf_landscape.engine import StackedPoints, evaluate
 
 
@@ -49,7 +50,7 @@ def main() -> None:
     probe = LandscapeProbe(model, objective, progress=False)
     report("plain evaluation (floor)", lambda: evaluate(model, objective), 1)
     dirs = probe.directions(0)
-    params, tensors = probe._prepare(dirs)
+    params, tensors = prepare(probe.model, dirs)
     stacked = StackedPoints(model, params, tensors)
     coords = [(0.1 * i, -0.05 * i) for i in range(args.k)]
     with torch.inference_mode():
@@ -57,7 +58,7 @@ def main() -> None:
             report(f"{args.k} stacked points", lambda: stacked.evaluate(objective, coords), args.k)
             report(f"{args.k} stacked points: building the weights only", lambda: stacked.stacked(coords), args.k)
         if args.graph:  # the one-point evaluation recorded as a CUDA graph (the default one-point path on a GPU)
-            from hf_landscape.graphs import capture_loss
+            from hf_landscape.engine.graphs import capture_loss
 
             graphed = capture_loss(model, objective)
             if graphed is not None:

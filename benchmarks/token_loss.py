@@ -18,8 +18,8 @@ from gpu_speed import WORKLOADS, timed
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from hf_landscape import CausalLMObjective, LandscapeProbe
-from hf_landscape.graphs import capture_loss
-from hf_landscape.objectives import causal_lm, fused_nll
+from hf_landscape.engine.graphs import capture_loss
+from hf_landscape.objectives import fused_nll, nll
 
 VARIANTS = ("one kernel", "log-softmax")
 DEFAULT_MIN_LOGITS = fused_nll.MIN_LOGITS
@@ -33,7 +33,7 @@ def use(variant: str) -> None:
 def measure(model, objective, logits, batch) -> tuple[dict, np.ndarray]:
     times = {}
     with torch.inference_mode():
-        times["loss x 100"] = timed(lambda: [causal_lm._token_nll(logits, batch) for _ in range(100)], 1)[1]
+        times["loss x 100"] = timed(lambda: [nll.token_nll(logits, batch) for _ in range(100)], 1)[1]
         graph = capture_loss(model, objective)
         times["replay x 100"] = timed(lambda: [graph() for _ in range(100)], 1)[1]
         graph.close()
@@ -56,7 +56,7 @@ def main() -> None:
         objective = CausalLMObjective({"input_ids": ids}, max_length=128, batch_size=16)
         objective.bind(model)
         batch = objective._batches[0]
-        with torch.inference_mode(), causal_lm.aligned_output_head(model):
+        with torch.inference_mode(), nll.aligned_output_head(model):
             logits = model(**objective._inputs(batch)).logits
         best = {(row, v): float("inf") for row in ("loss x 100", "replay x 100", "plane") for v in VARIANTS}
         values = {}

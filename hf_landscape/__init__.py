@@ -1,21 +1,36 @@
 """hf_landscape: loss landscapes of Hugging Face transformers models (Li et al. 2018)."""
 
-__version__ = "0.1.0"
-
+from .analysis.tokens import TokenLossMap
 from .comparison import CompareReport, compare
 from .config import BaseConfig
+from .curvature import EigenResult, SharpnessConfig, SharpnessResult, TraceResult, hessian_eigenvalues, hessian_trace
 from .directions import (
     Direction,
+    DirectionSet,
     LowRankDirection,
     LowRankDirectionConfig,
     RandomDirectionConfig,
+    direction_kinds,
     interpolation_target,
     low_rank_directions,
     random_directions,
+    register_direction_kind,
     select_parameters,
     trajectory_directions,
 )
-from .errors import ConfigError, DirectionError, HubError, LandscapeError, ModelError, ObjectiveError, SurfaceError
+from .errors import (
+    ConfigError,
+    DirectionError,
+    HubDirectionError,
+    HubError,
+    HubModelError,
+    HubObjectiveError,
+    HubSurfaceError,
+    LandscapeError,
+    ModelError,
+    ObjectiveError,
+    SurfaceError,
+)
 from .objectives import (
     CausalLMObjective,
     CausalLMObjectiveConfig,
@@ -25,9 +40,8 @@ from .objectives import (
     Objective,
 )
 from .probe import LandscapeProbe
-from .sharpness import EigenResult, SharpnessConfig, SharpnessResult, TraceResult, hessian_eigenvalues, hessian_trace
 from .surface import Surface
-from .tokens import TokenLossMap
+from .version import __version__ as __version__
 
 __all__ = [
     "BaseConfig",
@@ -37,11 +51,16 @@ __all__ = [
     "ConfigError",
     "Direction",
     "DirectionError",
+    "DirectionSet",
     "EigenResult",
     "Evaluation",
     "GlueObjective",
     "GlueObjectiveConfig",
+    "HubDirectionError",
     "HubError",
+    "HubModelError",
+    "HubObjectiveError",
+    "HubSurfaceError",
     "LandscapeCallback",
     "LandscapeError",
     "LandscapeProbe",
@@ -58,11 +77,13 @@ __all__ = [
     "TokenLossMap",
     "TraceResult",
     "compare",
+    "direction_kinds",
     "hessian_eigenvalues",
     "hessian_trace",
     "interpolation_target",
     "low_rank_directions",
     "random_directions",
+    "register_direction_kind",
     "select_parameters",
     "trajectory_directions",
 ]

@@ -7,9 +7,9 @@ same raw draws, and differences between their surfaces come from the models. `Co
 summarizes each (centre loss and metrics, mean loss increase within a radius, the radius where the loss first
 rises by a threshold, curvature at the centre) and draws them on shared colour limits.
 
-The summaries are small pure functions of a `Surface` (`mean_increase_within`, `rise_radius`, `centre_curvature`),
-usable on any plane or line. What does not live here: the grid loop (`probe.py`, `engine.py`) and single-surface
-plots (`plotting.py`).
+The summaries are small pure functions of a `Surface` (`analysis.summaries`: `mean_increase_within`, `rise_radius`,
+`centre_curvature`, `summarize`, `interpolation_barrier`, importable from here too), usable on any plane or line.
+What does not live here: the grid loop (`probe.py`, `engine/`) and single-surface plots (`plotting/`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -27,10 +26,21 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import io
+from .analysis.summaries import (
+    SUMMARY_FIGURES,
+    centre_curvature,
+    interpolation_barrier,
+    mean_increase_within,
+    positive_number,
+    radial_distance,
+    rise_radius,
+    summarize,
+)
 from .directions.random import RandomDirectionConfig
-from .errors import ConfigError, SurfaceError
+from .errors import ConfigError, HubSurfaceError, SurfaceError
+from .hub.mixin import FileSource, HubMixin
 from .objectives.base import Objective
-from .stats import DEFAULT_CONFIDENCE, check_confidence, t_interval
+from .stats import DEFAULT_CONFIDENCE, check_confidence
 from .surface import Surface
 
 if TYPE_CHECKING:
@@ -42,174 +52,6 @@ REPORT_NAME = "report.json"
 FORMAT = "hf_landscape.compare"
 FORMAT_VERSION = 1
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
-_ON_CIRCLE = 1e-9  # relative slack so grid points on the circle of radius r (up to rounding) count as inside
-
-
-# --- flatness / sharpness summaries (pure functions of a surface) --------------------------------
-
-
-def _centre_index(surface: Surface) -> tuple[int, ...]:
-    """`surface.centre_index`, or a `SurfaceError` when the grid does not pass through the origin."""
-    index = surface.centre_index
-    if index is None:
-        raise SurfaceError(
-            "The surface's grid does not pass through the origin; use a span that contains 0, e.g. (-1, 1)."
-        )
-    return index
-
-
-def radial_distance(surface: Surface) -> np.ndarray:
-    """Distance √(α² + β²) of every grid point from the centre, shaped like `surface.values`."""
-    if surface.y is None:
-        return np.abs(surface.x)
-    xx, yy = np.meshgrid(surface.x, surface.y)
-    return np.sqrt(xx**2 + yy**2)
-
-
-def mean_increase_within(surface: Surface, radius: float) -> float:
-    """Mean of L(α, β) − L(0, 0) over the grid points with √(α² + β²) ≤ `radius` (the centre included).
-
-    A flat minimum has a small value, a sharp one a large value. Non-finite losses inside the radius make the
-    result non-finite.
-
-    Example:
-    ```python
-    >>> import numpy as np
-    >>> from hf_landscape import Surface
-    >>> from hf_landscape.comparison import mean_increase_within
-    >>> x = np.array([-1.0, 0.0, 1.0])
-    >>> mean_increase_within(Surface(x, x**2), radius=1.0)   # (1 + 0 + 1) / 3
-    0.6666666666666666
-
-    ```
-    """
-    radius = _positive("radius", radius)
-    centre = surface.values[_centre_index(surface)]
-    inside = radial_distance(surface) <= radius * (1 + _ON_CIRCLE)
-    return float(np.mean(surface.values[inside] - centre))
-
-
-def rise_radius(surface: Surface, rise: float) -> float:
-    """The smallest distance from the centre of a grid point whose loss is at least `rise` above the centre's
-    (`inf` when no grid point rises that far). Larger means flatter. NaN losses never count as a rise.
-
-    Example:
-    ```python
-    >>> import numpy as np
-    >>> from hf_landscape import Surface
-    >>> from hf_landscape.comparison import rise_radius
-    >>> x = np.linspace(-1, 1, 5)
-    >>> rise_radius(Surface(x, x**2), rise=0.2), rise_radius(Surface(x, x**2), rise=5.0)
-    (0.5, inf)
-
-    ```
-    """
-    rise = _positive("rise", rise)
-    centre = surface.values[_centre_index(surface)]
-    with np.errstate(invalid="ignore"):
-        risen = (surface.values - centre) >= rise
-    distances = radial_distance(surface)[risen]
-    return float(distances.min()) if distances.size else math.inf
-
-
-def centre_curvature(surface: Surface) -> tuple[float, ...]:
-    """Second derivatives of the loss at the centre along each axis, from second differences of the grid:
-    `(d²L/dα², d²L/dβ²)` for a plane, `(d²L/dα²,)` for a line. Exact for a quadratic; uneven spacing around the
-    centre is allowed. NaN along an axis where the centre is at the edge of the grid.
-
-    Example:
-    ```python
-    >>> import numpy as np
-    >>> from hf_landscape import Surface
-    >>> from hf_landscape.comparison import centre_curvature
-    >>> x = y = np.linspace(-1, 1, 5)
-    >>> xx, yy = np.meshgrid(x, y)
-    >>> centre_curvature(Surface(x, 3 * xx**2 + 0.5 * yy**2, y=y))
-    (6.0, 1.0)
-
-    ```
-    """
-    index = _centre_index(surface)
-    if surface.y is None:
-        return (_second_difference(surface.x, surface.values, index[0]),)
-    j, i = index
-    return (
-        _second_difference(surface.x, surface.values[j, :], i),
-        _second_difference(surface.y, surface.values[:, i], j),
-    )
-
-
-def _second_difference(coords: np.ndarray, values: np.ndarray, k: int) -> float:
-    if k == 0 or k == len(coords) - 1:
-        return math.nan
-    h1, h2 = coords[k] - coords[k - 1], coords[k + 1] - coords[k]
-    # The second derivative of the parabola through the three points (the usual [1, -2, 1] / h² when h1 == h2).
-    return float(2.0 * (h1 * values[k + 1] - (h1 + h2) * values[k] + h2 * values[k - 1]) / (h1 * h2 * (h1 + h2)))
-
-
-SUMMARY_FIGURES = ("mean_increase", "rise_radius", "curvature_x", "curvature_y", "curvature_mean")
-
-
-def summarize(
-    surface: Surface, *, radius: float = 0.5, rise: float = 0.1, confidence: float = DEFAULT_CONFIDENCE
-) -> dict[str, Any]:
-    """Centre loss and metrics, and the flatness / sharpness summaries of one surface, as a table row.
-
-    Keys: `centre_loss`, `centre_<metric>` for each metric of the surface, `mean_increase` (see
-    `mean_increase_within`), `rise_radius`, and `curvature_x`, `curvature_y`, `curvature_mean` (see
-    `centre_curvature`; a line has `curvature_x` and `curvature_mean` only).
-
-    For a surface made over several direction seeds (`seed=[0, 1, 2]`, which keeps each draw in `samples`),
-    every summary figure is computed on each draw: the row holds their mean, and `<figure>_ci` the
-    `confidence` Student-t interval of that mean over the draws (`stats.t_interval`). The centre is the same
-    point for every draw, so `centre_*` has no interval.
-
-    Example:
-    ```python
-    >>> import numpy as np
-    >>> from hf_landscape import Surface
-    >>> from hf_landscape.comparison import summarize
-    >>> x = np.linspace(-1, 1, 5)
-    >>> draws = np.stack([2 * x**2, 4 * x**2, 6 * x**2])          # curvatures 4, 8, 12 along three draws
-    >>> row = summarize(Surface(x, draws.mean(0), samples=draws, spread=draws.std(0, ddof=1)))
-    >>> row["curvature_x"], [round(v, 3) for v in row["curvature_x_ci"]]
-    (8.0, [-1.937, 17.937])
-
-    ```
-    """
-    confidence = check_confidence(confidence)
-    index = _centre_index(surface)
-    row: dict[str, Any] = {"centre_loss": float(surface.values[index])}
-    for name in sorted(surface.metrics):
-        row[f"centre_{name}"] = float(surface.metrics[name][index])
-    row.update(_figures(surface.x, surface.y, surface.values, index, radius, rise))
-    samples = surface.samples
-    if samples is not None and len(samples) >= 2:
-        draws = [_figures(surface.x, surface.y, sample, index, radius, rise) for sample in samples]
-        for key in list(row):
-            if key in SUMMARY_FIGURES:
-                values = np.array([d[key] for d in draws])
-                row[key] = float(values.mean())
-                row[f"{key}_ci"] = [float(v) for v in t_interval(values, confidence)]
-    return row
-
-
-def _figures(
-    x: np.ndarray, y: np.ndarray | None, values: np.ndarray, index: tuple[int, ...], radius: float, rise: float
-) -> dict[str, float]:
-    surface = Surface(x, values, y=y)
-    row = {"mean_increase": mean_increase_within(surface, radius), "rise_radius": rise_radius(surface, rise)}
-    curvature = centre_curvature(surface)
-    for axis, value in zip(("x", "y"), curvature):
-        row[f"curvature_{axis}"] = value
-    row["curvature_mean"] = float(np.mean(curvature))
-    return row
-
-
-def _positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not 0 < value < math.inf:
-        raise ConfigError(f"`{name}` must be a positive finite number, got {value!r}.")
-    return float(value)
 
 
 def _check_name(name: Any) -> str:
@@ -224,7 +66,7 @@ def _check_name(name: Any) -> str:
 # --- the report ----------------------------------------------------------------------------------
 
 
-class CompareReport:
+class CompareReport(HubMixin):
     """Several surfaces over the same grid and directions, with per-model summaries and a side-by-side figure.
 
     Args:
@@ -250,6 +92,12 @@ class CompareReport:
     ```
     """
 
+    _hub_files = (REPORT_NAME,)
+    _hub_noun = "comparison"
+    _hub_error = SurfaceError
+    _hub_failure = HubSurfaceError
+    _push_defaults = {"formats": ("png",)}  # each surface's PNG plots, which the card shows
+
     def __init__(
         self,
         surfaces: Mapping[str, Surface],
@@ -268,8 +116,8 @@ class CompareReport:
         if len({s.ndim for s in surfaces.values()}) != 1:
             raise ConfigError("`surfaces` mixes lines and planes; compare surfaces of one kind.")
         self.surfaces = dict(surfaces)
-        self.radius = _positive("radius", radius)
-        self.rise = _positive("rise", rise)
+        self.radius = positive_number("radius", radius)
+        self.rise = positive_number("rise", rise)
         self.confidence = check_confidence(confidence)
         self.metadata = dict(metadata or {})
 
@@ -430,15 +278,18 @@ class CompareReport:
             "table": self.table(),
         }
 
-    def save_pretrained(self, save_directory: str | os.PathLike, *, overwrite: bool = False) -> None:
+    def save_pretrained(self, save_directory: str | os.PathLike, *, overwrite: bool = False, **options: Any) -> None:
         """Write each surface into `save_directory/<label>/` and `report.json` (sorted JSON: labels, grid and
-        direction options, objective, the table, and each surface's id).
+        direction options, objective, the table, and each surface's id). `options` go to every surface's
+        `save_pretrained` (plots: `formats=("png",)`, `log_scale=True`, ...); `push_to_hub` takes the same.
 
         Raises:
             SurfaceError: the folder holds a different report (or a label's folder a different surface) and
                 `overwrite` is False. The report is checked before anything is written.
         """
-        folder = Path(save_directory)
+        super().save_pretrained(save_directory, overwrite=overwrite, **options)
+
+    def _save_pretrained(self, folder: Path, *, overwrite: bool, **options: Any) -> None:
         io.check_output_folder(folder, argument="save_directory", names=(REPORT_NAME,))
         text = json.dumps(self._record(), sort_keys=True, indent=2, allow_nan=True) + "\n"
         io.make_output_folder(folder, argument="save_directory")
@@ -450,19 +301,19 @@ class CompareReport:
                     "or pass `overwrite=True`."
                 )
             for name, surface in self.surfaces.items():
-                surface.save_pretrained(folder / name, overwrite=overwrite)
+                surface.save_pretrained(folder / name, overwrite=overwrite, **options)
             io.write_text(existing, text)
         logger.info("saved a comparison of %d models to %s", len(self.surfaces), folder)
 
     @classmethod
-    def from_pretrained(cls, save_directory: str | os.PathLike) -> CompareReport:
-        """Load a report written by `save_pretrained` (safetensors and JSON only).
+    def _from_pretrained(cls, source: FileSource) -> CompareReport:
+        """Read a report written by `save_pretrained` (`from_pretrained`: a folder or a Hub repo id; safetensors and
+        JSON only).
 
         Raises:
             SurfaceError: the folder holds no report, or a surface does not match the id the report recorded.
         """
-        folder = Path(save_directory)
-        path = folder / REPORT_NAME
+        path = source.path(REPORT_NAME)
         try:
             record = json.loads(path.read_text())
         except (OSError, ValueError) as err:
@@ -475,10 +326,10 @@ class CompareReport:
             raise SurfaceError(f"{str(path)!r} is not an hf_landscape comparison of format {FORMAT_VERSION}.")
         surfaces = {}
         for name in record["models"]:
-            surface = Surface.from_pretrained(folder / _check_name(name))
+            surface = Surface._from_pretrained(_checked(source.sub(_check_name(name), noun="surface"), Surface))
             if surface.surface_id() != record["surface_ids"].get(name):
                 raise SurfaceError(
-                    f"The surface in {str(folder / name)!r} is not the one {REPORT_NAME} recorded; save the "
+                    f"The surface in {str(path.parent / name)!r} is not the one {REPORT_NAME} recorded; save the "
                     "comparison again."
                 )
             surfaces[name] = surface
@@ -489,6 +340,23 @@ class CompareReport:
             confidence=record.get("confidence", DEFAULT_CONFIDENCE),
             metadata=record.get("metadata"),
         )
+
+    def _card(self, folder: str, written: list[str]) -> dict[str, Any]:
+        surfaces, plots = {}, {}
+        for name, surface in self.surfaces.items():
+            where = "/".join(filter(None, [folder, name]))
+            surfaces[where] = surface
+            plots[where] = [n.split("/", 1)[1] for n in written if n.startswith(f"{name}/plot_")]
+        return {"surfaces": surfaces, "plots": plots}
+
+
+def _checked(source: FileSource, cls: Any) -> FileSource:
+    """`source` once the files `cls` needs are there (downloaded from the Hub, or a `SurfaceError` naming them)."""
+    if source.on_hub:
+        source.download(list(cls._hub_files))
+    elif not all((source.path(name)).is_file() for name in cls._hub_files):
+        raise SurfaceError(f"{source.label!r} holds no surface ({' and '.join(cls._hub_files)} are needed).")
+    return source
 
 
 # --- the comparison ------------------------------------------------------------------------------
@@ -545,14 +413,15 @@ def compare(
 
     ```
     """
-    from .probe import LandscapeProbe, seed_list
+    from .grid import seed_list
+    from .probe import LandscapeProbe
 
     if not isinstance(models, Mapping) or not models:
         raise ConfigError("`models` must be a non-empty dict {label: PreTrainedModel}, e.g. {'plain': a, 'sam': b}.")
     for name in models:
         _check_name(name)
-    radius = _positive("radius", radius)
-    rise = _positive("rise", rise)
+    radius = positive_number("radius", radius)
+    rise = positive_number("rise", rise)
     confidence = check_confidence(confidence)
     if isinstance(seed, (list, tuple)):
         seed = seed_list(seed)  # checked before any model is evaluated
@@ -586,45 +455,14 @@ def _direction_config(options: dict[str, Any]) -> RandomDirectionConfig:
     return RandomDirectionConfig(**options)
 
 
-def interpolation_barrier(surface: Surface, between: Sequence[float] = (0.0, 1.0)) -> float:
-    """The loss barrier between two points of an interpolation (linear mode connectivity, Frankle et al. 2020):
-    max over a ≤ α ≤ b of L(α) − ((b − α)·L(a) + (α − a)·L(b)) / (b − a), from the surface's own points, with
-    (a, b) = `between`. Zero or below means the two checkpoints are connected along the line (or path) at this
-    resolution. The default (0, 1) is the barrier between the probed model and the other model; on a path
-    through several checkpoints (`probe.interpolate([m1, m2])`), (1, 2) is the barrier between m1 and m2, and
-    (0, 2) the barrier along the whole path.
-
-    Example:
-    ```python
-    >>> import numpy as np
-    >>> from hf_landscape import Surface
-    >>> from hf_landscape.comparison import interpolation_barrier
-    >>> x = np.linspace(0, 2, 5)                          # knots at 0, 1, 2
-    >>> values = np.array([1.0, 3.0, 1.0, 1.0, 1.0])      # a bump on the first segment only
-    >>> interpolation_barrier(Surface(x, values), (0, 1)), interpolation_barrier(Surface(x, values), (1, 2))
-    (2.0, 0.0)
-
-    ```
-
-    Raises:
-        ConfigError: the surface is not a line, or its grid does not contain both ends of `between`.
-    """
-    x = surface.x
-    if (
-        not isinstance(between, (list, tuple))
-        or len(between) != 2
-        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in between)
-        or not between[0] < between[1]
-    ):
-        raise ConfigError(f"`between` must be two increasing numbers (a, b), e.g. (0, 1); got {between!r}.")
-    a, b = float(between[0]), float(between[1])
-    if surface.y is not None or not (np.any(x == a) and np.any(x == b)):
-        raise ConfigError(
-            f"`surface` must be an interpolation (a line) whose grid contains α = {a:g} and α = {b:g}; its grid runs "
-            f"over [{x.min():g}, {x.max():g}] with {len(x)} points (use `steps` that put a point on every knot)."
-        )
-    v = surface.values
-    la, lb = float(v[np.flatnonzero(x == a)[0]]), float(v[np.flatnonzero(x == b)[0]])
-    inside = (x >= a) & (x <= b)
-    chord = ((b - x[inside]) * la + (x[inside] - a) * lb) / (b - a)
-    return float(np.max(v[inside] - chord))
+__all__ = [
+    "SUMMARY_FIGURES",
+    "CompareReport",
+    "centre_curvature",
+    "compare",
+    "interpolation_barrier",
+    "mean_increase_within",
+    "radial_distance",
+    "rise_radius",
+    "summarize",
+]

@@ -49,6 +49,17 @@ class BaseConfig:
         return cls(**{k: data[k] for k in names})
 
 
+def result_fields(cls: type, data: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    """The entries `names` of `data` (a result's `to_dict`) for `cls.from_dict`; derived entries such as intervals are
+    left out, and a missing one is a `ConfigError`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"`{cls.__name__}.from_dict` needs a dict (from `to_dict`), got {type(data).__name__}.")
+    missing = [name for name in names if name not in data]
+    if missing:
+        raise ConfigError(f"`{cls.__name__}` data is missing keys {missing}; pass what `to_dict` returned.")
+    return {name: data[name] for name in names}
+
+
 def check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:
     """Raise a `ConfigError` naming `name` unless `value` is one of `choices`."""
     if value not in choices:

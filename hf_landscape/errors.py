@@ -112,4 +112,26 @@ class SurfaceError(LandscapeError, ValueError):
 
 
 class HubError(LandscapeError, RuntimeError):
-    """A Hub operation failed (push refused, repo not found, ...). Local files are never touched."""
+    """A Hub operation failed (push refused, repo not found, download failed, ...). Local files are never touched.
+
+    Every failure to reach, read or write the Hub is a `HubError`; a failed download is also the error of what was
+    being loaded (`HubModelError` is a `ModelError`, `HubSurfaceError` a `SurfaceError`, `HubDirectionError` a
+    `DirectionError`, `HubObjectiveError` an `ObjectiveError`), so `except HubError` catches every Hub failure and
+    `except SurfaceError` every failed load of a surface, wherever it came from.
+    """
+
+
+class HubModelError(HubError, ModelError):
+    """A model could not be fetched from the Hub (no such repo or revision, offline, refused)."""
+
+
+class HubSurfaceError(HubError, SurfaceError):
+    """A surface or comparison could not be loaded from the Hub (no such repo or file, offline, refused)."""
+
+
+class HubDirectionError(HubError, DirectionError):
+    """A saved direction set could not be loaded from the Hub (no such repo or file, offline, refused)."""
+
+
+class HubObjectiveError(HubError, ObjectiveError):
+    """Evaluation data could not be loaded from the Hub by name (offline, no such dataset or split, refused)."""

@@ -17,8 +17,8 @@ writer writes, and what a Hub dataset push reuses).
 
 A new format registers itself with `register_export_format(suffix, writer, description=...)`; nothing central
 grows an `elif`. Every writer writes a temporary file beside the target, renamed into place when complete, so a
-failed export leaves no half-written file. What does not live here: the HTML viewer (`viewer.py`), matplotlib
-figures (`plotting.py`) and reading Li et al.'s files (`li2018.py`).
+failed export leaves no half-written file. What does not live here: the HTML viewer (`viewer/`), matplotlib
+figures (`plotting/`) and reading Li et al.'s files (`li2018.py`).
 """
 
 from __future__ import annotations

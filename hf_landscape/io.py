@@ -12,7 +12,7 @@ numbers in docs/guarantees.md).
 
 `folder_lock` gives a run exclusive use of its folder (`fcntl.flock` on `.hf_landscape.lock` inside it, opened
 with `O_NOFOLLOW`); a second run is refused at once with the holder's pid. What does not live here: what the
-files hold (`surface.py`, `checkpoint.py`, `callbacks.py`, ...).
+files hold (`surface.py`, `engine/checkpoint.py`, `callbacks.py`, ...).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -170,10 +170,15 @@ def remove(path: str | os.PathLike) -> None:
 
 def sha256_file(path: str | os.PathLike) -> str:
     """The SHA-256 of a file's bytes, as hex."""
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+        return sha256_of(iter(lambda: f.read(1 << 20), b""))
+
+
+def sha256_of(chunks: Iterable[bytes]) -> str:
+    """The SHA-256 of the bytes of `chunks`, one after the other, as hex (fingerprints of data, ids of surfaces)."""
+    h = hashlib.sha256()
+    for chunk in chunks:
+        h.update(chunk)
     return h.hexdigest()
 
 

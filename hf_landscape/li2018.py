@@ -8,8 +8,8 @@ and `dir_file`, the path of the file holding the directions. A quantity is creat
 how `values` of a `Surface` is laid out, whatever the declared shape (the two agree on their square grids).
 Points not computed yet hold -1.
 
-`read_li2018_h5` (also `Surface.from_li2018_h5`) brings such a file over as a `Surface`; `write_li2018_h5` (the
-`.h5` export) writes a surface in the same layout, so their plotting scripts open ours. Only numeric datasets and
+`read_li2018_h5` reads such a file as the arrays and metadata of a `Surface` (`Surface.from_li2018_h5` makes it);
+`write_li2018_h5` (the `.h5` export) writes a surface in the same layout, so their plotting scripts open ours. Only numeric datasets and
 JSON attributes are read; nothing is unpickled. h5py is an optional dependency (`pip install 'hf_landscape[export]'`).
 """
 
@@ -37,8 +37,9 @@ METADATA_ATTR = "hf_landscape"  # a surface written here carries its provenance 
 SPREAD = "loss_spread"  # the spread over direction seeds of a surface written here
 
 
-def read_li2018_h5(path: str | os.PathLike, *, loss: str = "train_loss") -> Surface:
-    """A `Surface` from one of Li et al.'s `.h5` surface files.
+def read_li2018_h5(path: str | os.PathLike, *, loss: str = "train_loss") -> dict[str, Any]:
+    """The `Surface` arguments (`x`, `values`, `y`, `metrics`, `metadata`, `spread`) of one of Li et al.'s `.h5`
+    surface files: `Surface(**read_li2018_h5(path))`, as `Surface.from_li2018_h5(path)` does.
 
     Args:
         path: the `.h5` file.
@@ -61,8 +62,6 @@ def read_li2018_h5(path: str | os.PathLike, *, loss: str = "train_loss") -> Surf
             "Reading Li et al.'s .h5 files needs the `h5py` package; install it with "
             "`pip install 'hf_landscape[export]'`."
         ) from None
-    from .surface import Surface
-
     file = Path(path)
     if not file.is_file():
         raise SurfaceError(f"`path` {str(file)!r} is not a file; pass the .h5 file that plot_surface.py wrote.")
@@ -117,7 +116,7 @@ def read_li2018_h5(path: str | os.PathLike, *, loss: str = "train_loss") -> Surf
     }
     values = arrays.pop(loss)
     spread = arrays.pop(SPREAD, None)
-    return Surface(x, values, y=y, metrics=arrays, metadata=metadata, spread=spread)
+    return {"x": x, "values": values, "y": y, "metrics": arrays, "metadata": metadata, "spread": spread}
 
 
 def write_li2018_h5(surface: Surface, path: str | os.PathLike) -> None:

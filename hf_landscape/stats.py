@@ -8,7 +8,7 @@ Three sources of uncertainty, three intervals:
   per-example loss difference averaged over tokens is a ratio Σdᵢ / Σcᵢ; its interval is the delta-method
   (linearized) one for a ratio estimator, treating examples as the sampled units (`ratio_interval`), i.e. how
   much the number would move on another evaluation sample of the same size, given the perturbation found.
-- Numerical error (Lanczos eigenvalues): not statistical, see `EigenResult.intervals` in `sharpness.py`.
+- Numerical error (Lanczos eigenvalues): not statistical, see `EigenResult.intervals` in `curvature/eigen.py`.
 
 Quantiles of Student's t come from SciPy.
 """

@@ -10,11 +10,10 @@ failed save keeps them (and says so). Only safetensors and JSON are ever read.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,8 @@ import torch
 from safetensors.torch import load_file
 
 from . import io
-from .errors import SurfaceError, hidden_token, raise_detached
+from .errors import ConfigError, HubSurfaceError, SurfaceError
+from .hub.mixin import FileSource, HubMixin
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ METADATA_NAME = "surface.json"
 FORMAT_VERSION = 1
 
 
-class Surface:
+class Surface(HubMixin):
     """A loss line (1-D) or plane (2-D) with its provenance.
 
     Args:
@@ -57,6 +57,12 @@ class Surface:
 
     ```
     """
+
+    _hub_files = (METADATA_NAME, ARRAYS_NAME)
+    _hub_noun = "surface"
+    _hub_error = SurfaceError
+    _hub_failure = HubSurfaceError
+    _push_defaults = {"formats": ("png",)}  # a pushed surface carries its PNG plots, which the card shows
 
     def __init__(
         self,
@@ -134,15 +140,21 @@ class Surface:
 
     def surface_id(self) -> str:
         """A hash of the arrays and metadata: two folders hold the same surface iff their ids match."""
-        h = hashlib.sha256()
-        for name, t in sorted(self._arrays().items()):
-            h.update(name.encode())
-            h.update(t.numpy().tobytes())
-        h.update(json.dumps(io.jsonable(self.metadata), sort_keys=True).encode())
-        return h.hexdigest()
+        arrays = sorted(self._arrays().items())
+        chunks = [part for name, t in arrays for part in (name.encode(), t.numpy().tobytes())]
+        return io.sha256_of([*chunks, json.dumps(io.jsonable(self.metadata), sort_keys=True).encode()])
 
-    def save_pretrained(self, save_directory: str | os.PathLike, *, overwrite: bool = False) -> None:
-        """Write `surface.safetensors` and `surface.json` into `save_directory`, atomically and durably.
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        *,
+        overwrite: bool = False,
+        formats: Sequence[str] | None = None,
+        **plot_options: Any,
+    ) -> None:
+        """Write `surface.safetensors` and `surface.json` into `save_directory`, atomically and durably, and with
+        `formats` the plots too (`save_plots`: `plot_<kind>.<format>`, drawn with `plot_options` such as
+        `log_scale=True`). `push_to_hub` takes the same options and pushes exactly these files.
 
         The folder is locked while it is written (`io.folder_lock`). If the surface was computed with a
         `checkpoint_dir` and is saved into that folder, the partial grid there is removed once both files are on
@@ -153,16 +165,30 @@ class Surface:
             save_directory: the folder (created if needed).
             overwrite: replace a *different* surface already in the folder. Saving the same surface
                 again is always allowed.
+            formats: plot formats to write beside the surface (`"png"`, `"pdf"`, `"svg"`); none by default.
+            plot_options: passed to `plotting.plot_surface` for every plot (`log_scale`, `levels`, ...).
 
         Raises:
             SurfaceError: the folder holds a different surface and `overwrite` is False, or cannot be written
                 (the message says what was kept and how to finish). Nothing is half-written.
         """
-        folder = _folder("save_directory", save_directory)
-        io.check_output_folder(folder, argument="save_directory", names=(ARRAYS_NAME, METADATA_NAME))
+        super().save_pretrained(save_directory, overwrite=overwrite, formats=formats, **plot_options)
+
+    def _save_pretrained(
+        self, folder: Path, *, overwrite: bool, formats: Sequence[str] | None = None, **plot_options: Any
+    ) -> None:
+        from .plotting import check_formats, plot_names
+
+        if formats is None and plot_options:
+            raise ConfigError(f"Plot options {sorted(plot_options)} need `formats=` (e.g. formats=('png',)).")
+        formats = check_formats(formats, "formats") if formats else ()
+        names = (ARRAYS_NAME, METADATA_NAME, *plot_names(self, formats))
+        io.check_output_folder(folder, argument="save_directory", names=names)
         io.make_output_folder(folder, argument="save_directory")
         with io.folder_lock(folder, argument="save_directory"):
             self._save_locked(folder, overwrite)
+            if formats:
+                self.save_plots(folder, formats=formats, **plot_options)
 
     def _save_locked(self, folder: Path, overwrite: bool) -> None:
         sid = self.surface_id()
@@ -229,38 +255,13 @@ class Surface:
         self._partials = [p for p in self._partials if p.holds_this_grid()]
 
     @classmethod
-    def from_pretrained(
-        cls,
-        repo_id_or_path: str | os.PathLike,
-        *,
-        revision: str | None = None,
-        subfolder: str | None = None,
-        token: str | bool | None = None,
-        cache_dir: str | os.PathLike | None = None,
-    ) -> Surface:
-        """Load a surface from a local folder or a Hub repo id (safetensors and JSON only).
+    def _from_pretrained(cls, source: FileSource) -> Surface:
+        """Read `surface.json` and `surface.safetensors` (`from_pretrained`: a folder or a Hub repo id).
 
         Raises:
             SurfaceError: the folder or repo holds no surface, or its arrays do not match their hash.
         """
-        if not isinstance(repo_id_or_path, (str, os.PathLike)) or not str(repo_id_or_path):
-            raise SurfaceError(
-                f"`repo_id_or_path` must be a surface folder or a Hub repo id (e.g. 'user/landscape'), got "
-                f"{repo_id_or_path!r}."
-            )
-        folder = Path(repo_id_or_path)
-        meta_path: str | Path
-        arrays_path: str | Path
-        if subfolder:
-            folder = folder / subfolder
-        if folder.is_dir():
-            meta_path, arrays_path = folder / METADATA_NAME, folder / ARRAYS_NAME
-            if not meta_path.is_file() or not arrays_path.is_file():
-                raise SurfaceError(
-                    f"`repo_id_or_path` {str(folder)!r} holds no surface ({METADATA_NAME} and {ARRAYS_NAME} are needed)."
-                )
-        else:
-            meta_path, arrays_path = _download(str(repo_id_or_path), revision, subfolder, token, cache_dir)
+        meta_path, arrays_path = source.path(METADATA_NAME), source.path(ARRAYS_NAME)
         try:
             record = json.loads(Path(meta_path).read_text())
         except (OSError, ValueError) as err:
@@ -303,42 +304,8 @@ class Surface:
         except SurfaceError as err:
             raise SurfaceError(f"{str(arrays_path)!r} does not hold a valid surface: {err}") from None
 
-    def push_to_hub(
-        self,
-        repo_id: str,
-        *,
-        path_in_repo: str = "",
-        token: str | None = None,
-        private: bool | None = None,
-        revision: str | None = None,
-        commit_message: str | None = None,
-        create_pr: bool = False,
-    ) -> str:
-        """Push the surface, its PNG plots and a model card to a Hub repo in one commit; return the commit URL.
-
-        Args:
-            repo_id: `user/name`, created if needed.
-            path_in_repo: folder for this surface (the repo root by default); the card lists every folder.
-            token: a write token; never recorded or logged.
-            private: visibility of a new repo.
-            revision: branch to commit to.
-            commit_message: the commit message.
-            create_pr: open a pull request instead.
-
-        Raises:
-            HubError: the push failed; nothing was committed and local files are untouched.
-        """
-        from .hub_push import push_surfaces
-
-        return push_surfaces(
-            {path_in_repo: self},
-            repo_id,
-            token=token,
-            private=private,
-            revision=revision,
-            commit_message=commit_message,
-            create_pr=create_pr,
-        )
+    def _card(self, folder: str, written: list[str]) -> dict[str, Any]:
+        return {"surfaces": {folder: self}, "plots": {folder: [n for n in written if n.startswith("plot_")]}}
 
     # --- plots ---------------------------------------------------------------------------------
 
@@ -381,7 +348,60 @@ class Surface:
         """A surface from one of Li et al.'s (2018) `.h5` files (see `hf_landscape.li2018.read_li2018_h5`)."""
         from .li2018 import read_li2018_h5
 
-        return read_li2018_h5(path, loss=loss)
+        return cls(**read_li2018_h5(path, loss=loss))
+
+
+def grid_surface(
+    axes: list[np.ndarray],
+    values: np.ndarray,
+    metrics: dict[str, np.ndarray],
+    metadata: dict[str, Any],
+    *,
+    directions: list[Any] | None = None,
+    partials: list[Any] | None = None,
+) -> Surface:
+    """The surface of a grid run over `axes` (`[x]` for a line, `[x, y]` for a plane, points in `grid.grid_points`
+    order): `values` and `metrics`, one per point, laid out as `values[j, i]` at (x[i], y[j]); `partials` are the
+    partial grids it was computed into (removed once it is saved into their folder)."""
+    shape = tuple(len(a) for a in reversed(axes))
+    surface = Surface(
+        axes[0],
+        values.reshape(shape),
+        y=axes[1] if len(axes) == 2 else None,
+        metrics={k: v.reshape(shape) for k, v in metrics.items()},
+        metadata=metadata,
+        directions=directions,
+    )
+    surface._partials = list(partials or [])
+    return surface
+
+
+def combine_draws(surfaces: list[Surface], seeds: list[int]) -> Surface:
+    """One surface of several direction draws (one surface per seed, same grid): `values` is the mean, `spread` the
+    standard deviation (ddof=1) and `samples` each draw's values, so a plot can show whether a feature is one draw's.
+    The metadata is the first draw's, with every draw's directions, the seeds and the summed wall time."""
+    samples = np.stack([s.values for s in surfaces])
+    first = surfaces[0]
+    meta = dict(first.metadata)
+    meta.update(
+        seed=None,
+        seeds=seeds,
+        directions=[d for s in surfaces for d in s.metadata["directions"]],
+        wall_time_s=round(sum(s.metadata["wall_time_s"] for s in surfaces), 3),
+    )
+    metrics = {k: np.mean(np.stack([s.metrics[k] for s in surfaces]), axis=0) for k in first.metrics}
+    combined = Surface(
+        first.x,
+        samples.mean(axis=0),
+        y=first.y,
+        metrics=metrics,
+        metadata=meta,
+        spread=samples.std(axis=0, ddof=1),
+        samples=samples,
+        directions=[d for s in surfaces for d in (s.directions or [])],
+    )
+    combined._partials = [p for s in surfaces for p in s._partials]
+    return combined
 
 
 def _array(name: str, value: Any, ndim: int | None = None) -> np.ndarray:
@@ -405,49 +425,3 @@ def _shaped(name: str, value: Any, expected: tuple[int, ...], *, stacked: bool =
     if array.size != size:
         raise SurfaceError(f"`{name}` has {array.size} values in shape {array.shape}, expected shape {expected}.")
     return array.reshape(expected)
-
-
-def _folder(argument: str, value: Any) -> Path:
-    if not isinstance(value, (str, os.PathLike)) or not str(value):
-        raise SurfaceError(f"`{argument}` must be a folder path, got {value!r}.")
-    return Path(value)
-
-
-def _download(repo_id: str, revision: str | None, subfolder: str | None, token: Any, cache_dir: Any) -> tuple[str, str]:
-    from huggingface_hub import constants, hf_hub_download
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-    )
-
-    with hidden_token(token):
-        try:
-            paths = [
-                hf_hub_download(repo_id, name, subfolder=subfolder, revision=revision, token=token, cache_dir=cache_dir)
-                for name in (METADATA_NAME, ARRAYS_NAME)
-            ]
-        except RepositoryNotFoundError:
-            raise_detached(
-                SurfaceError(
-                    f"`repo_id_or_path` {repo_id!r} is neither a local folder nor a Hub repo you can read; check the "
-                    "name, or pass `token=` for a private repo."
-                )
-            )
-        except LocalEntryNotFoundError:  # offline, or the Hub could not be reached, and nothing in the cache
-            offline = " (HF_HUB_OFFLINE=1 is set)" if constants.HF_HUB_OFFLINE else ""
-            raise_detached(
-                SurfaceError(
-                    f"`repo_id_or_path` {repo_id!r} is not a local folder, and as a Hub repo it could not be reached"
-                    f"{offline} and is not in the local cache; check the path or repo id, and the connection (unset "
-                    "HF_HUB_OFFLINE to download)."
-                )
-            )
-        except EntryNotFoundError:
-            raise_detached(SurfaceError(f"Hub repo {repo_id!r} holds no surface ({METADATA_NAME}, {ARRAYS_NAME})."))
-        except (HfHubHTTPError, ValueError, OSError) as err:
-            raise_detached(
-                SurfaceError(f"Could not load surface {repo_id!r} from the Hub: {type(err).__name__}: {err}")
-            )
-    return paths[0], paths[1]

@@ -38,7 +38,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / ".mutmut"
-LINKS = ("hf_landscape", "tests", "model_cards")
+LINKS = ("hf_landscape", "tests")
 
 # mutmut's exit codes, as its `status_by_exit_code`
 STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", 35: "suspicious"}

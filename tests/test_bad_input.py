@@ -29,8 +29,8 @@ from hf_landscape import (
     Surface,
     SurfaceError,
 )
-from hf_landscape.checkpoint import ARRAYS_NAME, META_NAME
 from hf_landscape.cli.main import main
+from hf_landscape.engine.checkpoint import ARRAYS_NAME, META_NAME
 
 IDS = [[(7 * i + 3 * j) % 97 + 1 for j in range(10 + i % 3)] for i in range(4)]
 

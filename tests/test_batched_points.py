@@ -81,7 +81,7 @@ def test_compile_gives_the_same_values_and_restores_forward(objective):
 
 @pytest.mark.slow
 def test_compile_also_compiles_the_full_batch_loss():
-    from hf_landscape.objectives import causal_lm
+    from hf_landscape.objectives import nll as causal_lm
 
     model = build_gpt2(len(train_tokenizer()))
     ids = [[(3 * i + 5 * j) % 90 + 1 for j in range(12)] for i in range(8)]  # no padding: full batches
@@ -99,7 +99,7 @@ def test_compile_also_compiles_the_full_batch_loss():
 def test_stacked_points_run_sdpa_once_not_once_per_point(objective, monkeypatch):
     import torch.nn.functional as F
 
-    import hf_landscape.attention as attention
+    import hf_landscape.engine.attention as attention
 
     model = build_gpt2(len(train_tokenizer()))
     calls = {"n": 0}
@@ -147,7 +147,7 @@ def test_stacked_points_fall_back_to_vmaps_loop_when_one_call_attention_fails(ob
 
     from transformers import AttentionInterface
 
-    import hf_landscape.attention as attention
+    import hf_landscape.engine.attention as attention
 
     model = build_gpt2(len(train_tokenizer()))
     one = LandscapeProbe(model, objective, progress=False, points_per_forward=1).line(steps=3, seed=1)
@@ -168,11 +168,12 @@ def test_stacked_points_fall_back_to_vmaps_loop_when_one_call_attention_fails(ob
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_stacked_weights_equal_the_one_point_weights_bitwise(objective, dtype):
+    from hf_landscape.directions import prepare
     from hf_landscape.engine import StackedPoints, editing
 
     model = build_gpt2(len(train_tokenizer())).to(dtype)
     probe = LandscapeProbe(model, objective, progress=False)
-    params, tensors = probe._prepare(probe.directions(seed=0))
+    params, tensors = prepare(probe.model, probe.directions(seed=0))
     coords = [(0.1, -0.3), (0.37, 0.0), (0.0, 0.21)]
     stacked = StackedPoints(model, params, tensors).stacked(coords)
     with editing(model, params) as editor:
@@ -243,14 +244,13 @@ def _forward_that_reads_back(model):
 def test_auto_falls_back_to_one_point_when_stacking_fails(objective, monkeypatch, caplog):
     import hf_landscape.engine as engine
 
-    monkeypatch.setattr(engine, "points_per_forward", lambda *args, **kwargs: 4)  # as "auto" picks on a GPU
-    monkeypatch.setattr("hf_landscape.probe.points_per_forward", lambda *args, **kwargs: 4)
+    monkeypatch.setattr(engine.POLICY, "points_per_forward", lambda *args, **kwargs: 4)  # as "auto" picks on a GPU
     reference = LandscapeProbe(build_gpt2(len(train_tokenizer())), objective, progress=False).plane(
         steps=(3, 3), seed=0
     )
     model = build_gpt2(len(train_tokenizer()))
     _forward_that_reads_back(model)
-    with caplog.at_level("WARNING", logger="hf_landscape.probe"):
+    with caplog.at_level("WARNING", logger="hf_landscape.engine"):
         plane = LandscapeProbe(model, objective, progress=False).plane(steps=(3, 3), seed=0)
     np.testing.assert_array_equal(plane.values, reference.values)
     assert "several points per forward failed" in caplog.text

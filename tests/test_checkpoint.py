@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from testing_utils import build_bert_classifier, build_gpt2, interrupt_at_call
 
 from hf_landscape import CausalLMObjective, ConfigError, Direction, GlueObjective, LandscapeProbe, SurfaceError
-from hf_landscape.checkpoint import ARRAYS_NAME, META_NAME, GridCheckpoint, tensor_fingerprint
+from hf_landscape.engine.checkpoint import ARRAYS_NAME, META_NAME, GridCheckpoint, tensor_fingerprint
 
 IDS = [[(7 * i + 3 * j) % 97 + 1 for j in range(12 + i % 5)] for i in range(6)]
 
@@ -299,9 +299,9 @@ def test_sigkill_mid_grid_then_rerun_equals_uninterrupted(tmp_path):
 def deferred(monkeypatch):
     import hf_landscape.engine as engine
 
-    monkeypatch.setattr(engine, "_defers_reads", lambda model, objective: hasattr(objective, "loss_tensor"))
-    monkeypatch.setattr(engine, "DEFERRED_POINTS", 5)
-    return engine
+    monkeypatch.setattr(engine.POLICY, "defers_reads", lambda model, objective: hasattr(objective, "loss_tensor"))
+    monkeypatch.setattr(engine.POLICY, "deferred_points", 5)
+    return engine.POLICY
 
 
 def test_deferred_reads_give_the_same_values_bitwise(deferred):
@@ -322,7 +322,7 @@ def interrupted_then_resumed(tmp_path, monkeypatch, deferred, make, method, n, *
     with pytest.raises(KeyboardInterrupt):
         probe.plane(steps=(4, 3), seed=1, checkpoint_dir=tmp_path, checkpoint_every=100)
     monkeypatch.undo()  # also undoes the fixture: defer again for the resumed run
-    monkeypatch.setattr(deferred, "_defers_reads", lambda model, objective: True)
+    monkeypatch.setattr(deferred, "defers_reads", lambda model, objective: True)
     for name, value in engine_settings.items():
         monkeypatch.setattr(deferred, name, value)
     again = make()
@@ -335,7 +335,7 @@ def interrupted_then_resumed(tmp_path, monkeypatch, deferred, make, method, n, *
 def test_deferred_reads_keep_queued_points_when_interrupted(tmp_path, monkeypatch, deferred):
     reference = make_probe().plane(steps=(4, 3), seed=1)
     resumed, calls = interrupted_then_resumed(
-        tmp_path, monkeypatch, deferred, make_probe, "loss_tensor", 8, DEFERRED_POINTS=5
+        tmp_path, monkeypatch, deferred, make_probe, "loss_tensor", 8, deferred_points=5
     )
     np.testing.assert_array_equal(resumed.values, reference.values)
     assert calls == 12 - 7  # 5 read at the first sync and 2 queued when it stopped were saved
@@ -351,8 +351,8 @@ def test_deferred_stacked_reads_give_the_same_values_bitwise(monkeypatch):
     import hf_landscape.engine as engine
 
     reference = stacked_probe().plane(steps=(4, 3), seed=1)  # on the CPU: every chunk read at once
-    monkeypatch.setattr(engine, "_defers_reads", lambda model, objective: True)
-    monkeypatch.setattr(engine, "DEFERRED_POINTS", 2)
+    monkeypatch.setattr(engine.POLICY, "defers_reads", lambda model, objective: True)
+    monkeypatch.setattr(engine.POLICY, "deferred_points", 2)
     reads = []
     original = torch.Tensor.tolist
     with mock.patch.object(torch.Tensor, "tolist", lambda t: reads.append(t.numel()) or original(t)):

@@ -1,4 +1,4 @@
-"""CUDA graphs for the one-point grid loop (`hf_landscape.graphs`).
+"""CUDA graphs for the one-point grid loop (`hf_landscape.engine.graphs`).
 
 On the CPU the tests check the wiring: when a recording is asked for and made, that a failed recording falls
 back to eager evaluation, and that nothing is recorded off a GPU. The `gpu` tests record for real and compare
@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 import torch
 from conftest import build_gpt2, build_llama, interrupt_at_call
+from testing_utils import gpu
 
 import hf_landscape.engine as engine
-import hf_landscape.graphs as graphs
+import hf_landscape.engine.graphs as graphs
 from hf_landscape import CausalLMObjective, ConfigError, LandscapeProbe
 
 # Rows of different lengths: padded batches, whose loss gathers the counted positions by index.
@@ -55,8 +56,8 @@ def recorded(monkeypatch):
         made.append(FakeGraph(model, objective))
         return made[-1]
 
-    monkeypatch.setattr(engine, "_defers_reads", lambda model, objective: hasattr(objective, "loss_tensor"))
-    monkeypatch.setattr(engine, "capture_loss", capture)
+    monkeypatch.setattr(engine.POLICY, "defers_reads", lambda model, objective: hasattr(objective, "loss_tensor"))
+    monkeypatch.setattr(engine.loop, "capture_loss", capture)
     return made
 
 
@@ -74,7 +75,7 @@ def test_graphs_off_records_nothing(recorded):
 
 def test_compile_records_no_graph_of_its_own(recorded):
     probe = make_probe(compile=True)
-    assert not probe._graphs()  # the compiled forward (mode="reduce-overhead") records its own
+    assert not probe.runner.config.graphs  # the compiled forward (mode="reduce-overhead") records its own
 
 
 def test_interpolation_records_a_graph(recorded):
@@ -95,7 +96,7 @@ def test_graph_closed_when_the_grid_is_interrupted(recorded, monkeypatch):
 
 
 def test_failed_recording_falls_back_to_eager(monkeypatch, caplog):
-    monkeypatch.setattr(engine, "_defers_reads", lambda model, objective: hasattr(objective, "loss_tensor"))
+    monkeypatch.setattr(engine.POLICY, "defers_reads", lambda model, objective: hasattr(objective, "loss_tensor"))
     monkeypatch.setattr(graphs, "_single_cuda_device", lambda model: torch.device("cpu"))  # pretend: one GPU
 
     def refuse(self, model, objective):
@@ -103,7 +104,7 @@ def test_failed_recording_falls_back_to_eager(monkeypatch, caplog):
 
     monkeypatch.setattr(graphs.GraphedLoss, "__init__", refuse)
     reference = make_probe(cuda_graphs=False).plane(steps=(3, 3), seed=1)
-    with caplog.at_level(logging.WARNING, logger="hf_landscape.graphs"):
+    with caplog.at_level(logging.WARNING, logger="hf_landscape.engine.graphs"):
         plane = make_probe().plane(steps=(3, 3), seed=1)
     np.testing.assert_array_equal(plane.values, reference.values)
     assert "evaluating without CUDA graphs" in caplog.text and "not permitted when stream is capturing" in caplog.text
@@ -131,9 +132,9 @@ def test_long_evaluations_are_not_recorded(monkeypatch):
     probe = make_probe()
     probe.model.eval()
     flop = graphs.evaluation_flop(probe.model, probe.objective)
-    monkeypatch.setattr(graphs, "GRAPHS_MAX_FLOP", flop)
+    monkeypatch.setattr(engine.POLICY, "graphs_max_flop", flop)
     assert graphs.capture_loss(probe.model, probe.objective) is None
-    monkeypatch.setattr(graphs, "GRAPHS_MAX_FLOP", flop + 1)
+    monkeypatch.setattr(engine.POLICY, "graphs_max_flop", flop + 1)
     assert isinstance(graphs.capture_loss(probe.model, probe.objective), graphs.GraphedLoss)
 
 
@@ -148,7 +149,7 @@ def test_recording_out_of_memory_falls_back_to_eager(monkeypatch, caplog):
     monkeypatch.setattr(graphs.GraphedLoss, "__init__", out_of_memory)
     probe = make_probe()
     probe.model.eval()
-    with caplog.at_level(logging.WARNING, logger="hf_landscape.graphs"):
+    with caplog.at_level(logging.WARNING, logger="hf_landscape.engine.graphs"):
         assert graphs.capture_loss(probe.model, probe.objective) is None
     assert freed == [True] and "OutOfMemoryError" in caplog.text
 
@@ -186,8 +187,6 @@ def test_padded_loss_gathers_counted_positions_by_index():
 
 
 # --- on a GPU: real recordings ----------------------------------------------------------------------------------
-
-gpu = pytest.mark.gpu
 
 
 def _needs_cuda():
@@ -254,7 +253,7 @@ def test_model_that_syncs_is_evaluated_eagerly(caplog):
 
     reference = make_probe(IDS, "cuda", cuda_graphs=False).plane(steps=(3, 3), seed=0)
     probe.model.forward = forward
-    with caplog.at_level(logging.WARNING, logger="hf_landscape.graphs"):
+    with caplog.at_level(logging.WARNING, logger="hf_landscape.engine.graphs"):
         plane = probe.plane(steps=(3, 3), seed=0)
     np.testing.assert_array_equal(plane.values, reference.values)
     assert "evaluating without CUDA graphs" in caplog.text
@@ -290,7 +289,7 @@ def test_auto_replays_one_point_at_or_above_the_flop_threshold(monkeypatch, grap
     probe = make_probe()
     flop = graphs.evaluation_flop(probe.model, probe.objective)
     assert flop == 2.0 * sum(p.numel() for p in probe.model.parameters()) * probe.objective.num_tokens
-    monkeypatch.setattr(engine, "AUTO_STACK_MAX_FLOP", flop if above else flop + 1)
+    monkeypatch.setattr(engine.POLICY, "auto_stack_max_flop", flop if above else flop + 1)
 
     def measure(*args):
         raise Measuring  # "auto" went on to time an evaluation for stacking

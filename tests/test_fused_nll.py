@@ -12,12 +12,11 @@ import numpy as np
 import pytest
 import torch
 from conftest import build_gpt2
+from testing_utils import require_gpu
 
 from hf_landscape import CausalLMObjective, LandscapeProbe
 from hf_landscape.objectives import fused_nll
 
-gpu = pytest.mark.gpu
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 IDS = [[(7 * i + 3 * j) % 97 + 1 for j in range(12 + i % 5)] for i in range(6)]  # padded batches
 
 
@@ -59,8 +58,7 @@ def test_a_kernel_that_cannot_launch_falls_back_to_log_softmax(monkeypatch, capl
     assert "no C compiler" in caplog.text
 
 
-@gpu
-@needs_cuda
+@require_gpu
 def test_float32_and_float64_logits_take_the_log_softmax_path(monkeypatch):
     monkeypatch.setattr(fused_nll, "MIN_LOGITS", 0)
     assert fused_nll.available(torch.zeros(1, 2, 5, device="cuda", dtype=torch.bfloat16))
@@ -68,8 +66,7 @@ def test_float32_and_float64_logits_take_the_log_softmax_path(monkeypatch):
     assert not fused_nll.available(torch.zeros(1, 2, 5, device="cuda", dtype=torch.float64))
 
 
-@gpu
-@needs_cuda
+@require_gpu
 def test_small_evaluations_take_the_log_softmax_path():
     per_point = torch.empty(1, 8, 128, 4096, device="cuda", dtype=torch.bfloat16)  # (a)'s 2^22 logits per batch
     assert not fused_nll.available(per_point)
@@ -84,8 +81,7 @@ def test_probe_tells_the_objective_its_autocast_dtype(monkeypatch):
     assert expected == [torch.float32, torch.bfloat16]  # the head's dtype at bind, then the autocast one
 
 
-@gpu
-@needs_cuda
+@require_gpu
 def test_a_float32_model_under_bf16_autocast_warms_the_bf16_kernel_up(monkeypatch):
     monkeypatch.setattr(fused_nll, "MIN_LOGITS", 0)
     monkeypatch.setattr(fused_nll, "_WARMING", {})
@@ -95,8 +91,7 @@ def test_a_float32_model_under_bf16_autocast_warms_the_bf16_kernel_up(monkeypatc
     fused_nll._WARMING[(torch.device("cuda", 0), torch.bfloat16)].join(timeout=120)
 
 
-@gpu
-@needs_cuda
+@require_gpu
 def test_binding_a_large_evaluation_warms_the_kernel_up(monkeypatch):
     monkeypatch.setattr(fused_nll, "MIN_LOGITS", 0)
     monkeypatch.setattr(fused_nll, "_WARMING", {})
@@ -107,8 +102,7 @@ def test_binding_a_large_evaluation_warms_the_kernel_up(monkeypatch):
     assert not thread.is_alive() and not fused_nll._FAILED
 
 
-@gpu
-@needs_cuda
+@require_gpu
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
 @pytest.mark.parametrize("vocab", [50257, 4096, 100])
 def test_equals_log_softmax_to_float32_rounding(dtype, vocab):
@@ -118,8 +112,7 @@ def test_equals_log_softmax_to_float32_rounding(dtype, vocab):
     torch.testing.assert_close(got, reference(logits, rows, targets), rtol=2e-6, atol=2e-6)
 
 
-@gpu
-@needs_cuda
+@require_gpu
 def test_strided_rows_equal_contiguous_rows():
     padded, rows, targets = random_case(vocab=50304)
     view = padded[:, :50257]  # the aligned head's logits: a strided view, read without a copy
@@ -128,8 +121,7 @@ def test_strided_rows_equal_contiguous_rows():
     assert torch.equal(got, fused_nll.token_nll(view.contiguous(), rows, targets))  # one code for any stride
 
 
-@gpu
-@needs_cuda
+@require_gpu
 def test_a_row_does_not_depend_on_the_other_rows():
     logits, rows, targets = random_case()
     together = fused_nll.token_nll(logits, rows, targets)
@@ -137,8 +129,7 @@ def test_a_row_does_not_depend_on_the_other_rows():
     assert torch.equal(together[:5], alone)
 
 
-@gpu
-@needs_cuda
+@require_gpu
 def test_infinite_and_nan_logits():
     logits = torch.zeros(4, 5000, device="cuda", dtype=torch.bfloat16)
     logits[0, :] = float("-inf")
@@ -154,8 +145,7 @@ def test_infinite_and_nan_logits():
     assert got[3] == float("inf")
 
 
-@gpu
-@needs_cuda
+@require_gpu
 def test_objective_loss_equals_the_log_softmax_path(monkeypatch):
     monkeypatch.setattr(fused_nll, "MIN_LOGITS", 0)  # a tiny model's logits
     model = build_gpt2(100, seed=0).to("cuda", torch.bfloat16).eval()  # no dropout
@@ -172,8 +162,7 @@ def test_objective_loss_equals_the_log_softmax_path(monkeypatch):
     assert abs(fused - plain) <= 1e-6 * abs(plain)
 
 
-@gpu
-@needs_cuda
+@require_gpu
 def test_stacked_points_equal_one_point_per_forward(monkeypatch):
     monkeypatch.setattr(fused_nll, "MIN_LOGITS", 0)
     model = build_gpt2(100, seed=0).to("cuda", torch.bfloat16).eval()  # no dropout
@@ -183,8 +172,7 @@ def test_stacked_points_equal_one_point_per_forward(monkeypatch):
     assert np.array_equal(one.values, stacked.values)
 
 
-@gpu
-@needs_cuda
+@require_gpu
 def test_loss_terms_stay_differentiable():
     model = build_gpt2(100, seed=0).to("cuda", torch.bfloat16).eval()  # no dropout
     objective = CausalLMObjective({"input_ids": IDS}, batch_size=4)

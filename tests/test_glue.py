@@ -338,7 +338,7 @@ def test_hub_loading_records_the_resolved_revision(tok, monkeypatch):
             return datasets.Dataset.from_dict({"sentence": SENTENCES, "label": LABELS, "idx": list(range(12))})
 
     calls = []
-    monkeypatch.setattr("hf_landscape.objectives.glue._hub_offline", lambda: False)
+    monkeypatch.setattr("hf_landscape.objectives.glue_data.hub_offline", lambda: False)
     monkeypatch.setattr(datasets, "load_dataset_builder", lambda *a, **k: calls.append((a, k)) or FakeBuilder())
     objective = GlueObjective("cola", tok, split="validation", revision="main")
     assert calls == [(("nyu-mll/glue", "cola"), {"revision": "main"})]

@@ -419,7 +419,7 @@ def test_masked_labels_without_padding_take_the_gather_path(gpt2_model):
 @pytest.fixture
 def aligned_everywhere(monkeypatch):
     """Make `aligned_output_head` pad every plain nn.Linear head, as it does for half precision on a GPU."""
-    from hf_landscape.objectives import causal_lm
+    from hf_landscape.objectives import nll as causal_lm
 
     monkeypatch.setattr(causal_lm, "_pads_head", lambda head: type(head) is torch.nn.Linear)
     return causal_lm
@@ -489,19 +489,19 @@ def test_aligned_head_is_removed_after_an_exception(gpt2_model, tokenizer, texts
     ],
 )
 def test_alignment_only_where_it_pays(device, dtype, rows, expected):
-    from hf_landscape.objectives.causal_lm import _alignment_pays
+    from hf_landscape.objectives.nll import _alignment_pays
 
     assert _alignment_pays(device, dtype, rows) is expected
 
 
 def test_alignment_pays_for_float32_under_cuda_autocast():
-    from hf_landscape.objectives.causal_lm import _alignment_pays
+    from hf_landscape.objectives.nll import _alignment_pays
 
     assert _alignment_pays("cuda", torch.float32, 50257, autocast=True)
 
 
 def test_a_head_whose_forward_is_already_replaced_is_left_alone(monkeypatch):
-    from hf_landscape.objectives import causal_lm
+    from hf_landscape.objectives import nll as causal_lm
 
     monkeypatch.setattr(causal_lm, "_alignment_pays", lambda *args: True)  # as for bf16 on a GPU
     head = torch.nn.Linear(8, 300, bias=False)
@@ -522,7 +522,8 @@ def test_loss_tensor_is_the_evaluated_loss_bitwise(gpt2_model, tokenizer, texts,
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_full_batch_logsumexp_loss_equals_the_log_softmax_loss(gpt2_model, dtype):
-    from hf_landscape.objectives.causal_lm import _full_nll, _token_nll
+    from hf_landscape.objectives.nll import _full_nll
+    from hf_landscape.objectives.nll import token_nll as _token_nll
 
     model = gpt2_model().to(dtype).eval()
     ids = [[(3 * i + 5 * j) % 90 + 1 for j in range(10)] for i in range(6)]  # equal lengths: full batches
@@ -539,7 +540,7 @@ def test_full_batch_logsumexp_loss_equals_the_log_softmax_loss(gpt2_model, dtype
 
 def test_compiling_probes_use_the_compiled_full_batch_loss(gpt2_model, monkeypatch):
     from hf_landscape.engine import compiled_forward
-    from hf_landscape.objectives import causal_lm
+    from hf_landscape.objectives import nll as causal_lm
 
     calls = []
     monkeypatch.setattr(causal_lm, "_compiled_full_nll", lambda: lambda *a: calls.append(1) or causal_lm._full_nll(*a))
@@ -555,17 +556,17 @@ def test_compiling_probes_use_the_compiled_full_batch_loss(gpt2_model, monkeypat
 
 
 def test_num_tokens_is_counted_once_per_set_of_examples(monkeypatch):
-    import hf_landscape.objectives.causal_lm as causal_lm
+    import hf_landscape.objectives.text_data as causal_lm
 
     objective = CausalLMObjective({"input_ids": [[1, 2, 3, 4], [5, 6, 7]]})
     calls = {"n": 0}
-    count = causal_lm._count
+    count = causal_lm.count_labels
 
     def counting(labels):
         calls["n"] += 1
         return count(labels)
 
-    monkeypatch.setattr(causal_lm, "_count", counting)
+    monkeypatch.setattr(causal_lm, "count_labels", counting)
     assert objective.num_tokens == 5 and objective.num_tokens == 5
     assert calls["n"] == 2  # once per example, not once per call
     restricted = objective.restricted(positions=[1])  # the second token of each sequence only

@@ -127,7 +127,7 @@ def test_eigenvectors_are_name_keyed_unit_eigenvectors():
 
 def test_unconverged_lanczos_says_so(caplog):
     spectrum = list(np.linspace(-100.0, 0.0, N - 3)) + [0.3, 0.2, 0.1]
-    with caplog.at_level(logging.WARNING, logger="hf_landscape.sharpness"):
+    with caplog.at_level(logging.WARNING, logger="hf_landscape.curvature"):
         result = hessian_eigenvalues(
             TwoTensors(), quadratic(matrix_with_spectrum(spectrum)), k=3, tol=1e-12, max_iter=4, progress=False
         )
@@ -363,7 +363,7 @@ def test_worst_case_at_a_critical_point_climbs_the_top_curvature(caplog):
     with torch.no_grad():
         for p in model.parameters():
             p.zero_()
-    with caplog.at_level(logging.WARNING, logger="hf_landscape.sharpness"):
+    with caplog.at_level(logging.WARNING, logger="hf_landscape.curvature"):
         result = sharpness(model, quadratic(a), rho=0.5, kind="worst", steps=200, progress=False)
     assert "random direction" in caplog.text
     assert result.sharpness == pytest.approx(0.5 * 4.0 * 0.5**2, rel=1e-6)

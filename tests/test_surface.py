@@ -346,10 +346,10 @@ def test_save_plots_passes_its_formats_and_options(tmp_path):
 
 
 def test_push_to_hub_passes_every_option_to_the_pusher(monkeypatch):
-    import hf_landscape.hub_push as hub_push
+    import hf_landscape.hub.mixin as hub_push
 
     calls = []
-    monkeypatch.setattr(hub_push, "push_surfaces", lambda *args, **kwargs: calls.append((args, kwargs)) or "url")
+    monkeypatch.setattr(hub_push, "push_artifacts", lambda *args, **kwargs: calls.append((args, kwargs)) or "url")
     surface = make_line()
     options = dict(token="t", private=True, revision="dev", commit_message="a landscape", create_pr=True)
     assert surface.push_to_hub("me/repo", path_in_repo="sub", **options) == "url"

@@ -147,7 +147,7 @@ def check_direction_options(args: argparse.Namespace) -> None:
 
 def check_output_options(args: argparse.Namespace) -> None:
     """Plot formats, checkpointing and Hub options, before any work (not after the surface is saved)."""
-    from ..hub_push import check_repo_id, clean_folder
+    from ..hub import check_repo_id, clean_folder
     from ..plotting import check_formats
 
     if not args.no_plots:
@@ -233,7 +233,8 @@ def direction_options(args: argparse.Namespace) -> dict[str, Any]:
 def check_output_folder(args: argparse.Namespace, points: int) -> None:
     """Refuse, before any work, an --out that cannot take the output: a file, under a file, on a full disk, with a
     folder where a file goes, or holding a finished surface (unless --overwrite)."""
-    from .. import checkpoint, io
+    from .. import io
+    from ..engine import checkpoint
     from ..errors import SurfaceError
     from ..plotting import LINE_KINDS, PLANE_KINDS
     from ..surface import ARRAYS_NAME, METADATA_NAME
@@ -283,20 +284,23 @@ def write_outputs(surface: Any, args: argparse.Namespace) -> None:
 
     from ..engine import distributed_state
     from ..errors import redact
+    from ..plotting import plot_names
 
     state = distributed_state()
     if state is not None and not state.is_main_process:  # every process holds the whole grid; one writes it
         return
     argv = getattr(args, "argv", None)  # recorded with any token-shaped value masked
     surface.metadata["command"] = redact(shlex.join(["hf-landscape", *argv])) if argv else None
-    surface.save_pretrained(args.out, overwrite=args.overwrite)
-    written = (
-        [] if args.no_plots else surface.save_plots(args.out, formats=tuple(args.formats), log_scale=args.log_scale)
-    )
+    # One set of save options for the folder and the push: the push holds exactly the files written here.
+    save = {"formats": () if args.no_plots else tuple(args.formats), "log_scale": args.log_scale}
+    surface.save_pretrained(args.out, overwrite=args.overwrite, **save)
+    written = [Path(args.out) / name for name in plot_names(surface, save["formats"])]
     viewer = None if args.no_plots else write_viewer(surface, args.out, log_scale=args.log_scale)
     url = None
     if args.push_to_hub:
-        url = surface.push_to_hub(args.push_to_hub, path_in_repo=args.path_in_repo, private=args.private or None)
+        url = surface.push_to_hub(
+            args.push_to_hub, path_in_repo=args.path_in_repo, private=args.private or None, **save
+        )
     summary = {
         "kind": surface.kind,
         "out": args.out,

@@ -17,7 +17,7 @@ def env_command(args: argparse.Namespace) -> int:
 
     import torch
 
-    from ..probe import library_versions
+    from ..provenance import library_versions
 
     info = {
         "platform": platform.platform(),

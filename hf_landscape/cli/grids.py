@@ -62,7 +62,7 @@ def line_command_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def line_command(args: argparse.Namespace) -> int:
-    from ..engine import grid_axis
+    from ..grid import grid_axis
 
     x = grid_axis(args.steps, args.span, "--steps/--span")
     data = _check(args)
@@ -90,8 +90,8 @@ def plane_command_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def plane_command(args: argparse.Namespace) -> int:
-    from ..engine import check_grid_size, grid_axis
     from ..errors import ConfigError
+    from ..grid import check_grid_size, grid_axis
 
     if len(args.steps) not in (1, 2):
         raise ConfigError(f"`--steps` takes one or two values, got {args.steps}.")
@@ -151,7 +151,7 @@ def interpolate_command(args: argparse.Namespace) -> int:
         )
     if len(revisions) == 1:
         revisions = revisions * len(args.other)
-    from ..engine import grid_axis
+    from ..grid import grid_axis
 
     span = args.span if args.span is not None else (-0.5, len(args.other) + 0.5)
     steps = args.steps if args.steps is not None else int(round(20 * (span[1] - span[0]))) + 1

@@ -16,14 +16,20 @@ def push_command_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--revision", default=None, help="branch to commit to")
     parser.add_argument("--commit-message", default=None)
     parser.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
+    parser.add_argument(
+        "--formats", nargs="+", default=["png"], help="plot formats pushed with each surface: png pdf svg"
+    )
+    parser.add_argument("--log-scale", action="store_true", help="plot log10 of the loss")
     return parser
 
 
 def push_command(args: argparse.Namespace) -> int:
     from ..errors import SurfaceError
-    from ..hub_push import push_surfaces
+    from ..hub import push_surfaces
+    from ..plotting import check_formats
     from ..surface import METADATA_NAME, Surface
 
+    formats = check_formats(args.formats, "--formats")
     root = Path(args.folder)
     if (root / METADATA_NAME).is_file():
         surfaces = {args.path_in_repo: Surface.from_pretrained(root)}
@@ -40,6 +46,8 @@ def push_command(args: argparse.Namespace) -> int:
         revision=args.revision,
         commit_message=args.commit_message,
         create_pr=args.create_pr,
+        formats=formats,
+        log_scale=args.log_scale,
     )
     print(url)
     return 0

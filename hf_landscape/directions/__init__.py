@@ -1,22 +1,40 @@
-"""Directions in weight space, one module per kind, all keyed by parameter name."""
+"""Directions in weight space, one module per kind, all keyed by parameter name.
 
-from .base import Direction, select_parameters
+`base` holds the direction types (`Direction`, `LowRankDirection`) and parameter selection; `registry` the kinds
+that `probe.plane(directions="name")` draws (`register_direction_kind`): `random` (`random.py`, its device-independent
+draw in `draw.py`), `lora` (`low_rank.py`), `adapter` (`adapter.py`), and any kind a user registers. `interpolation`
+and `trajectory` (PCA of a training run) give directions of their own; `prepare` lines directions up with a model's
+parameters; `sets` saves the directions of a plane together (`DirectionSet`).
+"""
+
+from . import adapter  # noqa: F401  (registers the kind "adapter")
+from .base import Direction, LowRankDirection, select_parameters
 from .interpolation import interpolation_target
-from .low_rank import LowRankDirection, LowRankDirectionConfig, low_rank_directions
+from .low_rank import LowRankDirectionConfig, low_rank_directions
+from .prepare import as_direction, prepare
 from .random import RandomDirectionConfig, random_directions
+from .registry import DIRECTION_KINDS, direction_kinds, draw_directions, register_direction_kind
+from .sets import DirectionSet
 from .trajectory import load_snapshot, path_losses, read_trajectory, trajectory_directions, trajectory_span
 
 __all__ = [
+    "DIRECTION_KINDS",
     "Direction",
+    "DirectionSet",
     "LowRankDirection",
     "LowRankDirectionConfig",
     "RandomDirectionConfig",
+    "as_direction",
+    "direction_kinds",
+    "draw_directions",
     "interpolation_target",
     "load_snapshot",
     "low_rank_directions",
     "path_losses",
+    "prepare",
     "random_directions",
     "read_trajectory",
+    "register_direction_kind",
     "select_parameters",
     "trajectory_directions",
     "trajectory_span",

@@ -1,4 +1,4 @@
-"""`Direction`: a perturbation of a model keyed by parameter name, and how parameters are chosen.
+"""`Direction` and `LowRankDirection`: perturbations of a model keyed by parameter name, and how parameters are chosen.
 
 A direction is a `dict[str, Tensor]` whose keys are names from `model.named_parameters()` (which
 lists tied weights once, so an embedding tied to the LM head is perturbed once). It saves to and
@@ -256,3 +256,40 @@ class Direction:
                     f"`{argument}`[{name!r}] has shape {tuple(t.shape)} but the parameter has "
                     f"{tuple(params[name].shape)}; build directions on this model's architecture."
                 )
+
+
+@dataclass
+class LowRankDirection:
+    """A direction whose tensor for each weight is D = B @ A, kept as the factors.
+
+    Args:
+        factors: parameter name -> (B, A) with `B @ A` of the parameter's shape.
+        config: how it was drawn (kind, seed, axis, rank, ...).
+
+    Example:
+    ```python
+    >>> import torch
+    >>> from hf_landscape import LowRankDirection
+    >>> d = LowRankDirection({"w": (torch.ones(3, 1), torch.ones(1, 2))}, {"kind": "low_rank"})
+    >>> d.materialize("w").shape
+    torch.Size([3, 2])
+
+    ```
+    """
+
+    factors: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def keys(self) -> Any:
+        return self.factors.keys()
+
+    def __len__(self) -> int:
+        return len(self.factors)
+
+    def materialize(self, name: str) -> torch.Tensor:
+        """D = B @ A for one weight, at full size (for checks; the engine never does this)."""
+        b, a = self.factors[name]
+        return b.float() @ a.float()
+
+    def num_elements(self) -> int:
+        return sum(b.numel() + a.numel() for b, a in self.factors.values())

@@ -64,3 +64,15 @@ def set_on_path(params: list[torch.Tensor], knots: list[list[torch.Tensor]], t: 
     torch._foreach_copy_(params, knots[k])
     if s != 0.0:
         torch._foreach_lerp_(params, knots[k + 1], float(s))
+
+
+def path_knots(
+    model: torch.nn.Module, others: list[torch.nn.Module]
+) -> tuple[dict[str, torch.nn.Parameter], list[list[torch.Tensor]], dict[str, torch.Tensor]]:
+    """The knots of the path θ₀ → θ₁ → ... through `others`: the parameters they set (every floating-point one, in
+    model order), each knot's tensors in that order, and the tensors a checkpoint of the path is keyed by."""
+    targets = [interpolation_target(model, other) for other in others]
+    params = {n: p for n, p in model.named_parameters() if n in targets[0]}
+    knots = [[t[n] for n in params] for t in targets]
+    every = {f"{k}:{n}": v for k, t in enumerate(targets) for n, v in t.items()}
+    return params, knots, targets[0] if len(others) == 1 else every

@@ -24,8 +24,9 @@ import torch
 
 from ..config import BaseConfig, check_choice
 from ..errors import ConfigError, DirectionError
-from .base import quantized_weights, refuse_quantized
+from .base import LowRankDirection, quantized_weights, refuse_quantized
 from .random import EPS, seed_for, unit_dim
+from .registry import kind_config, register_direction_kind
 
 NORMALIZATIONS = ("filter", "layer", "model", "none")
 
@@ -66,43 +67,6 @@ class LowRankDirectionConfig(BaseConfig):
             if not all(isinstance(t, str) and t for t in self.target_modules):
                 raise ConfigError(f"`target_modules` must be a list of module names, got {self.target_modules!r}.")
             self.target_modules = list(self.target_modules)
-
-
-@dataclass
-class LowRankDirection:
-    """A direction whose tensor for each weight is D = B @ A, kept as the factors.
-
-    Args:
-        factors: parameter name -> (B, A) with `B @ A` of the parameter's shape.
-        config: how it was drawn (kind, seed, axis, rank, ...).
-
-    Example:
-    ```python
-    >>> import torch
-    >>> from hf_landscape import LowRankDirection
-    >>> d = LowRankDirection({"w": (torch.ones(3, 1), torch.ones(1, 2))}, {"kind": "low_rank"})
-    >>> d.materialize("w").shape
-    torch.Size([3, 2])
-
-    ```
-    """
-
-    factors: dict[str, tuple[torch.Tensor, torch.Tensor]]
-    config: dict[str, Any] = field(default_factory=dict)
-
-    def keys(self) -> Any:
-        return self.factors.keys()
-
-    def __len__(self) -> int:
-        return len(self.factors)
-
-    def materialize(self, name: str) -> torch.Tensor:
-        """D = B @ A for one weight, at full size (for checks; the engine never does this)."""
-        b, a = self.factors[name]
-        return b.float() @ a.float()
-
-    def num_elements(self) -> int:
-        return sum(b.numel() + a.numel() for b, a in self.factors.values())
 
 
 def target_weights(model: Any, target_modules: list[str] | None) -> dict[str, tuple[str, Any]]:
@@ -223,3 +187,15 @@ def low_rank_directions(
         cfg = {"kind": "low_rank", "seed": seed, "axis": axis, **dataclasses.asdict(config)}
         out.append(LowRankDirection(factors, cfg))
     return out
+
+
+@register_direction_kind("lora")
+def lora_kind(
+    model: Any, seed: int, *, axes: int, config: LowRankDirectionConfig | None = None, **options: Any
+) -> list[LowRankDirection]:
+    """The kind `"lora"`: low-rank D = B·A directions, never built at full size (options: `LowRankDirectionConfig`'s
+    fields `rank`, `target_modules`, `normalization`)."""
+    return low_rank_directions(model, seed, config=kind_config(LowRankDirectionConfig, config, options), axes=axes)
+
+
+register_direction_kind("low_rank")(lora_kind)  # the same kind, under the name its directions record

@@ -31,26 +31,20 @@ from ..errors import ConfigError
 from . import draw
 from .base import Direction, select_parameters
 from .draw import GENERATOR, fill_normal, gaussian
+from .registry import kind_config, register_direction_kind
 
 logger = logging.getLogger(__name__)
 
 NORMALIZATIONS = ("filter", "layer", "model", "none")
-# Weights on a GPU are copied to the host through one pinned buffer (one fast copy per tensor, no staging) when
-# they take at most this many bytes; larger models are copied tensor by tensor, as pinned memory is scarce. They are
-# copied only where a GPU's directions are computed on the host: `orthogonalize=True` and `normalization="model"`
-# when the float32 copies do not fit on the GPU (`_joint_device`), or below `DEVICE_DRAW_MIN_ELEMENTS`.
+# GPU weights copied to the host (only where their directions are computed there) go through one pinned buffer up to
+# this size, tensor by tensor beyond it: pinned memory is scarce.
 PINNED_COPY_MAX_BYTES = 2 * 2**30
-# Directions of weights on an accelerator are drawn there when they hold at least this many elements in all, else on
-# the host and moved (the same bits either way). On the H100 host (16 slow cores, `benchmarks/direction_draw.py`, 2026-11-23)
-# the GPU is faster at every size: (a)'s 4.2M weights 0.04-0.06 s against 0.08-0.17 s on the host (0.14 s at a
-# process's first draw, which loads the GPU's bitwise and shift kernels), GPT-2 small's 124M 0.11-0.19 s against
-# 1.2-4.3 s.
+# Accelerator weights of at least this many elements are drawn on the accelerator (the same bits as the host's): the
+# GPU was faster at every size measured (benchmarks/README.md, "Measurements behind defaults").
 DEVICE_DRAW_MIN_ELEMENTS = 0
 MAX_WORKERS = 16  # threads of `_pmap`
-# torch's intra-op threads while `_pmap`'s tasks run (None: left as they are). Each task is already one of many in
-# parallel, and every pool thread that also forks torch's intra-op threads oversubscribes the cores: on a 16-core
-# H100 host (2026-11-22), (a)'s two directions (GPT-2, 4.2M weights) took 58 ms with one intra-op thread against 90 ms with 16
-# (GPT-2 small's, 524 against 540 ms; `benchmarks/direction_draw.py`).
+# torch's intra-op threads per `_pmap` task (None: as they are): the tasks already run in parallel, and more threads per
+# task oversubscribe the cores (benchmarks/README.md).
 POOL_INTRAOP_THREADS: int | None = 1
 EPS = 1e-10  # as in Li et al.'s code, so an all-zero filter gets a zero direction instead of NaN
 
@@ -203,6 +197,14 @@ def random_directions(
         )
         for k, axis in enumerate(axis_ids)
     ]
+
+
+@register_direction_kind("random")
+def random_kind(
+    model: torch.nn.Module, seed: int, *, axes: int, config: RandomDirectionConfig | None = None, **options: Any
+) -> list[Direction]:
+    """The kind `"random"`: full-rank normalized Gaussian directions (options: `RandomDirectionConfig`'s fields)."""
+    return random_directions(model, seed, config=kind_config(RandomDirectionConfig, config, options), axes=axes)
 
 
 def _separate_directions(

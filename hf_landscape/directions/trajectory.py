@@ -457,8 +457,8 @@ def path_losses(
     """
     from safetensors.torch import load_file
 
-    from ..engine import editing
-    from ..sharpness import loss_value
+    from ..engine.editors import editing
+    from ..objectives.loss import loss_value
 
     folder = Path(run_dir)
     index = read_trajectory(folder)

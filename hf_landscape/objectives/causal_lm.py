@@ -1,42 +1,33 @@
-"""Masked token-level causal-LM loss.
+"""Masked token-level causal-LM loss: `CausalLMObjective` and its config.
 
 The value is the sum of next-token negative log-likelihoods over every unmasked label token of the
 whole evaluation set, divided by the number of those tokens. It is not a mean of batch means, so it
 is the same, to float rounding, whatever the batch size, padding side and order of the examples.
 Padding never enters the loss, and position ids are passed explicitly so left padding does not
-shift the positions a model sees.
+shift the positions a model sees. The data and its batches live in `text_data`, the loss kernels and the
+aligned LM head in `nll`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import inspect
 import logging
-import math
-import types
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from .. import io
 from ..config import BaseConfig, check_choice
 from ..errors import ConfigError, ModelError, ObjectiveError
-from . import fused_nll
-from .base import COMPILING, Evaluation, Objective
+from . import fused_nll, text_data
+from .base import DifferentiableLoss, Evaluation, LossTensor, Objective, StackedEvaluation, TokenView
+from .nll import aligned_output_head, token_nll
+from .text_data import IGNORE_INDEX, Batch
 
 logger = logging.getLogger(__name__)
-
-IGNORE_INDEX = -100  # the label that masks a token, as in transformers
-
-# cuBLAS runs a half-precision product whose output rows are not a multiple of 8 elements (16 bytes) long on a
-# slow pre-Hopper kernel: GPT-2's 50257-token head took 1.66 ms for 16 x 128 tokens in bf16 on an H100 (2026-11-22; 95
-# TFLOP/s) against 0.23 ms (702 TFLOP/s) padded to 50304 (`benchmarks/lm_head_alignment.py`). The head's
-# output is computed that much wider and viewed back (`aligned_output_head`).
-HEAD_ALIGNMENT = 64
 
 
 @dataclass
@@ -82,20 +73,7 @@ class CausalLMObjectiveConfig(BaseConfig):
             raise ConfigError(f"`text_column` must be a column name, got {self.text_column!r}.")
 
 
-@dataclass
-class _Batch:
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor | None  # None when the batch has no padding: the model's causal fast path
-    position_ids: torch.Tensor | None
-    mask: torch.Tensor  # (B, L-1) bool: which next-token predictions count
-    full: bool  # every prediction counts (no padding, no masked label): no gather at all
-    targets: torch.Tensor  # flat targets where mask is True
-    counted: torch.Tensor  # flat (B·L) positions of the counted predictions, row-major (an index: no host sync)
-    index: list[int]  # example indices of the rows
-    lengths: list[int]
-
-
-class CausalLMObjective(Objective):
+class CausalLMObjective(Objective, StackedEvaluation, LossTensor, DifferentiableLoss, TokenView):
     """Masked token-level causal-LM loss over a fixed evaluation set, tokenized once.
 
     Args:
@@ -144,12 +122,14 @@ class CausalLMObjective(Objective):
             sort_by_length=sort_by_length,
         )
         self.tokenizer = tokenizer
-        self.source = _describe_source(data)
-        examples = _tokenize(data, tokenizer, self.config)
+        self.source = text_data.describe_source(data)
+        examples = text_data.tokenize(
+            data, tokenizer, text_column=self.config.text_column, add_special_tokens=self.config.add_special_tokens
+        )
         self.examples = _truncate(examples, self.config.max_length, "`max_length`")
         self._check_tokens(self.examples)
         self._bound: tuple[Any, ...] | None = None
-        self._batches: list[_Batch] = []
+        self._batches: list[Batch] = []
         self._active = self.examples
         self._device: torch.device | None = None
         self._vocab: int | None = None
@@ -194,7 +174,7 @@ class CausalLMObjective(Objective):
 
     @staticmethod
     def _check_tokens(examples: list[tuple[list[int], list[int]]]) -> None:
-        if sum(_count(labels) for _, labels in examples) == 0:
+        if sum(text_data.count_labels(labels) for _, labels in examples) == 0:
             raise ObjectiveError(
                 "Every label token is masked (or every sequence is shorter than 2 tokens), so there is no "
                 "loss to compute; pass longer texts or leave some labels unmasked (not -100)."
@@ -264,17 +244,15 @@ class CausalLMObjective(Objective):
         active = self._active  # counted once per set of examples: the grid loop divides by it at every point
         cached = self._num_tokens
         if cached is None or cached[0] is not active:
-            cached = self._num_tokens = (active, sum(_count(labels) for _, labels in active))
+            cached = self._num_tokens = (active, sum(text_data.count_labels(labels) for _, labels in active))
         return cached[1]
 
     def fingerprint(self) -> str:
-        h = hashlib.sha256()
-        for ids, labels in self._active:
-            h.update(np.asarray(ids, dtype=np.int64).tobytes())
-            h.update(b"|")
-            h.update(np.asarray(labels, dtype=np.int64).tobytes())
-            h.update(b";")
-        return h.hexdigest()[:16]
+        parts = (
+            np.asarray(ids, dtype=np.int64).tobytes() + b"|" + np.asarray(labels, dtype=np.int64).tobytes() + b";"
+            for ids, labels in self._active
+        )
+        return io.sha256_of(parts)[:16]
 
     def describe(self) -> dict[str, Any]:
         out = super().describe()
@@ -286,7 +264,7 @@ class CausalLMObjective(Objective):
     def bind(self, model: Any) -> None:
         embeddings = model.get_input_embeddings().weight
         device = embeddings.device
-        context = _context_length(model)
+        context = text_data.context_length(model)
         head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
         head_rows = getattr(getattr(head, "weight", None), "shape", (None,))[0]
         # The vocabulary is part of the binding: a model resized after the probe was made is checked again.
@@ -300,13 +278,20 @@ class CausalLMObjective(Objective):
             )
         active = _truncate(self.examples, context, "the model's context") if context else self.examples
         self._check_tokens(active)
-        _check_input_ids(active, int(embeddings.shape[0]))
+        text_data.check_input_ids(active, int(embeddings.shape[0]))
         self._active = active
         with torch.inference_mode(False):  # normal tensors, so `loss_terms` can backpropagate through them later
-            self._batches = self._make_batches(active, device)
+            self._batches = text_data.make_batches(
+                active,
+                device,
+                batch_size=self.config.batch_size,
+                padding_side=self.config.padding_side,
+                sort_by_length=self.config.sort_by_length,
+                pad=text_data.pad_id(self.tokenizer),
+            )
         head_weight = getattr(model.get_output_embeddings(), "weight", None)
         if isinstance(head_weight, torch.Tensor):
-            _check_labels(active, int(head_weight.shape[0]))
+            text_data.check_labels(active, int(head_weight.shape[0]))
         self._device = device
         self._vocab = int(head_weight.shape[0]) if isinstance(head_weight, torch.Tensor) else None
         if isinstance(head_weight, torch.Tensor):
@@ -326,52 +311,7 @@ class CausalLMObjective(Objective):
         if logits >= fused_nll.MIN_LOGITS and dtype in fused_nll.DTYPES:
             fused_nll.warm_up(self._device, dtype)
 
-    def _make_batches(self, examples: list[tuple[list[int], list[int]]], device: torch.device) -> list[_Batch]:
-        # Sequences of fewer than 2 tokens predict nothing; they get no row (an all-padding row breaks models).
-        order = [i for i in range(len(examples)) if len(examples[i][0]) >= 2]
-        if self.config.sort_by_length:
-            order.sort(key=lambda i: -len(examples[i][0]))
-        pad_id = _pad_id(self.tokenizer)
-        left = self.config.padding_side == "left"
-        batches = []
-        for start in range(0, len(order), self.config.batch_size):
-            index = order[start : start + self.config.batch_size]
-            lengths = [len(examples[i][0]) for i in index]
-            width = max(lengths)
-            ids = torch.full((len(index), width), pad_id, dtype=torch.long)
-            labels = torch.full((len(index), width), IGNORE_INDEX, dtype=torch.long)
-            attn = torch.zeros((len(index), width), dtype=torch.long)
-            for row, i in enumerate(index):
-                x, y = examples[i]
-                cols = slice(width - len(x), width) if left else slice(0, len(x))
-                ids[row, cols] = torch.tensor(x, dtype=torch.long)
-                # The first token is never a target: nothing precedes it (with left padding a pad would).
-                labels[row, cols] = torch.tensor([IGNORE_INDEX, *y[1:]], dtype=torch.long)
-                attn[row, cols] = 1
-            positions = (attn.cumsum(dim=1) - 1).clamp_min(0)
-            # Without padding the mask and positions are the defaults; leaving them out lets SDPA use its
-            # causal (flash) kernel instead of a masked one.
-            padded_free = bool(attn.all())
-            targets = labels[:, 1:]
-            mask = targets != IGNORE_INDEX
-            # Position (row, col) of a prediction is row·width + col in the logits' flattened (B·L) positions.
-            at_row, at_col = mask.nonzero(as_tuple=True)
-            batches.append(
-                _Batch(
-                    input_ids=ids.to(device),
-                    attention_mask=None if padded_free else attn.to(device),
-                    position_ids=None if padded_free else positions.to(device),
-                    mask=mask.to(device),
-                    full=bool(mask.all()),
-                    targets=targets[mask].to(device),
-                    counted=(at_row * width + at_col).to(device),
-                    index=index,
-                    lengths=lengths,
-                )
-            )
-        return batches
-
-    def _inputs(self, b: _Batch) -> dict[str, Any]:
+    def _inputs(self, b: Batch) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"input_ids": b.input_ids, "use_cache": False}
         if b.attention_mask is not None:
             kwargs["attention_mask"] = b.attention_mask
@@ -388,18 +328,18 @@ class CausalLMObjective(Objective):
     def evaluate(self, model: torch.nn.Module, *, details: bool = False) -> Evaluation:
         if not details:
             return Evaluation(loss=self.loss_tensor(model).item())
-        per_row: list[tuple[_Batch, torch.Tensor]] = []
+        per_row: list[tuple[Batch, torch.Tensor]] = []
         loss = (self._total(model, per_row) / self.num_tokens).item()
         return self._details(loss, per_row)
 
-    def _total(self, model: torch.nn.Module, per_row: list[tuple[_Batch, torch.Tensor]] | None) -> torch.Tensor:
+    def _total(self, model: torch.nn.Module, per_row: list[tuple[Batch, torch.Tensor]] | None) -> torch.Tensor:
         """Sum of the counted tokens' losses (float64, on the device); each batch's token losses go to `per_row`
         when given."""
         self.bind(model)  # a no-op unless the model (or its device or context) changed since the last call
         total = torch.zeros((), dtype=torch.float64, device=self._device)
         with aligned_output_head(model):
             for b in self._batches:
-                nll = _token_nll(model(**self._inputs(b)).logits, b)
+                nll = token_nll(model(**self._inputs(b)).logits, b)
                 total += nll.sum(dtype=torch.float64)
                 if per_row is not None:
                     per_row.append((b, nll))
@@ -411,7 +351,7 @@ class CausalLMObjective(Objective):
         Autograd must be enabled by the caller (no inference mode)."""
         self.bind(model)
         for b in self._batches:
-            yield _token_nll(model(**self._inputs(b)).logits, b).sum() / self.num_tokens
+            yield token_nll(model(**self._inputs(b)).logits, b).sum() / self.num_tokens
 
     def evaluate_points(self, model: torch.nn.Module, forward: Any, k: int) -> list[Evaluation]:
         """The loss at `k` grid points from one forward per batch: `forward(inputs)` returns the logits of all
@@ -424,11 +364,11 @@ class CausalLMObjective(Objective):
         totals = torch.zeros(k, dtype=torch.float64, device=self._device)
         with aligned_output_head(model):
             for b in self._batches:
-                nll = _token_nll(forward(self._inputs(b)), b).view(k, -1)  # logits (k, batch, length, vocab)
+                nll = token_nll(forward(self._inputs(b)), b).view(k, -1)  # logits (k, batch, length, vocab)
                 totals += nll.sum(dim=1, dtype=torch.float64)
         return totals / self.num_tokens
 
-    def _details(self, loss: float, per_row: list[tuple[_Batch, torch.Tensor]]) -> Evaluation:
+    def _details(self, loss: float, per_row: list[tuple[Batch, torch.Tensor]]) -> Evaluation:
         tokens: list[np.ndarray] = [np.empty(0)] * len(self._active)
         left = self.config.padding_side == "left"
         for b, nll in per_row:
@@ -443,293 +383,13 @@ class CausalLMObjective(Objective):
         return Evaluation(loss=loss, sequence_losses=seq, token_losses=tokens)
 
 
-@contextlib.contextmanager
-def aligned_output_head(model: torch.nn.Module) -> Iterator[None]:
-    """While active, the model's LM head computes its output `HEAD_ALIGNMENT`-aligned: the weight (and bias)
-    padded with zero rows, the extra logits cut off by a view, so the model and the loss see exactly the
-    vocabulary's logits. Only where it pays (`_pads_head`): a plain `nn.Linear` head on a GPU in half precision
-    (or under autocast) whose vocabulary is not a multiple of 8. The head's weight is read at each call, so
-    perturbed, stacked (vmap) or swapped-in weights are padded as they are; nothing of the model is written,
-    and the instance attribute is removed on exit, also after an exception."""
-    get_head = getattr(model, "get_output_embeddings", None)
-    head = get_head() if callable(get_head) else None
-    if not isinstance(head, torch.nn.Module) or not _pads_head(head):
-        yield
-        return
-    # A method bound to the head: a compiled forward inlines the same function every call (no recompile).
-    head.forward = types.MethodType(_aligned_forward, head)
-    try:
-        yield
-    finally:
-        del head.forward
-
-
-def _pads_head(head: torch.nn.Module) -> bool:
-    weight = getattr(head, "weight", None)
-    return (
-        type(head) is torch.nn.Linear  # not a subclass, a quantized or a LoRA layer: their forward is their own
-        and "forward" not in head.__dict__  # nor one an accelerate hook or another editor already replaced
-        and isinstance(weight, torch.Tensor)
-        and _alignment_pays(weight.device.type, weight.dtype, weight.shape[0], torch.is_autocast_enabled("cuda"))
-    )
-
-
-def _alignment_pays(device_type: str, dtype: torch.dtype, rows: int, autocast: bool = False) -> bool:
-    """A GPU product in half precision (or under autocast) whose output rows are not 16-byte aligned. float32
-    products ran at the same speed either way (50 TFLOP/s without TF32), so they are left alone."""
-    return device_type == "cuda" and (autocast or dtype in (torch.float16, torch.bfloat16)) and rows % 8 != 0
-
-
-def _aligned_forward(head: Any, x: torch.Tensor) -> torch.Tensor:
-    weight, bias = head.weight, head.bias  # read at each call: perturbed, stacked or swapped-in weights
-    vocab = int(weight.shape[0])
-    pad = -vocab % HEAD_ALIGNMENT
-    out = F.linear(x, F.pad(weight, (0, 0, 0, pad)), None if bias is None else F.pad(bias, (0, pad)))
-    return out[..., :vocab]
-
-
-def _token_nll(logits: torch.Tensor, b: _Batch) -> torch.Tensor:
-    """Next-token negative log-likelihoods of the predictions that count, flat in row-major order, from the
-    logits (..., batch, length, vocab) of a batch (a leading axis holds stacked points, if any).
-
-    On a GPU (float16/bfloat16 logits, at least `fused_nll.MIN_LOGITS` per point, no gradient wanted) one kernel
-    computes logsumexp − target logit per counted row (`fused_nll`). Elsewhere the log-softmax reads the
-    model's logits once and writes float32 (`dtype=`: half-precision logits are upcast inside the kernel, never
-    copied to float32 first). Either way the loss is float32 (float64 for float64 logits). A batch where every prediction
-    counts is taken whole, the last position's 1/length extra work buying no gather; otherwise only the rows that
-    count are gathered, by a precomputed index (no host sync, so the loss can be recorded in a CUDA graph)."""
-    lead = logits.shape[:-3]
-    if fused_nll.available(logits) and not COMPILING.get() and not (torch.is_grad_enabled() and logits.requires_grad):
-        # On a GPU: one kernel reads the counted rows in place (`fused_nll`; no backward, so not for
-        # `loss_terms`). Stacked points' rows sit `batch · length` positions apart.
-        points = math.prod(lead)
-        rows, targets = b.counted, b.targets
-        if points > 1:
-            step = logits.shape[-3] * logits.shape[-2]
-            rows = (torch.arange(points, device=rows.device).unsqueeze(1) * step + rows).reshape(-1)
-            targets = targets.repeat(points)
-        try:
-            return fused_nll.token_nll(logits, rows, targets)
-        except (torch.OutOfMemoryError, KeyboardInterrupt):
-            raise
-        except Exception as err:  # Triton cannot build or launch it here (e.g. no C compiler for its launcher)
-            if logits.is_cuda and torch.cuda.is_current_stream_capturing():
-                raise  # a recording that failed: the graph module falls back to eager, which lands here again
-            fused_nll.disable(err)
-    loss_dtype = _loss_dtype(logits.dtype)
-    if b.full:
-        targets = b.targets.view(b.mask.shape).expand(*lead, *b.mask.shape)
-        if COMPILING.get():
-            return _compiled_full_nll()(logits, targets)
-        logp = torch.log_softmax(logits, dim=-1, dtype=loss_dtype)[..., :-1, :]
-        return -logp.gather(-1, targets.unsqueeze(-1)).reshape(-1)
-    rows = logits.flatten(-3, -2).index_select(-2, b.counted)  # (..., counted, vocab)
-    logp = torch.log_softmax(rows, dim=-1, dtype=loss_dtype)
-    targets = b.targets.expand(*lead, b.targets.shape[0])
-    return -logp.gather(-1, targets.unsqueeze(-1)).reshape(-1)
-
-
-def _full_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """logsumexp − the target's logit, in float32, over every position but the last: the same value as the
-    log-softmax path to float32 rounding. Compiled (`_compiled_full_nll`) it is one reduction kernel that reads
-    the logits once per pass, with no float32 logits or log-probabilities written."""
-    x = logits[..., :-1, :].to(_loss_dtype(logits.dtype))
-    picked = x.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    return (torch.logsumexp(x, dim=-1) - picked).reshape(-1)
-
-
-_COMPILED_FULL_NLL: Any = None
-
-
-def _compiled_full_nll() -> Any:
-    """`_full_nll` under `torch.compile` (made once per process), for probes run with `compile=True`."""
-    global _COMPILED_FULL_NLL
-    if _COMPILED_FULL_NLL is None:
-        _COMPILED_FULL_NLL = torch.compile(_full_nll, dynamic=False)
-    return _COMPILED_FULL_NLL
-
-
-def _loss_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float32 for half-precision logits, the logits' own dtype for float32/float64."""
-    return torch.promote_types(dtype, torch.float32)
-
-
-def _check_labels(examples: list[tuple[list[int], list[int]]], vocab: int) -> None:
-    """Every counted label is a token of the model's vocabulary (a loss kernel would read out of bounds)."""
-    for k, (_, labels) in enumerate(examples):
-        y = np.asarray(labels[1:], dtype=np.int64)
-        bad = y[(y != IGNORE_INDEX) & ((y < 0) | (y >= vocab))]
-        if bad.size:
-            raise ObjectiveError(
-                f"Example {k} has label {int(bad[0])}, outside the model's vocabulary of {vocab} tokens (0 to {vocab - 1}); "
-                f"pass labels made with the model's tokenizer, and {IGNORE_INDEX} for tokens that do not count."
-            )
-
-
-def _check_input_ids(examples: list[tuple[list[int], list[int]]], vocab: int) -> None:
-    """Every input id is a row of the model's embedding table (an embedding would read out of bounds)."""
-    for k, (ids, _) in enumerate(examples):
-        bad = [v for v in ids if not 0 <= v < vocab]
-        if bad:
-            raise ObjectiveError(
-                f"Example {k} has input id {bad[0]}, outside the model's vocabulary of {vocab} tokens (0 to "
-                f"{vocab - 1}); tokenize with the model's own tokenizer (if the model was resized after the probe "
-                "was made, make the objective again with the new tokenizer)."
-            )
-
-
-def _count(labels: list[int]) -> int:
-    return sum(1 for y in labels[1:] if y != IGNORE_INDEX)
-
-
-def _pad_id(tokenizer: Any) -> int:
-    """Any id works as padding (it is masked out); prefer the tokenizer's pad, then EOS, then 0."""
-    for attr in ("pad_token_id", "eos_token_id"):
-        value = getattr(tokenizer, attr, None)
-        if isinstance(value, int):
-            return value
-    return 0
-
-
-def _context_length(model: torch.nn.Module) -> int | None:
-    config = getattr(model, "config", None)
-    for attr in ("max_position_embeddings", "n_positions", "n_ctx", "seq_length"):
-        value = getattr(config, attr, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
 def _truncate(
     examples: list[tuple[list[int], list[int]]], limit: int | None, what: str
 ) -> list[tuple[list[int], list[int]]]:
-    if limit is None:
-        return examples
-    long = sum(1 for ids, _ in examples if len(ids) > limit)
-    if not long:
-        return examples
-    logger.warning(
-        "%d of %d sequences are longer than %s (%d tokens) and were truncated.", long, len(examples), what, limit
-    )
-    return [(ids[:limit], labels[:limit]) for ids, labels in examples]
-
-
-def _describe_source(data: Any) -> dict[str, Any]:
-    if hasattr(data, "column_names") and hasattr(data, "num_rows"):
-        info = getattr(data, "info", None)
-        return {
-            "type": "datasets.Dataset",
-            "num_rows": int(data.num_rows),
-            "fingerprint": getattr(data, "_fingerprint", None),
-            "dataset_name": getattr(info, "dataset_name", None),
-            "split": str(getattr(data, "split", None)) if getattr(data, "split", None) is not None else None,
-        }
-    return {"type": type(data).__name__}
-
-
-def _tokenize(data: Any, tokenizer: Any, config: CausalLMObjectiveConfig) -> list[tuple[list[int], list[int]]]:
-    """Turn any accepted input into (input_ids, labels) pairs, labels aligned with input_ids."""
-    if isinstance(data, str):
-        raise ObjectiveError("`data` is a single string; pass a list of strings, e.g. `[text]`.")
-    if isinstance(data, Mapping):
-        return _pretokenized(data)
-    if hasattr(data, "column_names") and hasattr(data, "num_rows"):  # datasets.Dataset
-        columns = list(data.column_names)
-        if config.text_column in columns:
-            data = list(data[config.text_column])
-        elif "prompt" in columns and "completion" in columns:
-            data = list(zip(data["prompt"], data["completion"]))
-        elif "input_ids" in columns:
-            return _pretokenized({c: data[c] for c in ("input_ids", "attention_mask", "labels") if c in columns})
-        else:
-            raise ObjectiveError(
-                f"`text_column` {config.text_column!r} is not a column of the dataset (columns: {columns}); "
-                "pass `text_column=` naming the text column."
-            )
-    if not isinstance(data, Sequence) or len(data) == 0:
-        raise ObjectiveError(
-            f"`data` must be a non-empty list of texts, pairs or a dataset, got {type(data).__name__} {data!r:.80}."
+    """`examples` cut to `limit` tokens, with a warning saying how many were longer than `what`."""
+    cut, long = text_data.truncate(examples, limit)
+    if long:
+        logger.warning(
+            "%d of %d sequences are longer than %s (%d tokens) and were truncated.", long, len(examples), what, limit
         )
-    if tokenizer is None:
-        raise ObjectiveError(
-            "`tokenizer` is required for text data; pass the model's tokenizer (pre-tokenized input needs none)."
-        )
-    special = config.add_special_tokens
-    texts = [isinstance(x, str) for x in data]
-    if any(texts) and not all(texts):  # a list of texts with something else in it: name that item, not a text
-        k = texts.index(False)
-        raise ObjectiveError(
-            f"`data[{k}]` is {data[k]!r:.80} ({type(data[k]).__name__}), not a string like the other items; pass a "
-            "list of strings, or a list of (prompt, completion) pairs, not a mix."
-        )
-    if all(texts):
-        if not any(x.strip() for x in data):
-            raise ObjectiveError("`data` holds only empty strings; pass texts to evaluate on.")
-        ids = tokenizer(list(data), add_special_tokens=special)["input_ids"]
-        return [(list(x), list(x)) for x in ids]
-    pairs = []
-    for x in data:
-        if isinstance(x, Mapping) and "prompt" in x and "completion" in x:
-            pairs.append((x["prompt"], x["completion"]))
-        elif isinstance(x, (tuple, list)) and len(x) == 2 and all(isinstance(s, str) for s in x):
-            pairs.append((x[0], x[1]))
-        else:
-            raise ObjectiveError(
-                f"`data` item {x!r:.80} is neither a string nor a (prompt, completion) pair; "
-                "pass a list of strings or of pairs, not a mix."
-            )
-    prompts = tokenizer([p for p, _ in pairs], add_special_tokens=special)["input_ids"]
-    completions = tokenizer([c for _, c in pairs], add_special_tokens=False)["input_ids"]
-    return [(list(p) + list(c), [IGNORE_INDEX] * len(p) + list(c)) for p, c in zip(prompts, completions)]
-
-
-def _pretokenized(data: Mapping[str, Any]) -> list[tuple[list[int], list[int]]]:
-    if "input_ids" not in data:
-        raise ObjectiveError(f"Pre-tokenized `data` needs an `input_ids` key, got keys {sorted(data)}.")
-
-    def rows(value: Any, name: str) -> list[list[int]]:
-        if isinstance(value, torch.Tensor):
-            value = value.tolist()
-        out = []
-        for k, row in enumerate(value):
-            row = row.tolist() if isinstance(row, (torch.Tensor, np.ndarray)) else row
-            if isinstance(row, (str, bytes)) or not isinstance(row, Sequence):
-                raise ObjectiveError(f"Pre-tokenized `{name}[{k}]` must be a list of integers, got {row!r:.60}.")
-            for j, v in enumerate(row):
-                if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                    what = "input id" if name == "input_ids" else f"`{name}` value"
-                    raise ObjectiveError(
-                        f"Pre-tokenized example {k} has {what} {v!r} at position {j}; token ids must be integers "
-                        "(from the model's tokenizer)."
-                    )
-            out.append([int(v) for v in row])
-        return out
-
-    ids = rows(data["input_ids"], "input_ids")
-    if not ids:
-        raise ObjectiveError("Pre-tokenized `data['input_ids']` is empty; pass at least one sequence.")
-    for k, row in enumerate(ids):
-        negative = [v for v in row if v < 0]
-        if negative:
-            raise ObjectiveError(
-                f"Pre-tokenized example {k} has input id {negative[0]}; token ids are >= 0 (use `labels` of -100, "
-                "not negative input ids, for tokens that do not count)."
-            )
-    masks = (
-        rows(data["attention_mask"], "attention_mask")
-        if data.get("attention_mask") is not None
-        else [[1] * len(r) for r in ids]
-    )
-    labels = rows(data["labels"], "labels") if data.get("labels") is not None else ids
-    out = []
-    for k, (x, m, y) in enumerate(zip(ids, masks, labels)):
-        if not (len(x) == len(m) == len(y)):
-            raise ObjectiveError(
-                f"Pre-tokenized example {k}: `input_ids`, `attention_mask` and `labels` have lengths "
-                f"{len(x)}, {len(m)}, {len(y)}; they must be equal."
-            )
-        keep = [j for j, v in enumerate(m) if v]
-        out.append(([x[j] for j in keep], [y[j] for j in keep]))
-    if len(ids) != len(masks) or len(ids) != len(labels):
-        raise ObjectiveError("Pre-tokenized `input_ids`, `attention_mask` and `labels` hold different numbers of rows.")
-    return out
+    return cut

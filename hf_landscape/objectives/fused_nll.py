@@ -12,7 +12,7 @@ order); per row they never depend on how many rows, points or batches are evalua
 Hand-written because the libraries that fuse cross-entropy do not fit a graph-recorded evaluation: Liger-Kernel's
 `cross_entropy_forward` syncs with the host (`.item()` on the token count, asserts on the targets) and returns
 the per-token losses in the logits' dtype (bf16), and `torch.compile` of the same expression
-(`causal_lm._full_nll`, used under `compile=True`) costs its compile time at the first plane.
+(`nll._full_nll`, used under `compile=True`) costs its compile time at the first plane.
 
 Used by `causal_lm._token_nll` for CUDA logits in float16 or bfloat16 of at least `MIN_LOGITS` per point when
 Triton is importable and no gradient is wanted (the kernel has no backward); everything else (CPU, float32 and
@@ -39,9 +39,8 @@ import torch
 logger = logging.getLogger(__name__)
 
 BLOCK = 4096  # vocabulary entries per step of a row's loop: GPT-2's 50257 in 13 steps, (a)'s 4096 in one
-# Used for evaluations of at least this many logits per point (batch × length × vocabulary). Triton's first kernel
-# in a process costs ~0.6 s (~2 s on a machine that never compiled it) against ~0.8 ms saved per GPT-2-small
-# evaluation (103M logits); (a)'s 8.4M logits save ~0.04 ms, so a 441-point plane would not earn the set-up back.
+# Used from this many logits per point (batch × length × vocabulary): below it a plane does not earn back Triton's
+# one-time set-up of the kernel (benchmarks/README.md, "Measurements behind defaults").
 MIN_LOGITS = 1 << 24
 DTYPES = (torch.float16, torch.bfloat16)  # the logits' dtypes it takes (float32 gains too little, see above)
 

@@ -9,19 +9,17 @@ computed with `evaluate`, from the same logits, at every evaluation, with the me
 `hf_landscape/metrics/` (so nothing is downloaded).
 
 Data come from the `nyu-mll/glue` dataset on the Hub by name (online only), from local CSV / TSV / JSON / parquet
-files, or from a `datasets.Dataset`; column names and label ids follow the Hub dataset. What does not live here:
-the grid loop (`engine.py`) and the metric scripts (`metrics/`).
+files, or from a `datasets.Dataset` (`glue_data`); the tasks' columns, labels and metrics are in `glue_tasks`. What
+does not live here: the grid loop (`engine/`) and the metric scripts (`metrics/`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,87 +28,12 @@ import torch.nn.functional as F
 
 from .. import io
 from ..config import BaseConfig, check_choice
-from ..errors import ConfigError, ModelError, ObjectiveError
-from .base import Evaluation, Objective
+from ..errors import ConfigError, ModelError
+from . import glue_data
+from .base import DifferentiableLoss, Evaluation, Objective, eval_mode
+from .glue_tasks import GLUE_TASKS, GlueTask, glue_task
 
 logger = logging.getLogger(__name__)
-
-GLUE_DATASET = "nyu-mll/glue"  # the canonical Hub repo (`load_dataset("glue", ...)` redirects to it)
-LABEL_COLUMN = "label"
-
-
-@dataclass(frozen=True)
-class GlueTask:
-    """What a GLUE task reads and reports.
-
-    Args:
-        name: the task name, e.g. `"cola"`.
-        text_columns: one column (single-sentence tasks) or two (sentence-pair tasks), in the order the
-            tokenizer receives them.
-        num_labels: classes, or 1 for the regression task STS-B.
-        label_names: class names by label id, as in the Hub dataset (empty for STS-B).
-        metrics: `(key, metric module)` pairs: `key` names the metric in `Evaluation.metrics` and `Surface.metrics`.
-        default_split: the split read when none is given.
-        hub_config: the configuration of the Hub dataset.
-    """
-
-    name: str
-    text_columns: tuple[str, ...]
-    num_labels: int
-    label_names: tuple[str, ...]
-    metrics: tuple[tuple[str, str], ...]
-    default_split: str = "validation"
-    hub_config: str = ""
-
-    @property
-    def is_regression(self) -> bool:
-        return self.num_labels == 1
-
-
-_ACC = (("accuracy", "accuracy"),)
-_ACC_F1 = (("accuracy", "accuracy"), ("f1", "f1"))
-_NLI3 = ("entailment", "neutral", "contradiction")
-
-GLUE_TASKS: dict[str, GlueTask] = {
-    t.name: t
-    for t in (
-        GlueTask("cola", ("sentence",), 2, ("unacceptable", "acceptable"), (("matthews_correlation",) * 2,)),
-        GlueTask("sst2", ("sentence",), 2, ("negative", "positive"), _ACC),
-        GlueTask("mrpc", ("sentence1", "sentence2"), 2, ("not_equivalent", "equivalent"), _ACC_F1),
-        GlueTask("qqp", ("question1", "question2"), 2, ("not_duplicate", "duplicate"), _ACC_F1),
-        GlueTask("stsb", ("sentence1", "sentence2"), 1, (), (("pearson", "pearsonr"), ("spearmanr", "spearmanr"))),
-        GlueTask("mnli", ("premise", "hypothesis"), 3, _NLI3, _ACC, default_split="validation_matched"),
-        GlueTask("mnli_matched", ("premise", "hypothesis"), 3, _NLI3, _ACC),
-        GlueTask("mnli_mismatched", ("premise", "hypothesis"), 3, _NLI3, _ACC),
-        GlueTask("qnli", ("question", "sentence"), 2, ("entailment", "not_entailment"), _ACC),
-        GlueTask("rte", ("sentence1", "sentence2"), 2, ("entailment", "not_entailment"), _ACC),
-        GlueTask("wnli", ("sentence1", "sentence2"), 2, ("not_entailment", "entailment"), _ACC),
-    )
-}
-# Spellings people use for the same tasks ("SST-2", "STS-B", "mnli-m").
-_ALIASES = {"mnlim": "mnli_matched", "mnlimm": "mnli_mismatched", "stsbenchmark": "stsb"}
-# Splits of the Hub dataset, per configuration (test splits carry no labels, label -1).
-_HUB_SPLITS = {
-    "mnli": ("train", "validation_matched", "validation_mismatched"),
-    "mnli_matched": ("validation",),
-    "mnli_mismatched": ("validation",),
-}
-_FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
-
-
-def glue_task(task: str) -> GlueTask:
-    """The `GlueTask` named `task` (case and dashes ignored: `"SST-2"` is `"sst2"`).
-
-    Raises:
-        ConfigError: `task` is not a GLUE task.
-    """
-    if not isinstance(task, str):
-        raise ConfigError(f"`task` must be a GLUE task name such as 'cola', got {task!r}.")
-    key = task.strip().lower().replace("-", "").replace(" ", "")
-    key = _ALIASES.get(key, key)
-    if key not in GLUE_TASKS:
-        raise ConfigError(f"`task` must be one of the GLUE tasks {sorted(GLUE_TASKS)}, got {task!r}.")
-    return GLUE_TASKS[key]
 
 
 @dataclass
@@ -178,19 +101,13 @@ class GlueObjectiveConfig(BaseConfig):
 
 
 @dataclass
-class _Example:
-    input_ids: list[int]
-    token_type_ids: list[int] | None
-
-
-@dataclass
 class _Batch:
     inputs: dict[str, torch.Tensor]
     labels: torch.Tensor
     index: list[int]  # example indices of the rows
 
 
-class GlueObjective(Objective):
+class GlueObjective(Objective, DifferentiableLoss):
     """Task loss and official metrics of a GLUE task, over a fixed evaluation set tokenized once.
 
     Args:
@@ -272,14 +189,21 @@ class GlueObjective(Objective):
             )
         self.task = GLUE_TASKS[self.config.task]
         self.tokenizer = tokenizer
-        dataset, self.source = _load_dataset(
-            self.task, self.config, data, data_files, column_names, column_mapping, delimiter
+        dataset, self.source = glue_data.load_dataset(
+            self.task,
+            str(self.config.split),
+            self.config.revision,
+            data,
+            data_files,
+            column_names,
+            column_mapping,
+            delimiter,
         )
         if self.config.max_examples is not None and dataset.num_rows > self.config.max_examples:
             dataset = dataset.select(range(self.config.max_examples))
             self.source["max_examples"] = self.config.max_examples
-        self.labels = _labels(dataset, self.task)
-        self.examples = _tokenize(dataset, self.task, tokenizer, self.config.max_length)
+        self.labels = glue_data.read_labels(dataset, self.task)
+        self.examples = glue_data.tokenize(dataset, self.task, tokenizer, self.config.max_length)
         self._metrics = {module: _load_metric(module) for _, module in self.task.metrics}
         self._bound: tuple[Any, ...] | None = None
         self._batches: list[_Batch] = []
@@ -292,16 +216,16 @@ class GlueObjective(Objective):
         return len(self.examples)
 
     def fingerprint(self) -> str:
-        h = hashlib.sha256(self.task.name.encode())
-        for ex, label in zip(self.examples, self.labels):
-            h.update(np.asarray(ex.input_ids, dtype=np.int64).tobytes())
-            h.update(b"|")
-            if ex.token_type_ids is not None:
-                h.update(np.asarray(ex.token_type_ids, dtype=np.int64).tobytes())
-            h.update(b"|")
-            h.update(np.float64(label).tobytes())
-            h.update(b";")
-        return h.hexdigest()[:16]
+
+        def chunks() -> Iterator[bytes]:
+            yield self.task.name.encode()
+            for ex, label in zip(self.examples, self.labels):
+                yield np.asarray(ex.input_ids, dtype=np.int64).tobytes() + b"|"
+                if ex.token_type_ids is not None:
+                    yield np.asarray(ex.token_type_ids, dtype=np.int64).tobytes()
+                yield b"|" + np.float64(label).tobytes() + b";"
+
+        return io.sha256_of(chunks())[:16]
 
     def describe(self) -> dict[str, Any]:
         out = super().describe()
@@ -390,8 +314,6 @@ class GlueObjective(Objective):
         short, long = int(np.argmin(lengths)), int(np.argmax(lengths))
         if lengths[short] == lengths[long]:
             return  # nothing is ever padded
-        from ..engine import eval_mode  # the engine imports the objectives: imported here, when first needed
-
         try:
             with eval_mode(model), torch.inference_mode():
                 alone = model(**self._make_batch([short]).inputs).logits[0].float()
@@ -498,282 +420,6 @@ def _pad_id(model: Any, tokenizer: Any) -> int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     return 0
-
-
-# --- data ------------------------------------------------------------------------------------------
-
-
-def _hub_offline() -> bool:
-    """True when the Hub must not be contacted (huggingface_hub's flag, or the environment variables)."""
-    try:
-        from huggingface_hub import constants
-
-        if constants.HF_HUB_OFFLINE:
-            return True
-    except ImportError:
-        pass
-    truthy = {"1", "on", "yes", "true"}
-    return any(os.environ.get(var, "").strip().lower() in truthy for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
-
-
-def _load_dataset(
-    task: GlueTask,
-    config: GlueObjectiveConfig,
-    data: Any,
-    data_files: Any,
-    column_names: Sequence[str] | None,
-    column_mapping: Mapping[str, str] | None,
-    delimiter: str | None,
-) -> tuple[Any, dict[str, Any]]:
-    """The evaluation examples as a `datasets.Dataset` with the task's columns, and where they came from."""
-    if data is not None and data_files is not None:
-        raise ConfigError("Pass either `data` or `data_files`, not both.")
-    if data_files is None and (column_names is not None or delimiter is not None):
-        raise ConfigError("`column_names` and `delimiter` describe CSV/TSV files; pass them with `data_files=`.")
-    if data is not None:
-        dataset, source = _from_data(data, str(config.split))
-    elif data_files is not None:
-        dataset, source = _from_files(data_files, str(config.split), column_names, delimiter)
-    else:
-        dataset, source = _from_hub(task, config)
-    if column_mapping:
-        if not isinstance(column_mapping, Mapping):
-            raise ConfigError(
-                f"`column_mapping` must be a dict {{column in the data: task column}}, got {column_mapping!r}."
-            )
-        missing = sorted(set(column_mapping) - set(dataset.column_names))
-        if missing:
-            raise ObjectiveError(
-                f"`column_mapping` renames {missing}, which the data do not have (columns: {dataset.column_names})."
-            )
-        clashes = sorted(set(column_mapping.values()) & (set(dataset.column_names) - set(column_mapping)))
-        if clashes:
-            raise ObjectiveError(
-                f"`column_mapping` renames columns to {clashes}, which the data already have; drop those columns "
-                "first or leave them out of the mapping."
-            )
-        dataset = dataset.rename_columns(dict(column_mapping))
-        source["column_mapping"] = dict(column_mapping)
-    pretokenized = "input_ids" in dataset.column_names
-    needed = [*([] if pretokenized else task.text_columns), LABEL_COLUMN]
-    missing = [c for c in needed if c not in dataset.column_names]
-    if missing:
-        hint = (
-            " The file looks headerless: pass `column_names=` in file order."
-            if data_files is not None and column_names is None
-            else ""
-        )
-        example = {"<your column>": missing[0]}
-        raise ObjectiveError(
-            f"Task {task.name!r} needs the column(s) {missing}, which the data do not have (columns: "
-            f"{dataset.column_names}); rename yours with `column_mapping={example}`.{hint}"
-        )
-    if dataset.num_rows == 0:
-        raise ObjectiveError(f"The {task.name!r} data hold no examples; pass a non-empty split.")
-    source["num_rows"] = int(dataset.num_rows)
-    return dataset, source
-
-
-def _from_data(data: Any, split: str) -> tuple[Any, dict[str, Any]]:
-    import datasets
-
-    if isinstance(data, datasets.DatasetDict):
-        if split not in data:
-            raise ConfigError(f"`split` {split!r} is not in the DatasetDict; it has {sorted(data)}.")
-        data = data[split]
-    if isinstance(data, datasets.Dataset):
-        info = data.info
-        source = {
-            "type": "datasets.Dataset",
-            "fingerprint": data._fingerprint,
-            "dataset_name": getattr(info, "dataset_name", None),
-            "config_name": getattr(info, "config_name", None),
-            "split": str(data.split) if data.split is not None else None,
-        }
-        return data, source
-    if isinstance(data, Mapping):
-        try:
-            dataset = datasets.Dataset.from_dict({str(k): list(v) for k, v in data.items()})
-        except (TypeError, ValueError) as err:
-            raise ObjectiveError(f"`data` must be a dict of equal-length columns ({err}).") from None
-        return dataset, {"type": "dict"}
-    if isinstance(data, Sequence) and not isinstance(data, str) and data and all(isinstance(r, Mapping) for r in data):
-        return datasets.Dataset.from_list([dict(r) for r in data]), {"type": "list"}
-    raise ObjectiveError(
-        f"`data` must be a datasets.Dataset, a DatasetDict, a dict of columns or a non-empty list of rows, got "
-        f"{type(data).__name__}; or pass local files with `data_files=`."
-    )
-
-
-def _from_files(
-    data_files: Any, split: str, column_names: Sequence[str] | None, delimiter: str | None
-) -> tuple[Any, dict[str, Any]]:
-    import datasets
-
-    if isinstance(data_files, Mapping):
-        if split not in data_files:
-            raise ConfigError(f"`split` {split!r} is not a key of `data_files`; its keys are {sorted(data_files)}.")
-        files = data_files[split]
-    else:
-        files = data_files
-    paths = [Path(f) for f in ([files] if isinstance(files, (str, os.PathLike)) else list(files))]
-    if not paths:
-        raise ConfigError("`data_files` is empty; pass the path of a CSV, TSV, JSON or parquet file.")
-    for p in paths:
-        if not p.is_file():
-            raise ObjectiveError(f"`data_files` names {str(p)!r}, which is not a file.")
-    suffixes = {p.suffix.lower() for p in paths}
-    builders = {_FILE_BUILDERS.get(s) for s in suffixes}
-    if None in builders or len(builders) != 1:
-        raise ConfigError(
-            f"`data_files` must all be one of {sorted(_FILE_BUILDERS)} (one format), got suffixes {sorted(suffixes)}."
-        )
-    builder = builders.pop()
-    kwargs: dict[str, Any] = {}
-    if builder == "csv":
-        tsv = suffixes == {".tsv"}
-        kwargs["delimiter"] = delimiter if delimiter is not None else ("\t" if tsv else ",")
-        if kwargs["delimiter"] == "\t":
-            kwargs["quoting"] = 3  # csv.QUOTE_NONE: GLUE's TSV files hold bare quote characters
-        kwargs["na_filter"] = False  # a sentence "NA" or "null" stays text
-        if column_names is not None:
-            names = list(column_names)
-            if not names or not all(isinstance(c, str) and c for c in names) or len(set(names)) != len(names):
-                raise ConfigError(f"`column_names` must be distinct non-empty strings, got {column_names!r}.")
-            kwargs["column_names"] = names  # the file has no header row
-    elif column_names is not None or delimiter is not None:
-        raise ConfigError(f"`column_names` and `delimiter` apply to CSV/TSV files only, not {builder} files.")
-    try:
-        dataset = datasets.load_dataset(builder, data_files=[str(p) for p in paths], split="train", **kwargs)
-    except Exception as err:  # datasets and pandas/pyarrow raise many types on malformed files
-        raise ObjectiveError(
-            f"Could not read `data_files` {[str(p) for p in paths]} as {builder}: {type(err).__name__}: {err}"
-        ) from None
-    source = {
-        "type": "files",
-        "files": [{"path": str(p.resolve()), "sha256": io.sha256_file(p)} for p in paths],
-        "format": builder,
-        "split": split if isinstance(data_files, Mapping) else None,
-        "column_names": list(column_names) if column_names is not None else None,
-        "fingerprint": dataset._fingerprint,
-    }
-    return dataset, source
-
-
-def _from_hub(task: GlueTask, config: GlueObjectiveConfig) -> tuple[Any, dict[str, Any]]:
-    split = str(config.split)
-    hub_config = task.hub_config or task.name
-    splits = _HUB_SPLITS.get(hub_config, ("train", "validation"))
-    if split not in splits:
-        raise ConfigError(
-            f"`split` {split!r} is not a labelled split of GLUE {hub_config!r}; use one of {list(splits)}"
-            + (
-                " (or task 'mnli_matched' / 'mnli_mismatched' with split 'validation')."
-                if hub_config == "mnli"
-                else "."
-            )
-        )
-    if _hub_offline():
-        raise ObjectiveError(
-            f"Loading GLUE {task.name!r} by name needs the Hugging Face Hub, but offline mode is on "
-            "(HF_HUB_OFFLINE / HF_DATASETS_OFFLINE). Pass local files instead, e.g. "
-            f"`GlueObjective({task.name!r}, tokenizer, data_files='dev.tsv', column_names={[*task.text_columns, 'label']})`"
-            ", or a `datasets.Dataset` with `data=`."
-        )
-    import datasets
-
-    try:
-        builder = datasets.load_dataset_builder(GLUE_DATASET, hub_config, revision=config.revision)
-        builder.download_and_prepare()
-        dataset = builder.as_dataset(split=split)
-    except Exception as err:  # network, Hub and cache errors come in many types
-        raise ObjectiveError(
-            f"Could not load GLUE {hub_config!r} split {split!r} from the Hub ({type(err).__name__}: {err}); pass "
-            "local files with `data_files=` or a `datasets.Dataset` with `data=`."
-        ) from None
-    source = {
-        "type": "hub",
-        "path": GLUE_DATASET,
-        "config_name": hub_config,
-        "split": split,
-        "revision": getattr(builder, "hash", None),  # the resolved commit of the Hub dataset
-        "requested_revision": config.revision,
-        "fingerprint": dataset._fingerprint,
-    }
-    return dataset, source
-
-
-def _labels(dataset: Any, task: GlueTask) -> np.ndarray:
-    """Label ids (int64) or STS-B scores (float64), checked."""
-    values = list(dataset[LABEL_COLUMN])
-    if task.is_regression:
-        try:
-            labels = np.asarray(values, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise ObjectiveError(f"STS-B labels must be numbers (similarity 0-5), got e.g. {values[0]!r}.") from None
-        if not np.isfinite(labels).all():
-            raise ObjectiveError("STS-B labels hold NaN or inf (a test split has no labels); use a labelled split.")
-        return labels
-    names = {name: k for k, name in enumerate(task.label_names)}
-    out = np.empty(len(values), dtype=np.int64)
-    for i, v in enumerate(values):
-        if isinstance(v, str) and v.strip().lower() in names:
-            out[i] = names[v.strip().lower()]
-            continue
-        try:
-            out[i] = int(v)
-        except (TypeError, ValueError):
-            raise ObjectiveError(
-                f"Example {i} has label {v!r}; {task.name!r} labels are ids 0..{task.num_labels - 1} or the names "
-                f"{list(task.label_names)}."
-            ) from None
-    bad = np.flatnonzero((out < 0) | (out >= task.num_labels))
-    if len(bad):
-        what = " (-1 marks an unlabelled test split; use a labelled split)" if (out[bad] == -1).any() else ""
-        raise ObjectiveError(
-            f"Example {int(bad[0])} has label {int(out[bad[0]])}, outside 0..{task.num_labels - 1} for task "
-            f"{task.name!r}{what}."
-        )
-    return out
-
-
-def _tokenize(dataset: Any, task: GlueTask, tokenizer: Any, max_length: int) -> list[_Example]:
-    if "input_ids" in dataset.column_names:
-        ids = [list(map(int, r)) for r in dataset["input_ids"]]
-        types = (
-            [list(map(int, r)) for r in dataset["token_type_ids"]] if "token_type_ids" in dataset.column_names else None
-        )
-        if any(len(r) == 0 for r in ids):
-            raise ObjectiveError("Pre-tokenized `input_ids` hold an empty example; every example needs tokens.")
-        if types is not None and any(len(a) != len(b) for a, b in zip(ids, types)):
-            raise ObjectiveError("Pre-tokenized `token_type_ids` and `input_ids` differ in length.")
-        long = sum(len(r) > max_length for r in ids)
-        if long:
-            logger.warning(
-                "%d of %d examples are longer than `max_length` (%d) and were cut.", long, len(ids), max_length
-            )
-        return [
-            _Example(r[:max_length], types[i][:max_length] if types is not None else None) for i, r in enumerate(ids)
-        ]
-    if tokenizer is None:
-        raise ObjectiveError("`tokenizer` is required for text data; pass the model's tokenizer.")
-    columns = [list(dataset[c]) for c in task.text_columns]
-    for c, texts in zip(task.text_columns, columns):
-        for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                raise ObjectiveError(f"Example {i} has {c}={t!r}; GLUE text columns must hold strings.")
-    encoded = tokenizer(*columns)
-    long = sum(len(r) > max_length for r in encoded["input_ids"])
-    if long:
-        logger.warning(
-            "%d of %d examples are longer than `max_length` (%d) and were truncated.", long, len(columns[0]), max_length
-        )
-        encoded = tokenizer(*columns, truncation=True, max_length=max_length)
-    types = encoded.get("token_type_ids")
-    return [
-        _Example(list(encoded["input_ids"][i]), list(types[i]) if types is not None else None)
-        for i in range(len(columns[0]))
-    ]
 
 
 def _load_metric(name: str) -> Any:

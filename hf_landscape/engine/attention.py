@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .errors import redact
+from ..errors import redact
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,6 @@ folder is locked (`io.folder_lock`): a second run there is refused.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -25,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import io
-from .errors import ConfigError, SurfaceError
+from .. import io
+from ..errors import ConfigError, SurfaceError
 
 logger = logging.getLogger(__name__)
 
@@ -36,14 +35,16 @@ META_NAME = ".hf_landscape_partial.json"
 
 def tensor_fingerprint(tensors: dict[str, torch.Tensor]) -> str:
     """A cheap fingerprint of named tensors: names, shapes, dtypes, float64 sums and sums of squares."""
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].detach()
-        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
-        if t.numel():
-            t64 = t.to(torch.float64)
-            h.update(np.array([float(t64.sum()), float((t64 * t64).sum())]).tobytes())
-    return h.hexdigest()[:32]
+
+    def chunks() -> Iterator[bytes]:
+        for name in sorted(tensors):
+            t = tensors[name].detach()
+            yield f"{name}|{tuple(t.shape)}|{t.dtype}|".encode()
+            if t.numel():
+                t64 = t.to(torch.float64)
+                yield np.array([float(t64.sum()), float((t64 * t64).sum())]).tobytes()
+
+    return io.sha256_of(chunks())[:32]
 
 
 class GridCheckpoint:

@@ -1,4 +1,5 @@
-"""Loading models by Hub name or local path, with the resolved revision recorded for provenance.
+"""Models: loaded by Hub name or local path, with the resolved revision recorded for provenance, and checked
+before they are probed (a transformers or peft model, with real weights: `check_model`, `check_materialized`).
 
 Weights load from safetensors only, and `trust_remote_code` stays off unless the caller turns it on.
 A Hub name is resolved with `huggingface_hub.snapshot_download`, whose snapshot folder is named by
@@ -13,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, ModelError, hidden_token, raise_detached
+from ..errors import ConfigError, HubModelError, ModelError, hidden_token, raise_detached
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,8 @@ def resolve_model(
     """Return a local folder for `name_or_path` and its provenance (`name_or_path`, `revision`, `commit_sha`).
 
     Raises:
-        ModelError: the name is neither a local folder nor a Hub repo that can be reached.
+        HubModelError: the name is neither a local folder nor a Hub repo that can be reached (a `HubError` and a
+            `ModelError`).
     """
     path = Path(name_or_path)
     if path.is_dir():
@@ -61,21 +63,21 @@ def resolve_model(
             )
         except RevisionNotFoundError:
             raise_detached(
-                ModelError(
+                HubModelError(
                     f"`revision` {revision!r} does not exist in Hub repo {str(name_or_path)!r}; pass a branch, tag "
                     "or commit sha."
                 )
             )
         except RepositoryNotFoundError:
             raise_detached(
-                ModelError(
+                HubModelError(
                     f"`name_or_path` {str(name_or_path)!r} is neither a local folder nor a Hub repo you can read; "
                     "check the name, or pass `token=` for a private or gated repo."
                 )
             )
         except (LocalEntryNotFoundError, HfHubHTTPError, ValueError, OSError) as err:
             raise_detached(
-                ModelError(
+                HubModelError(
                     f"Could not fetch {str(name_or_path)!r} from the Hub ({type(err).__name__}: {err}); check the "
                     "connection (and HF_HUB_OFFLINE), or pass a local folder."
                 )
@@ -162,3 +164,54 @@ def check_device(device: Any, argument: str) -> Any:
             f"device(s) (0 to {count - 1})."
         )
     return parsed
+
+
+def check_model(model: Any, argument: str = "model") -> None:
+    """Refuse, before any work, what a probe cannot take: anything but a transformers `PreTrainedModel` or a peft
+    `PeftModel` (its weights are checked by `check_materialized`)."""
+    from transformers import PreTrainedModel
+
+    if not (isinstance(model, PreTrainedModel) or _is_peft_model(model)):
+        raise ModelError(
+            f"`{argument}` must be a transformers `PreTrainedModel` or a peft `PeftModel`, got {type(model).__name__}; "
+            "load it with `AutoModelForCausalLM.from_pretrained(...)` or use `LandscapeProbe.from_pretrained(name)`."
+        )
+
+
+def _is_peft_model(model: Any) -> bool:
+    try:
+        from peft import PeftModel
+    except ImportError:
+        return False
+    return isinstance(model, PeftModel)
+
+
+def check_path_models(others: list[Any]) -> None:
+    """The models of an interpolation path: at least one, each a `PreTrainedModel` with real weights."""
+    from transformers import PreTrainedModel
+
+    if not others:
+        raise ModelError("`other_model` is an empty list; pass a model or a list of models to interpolate to.")
+    for i, other in enumerate(others):
+        where = "other_model" if len(others) == 1 else f"other_model[{i}]"
+        if not isinstance(other, PreTrainedModel):
+            raise ModelError(f"`{where}` must be a transformers `PreTrainedModel`, got {type(other).__name__}.")
+        check_materialized(other, where)
+
+
+def check_materialized(model: Any, argument: str) -> None:
+    """Refuse a model with weights on the meta device (shapes without values, e.g. built under
+    `init_empty_weights`), which no loss can be computed on. Weights that accelerate offloaded (`device_map` with
+    CPU or disk offload) are meta too, but its hooks load them at each forward: those are allowed here."""
+    hooked = [name for name, module in model.named_modules() if hasattr(module, "_hf_hook")]
+
+    def offloaded(name: str) -> bool:
+        return any(h == "" or name.startswith(f"{h}.") for h in hooked)
+
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    meta = [n for n, t in tensors if t.device.type == "meta" and not offloaded(n)]
+    if meta:
+        raise ModelError(
+            f"`{argument}` has {len(meta)} weight(s) on the meta device (shapes without values), e.g. {meta[0]!r}; "
+            "load its weights (e.g. `from_pretrained(...)`, not a model built under `init_empty_weights`)."
+        )

@@ -20,7 +20,9 @@ from typing import Any
 
 import torch
 
-from .errors import redact
+from ..errors import redact
+from ..objectives.base import LossTensor, supports
+from .policy import POLICY, evaluation_flop
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +43,7 @@ class GraphedLoss:
     >>> import torch
     >>> from transformers import GPT2Config, GPT2LMHeadModel
     >>> from hf_landscape import CausalLMObjective
-    >>> from hf_landscape.graphs import capture_loss
+    >>> from hf_landscape.engine.graphs import capture_loss
     >>> model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50, n_positions=32)).eval()
     >>> objective = CausalLMObjective({"input_ids": [[1, 2, 3, 4, 5]]})
     >>> objective.bind(model)
@@ -84,14 +86,14 @@ def capture_loss(model: torch.nn.Module, objective: Any) -> GraphedLoss | None:
     """A `GraphedLoss` for `model` and `objective`, or `None` (logged) where one cannot be recorded: not on a
     single CUDA device, an objective without `loss_tensor`, a model in training mode, or an evaluation that
     syncs with the host."""
-    if not hasattr(objective, "loss_tensor"):
+    if not supports(objective, LossTensor):
         return None
     if _single_cuda_device(model) is None:
         return None
     if model.training:  # dropout draws new numbers at every eager call; the grid loop evaluates in eval mode
         logger.info("evaluating without CUDA graphs: %s is in training mode", type(model).__name__)
         return None
-    if evaluation_flop(model, objective) >= GRAPHS_MAX_FLOP:
+    if evaluation_flop(model, objective) >= POLICY.graphs_max_flop:
         return None  # the GPU's time per evaluation hides the launches already: a recording would only cost
     try:
         return GraphedLoss(model, objective)
@@ -108,19 +110,6 @@ def capture_loss(model: torch.nn.Module, objective: Any) -> GraphedLoss | None:
         )
         logger.debug("where the recording failed", exc_info=True)
         return None
-
-
-# Evaluations of this many FLOPs (2 · parameters · tokens) or more are not recorded: the GPU then works for
-# longer than the host takes to launch the kernels (the grid loop reads losses in batches, so the host runs
-# ahead), and a recording would only add a warm-up evaluation and hold a second pool of activations. GPT-2 small on
-# 16 x 128 tokens is 5e11 (recorded: 216 against 134 points/s eager, bf16, H100, 2026-11-22); a 1.1B model on 32 x 1024
-# tokens is 7e13 (not recorded).
-GRAPHS_MAX_FLOP = 1e13
-
-
-def evaluation_flop(model: torch.nn.Module, objective: Any) -> float:
-    """2 · parameters · tokens of one evaluation (0 for an objective that does not count its tokens)."""
-    return 2.0 * sum(p.numel() for p in model.parameters()) * getattr(objective, "num_tokens", 0)
 
 
 _STREAMS: dict[torch.device, torch.cuda.Stream] = {}

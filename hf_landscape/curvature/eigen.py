@@ -1,0 +1,317 @@
+"""The k largest algebraic eigenvalues of the Hessian, by thick-restart Lanczos (Wu & Simon 2000) on Hessian-vector
+products, with guaranteed residual bounds; optionally per layer (`EigenResult`, `hessian_eigenvalues`)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..config import result_fields
+from ..directions.base import Direction
+from ..errors import ConfigError
+from ..objectives.loss import require_differentiable
+from .hvp import FlatParameters, check_int, check_positive, differentiable, double_backward_attention, hvp_into, select
+from .trace import layer_of
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EigenResult:
+    """The k largest algebraic eigenvalues of the Hessian and how well they converged.
+
+    Args:
+        eigenvalues: Ritz values, largest first.
+        residuals: ‖H·y − λ·y‖ of each unit Ritz vector y, from a fresh Hessian-vector product; H has an
+            eigenvalue within that distance of λ (see `intervals`).
+        converged: every residual is at most `tol`·|λ|.
+        iterations: Hessian-vector products Lanczos used (not counting the k residual checks).
+        restarts: thick restarts done.
+        tol: the relative tolerance asked for.
+        num_parameters: the dimension of the Hessian.
+        eigenvectors: the unit Ritz vectors as name-keyed `Direction`s, when asked for.
+        per_layer: layer -> the `EigenResult` of that layer's diagonal block of the Hessian (the curvature of
+            the loss when only that layer's parameters move), when asked for (`per_layer=True`).
+
+    Example:
+    ```python
+    >>> import torch
+    >>> from hf_landscape.sharpness import hessian_eigenvalues
+    >>> model = torch.nn.Linear(3, 1, bias=False)
+    >>> scales = torch.tensor([3.0, -5.0, 1.0])
+    >>> loss_fn = lambda m: 0.5 * (scales * m.weight[0] ** 2).sum()   # H = diag(3, -5, 1)
+    >>> r = hessian_eigenvalues(model, loss_fn, k=2, progress=False)
+    >>> [round(x, 4) for x in r.eigenvalues.tolist()], r.converged
+    ([3.0, 1.0], True)
+
+    ```
+    """
+
+    eigenvalues: np.ndarray
+    residuals: np.ndarray
+    converged: bool
+    iterations: int
+    restarts: int
+    tol: float
+    num_parameters: int
+    eigenvectors: list[Direction] | None = None
+    per_layer: dict[str, EigenResult] = field(default_factory=dict)
+
+    @property
+    def intervals(self) -> np.ndarray:
+        """`(k, 2)` array of [λ − r, λ + r] with r the residual: for a symmetric H and a unit vector y, some
+        eigenvalue of H lies within ‖H·y − λ·y‖ of λ (Parlett, *The Symmetric Eigenvalue Problem*, thm 4.5.1).
+        A guaranteed bound on the numerical error for this objective's data, not a statistical interval."""
+        return np.stack([self.eigenvalues - self.residuals, self.eigenvalues + self.residuals], axis=1)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able summary (no eigenvectors)."""
+        return {
+            "eigenvalues": [float(x) for x in self.eigenvalues],
+            "residuals": [float(x) for x in self.residuals],
+            "intervals": self.intervals.tolist(),
+            "converged": self.converged,
+            "iterations": self.iterations,
+            "restarts": self.restarts,
+            "tol": self.tol,
+            "num_parameters": self.num_parameters,
+            "per_layer": {name: r.to_dict() for name, r in self.per_layer.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EigenResult:
+        """The result `to_dict` describes (without eigenvectors, which it does not hold)."""
+        names = ("eigenvalues", "residuals", "converged", "iterations", "restarts", "tol", "num_parameters")
+        fields = result_fields(cls, data, (*names, "per_layer"))
+        fields["eigenvalues"] = np.asarray(fields["eigenvalues"], dtype=np.float64)
+        fields["residuals"] = np.asarray(fields["residuals"], dtype=np.float64)
+        fields["per_layer"] = {name: cls.from_dict(r) for name, r in fields["per_layer"].items()}
+        return cls(**fields)
+
+
+def hessian_eigenvalues(
+    model: torch.nn.Module,
+    objective: Any,
+    *,
+    k: int = 3,
+    tol: float = 1e-3,
+    max_iter: int = 100,
+    basis_size: int | None = None,
+    offload: bool = False,
+    include: list[str] | None = None,
+    exclude: list[str] | None = None,
+    include_1d: bool = True,
+    seed: int = 0,
+    return_eigenvectors: bool = False,
+    per_layer: bool = False,
+    progress: bool = True,
+) -> EigenResult:
+    """The `k` largest *algebraic* eigenvalues of the Hessian of the objective at the model's weights.
+
+    Thick-restart Lanczos (Wu & Simon 2000, SIAM J. Matrix Anal. Appl. 22(2)) with full reorthogonalization.
+    Lanczos resolves both ends of the spectrum, so a Hessian with large *negative* eigenvalues (any point
+    that is not a minimum) is handled: we keep the largest algebraic Ritz values, where power iteration
+    would return the largest in magnitude. The basis holds at most `basis_size` vectors: when it is full,
+    the best `k + (basis_size − k) // 2` Ritz vectors and the residual direction are kept and Lanczos goes
+    on from there, so memory is `basis_size + 1` vectors of the parameters' size whatever `max_iter` is
+    (a plain Lanczos with full reorthogonalization would hold `max_iter` of them). `offload=True` keeps
+    the basis in CPU memory, leaving one vector at a time on the accelerator.
+
+    Args:
+        model: the model; its weights are not changed. Evaluated in eval mode (no dropout).
+        objective: a `CausalLMObjective`, `GlueObjective`, or callable `loss_fn(model) -> scalar tensor`.
+        k: how many eigenvalues.
+        tol: stop when ‖H·y − θ·y‖ ≤ tol·|θ| for each of the top k Ritz pairs (θ, y).
+        max_iter: at most this many Hessian-vector products in Lanczos.
+        basis_size: Lanczos vectors kept at once (default max(20, 2k + 2), at most the dimension).
+        offload: keep the Lanczos basis on the CPU.
+        include, exclude: regular expressions on parameter names (as for directions); by default every
+            floating-point parameter, each tied weight once.
+        include_1d: include biases and norm weights (default True: the Hessian is over every parameter).
+        seed: the random start vector.
+        return_eigenvectors: also return the unit Ritz vectors as `Direction`s.
+        per_layer: also find the top `k` eigenvalues (at most the block's size) of each layer's diagonal block
+            (layers as in `layer_of`), one Lanczos run per layer with the same options, in `per_layer`.
+        progress: tqdm progress bar over Hessian-vector products.
+
+    Returns:
+        `EigenResult`; `converged` is False (with a warning) when `max_iter` ran out first.
+    """
+    require_differentiable(objective, "`hessian_eigenvalues`")
+    check_int("k", k, 1)
+    tol = check_positive("tol", tol)
+    check_int("max_iter", max_iter, k)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ConfigError(f"`seed` must be an integer, got {seed!r}.")
+    if not isinstance(per_layer, bool):
+        raise ConfigError(f"`per_layer` must be True or False, got {per_layer!r}.")
+    flat = FlatParameters(select(model, include, exclude, include_1d))
+    n = flat.size
+    if k > n:
+        raise ConfigError(f"`k` ({k}) is larger than the number of selected parameters ({n}).")
+    if basis_size is None:
+        m = min(max(20, 2 * k + 2), n)
+    else:
+        check_int("basis_size", basis_size, k + 2 if n >= k + 2 else k)
+        m = min(basis_size, n)
+    basis_device = torch.device("cpu") if offload else flat.device
+
+    with differentiable(model, flat.params), double_backward_attention(model):
+
+        def hvp(v: torch.Tensor) -> torch.Tensor:
+            return hvp_into(model, objective, flat, v).to(basis_device)
+
+        lanczos = _thick_restart_lanczos(hvp, n, k, tol, max_iter, m, flat.dtype, basis_device, seed, progress)
+        theta, vectors, iterations, restarts = lanczos
+        residuals = np.empty(k)
+        for i in range(k):
+            y = vectors[i]
+            residuals[i] = float(torch.linalg.vector_norm(hvp(y) - theta[i] * y))
+    converged = bool(np.all(residuals <= tol * np.abs(theta[:k])))
+    if not converged:
+        logger.warning(
+            "Lanczos did not reach tol=%g within max_iter=%d Hessian-vector products (relative residuals %s); "
+            "raise `max_iter` or `tol`.",
+            tol,
+            max_iter,
+            np.array2string(residuals / np.maximum(np.abs(theta[:k]), 1e-300), precision=2),
+        )
+    eigenvectors = None
+    if return_eigenvectors:
+        eigenvectors = [
+            Direction(
+                flat.named(vectors[i].to(flat.device)),
+                {"kind": "hessian_eigenvector", "index": i, "eigenvalue": float(theta[i]), "seed": seed},
+            )
+            for i in range(k)
+        ]
+    result = EigenResult(
+        eigenvalues=np.asarray(theta[:k], dtype=np.float64),
+        residuals=residuals,
+        converged=converged,
+        iterations=iterations,
+        restarts=restarts,
+        tol=tol,
+        num_parameters=n,
+        eigenvectors=eigenvectors,
+    )
+    if per_layer:
+        layers: dict[str, list[str]] = {}
+        for name in flat.names:
+            layers.setdefault(layer_of(name), []).append(name)
+        numels = dict(zip(flat.names, flat.numels))
+        for layer, names in layers.items():
+            size = sum(numels[name] for name in names)
+            result.per_layer[layer] = hessian_eigenvalues(
+                model,
+                objective,
+                k=min(k, size),
+                tol=tol,
+                max_iter=max(max_iter, min(k, size)),
+                basis_size=None,
+                offload=offload,
+                include=[f"^{re.escape(name)}$" for name in names],
+                include_1d=True,
+                seed=seed,
+                progress=progress,
+            )
+    return result
+
+
+def _thick_restart_lanczos(
+    hvp: Callable[[torch.Tensor], torch.Tensor],
+    n: int,
+    k: int,
+    tol: float,
+    max_iter: int,
+    m: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    seed: int,
+    progress: bool,
+) -> tuple[np.ndarray, list[torch.Tensor], int, int]:
+    """Top-k algebraic Ritz pairs of the symmetric operator `hvp` (dimension n), basis of at most m vectors.
+
+    The projected matrix T = Vᵀ H V is built column by column from full projections (classical Gram-Schmidt,
+    twice: "twice is enough", Giraud et al. 2005), so after a restart it holds the Ritz values on its
+    diagonal and their couplings to the residual vector in one row (the "arrowhead" of Wu & Simon).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    basis = torch.zeros(m + 1, n, dtype=dtype, device=device)
+    t = np.zeros((m + 1, m + 1))
+    start = torch.randn(n, generator=generator, dtype=torch.float64).to(device, dtype)
+    basis[0] = start / torch.linalg.vector_norm(start)
+    first = 0  # the first basis vector whose H-product is not yet in T
+    iterations = restarts = 0
+    bar = tqdm(total=max_iter, desc="lanczos", unit="hvp", disable=not progress, leave=False)
+    try:
+        while True:
+            size = first
+            for j in range(first, m):
+                w = hvp(basis[j])
+                iterations += 1
+                bar.update(1)
+                h = _orthogonalize(w, basis[: j + 1])
+                t[: j + 1, j] = h
+                t[j, : j + 1] = h
+                beta = float(torch.linalg.vector_norm(w))
+                size = j + 1
+                scale = max(float(np.abs(t[: j + 1, : j + 1]).max()), 1e-300)
+                if beta <= 1e-10 * scale:
+                    # An invariant subspace: its Ritz values are exact. Go on from a fresh random direction.
+                    beta = 0.0
+                    if size < n:
+                        w = torch.randn(n, generator=generator, dtype=torch.float64).to(device, dtype)
+                        _orthogonalize(w, basis[: j + 1])
+                        basis[j + 1] = w / torch.linalg.vector_norm(w)
+                else:
+                    basis[j + 1] = w / beta
+                t[j + 1, j] = t[j, j + 1] = beta
+                if iterations >= max_iter or size == n:
+                    break
+            theta, s = np.linalg.eigh((t[:size, :size] + t[:size, :size].T) / 2)
+            theta, s = theta[::-1].copy(), s[:, ::-1].copy()  # largest algebraic first
+            coupling = t[size, size - 1] if size < n else 0.0
+            estimates = np.abs(coupling * s[size - 1, :])
+            done = bool(np.all(estimates[:k] <= tol * np.abs(theta[:k])))
+            if done or iterations >= max_iter or size == n:
+                break
+            # Thick restart: keep the best `keep` Ritz vectors and the residual direction basis[size].
+            keep = min(size - 1, k + max(1, (size - k) // 2))
+            _combine_rows(basis, size, s[:, :keep])
+            basis[keep] = basis[size]
+            t[:] = 0.0
+            t[np.arange(keep), np.arange(keep)] = theta[:keep]
+            t[keep, :keep] = t[:keep, keep] = coupling * s[size - 1, :keep]
+            first = keep
+            restarts += 1
+    finally:
+        bar.close()
+    _combine_rows(basis, size, s[:, :k])
+    vectors = [basis[i].clone() for i in range(k)]
+    logger.info("lanczos: %d Hessian-vector products, %d restarts, top eigenvalues %s", iterations, restarts, theta[:k])
+    return theta, vectors, iterations, restarts
+
+
+def _orthogonalize(w: torch.Tensor, basis: torch.Tensor) -> np.ndarray:
+    """Remove from `w` (in place) its components along the orthonormal rows of `basis`; return them."""
+    h = basis @ w
+    w.sub_(basis.T @ h)
+    h2 = basis @ w
+    w.sub_(basis.T @ h2)
+    return (h + h2).double().cpu().numpy()
+
+
+def _combine_rows(basis: torch.Tensor, size: int, coefficients: np.ndarray, chunk: int = 1 << 20) -> None:
+    """basis[:c] = coefficientsᵀ · basis[:size] in place, column block by column block (no full-size copy)."""
+    coef = torch.from_numpy(np.ascontiguousarray(coefficients.T)).to(basis.device, basis.dtype)
+    for lo in range(0, basis.shape[1], chunk):
+        block = basis[:size, lo : lo + chunk]
+        basis[: coef.shape[0], lo : lo + chunk] = coef @ block

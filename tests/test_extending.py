@@ -1,0 +1,235 @@
+"""Extending hf_landscape: a user's own objective (the required methods only, declared abilities) and a user's own
+direction kind (`register_direction_kind`), each working exactly like the built-in ones."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import build_gpt2
+
+from hf_landscape import (
+    CausalLMObjective,
+    ConfigError,
+    Direction,
+    DirectionError,
+    GlueObjective,
+    LandscapeError,
+    LandscapeProbe,
+    Objective,
+    RandomDirectionConfig,
+    direction_kinds,
+    random_directions,
+    register_direction_kind,
+)
+from hf_landscape.objectives import (
+    DifferentiableLoss,
+    LossTensor,
+    StackedEvaluation,
+    TokenView,
+    abilities,
+    supports,
+)
+from hf_landscape.objectives.base import Evaluation
+
+IDS = [[(3 * i + 5 * j) % 90 + 1 for j in range(10)] for i in range(3)]
+
+
+class NextTokenObjective(Objective):
+    """A user's objective with the required methods only: mean next-token cross-entropy of fixed ids."""
+
+    def __init__(self, ids: list[list[int]]) -> None:
+        self.ids = torch.tensor(ids)
+        self.calls = 0
+
+    def bind(self, model: torch.nn.Module) -> None:
+        self.ids = self.ids.to(model.get_input_embeddings().weight.device)
+
+    def evaluate(self, model: torch.nn.Module, *, details: bool = False) -> Evaluation:
+        self.calls += 1
+        logits = model(input_ids=self.ids).logits[:, :-1]
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), self.ids[:, 1:].flatten())
+        return Evaluation(loss=float(loss))
+
+    def fingerprint(self) -> str:
+        return "next-token"
+
+    def describe(self) -> dict:
+        return {"type": "NextTokenObjective", "fingerprint": self.fingerprint()}
+
+
+def user_probe(**kwargs) -> LandscapeProbe:
+    return LandscapeProbe(build_gpt2(100, seed=0), NextTokenObjective(IDS), progress=False, **kwargs)
+
+
+def own_value(probe: LandscapeProbe, coords: tuple[float, ...], dirs) -> float:
+    """The objective's own `evaluate` at θ₀ + Σ cᵢ·dᵢ, weights set by hand (the later axes first, as the engine)."""
+    model = probe.model
+    saved = {n: p.detach().clone() for n, p in model.named_parameters()}
+    try:
+        with torch.no_grad():
+            for c, d in reversed(list(zip(coords, dirs))):
+                for name, t in d.tensors.items():
+                    if c != 0.0:
+                        dict(model.named_parameters())[name].add_(t, alpha=c)
+            with torch.inference_mode():
+                return probe.objective.evaluate(model.eval()).loss
+    finally:
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                p.copy_(saved[n])
+
+
+def test_builtin_objectives_declare_their_abilities():
+    causal = CausalLMObjective({"input_ids": IDS})
+    assert abilities(causal) == ["StackedEvaluation", "LossTensor", "DifferentiableLoss", "TokenView"]
+    glue = GlueObjective("sst2", data={"input_ids": [[2, 5, 3], [2, 7, 8, 3]], "label": [1, 0]})
+    assert abilities(glue) == ["DifferentiableLoss"]
+    assert abilities(NextTokenObjective(IDS)) == []
+    assert isinstance(causal, (StackedEvaluation, LossTensor, DifferentiableLoss, TokenView))
+
+
+def test_an_objective_declares_an_ability_by_having_its_methods():
+    class WithTerms(NextTokenObjective):
+        def loss_terms(self, model):
+            yield torch.zeros(())
+
+    assert supports(WithTerms(IDS), DifferentiableLoss) and not supports(WithTerms(IDS), StackedEvaluation)
+
+
+def test_a_user_objective_with_the_required_methods_gives_a_plane_exactly():
+    probe = user_probe()
+    dirs = probe.directions(seed=1)
+    plane = probe.plane(steps=(3, 3), seed=1)
+    with torch.inference_mode():
+        assert plane.centre == probe.objective.evaluate(probe.model.eval()).loss  # bit for bit at θ₀
+    for j, b in enumerate(plane.y):
+        for i, a in enumerate(plane.x):
+            assert plane.values[j, i] == own_value(probe, (float(a), float(b)), dirs), (a, b)
+
+
+def test_a_user_objective_runs_one_point_per_forward_under_auto():
+    probe = user_probe()
+    probe.objective.calls = 0
+    probe.line(steps=5, seed=0)
+    assert probe.objective.calls == 5
+
+
+def test_several_points_per_forward_on_a_user_objective_names_what_to_add():
+    with pytest.raises(ConfigError, match="evaluate_points"):
+        user_probe(points_per_forward=2).line(steps=3)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda p: p.hessian_eigenvalues(k=1, max_iter=2),
+        lambda p: p.hessian_trace(samples=2),
+        lambda p: p.sharpness(rho=0.05, kind="worst", steps=1),
+    ],
+    ids=["eigenvalues", "trace", "worst sharpness"],
+)
+def test_curvature_on_a_user_objective_names_loss_terms(call):
+    probe = user_probe()
+    before = {n: p.detach().clone() for n, p in probe.model.named_parameters()}
+    with pytest.raises(LandscapeError, match="loss_terms"):
+        call(probe)
+    assert all(torch.equal(p, before[n]) for n, p in probe.model.named_parameters())
+
+
+def test_directional_derivatives_on_a_user_objective_name_loss_terms():
+    probe = user_probe()
+    plane = probe.plane(steps=(2, 2))
+    with pytest.raises(LandscapeError, match="loss_terms"):
+        probe.directional_derivatives(plane)
+
+
+def test_average_sharpness_needs_no_gradient():
+    result = user_probe().sharpness(rho=0.01, kind="average", samples=2)
+    assert np.isfinite(result.sharpness)
+
+
+def test_a_token_map_of_a_user_objective_names_what_to_add():
+    with pytest.raises(LandscapeError, match="active_examples"):
+        user_probe().token_loss_map([-1.0, 1.0])
+
+
+# --- a user's direction kind ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def registry():
+    """The kinds registry, with the kinds a test registers removed afterwards."""
+    from hf_landscape.directions import DIRECTION_KINDS
+
+    before = dict(DIRECTION_KINDS)
+    yield DIRECTION_KINDS
+    DIRECTION_KINDS.clear()
+    DIRECTION_KINDS.update(before)
+
+
+def fixed_direction(model: torch.nn.Module, scale: float = 1.0) -> Direction:
+    g = torch.Generator().manual_seed(11)
+    weights = {n: p for n, p in model.named_parameters() if p.dim() == 2}
+    return Direction({n: scale * torch.randn(p.shape, generator=g) / p.numel() ** 0.5 for n, p in weights.items()})
+
+
+def test_builtin_kinds_are_registered():
+    assert {"random", "lora", "low_rank", "adapter"} <= set(direction_kinds())
+
+
+def test_a_registered_kind_gives_the_line_of_its_direction_bit_for_bit(registry):
+    @register_direction_kind("fixed_line")
+    def fixed(model, seed, *, axes, scale=1.0):
+        return [fixed_direction(model, scale) for _ in range(axes)]
+
+    probe = LandscapeProbe(build_gpt2(100, seed=0), CausalLMObjective({"input_ids": IDS}), progress=False)
+    line = probe.line(steps=5, direction="fixed_line", scale=0.5, seed=3)
+    explicit = probe.line(steps=5, direction=fixed_direction(probe.model, 0.5))
+    np.testing.assert_array_equal(line.values, explicit.values)
+    assert line.metadata["directions"] == [{"kind": "fixed_line", "seed": 3}] and line.metadata["seed"] == 3
+    assert explicit.metadata["seed"] is None  # the user's own direction was not drawn from a seed
+
+
+def test_a_registered_kind_gives_planes_with_its_options_and_config(registry):
+    seen = []
+
+    @register_direction_kind("scaled_random")
+    def scaled(model, seed, *, axes, factor=1.0, **options):
+        seen.append((seed, axes, factor, sorted(options)))
+        dirs = random_directions(model, seed, axes=axes, config=options.get("config"))
+        return [Direction({n: factor * t for n, t in d.tensors.items()}, d.config) for d in dirs]
+
+    probe = LandscapeProbe(build_gpt2(100, seed=0), CausalLMObjective({"input_ids": IDS}), progress=False)
+    plane = probe.plane(steps=(3, 3), directions="scaled_random", factor=2.0, seed=5)
+    reference = probe.plane(steps=(3, 3), span=((-2, 2), (-2, 2)), seed=5)
+    np.testing.assert_allclose(plane.values, reference.values, rtol=1e-6)  # 2·d over ±1 is d over ±2
+    config = RandomDirectionConfig(normalization="layer")
+    probe.plane(steps=(2, 2), directions="scaled_random", config=config, seed=1)
+    assert seen == [(5, 2, 2.0, []), (1, 2, 1.0, ["config"])]
+
+
+def test_an_unknown_kind_lists_the_kinds_and_the_closest(registry):
+    probe = LandscapeProbe(build_gpt2(100, seed=0), CausalLMObjective({"input_ids": IDS}), progress=False)
+    with pytest.raises(ConfigError, match=r"did you mean 'random'\?.*register_direction_kind") as info:
+        probe.plane(steps=(2, 2), directions="randon")
+    assert all(f"'{kind}'" in str(info.value) for kind in ("adapter", "lora", "low_rank", "random"))
+
+
+def test_a_kind_name_is_checked_and_taken_once(registry):
+    with pytest.raises(ConfigError, match="lower-case"):
+        register_direction_kind("My Kind")
+    with pytest.raises(ConfigError, match="registered already"):
+        register_direction_kind("random")
+
+
+def test_a_kind_returning_the_wrong_number_of_directions_is_refused(registry):
+    @register_direction_kind("one_only")
+    def one_only(model, seed, *, axes):
+        return [fixed_direction(model)]
+
+    probe = LandscapeProbe(build_gpt2(100, seed=0), CausalLMObjective({"input_ids": IDS}), progress=False)
+    before = {n: p.detach().clone() for n, p in probe.model.named_parameters()}
+    with pytest.raises(DirectionError, match=r"'one_only' returned .* list of 2 direction"):
+        probe.plane(steps=(2, 2), directions="one_only")
+    assert all(torch.equal(p, before[n]) for n, p in probe.model.named_parameters())
