@@ -125,19 +125,24 @@ def row_limit(model: torch.nn.Module, max_length: int | None) -> int | None:
     return max_length if context is None else min(max_length, context)
 
 
-def make_batch(rows: Sequence[Row], device: torch.device, pad: int) -> RowBatch:
-    """The rows left-padded into one batch on `device`, with the positions of their continuation predictions."""
+def make_batch(rows: Sequence[Row], device: torch.device, pad: int, *, left: bool = True) -> RowBatch:
+    """The rows padded into one batch on `device`, with the positions of their continuation predictions. Left
+    padding (the default) ends every continuation in the last column, so a forward keeps the logits of the longest
+    continuation's columns only; right padding keeps every column (a double backward through attention, as curvature
+    takes, needs no row that attends to nothing)."""
     width = max(len(r.ids) - 1 for r in rows)
-    keep = max(r.continuation for r in rows)
+    keep = max(r.continuation for r in rows) if left else width
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
     attn = torch.zeros((len(rows), width), dtype=torch.long)
     counted, targets, row_of = [], [], []
     for b, r in enumerate(rows):
         x = r.ids[:-1]
-        ids[b, width - len(x) :] = torch.tensor(x, dtype=torch.long)
-        attn[b, width - len(x) :] = 1
-        for t in range(r.continuation):  # token t of the continuation is predicted at kept column keep - c + t
-            counted.append(b * keep + keep - r.continuation + t)
+        cols = slice(width - len(x), width) if left else slice(0, len(x))
+        ids[b, cols] = torch.tensor(x, dtype=torch.long)
+        attn[b, cols] = 1
+        end = keep if left else len(x)  # the continuation's last prediction sits in the column before `end`
+        for t in range(r.continuation):
+            counted.append(b * keep + end - r.continuation + t)
         targets += r.ids[-r.continuation :]
         row_of += [b] * r.continuation
     inputs = {"input_ids": ids}

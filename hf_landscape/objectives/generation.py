@@ -415,7 +415,7 @@ class GenerationObjective(Objective):
 
     def evaluate(self, model: torch.nn.Module, *, details: bool = False) -> Evaluation:
         answers = self._answers(model)
-        references: list[str | None] = list(self.references or [None] * self.num_examples)
+        references: list[str | None] = [None] * self.num_examples if self.references is None else [*self.references]
         values = [
             scorers.score(self.scorer, p, text, r, i)
             for i, (p, text, r) in enumerate(zip(self.prompts, answers.texts, references))

@@ -189,7 +189,7 @@ class MultipleChoiceObjective(Objective, StackedEvaluation, DifferentiableLoss):
         self._template = template
         self.config = config or MultipleChoiceObjectiveConfig(
             question=question,
-            choices=choices if isinstance(choices, str) else list(choices),
+            choices=list(choices) if isinstance(choices, (list, tuple)) else choices,  # type: ignore[arg-type]
             answer=answer,
             template=template if isinstance(template, str) else None,
             delimiter=delimiter,
@@ -293,8 +293,9 @@ class MultipleChoiceObjective(Objective, StackedEvaluation, DifferentiableLoss):
                 self._make_batch(order[s : s + size], per_question, pad) for s in range(0, len(order), size)
             ]
             answers = [per_question[i][self.questions[i].answer] for i in order]
-            self._answer_batches = [
-                continuations.make_batch(answers[s : s + size], self._device, pad) for s in range(0, len(order), size)
+            self._answer_batches = [  # right-padded: every row attends to something (double backward)
+                continuations.make_batch(answers[s : s + size], self._device, pad, left=False)
+                for s in range(0, len(order), size)
             ]
         self._answer_tokens = sum(r.continuation for r in answers)
         self._bound = key
