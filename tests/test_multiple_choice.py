@@ -157,6 +157,18 @@ def test_every_choice_of_a_batch_is_scored_in_one_forward_on_the_last_columns(to
     assert all(h[1] <= longest < s[1] for h, s in zip(heads, seen))  # the LM head runs on the last columns only
 
 
+def test_one_token_choices_after_one_context_share_a_forward_row(tok):
+    model = build("gpt2", tok).double().eval()
+    rows = []
+    model.transformer.wte.register_forward_hook(lambda module, args, out: rows.append(args[0].shape[0]))
+    objective = MultipleChoiceObjective(GRID, tok)
+    assert all(len(tok(" " + c, add_special_tokens=False)["input_ids"]) == 1 for cs in GRID["choices"] for c in cs)
+    lls = objective.choice_loglikelihoods(model)
+    assert rows == [len(GRID["question"])]  # 6 rows for 15 choices
+    for ours, theirs in zip(lls, independent_loglikelihoods(model, tok, GRID)):
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-9)
+
+
 # --- abilities and grid methods ---------------------------------------------------------------------------------
 
 

@@ -10,8 +10,9 @@ tokenizer's BOS token (EOS where it has none). Special tokens are not added unle
 causal LMs). A row longer than `max_length` + 1 tokens loses tokens from the left, as in the harness.
 
 Rows are left-padded, so every continuation ends in the last column: a forward computes the LM head on the last `keep`
-columns only (the longest continuation of the batch; `logits_to_keep` where the model takes it). What does not live
-here: the objectives (`multiple_choice`, `generation`).
+columns only (the longest continuation of the batch; `logits_to_keep` where the model takes it). Rows that read the
+same tokens (one-token choices after one context) share a forward row. What does not live here: the objectives
+(`multiple_choice`, `generation`).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class RowBatch:
     counted: torch.Tensor  # (C,) flat positions in (B · keep) of the continuation tokens' predictions
     targets: torch.Tensor  # (C,) the continuation tokens
     row_of: torch.Tensor  # (C,) the batch row of each
-    size: int  # B
+    size: int  # B: rows scored (rows reading the same tokens share one row of the forward)
 
 
 def prefix_id(tokenizer: Any) -> int:
@@ -126,31 +127,37 @@ def row_limit(model: torch.nn.Module, max_length: int | None) -> int | None:
 
 
 def make_batch(rows: Sequence[Row], device: torch.device, pad: int, *, left: bool = True) -> RowBatch:
-    """The rows padded into one batch on `device`, with the positions of their continuation predictions. Left
-    padding (the default) ends every continuation in the last column, so a forward keeps the logits of the longest
-    continuation's columns only; right padding keeps every column (a double backward through attention, as curvature
-    takes, needs no row that attends to nothing)."""
-    width = max(len(r.ids) - 1 for r in rows)
+    """The rows padded into one batch on `device`, with the positions of their continuation predictions.
+
+    Rows that read the same tokens (choices of one token after the same context: " A" / " B", " positive" /
+    " negative") share one row of the forward, whose last logits score each of them. Left padding (the default) ends
+    every continuation in the last column, so a forward keeps the logits of the longest continuation's columns only;
+    right padding keeps every column (a double backward through attention, as curvature takes, needs no row that
+    attends to nothing)."""
+    inputs: dict[tuple[int, ...], int] = {}  # tokens a forward row reads -> its index
+    for r in rows:
+        inputs.setdefault(tuple(r.ids[:-1]), len(inputs))
+    width = max(len(x) for x in inputs)
     keep = max(r.continuation for r in rows) if left else width
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    attn = torch.zeros((len(rows), width), dtype=torch.long)
+    ids = torch.full((len(inputs), width), pad, dtype=torch.long)
+    attn = torch.zeros((len(inputs), width), dtype=torch.long)
+    for x, u in inputs.items():
+        cols = slice(width - len(x), width) if left else slice(0, len(x))
+        ids[u, cols] = torch.tensor(x, dtype=torch.long)
+        attn[u, cols] = 1
     counted, targets, row_of = [], [], []
     for b, r in enumerate(rows):
-        x = r.ids[:-1]
-        cols = slice(width - len(x), width) if left else slice(0, len(x))
-        ids[b, cols] = torch.tensor(x, dtype=torch.long)
-        attn[b, cols] = 1
-        end = keep if left else len(x)  # the continuation's last prediction sits in the column before `end`
-        for t in range(r.continuation):
-            counted.append(b * keep + end - r.continuation + t)
+        u = inputs[tuple(r.ids[:-1])]
+        end = keep if left else len(r.ids) - 1  # the continuation's last prediction sits in the column before `end`
+        counted += [u * keep + end - r.continuation + t for t in range(r.continuation)]
         targets += r.ids[-r.continuation :]
         row_of += [b] * r.continuation
-    inputs = {"input_ids": ids}
+    forward = {"input_ids": ids}
     if not bool(attn.all()):  # no padding: the model's causal fast path, default positions
-        inputs["attention_mask"] = attn
-        inputs["position_ids"] = (attn.cumsum(dim=1) - 1).clamp_min(0)
+        forward["attention_mask"] = attn
+        forward["position_ids"] = (attn.cumsum(dim=1) - 1).clamp_min(0)
     return RowBatch(
-        inputs={k: v.to(device) for k, v in inputs.items()},
+        inputs={k: v.to(device) for k, v in forward.items()},
         keep=keep,
         counted=torch.tensor(counted, dtype=torch.long, device=device),
         targets=torch.tensor(targets, dtype=torch.long, device=device),
@@ -192,8 +199,9 @@ def batch_inputs(batch: RowBatch, options: ForwardOptions) -> dict[str, Any]:
 
 
 def row_loglikelihoods(logits: torch.Tensor, batch: RowBatch) -> torch.Tensor:
-    """Σ log p(continuation token) of every row, shape (..., B), from logits (..., B, L, vocab) of the batch (a leading
-    axis holds stacked points, if any; L is `batch.keep`, or the whole width for a model without `logits_to_keep`).
+    """Σ log p(continuation token) of every row, shape (..., B), from logits (..., U, L, vocab) of the batch's forward
+    rows (a leading axis holds stacked points, if any; L is `batch.keep`, or the whole width for a model without
+    `logits_to_keep`).
 
     Only the continuation tokens' rows of the logits are read (an index: no host sync); the log-softmax is float32
     for half-precision logits, the logits' own dtype otherwise."""
