@@ -47,6 +47,7 @@ from .grid import (
 from .hub.models import check_materialized, check_model, check_path_models
 from .objectives.base import Evaluation, Objective, TokenView, check_objective, require
 from .provenance import path_metadata, surface_metadata
+from .slices.search import AutoSpan, auto_span_config, auto_spans, shared_span, with_auto_span
 from .surface import Surface, combine_draws, grid_surface
 
 DirectionArg = Direction | LowRankDirection | Mapping[str, torch.Tensor]
@@ -255,9 +256,11 @@ class LandscapeProbe:
         """Draw `axes` directions of a registered `kind` (`direction_kinds()`): `"random"` (full-rank normalized
         Gaussian; options: `RandomDirectionConfig`), `"lora"` (low-rank D = B·A, never built at full size; options:
         `LowRankDirectionConfig`), `"adapter"` (a peft `PeftModel`'s LoRA weights only; options: `adapter_name`,
-        default the active adapter, and `normalization`), or a kind added with `register_direction_kind`."""
+        default the active adapter, and `normalization`), `"adversarial"` (the worst-case direction at a radius,
+        normalized like a random one; options: `AdversarialDirectionConfig`), or a kind added with
+        `register_direction_kind`."""
         options = config_kwargs if config is None else {"config": config, **config_kwargs}
-        return draw_directions(kind, self.model, seed, axes=axes, **options)
+        return draw_directions(kind, self.model, seed, axes=axes, objective=self.objective, **options)
 
     def _directions_for(self, spec: Any, seed: int, axes: int, config: Any, kwargs: dict[str, Any]) -> list[Any]:
         """The directions of a grid: drawn by kind name (default "random"), or the user's own, one per axis."""
@@ -270,10 +273,11 @@ class LandscapeProbe:
     def line(
         self,
         steps: int = 51,
-        span: Sequence[float] = (-1.0, 1.0),
+        span: Sequence[float] | str | AutoSpan = (-1.0, 1.0),
         seed: int | Sequence[int] = 0,
         *,
         direction: DirectionArg | str | None = None,
+        rise: float | None = None,
         config: RandomDirectionConfig | LowRankDirectionConfig | None = None,
         checkpoint_dir: str | os.PathLike | None = None,
         checkpoint_every: int = 10,
@@ -283,31 +287,39 @@ class LandscapeProbe:
 
         Args:
             steps: number of points (>= 2).
-            span: (low, high) of α.
+            span: (low, high) of α, or `"auto"`: the span where the loss rises by `rise` (see `find_span`; the search
+                is recorded in `metadata["auto_span"]`), or an `AutoSpan` with every setting of the search.
             seed: draw of the random direction δ (the first axis of `plane` with the same seed); a list of seeds
                 gives the mean over draws in `values`, their standard deviation in `spread`.
-            direction: `"random"` (default), `"lora"`, `"adapter"` (see `directions`), or a direction to use
-                (a `Direction`, `LowRankDirection` or name -> tensor dict).
+            direction: `"random"` (default), `"lora"`, `"adapter"`, `"adversarial"` (see `directions`), or a direction
+                to use (a `Direction`, `LowRankDirection` or name -> tensor dict).
+            rise: with `span="auto"`, the loss rise at the span's edges (default 1.0, `AutoSpan`).
             config, config_kwargs: the direction kind's config or its fields (`normalization="filter"`, `rank=8`, ...).
             checkpoint_dir: save finished points here (every `checkpoint_every` points and when stopped early);
                 calling again with the same configuration and folder resumes, computing only missing points.
         """
         grid = {"steps": steps, "span": span, "checkpoint_dir": checkpoint_dir, "checkpoint_every": checkpoint_every}
+        auto = auto_span_config(span, rise)
         if isinstance(seed, (list, tuple)):
-            return self._over_seeds("line", seed, direction=direction, config=config, **grid, **config_kwargs)
-        x = grid_axis(steps, span, "steps/span")
+            return self._over_seeds("line", seed, auto, direction, config, config_kwargs, grid)
+        grid_axis(steps, (-1.0, 1.0) if auto else cast(Sequence[float], span), "steps/span")  # checked before any work
         spec = direction if direction is None or isinstance(direction, str) else [direction]
         dirs = self._directions_for(spec, cast(int, seed), 1, config, config_kwargs)
+        found = self._search_span(dirs, auto) if auto else None
+        span = found["span"][0] if found else cast(Sequence[float], span)
+        x = grid_axis(steps, span, "steps/span")
         record = {"steps": [steps], "span": [list(map(float, span))]}
-        return self._grid("line", [x], dirs, cast(int, seed), record, checkpoint_dir, checkpoint_every)
+        surface = self._grid("line", [x], dirs, cast(int, seed), record, checkpoint_dir, checkpoint_every)
+        return with_auto_span(surface, found)
 
     def plane(
         self,
         steps: int | Sequence[int] = (25, 25),
-        span: Sequence[Any] = ((-1.0, 1.0), (-1.0, 1.0)),
+        span: Sequence[Any] | str | AutoSpan = ((-1.0, 1.0), (-1.0, 1.0)),
         seed: int | Sequence[int] = 0,
         *,
         directions: Sequence[DirectionArg] | str | None = None,
+        rise: float | None = None,
         config: RandomDirectionConfig | LowRankDirectionConfig | None = None,
         checkpoint_dir: str | os.PathLike | None = None,
         checkpoint_every: int = 10,
@@ -317,22 +329,59 @@ class LandscapeProbe:
 
         Args:
             steps: points per axis, an int for both or `(nx, ny)`.
-            span: `((x_low, x_high), (y_low, y_high))`, or one `(low, high)` for both.
+            span: `((x_low, x_high), (y_low, y_high))`, or one `(low, high)` for both, or `"auto"` (each axis's span
+                where the loss rises by `rise`, see `find_span`) or an `AutoSpan`.
             seed: draw of the two random directions; a list of seeds gives the mean over draws in `values`,
-                their standard deviation in `spread` and each draw's values in `samples`.
-            directions: `"random"` (default), `"lora"` (low-rank, for large models) or `"adapter"` (a PeftModel's
-                LoRA weights only), see `directions`; or two directions to use.
+                their standard deviation in `spread` and each draw's values in `samples` (with `span="auto"`, one
+                span for every draw: the widest).
+            directions: `"random"` (default), `"lora"` (low-rank, for large models), `"adapter"` (a PeftModel's
+                LoRA weights only) or `"adversarial"` (worst-case), see `directions`; or two directions to use.
+            rise: with `span="auto"`, the loss rise at the span's edges (default 1.0, `AutoSpan`).
             config, config_kwargs: the direction kind's config or its fields (`normalization`, `orthogonalize`,
                 `rank`, `target_modules`, `adapter_name`, ...).
             checkpoint_dir: save finished points here (every `checkpoint_every` points and when stopped early);
                 calling again with the same configuration and folder resumes, computing only missing points.
         """
         grid = {"steps": steps, "span": span, "checkpoint_dir": checkpoint_dir, "checkpoint_every": checkpoint_every}
+        auto = auto_span_config(span, rise)
         if isinstance(seed, (list, tuple)):
-            return self._over_seeds("plane", seed, directions=directions, config=config, **grid, **config_kwargs)
-        x, y, record = plane_axes(steps, span)
+            return self._over_seeds("plane", seed, auto, directions, config, config_kwargs, grid)
+        plane_axes(steps, (-1.0, 1.0) if auto else span)  # checked before any work
         dirs = self._directions_for(directions, cast(int, seed), 2, config, config_kwargs)
-        return self._grid("plane", [x, y], dirs, cast(int, seed), record, checkpoint_dir, checkpoint_every)
+        found = self._search_span(dirs, auto) if auto else None
+        x, y, record = plane_axes(steps, found["span"] if found else span)
+        surface = self._grid("plane", [x, y], dirs, cast(int, seed), record, checkpoint_dir, checkpoint_every)
+        return with_auto_span(surface, found)
+
+    def find_span(
+        self,
+        axes: int = 2,
+        seed: int = 0,
+        *,
+        span: str | AutoSpan = "auto",
+        rise: float | None = None,
+        directions: Any = None,
+        config: RandomDirectionConfig | LowRankDirectionConfig | None = None,
+        **config_kwargs: Any,
+    ) -> dict[str, Any]:
+        """The span `span="auto"` gives a line (`axes=1`) or plane (`axes=2`), without the grid: per axis, the radius
+        along +d and −d where the loss first rises by `rise` (bracketed, then narrowed; `slices.search`), and the
+        symmetric span over the wider side. Returns the record a surface keeps in `metadata["auto_span"]`: the
+        settings, `centre_loss`, `span` (per axis), per axis the edges and every point evaluated, and `evaluations`.
+
+        Raises:
+            ConfigError: `rise` is not a finite number > 0, or along some side the loss never rose by `rise` up to
+                `max_radius` (the message gives the largest radius tried). The weights are restored either way.
+        """
+        auto = auto_span_config(span, rise)
+        if auto is None:
+            raise ConfigError(f"`span` must be 'auto' or an AutoSpan here, got {span!r}.")
+        dirs = self._directions_for(directions, seed, axes, config, config_kwargs)
+        return self._search_span(dirs, auto)
+
+    def _search_span(self, dirs: list[Any], auto: AutoSpan) -> dict[str, Any]:
+        with self.runner.point_session(dirs) as at:
+            return auto_spans(lambda coords: at(coords).loss, len(dirs), auto)
 
     def _grid(self, kind: str, axes: list[Any], dirs: list[Any], seed: int, record: dict, *checkpoint: Any) -> Surface:
         """Evaluate a line (one axis) or plane (x, y; `values[j, i]` at (x[i], y[j])) along `dirs` (the runner's
@@ -395,18 +444,37 @@ class LandscapeProbe:
         meta.update(path_metadata(self.provenance, self.model, others))
         return grid_surface([x], run.values, run.metrics, meta, partials=run.partials)
 
-    def _over_seeds(self, kind: str, seeds: Sequence[int], **kwargs: Any) -> Surface:
+    def _over_seeds(
+        self, kind: str, seeds: Sequence[int], auto: AutoSpan | None, spec: Any, config: Any, options: dict, grid: dict
+    ) -> Surface:
         """One surface per direction seed, combined: `values` is the mean, `spread` the standard deviation
-        (ddof=1) and `samples` the per-seed values, so a plot can show whether a feature is one draw's."""
+        (ddof=1) and `samples` the per-seed values, so a plot can show whether a feature is one draw's. With an
+        automatic span, every draw's span is searched first and all share the widest."""
         seeds = seed_list(seeds)
-        check_grid_size(points_per_draw(kind, kwargs["steps"], kwargs["span"]) * len(seeds), "steps x seeds")
-        folder = kwargs.pop("checkpoint_dir")
+        axes = 1 if kind == "line" else 2
+        points = points_per_draw(kind, grid["steps"], (-1.0, 1.0) if auto else grid["span"])
+        check_grid_size(points * len(seeds), "steps x seeds")
+        folder = grid.pop("checkpoint_dir")
+        spec_key = "direction" if kind == "line" else "directions"
+        found = None
+        if auto is not None:
+            given = spec if spec is None or isinstance(spec, str) or kind != "line" else [spec]
+            records = [self.find_span(axes, s, span=auto, directions=given, config=config, **options) for s in seeds]
+            found = shared_span(records)
+            grid["span"] = found["span"][0] if kind == "line" else found["span"]
         method = self.line if kind == "line" else self.plane
         surfaces = [
-            method(seed=seed, checkpoint_dir=None if folder is None else os.path.join(folder, f"seed-{seed}"), **kwargs)
+            method(  # type: ignore[operator]
+                seed=seed,
+                checkpoint_dir=None if folder is None else os.path.join(folder, f"seed-{seed}"),
+                config=config,
+                **{spec_key: spec},
+                **grid,
+                **options,
+            )
             for seed in seeds
         ]
-        return combine_draws(surfaces, seeds)
+        return with_auto_span(combine_draws(surfaces, seeds), found)
 
     def trajectory_plane(
         self,

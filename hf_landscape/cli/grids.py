@@ -14,6 +14,7 @@ from .common import (
     add_direction_arguments,
     add_model_arguments,
     add_output_arguments,
+    add_rise_argument,
     build_objective,
     check_data_options,
     check_direction_options,
@@ -24,6 +25,7 @@ from .common import (
     load_model_and_tokenizer,
     output_folder,
     parse_span,
+    parse_span_or_auto,
     parse_spans,
     read_data,
     write_outputs,
@@ -56,20 +58,30 @@ def line_command_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_data_arguments(parser)
     add_direction_arguments(parser)
     parser.add_argument("--steps", type=int, default=51, help="points (default 51)")
-    parser.add_argument("--span", type=parse_span, default=(-1.0, 1.0), help="--span=LOW:HIGH (default -1:1)")
+    parser.add_argument(
+        "--span", type=parse_span_or_auto, default=(-1.0, 1.0), help="--span=LOW:HIGH (default -1:1) or --span auto"
+    )
+    add_rise_argument(parser)
     add_output_arguments(parser)
     return parser
 
 
 def line_command(args: argparse.Namespace) -> int:
     from ..grid import grid_axis
+    from ..slices.search import auto_span_config
 
-    x = grid_axis(args.steps, args.span, "--steps/--span")
+    auto_span_config(args.span, args.rise)  # --rise with --span auto only, checked before any work
+    x = grid_axis(args.steps, (-1.0, 1.0) if args.span == "auto" else args.span, "--steps/--span")
     data = _check(args)
     with output_folder(args, len(x)):
         probe = _probe(args, data)
         surface = probe.line(
-            steps=args.steps, span=args.span, seed=args.seed, **direction_options(args), **grid_options(args)
+            steps=args.steps,
+            span=args.span,
+            rise=args.rise,
+            seed=args.seed,
+            **direction_options(args),
+            **grid_options(args),
         )
         write_outputs(surface, args)
     return 0
@@ -83,8 +95,12 @@ def plane_command_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--orthogonalize", action="store_true", help="make the second direction orthogonal")
     parser.add_argument("--steps", type=int, nargs="+", default=[25], help="points per axis: N or NX NY (default 25)")
     parser.add_argument(
-        "--span", type=parse_spans, default=[(-1.0, 1.0)], help="--span=LOW:HIGH or --span=XLOW:XHIGH,YLOW:YHIGH"
+        "--span",
+        type=parse_spans,
+        default=[(-1.0, 1.0)],
+        help="--span=LOW:HIGH, --span=XLOW:XHIGH,YLOW:YHIGH or --span auto",
     )
+    add_rise_argument(parser)
     add_output_arguments(parser)
     return parser
 
@@ -92,13 +108,20 @@ def plane_command_parser(subparsers: Any) -> argparse.ArgumentParser:
 def plane_command(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..grid import check_grid_size, grid_axis
+    from ..slices.search import auto_span_config
 
     if len(args.steps) not in (1, 2):
         raise ConfigError(f"`--steps` takes one or two values, got {args.steps}.")
     steps = tuple(args.steps * 2)[:2] if len(args.steps) == 1 else tuple(args.steps)
-    span = (args.span[0], args.span[0]) if len(args.span) == 1 else tuple(args.span)
-    x = grid_axis(steps[0], span[0], "--steps/--span (x)")
-    y = grid_axis(steps[1], span[1], "--steps/--span (y)")
+    auto_span_config(args.span, args.rise)  # --rise with --span auto only, checked before any work
+    if args.span == "auto":
+        span: Any = "auto"
+        x = grid_axis(steps[0], (-1.0, 1.0), "--steps (x)")
+        y = grid_axis(steps[1], (-1.0, 1.0), "--steps (y)")
+    else:
+        span = (args.span[0], args.span[0]) if len(args.span) == 1 else tuple(args.span)
+        x = grid_axis(steps[0], span[0], "--steps/--span (x)")
+        y = grid_axis(steps[1], span[1], "--steps/--span (y)")
     check_grid_size(len(x) * len(y), "--steps")
     data = _check(args)
     with output_folder(args, len(x) * len(y)):
@@ -106,6 +129,7 @@ def plane_command(args: argparse.Namespace) -> int:
         surface = probe.plane(
             steps=steps,
             span=span,
+            rise=args.rise,
             seed=args.seed,
             orthogonalize=args.orthogonalize,
             **direction_options(args),
