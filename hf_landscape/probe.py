@@ -47,6 +47,7 @@ from .grid import (
 from .hub.models import check_materialized, check_model, check_path_models
 from .objectives.base import Evaluation, Objective, TokenView, check_objective, require
 from .provenance import path_metadata, surface_metadata
+from .slices.methods import SliceMethods
 from .slices.search import AutoSpan, auto_span_config, auto_spans, shared_span, with_auto_span
 from .surface import Surface, combine_draws, grid_surface
 
@@ -62,7 +63,7 @@ def _execution(name: str) -> Any:
     )
 
 
-class LandscapeProbe:
+class LandscapeProbe(SliceMethods):
     """Measure the loss landscape of a model around its own weights.
 
     Args:
