@@ -239,7 +239,7 @@ def _draw_3d(
 
 
 def _draw_overlays(ax: Any, surface: Surface, metric: str | None) -> None:
-    """The centre marker, the projected gradient and a training path, on 2-D plots."""
+    """The centre marker, the projected gradient, a training path, named models and a projected curve, on 2-D plots."""
     handles = False
     ax.plot([0.0], [0.0], linestyle="none", label=CENTRE_LABEL, zorder=6, **_CENTRE_STYLE)
     if metric is None and "dL/dalpha" in surface.metrics and "dL/dbeta" in surface.metrics:
@@ -247,6 +247,15 @@ def _draw_overlays(ax: Any, surface: Surface, metric: str | None) -> None:
         u, v = surface.metrics["dL/dalpha"], surface.metrics["dL/dbeta"]
         ok = np.isfinite(u) & np.isfinite(v)
         ax.quiver(X[ok], Y[ok], -u[ok], -v[ok], color="0.3", angles="xy", label="−∇L (projected)")
+        handles = True
+    points = surface.metadata.get("points") or {}
+    for k, (name, (px, py)) in enumerate(points.items()):  # the models of a plane through three (`plane_through`)
+        ax.plot([px], [py], linestyle="none", marker="o", color=f"C{k + 1}", markeredgecolor="black", zorder=6)
+        ax.annotate(name, (px, py), xytext=(5, 5), textcoords="offset points", fontsize=LABEL_SIZE + 2, zorder=7)
+    curve = (surface.metadata.get("curve_on_plane") or {}).get("coordinates")
+    if curve:  # a trained curve between two of them, projected on the plane
+        xy = np.asarray(curve, dtype=np.float64).reshape(-1, 2)
+        ax.plot(xy[:, 0], xy[:, 1], "--", color="C3", lw=1.4, label="trained curve (projected)")
         handles = True
     path = (surface.metadata.get("trajectory") or {}).get("coordinates")
     if path:  # the optimizer's path projected on the plane (Li et al. 2018, section 7)

@@ -28,7 +28,7 @@ from ..analysis.summaries import interpolation_barrier
 from ..config import BaseConfig, check_choice
 from ..directions.base import Direction
 from ..directions.interpolation import set_on_path
-from ..errors import ConfigError
+from ..errors import ConfigError, DirectionError
 from ..grid import grid_axis
 from ..provenance import path_metadata, surface_metadata
 from ..surface import Surface, grid_surface
@@ -174,13 +174,15 @@ def connect_models(
 ) -> Surface:
     """`probe.connect`: train the curve's bend, evaluate the curve and the straight path at `steps` points of t."""
     from ..engine.editors import editing
-    from ..hub.models import check_path_models
+    from ..hub.models import check_materialized
     from ..objectives.loss import require_differentiable
 
     training = probe.objective if objective is None else objective
     require_differentiable(training, "`connect` (training the curve)")
     x = grid_axis(steps, (0.0, 1.0), "steps")
-    check_path_models([other])
+    if not isinstance(other, torch.nn.Module):
+        raise DirectionError(f"`other` must be a torch model of the probed model's architecture, got {type(other)}.")
+    check_materialized(other, "other")
     model = probe.model
     params, (end_f32,) = moving_weights(model, [other], "`connect`")
     end = [e.to(p.dtype) for e, p in zip(end_f32, params.values())]
