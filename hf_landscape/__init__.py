@@ -5,6 +5,7 @@ from .comparison import CompareReport, compare
 from .config import BaseConfig
 from .curvature import EigenResult, SharpnessConfig, SharpnessResult, TraceResult, hessian_eigenvalues, hessian_trace
 from .directions import (
+    AdversarialDirectionConfig,
     Direction,
     DirectionSet,
     LowRankDirection,
@@ -40,15 +41,20 @@ from .objectives import (
     Objective,
 )
 from .probe import LandscapeProbe
+from .slices import AutoSpan, BasinResult, CurveConfig
 from .surface import Surface
 from .version import __version__ as __version__
 
 __all__ = [
+    "AdversarialDirectionConfig",
+    "AutoSpan",
     "BaseConfig",
+    "BasinResult",
     "CausalLMObjective",
     "CausalLMObjectiveConfig",
     "CompareReport",
     "ConfigError",
+    "CurveConfig",
     "Direction",
     "DirectionError",
     "DirectionSet",

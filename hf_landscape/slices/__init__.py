@@ -8,11 +8,14 @@
   (`probe.plane_through`).
 - `basin`: basin sizes, the radius where the loss rises (or a metric falls) by a target, along random directions
   ("most-case") and along the worst-case direction (Chen et al. 2025; `probe.basin`).
+- `methods`: the probe's methods `connect`, `plane_through` and `basin` (mixed into `LandscapeProbe`).
 - `weights`: which weights a curve or plane moves (every floating-point parameter, or a PeftModel's adapter only).
 
 The worst-case direction itself is a direction kind, `"adversarial"` (`directions/adversarial.py`).
 """
 
+from .basin import BasinResult
+from .curves import CurveConfig
 from .search import DEFAULT_RISE, AutoSpan, Edge, auto_spans, find_edge
 
-__all__ = ["DEFAULT_RISE", "AutoSpan", "Edge", "auto_spans", "find_edge"]
+__all__ = ["DEFAULT_RISE", "AutoSpan", "BasinResult", "CurveConfig", "Edge", "auto_spans", "find_edge"]
