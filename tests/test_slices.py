@@ -378,3 +378,51 @@ def test_basin_worst_case_is_narrower_than_most_case_and_its_edges_reach_the_dro
 def test_a_bad_basin_drop_is_refused(drop):
     with pytest.raises(ConfigError, match="drop"):
         probe_of(build_gpt2(100)).basin(drop=drop)
+
+
+def test_a_line_along_the_adversarial_direction():
+    probe = probe_of(build_gpt2(100))
+    line = probe.line(steps=3, span=(-0.1, 0.1), direction="adversarial", radius=0.1)
+    (worst,) = probe.directions(kind="adversarial", axes=1, radius=0.1)
+    assert line.metadata["directions"][0]["kind"] == "adversarial"
+    assert line.values[-1] == pytest.approx(worst.config["loss_at_radius"], rel=1e-5)
+
+
+def test_basin_of_a_metric_is_where_it_falls_by_the_drop():
+    from testing_utils import build_bert_classifier
+
+    from hf_landscape import GlueObjective
+
+    data = {"input_ids": [[2, 5 + 10 * (i % 2), 9 + i % 5, 3] for i in range(8)], "label": [i % 2 for i in range(8)]}
+    task = GlueObjective("sst2", data=data)
+    model = build_bert_classifier(30).eval()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(30):
+        optimizer.zero_grad()
+        differentiable_loss(model, task).backward()
+        optimizer.step()
+    probe = LandscapeProbe(model, task, progress=False)
+    assert probe.evaluate(details=False).metrics["accuracy"] == 1.0
+    result = probe.basin("accuracy", drop=0.5, seeds=[0, 1], adversarial=False)
+    assert result.centre == 1.0 and result.worst_radius is None
+    for seed, radius in zip(result.seeds, result.random_radii):
+        (d,) = probe.directions(seed, axes=1)
+        assert probe.evaluate((radius,), [d], details=False).metrics["accuracy"] <= 0.5
+
+
+def test_basin_along_adapter_directions_finds_the_worst_case_among_the_adapter():
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(build_llama(100), LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    result = probe_of(model).basin(drop=0.05, seeds=[0, 1], directions="adapter", steps=2, rounds=1)
+    assert result.directions == "adapter"
+    assert result.worst_radius < min(result.random_radii)
+
+
+def test_an_unknown_basin_metric_is_named():
+    with pytest.raises(ConfigError, match="'accuracy' is not among the objective's metrics"):
+        probe_of(build_gpt2(100)).basin("accuracy", drop=0.1, adversarial=False)

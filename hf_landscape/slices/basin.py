@@ -46,6 +46,7 @@ class BasinResult:
     random_mean: float = math.nan
     random_interval: list[float] = field(default_factory=list)
     confidence: float = DEFAULT_CONFIDENCE
+    directions: str = "random"
     normalization: str = "filter"
     worst_radius: float | None = None
     worst_rounds: list[float] = field(default_factory=list)
@@ -63,6 +64,7 @@ def basin_sizes(
     metric: str,
     drop: float,
     seeds: list[int],
+    directions: str,
     normalization: str,
     adversarial: bool,
     rounds: int,
@@ -89,6 +91,13 @@ def basin_sizes(
     if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1:
         raise ConfigError(f"`rounds` must be an integer >= 1, got {rounds!r}.")
     RandomDirectionConfig(normalization=normalization)  # checks it
+    if directions not in ("random", "lora", "adapter"):
+        raise ConfigError(f"`directions` must be 'random', 'lora' or 'adapter', got {directions!r}.")
+    if directions == "adapter":  # the worst case among the adapter's weights too
+        from ..directions.adapter import adapter_pattern
+
+        adversarial_options = {"include": [adapter_pattern(probe.model, None)], "include_1d": True,
+                               **adversarial_options}  # fmt: skip
     if adversarial:
         require_differentiable(probe.objective, "`basin(adversarial=True)`")
         AdversarialDirectionConfig(normalization=normalization, **adversarial_options)  # checks them before any work
@@ -120,14 +129,14 @@ def basin_sizes(
 
     radii, start = [], 0.1
     for seed in seeds:
-        (d,) = probe.directions(seed, axes=1, normalization=normalization)
-        start = edge_along(d, start, f"the random direction of seed {seed}")
+        (d,) = probe.directions(seed, axes=1, kind=directions, normalization=normalization)
+        start = edge_along(d, start, f"the {directions} direction of seed {seed}")
         radii.append(start)
     mean = float(np.mean(radii))
     interval = list(t_interval(radii, confidence)) if len(radii) > 1 else [math.nan, math.nan]
     result = BasinResult(
         metric=metric, drop=drop, centre=centre, seeds=list(seeds), random_radii=radii, random_mean=mean,
-        random_interval=interval, confidence=confidence, normalization=normalization,
+        random_interval=interval, confidence=confidence, directions=directions, normalization=normalization,
     )  # fmt: skip
     if adversarial:
         radius = mean

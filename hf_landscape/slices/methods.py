@@ -114,6 +114,7 @@ class SliceMethods:
         drop: float = 1.0,
         *,
         seeds: Sequence[int] = (0, 1, 2, 3, 4),
+        directions: str = "random",
         normalization: str = "filter",
         adversarial: bool = True,
         rounds: int = 2,
@@ -129,6 +130,8 @@ class SliceMethods:
             metric: `"loss"` or the name of one of the objective's metrics (e.g. `"accuracy"`).
             drop: the worsening at the basin's edge.
             seeds: the random directions' draws.
+            directions: their kind: `"random"` (full rank), `"lora"` (low rank, for large models) or `"adapter"`
+                (a PeftModel's adapter weights; the worst case is then taken among them too).
             adversarial: also the worst-case radius (needs a differentiable objective); `rounds` searches, each
                 with the direction found at the radius before; `adversarial_options` go to
                 `AdversarialDirectionConfig` (`steps`, `step_size`, `include`, ...).
@@ -144,6 +147,7 @@ class SliceMethods:
             metric=metric,
             drop=drop,
             seeds=list(seeds),
+            directions=directions,
             normalization=normalization,
             adversarial=adversarial,
             rounds=rounds,
