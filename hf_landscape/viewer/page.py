@@ -89,7 +89,8 @@ def _model_link(model: Mapping[str, Any]) -> str:
     if not name:
         return "<em>not recorded</em>"
     revision = model.get("commit_sha") or model.get("revision")
-    from_hub = bool(model.get("commit_sha")) or ("/" in str(name) and not model.get("local_path"))
+    local = model.get("local") or model.get("local_path")
+    from_hub = bool(model.get("commit_sha")) or ("/" in str(name) and not local)
     url = hub_url(name, revision) if from_hub else None
     if url is None:
         return f"<code>{_e(name)}</code>"
