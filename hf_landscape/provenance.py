@@ -98,11 +98,15 @@ def surface_metadata(
     seed: int | None,
     grid: dict[str, Any],
     wall: float,
+    compute: float | None = None,
+    resumed: int = 0,
 ) -> dict[str, Any]:
     """The metadata of a surface of `kind` ("line", "plane", "interpolation") that `runner` (an `engine.GridRunner`)
     computed: the model (`provenance` and what it is), the objective's `describe()`, the autocast dtype, each
-    direction's config, the seed (None when a direction was not drawn from it), the grid, the wall time, the
-    processes and the library versions."""
+    direction's config, the seed (None when a direction was not drawn from it), the grid, the wall time of this run
+    and the compute time of every run (`compute`; a grid resumed from a partial one adds the earlier runs'), the
+    points taken from a partial grid (`resumed`: `{"points": n}`, None when nothing was resumed), the processes and
+    the library versions."""
     model, objective = runner.model, runner.objective
     first = next(model.parameters())
     return {
@@ -121,6 +125,8 @@ def surface_metadata(
         "seed": seed if directions and all("seed" in d.config for d in directions) else None,
         "grid": grid,
         "wall_time_s": round(wall, 3),
+        "compute_time_s": round(wall if compute is None else compute, 3),
+        "resumed": {"points": int(resumed)} if resumed else None,
         "processes": runner.num_processes,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "versions": library_versions(),

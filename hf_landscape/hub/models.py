@@ -33,10 +33,14 @@ def resolve_model(
     revision: str | None = None,
     token: str | bool | None = None,
     cache_dir: str | os.PathLike | None = None,
+    allow_patterns: list[str] | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """Return a local folder for `name_or_path` and its provenance (`name_or_path`, `revision`, `commit_sha`; `local`
     for a local folder, which is named by its repo id when it is a Hugging Face cache folder and else by its folder
     name, never by its path: `provenance.public_model`).
+
+    `allow_patterns` narrows what is fetched from the Hub (default `MODEL_PATTERNS`: configs, safetensors weights and
+    tokenizer files; without `"*.safetensors"`, a light fetch of the config and tokenizer only).
 
     Raises:
         HubModelError: the name is neither a local folder nor a Hub repo that can be reached (a `HubError` and a
@@ -61,7 +65,7 @@ def resolve_model(
             folder = snapshot_download(
                 str(name_or_path),
                 revision=revision,
-                allow_patterns=MODEL_PATTERNS,
+                allow_patterns=MODEL_PATTERNS if allow_patterns is None else allow_patterns,
                 token=token,
                 cache_dir=None if cache_dir is None else str(cache_dir),
             )
@@ -87,7 +91,7 @@ def resolve_model(
                 )
             )
     sha = Path(folder).name if _SHA.match(Path(folder).name) else None
-    return folder, {"name_or_path": str(name_or_path), "revision": revision, "commit_sha": sha}
+    return folder, public_model({"name_or_path": str(name_or_path), "revision": revision, "commit_sha": sha})
 
 
 def load_model(

@@ -132,7 +132,9 @@ class TextClassificationObjectiveConfig(BaseConfig):
                 raise ConfigError(f"`label_names` must name two or more distinct classes, got {self.label_names}.")
         if self.num_labels is not None:
             if not isinstance(self.num_labels, int) or isinstance(self.num_labels, bool) or self.num_labels < 1:
-                raise ConfigError(f"`num_labels` must be a positive integer (1 for regression), got {self.num_labels!r}.")
+                raise ConfigError(
+                    f"`num_labels` must be a positive integer (1 for regression), got {self.num_labels!r}."
+                )
         if self.label_names is not None:
             if self.num_labels is None:
                 self.num_labels = len(self.label_names)
@@ -274,7 +276,7 @@ class TextClassificationObjective(Objective, DifferentiableLoss):
                 "No examples: pass `data` (a datasets.Dataset, a dict of columns or a list of rows), `data_files` "
                 "(CSV, TSV, JSON lines or parquet) or `dataset` (a Hub dataset by name)."
             )
-        task = cfg.task(pairs)
+        task = cfg.task(None if pairs is None else dict(pairs))
         dataset_, source = classification_data.load_examples(
             task,
             cfg.split,

@@ -193,9 +193,7 @@ def _from_files(
     return dataset, source
 
 
-def from_hub_dataset(
-    name: str, config: str | None, split: str, revision: str | None
-) -> tuple[Any, dict[str, Any]]:
+def from_hub_dataset(name: str, config: str | None, split: str, revision: str | None) -> tuple[Any, dict[str, Any]]:
     """The split `split` of the Hub dataset `name` (configuration `config`, at `revision`); fails at once offline."""
     if hub_offline():
         raise HubObjectiveError(
@@ -267,9 +265,7 @@ def check_label_range(labels: np.ndarray, num_labels: int | None, name: str) -> 
     if len(bad):
         what = " (-1 marks an unlabelled test split; use a labelled split)" if (labels[bad] == -1).any() else ""
         limit = f"outside 0..{num_labels - 1}" if num_labels is not None else "negative"
-        raise ObjectiveError(
-            f"Example {int(bad[0])} has label {int(labels[bad[0]])}, {limit} for task {name!r}{what}."
-        )
+        raise ObjectiveError(f"Example {int(bad[0])} has label {int(labels[bad[0]])}, {limit} for task {name!r}{what}.")
 
 
 def tokenize(dataset: Any, task: ClassificationTask, tokenizer: Any, max_length: int) -> list[Example]:

@@ -62,7 +62,9 @@ def metric_key(metric: Any) -> str:
     return name
 
 
-def metric_pairs(metrics: Sequence[Any] | Mapping[str, Any] | None, default: Sequence[str]) -> tuple[tuple[str, Any], ...]:
+def metric_pairs(
+    metrics: Sequence[Any] | Mapping[str, Any] | None, default: Sequence[str]
+) -> tuple[tuple[str, Any], ...]:
     """`metrics` (a list of metrics, or `{key: metric}`) as `(key, metric)` pairs, checked; `default` when None."""
     if metrics is None:
         return tuple((name, name) for name in default)
