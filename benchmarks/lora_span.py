@@ -26,8 +26,8 @@ def rise_radius(x: np.ndarray, values: np.ndarray, centre: float, share: float) 
 
 def tiny_trained(steps: int):
     import torch
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
     from hf_landscape.cli.demo import demo_text
 

@@ -70,7 +70,7 @@ def direction_request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     kind = args.directions
     direction_kind(kind)  # a ConfigError naming the registered kinds, with "did you mean"
     kind = RECORDED_KINDS.get(kind, kind)
-    given = {dest: getattr(args, dest, None) for dest in OPTIONS if getattr(args, dest, None) is not None}
+    given: dict[str, Any] = {dest: getattr(args, dest) for dest in OPTIONS if getattr(args, dest, None) is not None}
     reads = KIND_OPTIONS.get(kind)
     if reads is not None:
         for dest in given:
