@@ -217,16 +217,32 @@ def load_model(args: argparse.Namespace, folder: str, auto_class: str, provenanc
         model_class = getattr(peft, auto_class.replace("AutoModel", "AutoPeftModel"))
     else:
         model_class = getattr(transformers, auto_class)
-    model, loaded = load(
-        folder,
-        model_class=model_class,
-        dtype=torch_dtype(args.dtype),
-        device=args.device,
-        trust_remote_code=args.trust_remote_code,
-        **kwargs,
-    )
+    with _transformers_progress(not getattr(args, "no_progress", False)):
+        model, loaded = load(
+            folder,
+            model_class=model_class,
+            dtype=torch_dtype(args.dtype),
+            device=args.device,
+            trust_remote_code=args.trust_remote_code,
+            **kwargs,
+        )
     provenance["class"] = loaded["class"]
     return model
+
+
+@contextlib.contextmanager
+def _transformers_progress(show: bool) -> Iterator[None]:
+    """transformers' own progress bars (loading weights) off for the block under `--no-progress`, as they were after."""
+    from transformers.utils import logging as transformers_logging
+
+    before = transformers_logging.is_progress_bar_enabled()
+    if not show:
+        transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if before:
+            transformers_logging.enable_progress_bar()
 
 
 def check_output_folder(args: argparse.Namespace, points: int) -> None:
