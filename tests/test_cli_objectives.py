@@ -287,3 +287,44 @@ def test_an_objective_registers_itself_and_cannot_take_a_taken_name(monkeypatch)
     assert cli_objective("toy") is entry
     with pytest.raises(ConfigError, match="registered already"):
         register_cli_objective(entry)
+
+
+# --- the commands the README and docs show ---------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def documented_commands() -> list[tuple[str, list[str]]]:
+    """(page, argv) of every `hf-landscape` command in a bash block of the README and docs (continuations joined)."""
+    out = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for block in re.findall(r"```bash\n(.*?)```", page.read_text(encoding="utf-8"), re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                command = line.split("#", 1)[0].strip()
+                if command.startswith("hf-landscape "):
+                    out.append((page.name, shlex.split(command)[1:]))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("page", "argv"), documented_commands(), ids=lambda v: v if isinstance(v, str) else " ".join(v[:2])
+)
+def test_every_documented_command_parses(page, argv):
+    from hf_landscape.cli.main import build_parser
+
+    args = build_parser().parse_args(argv)  # an unknown option or subcommand exits here
+    if hasattr(args, "objective"):
+        cli_objective(args.objective)
+
+
+def test_documented_classification_command_on_a_headerless_tsv_passes_dry_run(files, tmp_path, monkeypatch, capsys):
+    commands = [a for _, a in documented_commands() if "--objective" in a and "classification" in a]
+    assert {p for p, a in documented_commands() if "classification" in a} >= {"README.md", "cli.md"}
+    (tmp_path / "minilm-subj").symlink_to(files / "bert")
+    (tmp_path / "subj").mkdir()
+    (tmp_path / "subj" / "dev.tsv").symlink_to(files / "dev.tsv")
+    monkeypatch.chdir(tmp_path)
+    for argv in commands:
+        code, io = run([*argv, "--dry-run"], capsys)
+        assert code == 0, (argv, io.err)
+        assert json.loads(io.out)["objective"]["type"] == "TextClassificationObjective"
