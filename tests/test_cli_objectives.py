@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import html
+import importlib.util
 import json
 import re
 import shlex
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import TEXTS, build_gpt2, interrupt_at_call, train_tokenizer
 from testing_utils import build_bert_classifier
 
@@ -36,6 +38,16 @@ def files(tmp_path_factory):
         model.save_pretrained(root / name)
         tokenizer.save_pretrained(root / name)
     (root / "text.txt").write_text(" ".join(TEXTS * 2))
+    if importlib.util.find_spec("peft") is not None:  # a LoRA adapter of "gpt", for `--directions adapter`
+        from peft import LoraConfig, get_peft_model
+
+        torch.manual_seed(0)
+        config = LoraConfig(r=2, target_modules=["c_attn"], fan_in_fan_out=True, init_lora_weights=False)
+        from transformers import AutoModelForCausalLM
+
+        base = AutoModelForCausalLM.from_pretrained(root / "gpt")  # the adapter names its base by this path
+        get_peft_model(base, config).save_pretrained(root / "adapter")
+        tokenizer.save_pretrained(root / "adapter")
     (root / "dev.tsv").write_text("".join(f"{i % 2}\t{t}\n" for i, t in enumerate(TEXTS)))
     (root / "sst2.tsv").write_text("".join(f"{t}\t{i % 2}\n" for i, t in enumerate(TEXTS)))
     return root
@@ -143,6 +155,7 @@ SURFACES = {
     "plane": ["plane", "gpt", "--text-file", "text.txt", "--steps", 3, "--seed", 1, 2],
     "interpolation": ["interpolate", "gpt", "gpt-b", "--text-file", "text.txt", "--steps", 3],
     "lora": ["plane", "gpt", "--text-file", "text.txt", "--directions", "lora", "--rank", 2, "--steps", 3],
+    "adapter": ["plane", "adapter", "--text-file", "text.txt", "--directions", "adapter", "--seed", 0, 1, "--steps", 3],
     "glue": ["line", "bert", "--objective", "glue", "--task", "sst2", "--dataset", "sst2.tsv", "--column-names"]
     + ["sentence", "label", "--steps", 3],
     "classification": ["plane", "bert", "--objective", "classification", "--dataset", "dev.tsv", "--column-names"]
@@ -164,7 +177,13 @@ def card_command(surface: Surface) -> list[str]:
 @pytest.mark.parametrize("name", sorted(SURFACES))
 def test_card_reproduce_command_passes_dry_run(name, source, files, tmp_path, monkeypatch, capsys):
     """The author runs with absolute paths; a reader with the models and data beside them runs the card's line."""
-    argv = [files / a if isinstance(a, str) and (files / a).exists() else a for a in SURFACES[name]]
+    if name == "adapter" and not (files / "adapter").exists():
+        pytest.skip("needs peft")
+    given = SURFACES[name]
+    argv = [
+        files / a if isinstance(a, str) and (files / a).exists() and given[k - 1] != "--directions" else a
+        for k, a in enumerate(given)
+    ]
     code, io = run([*argv, "--out", tmp_path / "author" / "out", *QUICK], capsys)
     assert code == 0, io.err
     surface = Surface.from_pretrained(tmp_path / "author" / "out")
@@ -187,6 +206,8 @@ def test_card_reproduce_command_passes_dry_run(name, source, files, tmp_path, mo
         assert plan["directions"] == "lora --rank=2"
     if name == "interpolation":
         assert plan["others"] == ["gpt-b"]
+    if name == "adapter":
+        assert plan["directions"].startswith("adapter") and plan["seed"] == [0, 1]
 
 
 def test_written_command_of_a_lora_plane_keeps_its_rank_and_kind():
@@ -328,3 +349,37 @@ def test_documented_classification_command_on_a_headerless_tsv_passes_dry_run(fi
         code, io = run([*argv, "--dry-run"], capsys)
         assert code == 0, (argv, io.err)
         assert json.loads(io.out)["objective"]["type"] == "TextClassificationObjective"
+
+
+def test_card_yaml_lists_a_hub_dataset_and_links_follow_hf_endpoint(monkeypatch):
+    import numpy as np
+    import yaml
+
+    from hf_landscape.hub.card import render_card
+
+    monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", "https://hub.example.org")
+    x = np.array([-1.0, 0.0, 1.0])
+    objective = {
+        "type": "TextClassificationObjective",
+        "config": {"task_name": "reviews", "text_columns": ["text"], "split": "test"},
+        "source": {"type": "hub", "hub_id": "org/reviews", "split": "test"},
+        "loss": "cross_entropy",
+        "num_examples": 3,
+    }
+    metadata = {"kind": "line", "model": {"name_or_path": "org/tiny", "commit_sha": "b" * 40}, "objective": objective}
+    card = render_card("me/landscape", {"": Surface(x, np.array([2.0, 1.0, 2.0]), metadata=metadata)})
+    meta = yaml.safe_load(card.split("---")[1])
+    assert meta["datasets"] == ["org/reviews"] and meta["base_model"] == "org/tiny"
+    assert "https://hub.example.org/datasets/org/reviews" in card
+    assert f"https://hub.example.org/org/tiny/tree/{'b' * 40}" in card
+    assert "huggingface.co" not in card
+
+
+def test_seeds_and_threads_run_and_torch_gets_its_threads_back(files, tmp_path, capsys):
+    before = torch.get_num_threads()
+    argv = ["line", files / "gpt", "--text-file", files / "text.txt", "--seed", 0, 1, 2, "--threads", before + 1]
+    code, io = run([*argv, "--steps", 3, "--out", tmp_path / "o", *QUICK], capsys)
+    assert code == 0, io.err
+    assert torch.get_num_threads() == before
+    surface = Surface.from_pretrained(tmp_path / "o")
+    assert surface.metadata["seeds"] == [0, 1, 2] and surface.spread is not None
