@@ -292,22 +292,34 @@ def test_no_absolute_path_in_any_pushed_file(files, tmp_path, monkeypatch, capsy
 # --- registering an objective ---------------------------------------------------------------------------------------
 
 
-def test_an_objective_registers_itself_and_cannot_take_a_taken_name(monkeypatch):
-    monkeypatch.setattr("hf_landscape.cli.objectives.CLI_OBJECTIVES", dict(CLI_OBJECTIVES))
+def test_a_registered_objective_is_a_choice_of_every_grid_command(files, tmp_path, monkeypatch, capsys):
+    """What `cli/objectives_<name>.py` does: register an entry; `--objective NAME`, its options and checks follow."""
+    from hf_landscape.cli import objective_registry
+    from hf_landscape.objectives.causal_lm import CausalLMObjective
+
+    monkeypatch.setattr(objective_registry, "CLI_OBJECTIVES", dict(CLI_OBJECTIVES))
     entry = CliObjective(
         name="toy",
         objective_type="ToyObjective",
         auto_class="AutoModelForCausalLM",
-        help="a toy",
-        read=lambda args: None,
-        build=lambda args, tokenizer, data: None,
-        options=("dataset",),
+        help="next-token loss on the first --max-examples windows",
+        read=lambda args: objective_registry.read_text_file(args.text_file),
+        build=lambda args, tokenizer, text: CausalLMObjective.from_long_text(
+            text, tokenizer, max_length=args.max_length, num_sequences=args.max_examples or 2
+        ),
+        options=("text_file", *objective_registry.COMMON),
         reproduce=lambda meta: (["--objective", "toy"], []),
     )
     register_cli_objective(entry)
     assert cli_objective("toy") is entry
     with pytest.raises(ConfigError, match="registered already"):
         register_cli_objective(entry)
+    argv = ["line", files / "gpt", "--objective", "toy", "--text-file", files / "text.txt", "--out", tmp_path / "o"]
+    code, io = run([*argv, "--dry-run", *QUICK], capsys)
+    assert code == 0, io.err
+    assert json.loads(io.out)["objective"]["name"] == "toy"
+    code, io = run([*argv, "--label-column", "y", "--dry-run", *QUICK], capsys)
+    assert code == 1 and "`--label-column` does not apply to `--objective toy`" in io.err
 
 
 # --- the commands the README and docs show ---------------------------------------------------------------------------
