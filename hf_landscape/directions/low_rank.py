@@ -190,7 +190,7 @@ def low_rank_directions(
 
 
 # The default span of LoRA-subspace planes: the kind is for pretrained LLMs, whose basin along these directions is about
-# ±0.2 wide (SmolLM2-135M: the loss 3.69 doubles near |α| = 0.2 and is 4.4× at 1; benchmarks/README.md, lora_span.py).
+# ±0.2 wide (SmolLM2-135M: the loss 3.69 doubles within |α| = 0.2 and is 4.4–4.6× at 1; benchmarks/README.md, lora_span.py).
 LORA_DEFAULT_SPAN = (-0.2, 0.2)
 
 
