@@ -128,3 +128,12 @@ def test_metric_functions_and_shipped_names_give_sklearn_values(tok):
 def test_bad_options_name_the_argument(tok, kwargs, argument):
     with pytest.raises(ConfigError, match=f"`{argument}"):
         TextClassificationObjective({"text": SENTENCES, "label": LABELS}, tok, **kwargs)
+
+
+def test_plot_title_names_the_task_its_loss_and_examples(tok):
+    from hf_landscape.plotting import describe_surface
+
+    model = build_bert_classifier(len(tok))
+    subj = TextClassificationObjective({"text": SENTENCES, "label": LABELS}, tok, task_name="subj")
+    line = LandscapeProbe(model, subj, progress=False).line(steps=3)
+    assert describe_surface(line)[1].startswith(f"subj cross-entropy on {len(SENTENCES)} examples · ")
