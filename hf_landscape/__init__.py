@@ -38,6 +38,8 @@ from .objectives import (
     GlueObjective,
     GlueObjectiveConfig,
     Objective,
+    TextClassificationObjective,
+    TextClassificationObjectiveConfig,
 )
 from .probe import LandscapeProbe
 from .surface import Surface
@@ -74,6 +76,8 @@ __all__ = [
     "SharpnessResult",
     "Surface",
     "SurfaceError",
+    "TextClassificationObjective",
+    "TextClassificationObjectiveConfig",
     "TokenLossMap",
     "TraceResult",
     "compare",

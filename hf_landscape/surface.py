@@ -383,11 +383,14 @@ def combine_draws(surfaces: list[Surface], seeds: list[int]) -> Surface:
     samples = np.stack([s.values for s in surfaces])
     first = surfaces[0]
     meta = dict(first.metadata)
+    resumed = sum((s.metadata.get("resumed") or {}).get("points", 0) for s in surfaces)
     meta.update(
         seed=None,
         seeds=seeds,
         directions=[d for s in surfaces for d in s.metadata["directions"]],
         wall_time_s=round(sum(s.metadata["wall_time_s"] for s in surfaces), 3),
+        compute_time_s=round(sum(s.metadata.get("compute_time_s", s.metadata["wall_time_s"]) for s in surfaces), 3),
+        resumed={"points": resumed} if resumed else None,
     )
     metrics = {k: np.mean(np.stack([s.metrics[k] for s in surfaces]), axis=0) for k in first.metrics}
     combined = Surface(

@@ -24,9 +24,9 @@ def make_plane(**meta) -> Surface:
         "kind": "plane",
         "model": {"name_or_path": "org/tiny", "commit_sha": "a" * 40},
         "grid": {"steps": [3, 3], "span": [[-1.0, 1.0], [-1.0, 1.0]]},
-        "directions": [{"normalization": "filter"}, {"normalization": "filter"}],
+        "directions": [{"kind": "random", "seed": 0, "normalization": "filter"}] * 2,
         "seed": 0,
-        "objective": {"num_tokens": 42, "fingerprint": "f00d"},
+        "objective": {"type": "CausalLMObjective", "num_tokens": 42, "fingerprint": "f00d"},
         "wall_time_s": 1.5,
     }
     metadata.update(meta)
