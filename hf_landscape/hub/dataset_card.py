@@ -95,7 +95,7 @@ def render_dataset_card(
     configs = merge_configs(getattr(meta, "configs", None), names, repo_id)  # refuses before anything is changed
     if configs:
         meta.configs = configs
-    meta.tags = sorted(set(meta.tags or []) | set(TAGS) | kinds)
+    meta.tags = sorted(set(getattr(meta, "tags", None) or []) | set(TAGS) | kinds)
     head, block, tail = _split_block(card.text)
     kept = {m.group(1): m.group(0) for m in SECTION.finditer(block)}
     kept.update(blocks)

@@ -478,10 +478,12 @@ def check_repo_id(repo_id: Any, argument: str) -> str:
     from huggingface_hub.utils import validate_repo_id
 
     try:
+        if not isinstance(repo_id, str):  # `validate_repo_id` lets None through
+            raise TypeError(f"a repo id is a string, not {type(repo_id).__name__}")
         validate_repo_id(repo_id)
     except (HFValidationError, TypeError) as err:
         raise ConfigError(f"`{argument}` {repo_id!r} is not a valid Hub repo id ({err}); use `user/name`.") from None
-    return str(repo_id)
+    return repo_id
 
 
 def clean_folder(name: str, argument: str = "path_in_repo") -> str:

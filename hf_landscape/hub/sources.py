@@ -104,11 +104,11 @@ def _load_one(name: str, *, loss: str, token: str | None, argument: str) -> tupl
 
 def _load_from_hub(name: str, *, token: str | None, argument: str) -> tuple[Any, tuple[str, str] | None]:
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import HFValidationError, RepositoryNotFoundError
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, RepositoryNotFoundError
     from huggingface_hub.utils import validate_repo_id
 
     from ..comparison import CompareReport
-    from ..errors import hidden_token
+    from ..errors import HubSurfaceError, hidden_token, raise_detached
     from ..surface import Surface
 
     parts = name.strip("/").split("/")
@@ -129,7 +129,11 @@ def _load_from_hub(name: str, *, token: str | None, argument: str) -> tuple[Any,
                 break
             except RepositoryNotFoundError:
                 continue
-            except Exception:  # offline or unreachable: read the folder itself, from the cache if need be
+            except HfHubHTTPError as err:
+                raise_detached(
+                    HubSurfaceError(f"Could not list the files of the Hub repo {repo_id!r}: {type(err).__name__}: {err}")
+                )
+            except Exception:  # offline or unreachable (the HTTP client's own errors): the folder, from the cache
                 return Surface.from_pretrained(repo_id, subfolder=folder or None, token=token), None
     if files is None or kind is None:
         raise SurfaceError(
