@@ -147,6 +147,7 @@ def test_demo_runs_offline_on_smollm2(tmp_path, capsys):
         str(tmp_path / "demo" / "line" / "viewer.html"),
     ]
     assert all((tmp_path / "demo" / kind / "viewer.html").is_file() for kind in ("line", "plane"))
+    assert f"interactive viewer (opens offline in a browser): {summary['viewers'][0]}" in io.out.splitlines()
 
 
 # --- hf-landscape view ------------------------------------------------------------------------------

@@ -263,3 +263,25 @@ def test_injected_text_is_shown_not_run(open_page, tmp_path):
     assert_rendered(page)  # no dialog opened, no request for "x"
     assert page.page.title() == "Loss landscape of <img src=x onerror=alert(1)>"
     assert "</script><script>alert(2)</script>" in page.page.locator("pre code").first.inner_text()
+
+
+# --- what the Hub serves: the pushed viewer.html and a Space's index.html ----------------------------------------
+
+
+def test_the_pages_a_push_and_a_space_publish_render_offline(open_page, tmp_path):
+    from hub_server import running_hub
+
+    from hf_landscape.hub.space import publish_space
+
+    with running_hub() as hub:
+        plane().push_to_hub("me/landscapes", token=hub.token, path_in_repo="plane", formats=())
+        publish_space("me/landscapes", {"plain": plane(), "sam": plane()}, token=hub.token)
+        pushed = hub.files("me/landscapes", repo_type="dataset")["plane/viewer.html"]
+        space = hub.files("me/landscapes", repo_type="space")["index.html"]
+    for name, page_bytes in (("viewer.html", pushed), ("index.html", space)):
+        (tmp_path / name).write_bytes(page_bytes)
+        page = open_page(tmp_path / name)
+        assert_rendered(page)
+        assert page.count("#landscape .gl-container canvas") >= 1 and page.count("#landscape .contourlayer path") > 10
+        assert "loss =" in page.hover_text(0.5, -1 / 3, wait="loss =")
+        assert_not_blank(page)
