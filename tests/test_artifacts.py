@@ -156,6 +156,16 @@ def test_compare_report_pushes_and_loads_by_repo_id(hub, tmp_path):
     assert "### cola/flat" in card and "### cola/sharp" in card and "CompareReport.from_pretrained" in card
 
 
+def test_a_comparisons_viewer_of_mixed_kinds_is_refused_before_writing(tmp_path):
+    x = np.linspace(-1.0, 1.0, 5)
+    line = Surface(x, x**2, metadata={"kind": "line"})
+    interp = Surface(x, x**4, metadata={"kind": "interpolation"})
+    report = CompareReport({"line": line, "interp": interp})  # both 1-D, but their axes mean different things
+    with pytest.raises(ConfigError, match=r"mixes kinds \('line' is a line, 'interp' is an interpolation\)"):
+        report.save_pretrained(tmp_path / "both", viewer=True)
+    assert not (tmp_path / "both").exists()
+
+
 def test_compare_report_push_carries_each_surfaces_plots(hub):
     CompareReport({"a": make_plane(1.0), "b": make_plane(2.0)}).push_to_hub("me/plots", token=hub.token)
     assert {"a/plot_contour.png", "b/plot_surface.png", "report.json"} <= set(pushed(hub, "me/plots"))

@@ -244,6 +244,14 @@ def test_view_of_several_needs_html_and_an_html_suffix(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
 
 
+def test_view_of_a_folder_of_surface_folders_is_their_comparison(tmp_path, capsys):
+    saved_plane(tmp_path / "runs" / "plain")
+    saved_plane(tmp_path / "runs" / "sam", scale=2.0)
+    code, io = run(["view", tmp_path / "runs", "--html", tmp_path / "runs.html"], capsys)
+    assert code == 0 and io.out.strip() == str(tmp_path / "runs.html")
+    assert "<title>Loss landscapes compared: plain, sam</title>" in (tmp_path / "runs.html").read_text("utf-8")
+
+
 def test_view_labels_are_distinct_and_allowed():
     from hf_landscape.cli.view import labels
 

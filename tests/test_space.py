@@ -138,18 +138,6 @@ def test_a_surface_with_no_values_is_refused_before_anything(hub):
     assert hub.requests == [] and hub.repos == {}
 
 
-def test_the_fake_hub_refuses_a_space_without_an_sdk_as_the_hub_does(hub):
-    import requests
-
-    response = requests.post(
-        f"{hub.endpoint}/api/repos/create",
-        json={"name": "space", "type": "space"},
-        headers={"Authorization": f"Bearer {hub.token}"},
-        timeout=10,
-    )
-    assert response.status_code == 400 and "sdk" in response.json()["error"]
-
-
 # --- the command line: local folders and Hub repos --------------------------------------------------------------
 
 

@@ -27,9 +27,7 @@ def space_command_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--log-scale", action="store_true", help="open the page showing log10 of the values")
     parser.add_argument("--private", action="store_true", help="create the Space private")
     parser.add_argument("--commit-message", default=None)
-    parser.add_argument(
-        "--loss", default="train_loss", help="the dataset of Li et al.'s .h5 files to read as the loss"
-    )
+    parser.add_argument("--loss", default="train_loss", help="the dataset of Li et al.'s .h5 files to read as the loss")
     return parser
 
 

@@ -109,7 +109,8 @@ def subset_row(subset: str, folder: str, surface: Surface, viewer: str | None) -
     the model came from it), its Parquet table and its viewer page."""
     from ..viewer import hub_url
 
-    model = surface.metadata.get("model") if isinstance(surface.metadata.get("model"), dict) else {}
+    recorded = surface.metadata.get("model")
+    model: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
     shape = " × ".join(str(n) for n in reversed(surface.values.shape))
     what = f"{_escaped(folder or '/')}: {_escaped(surface.kind)}, {shape}"
     name, sha = model.get("name_or_path"), model.get("commit_sha")
@@ -129,16 +130,25 @@ def _subsets_block_body(rows: Mapping[str, str]) -> str:
 
 
 def _merge_subsets(text: str, rows: Mapping[str, str]) -> str:
-    """`text` with the subsets' table holding `rows` in place of the rows of the same subsets: the table between the
-    last start marker line and the first end marker after it, or a new table just before the surfaces' block."""
+    """`text` with the subsets' table holding `rows` in place of the rows of the same subsets. The table is what lies
+    between the last start marker line that has an end marker line after it and that end marker; a card without such
+    a pair (none yet, or damaged markers) keeps its text whole and gets a new table just before the surfaces' block."""
     lines = text.splitlines(keepends=True)
-    starts = [i for i, line in enumerate(lines) if line.strip() == SUBSETS_START]
-    ends = [j for j in range(starts[-1] + 1, len(lines)) if lines[j].strip() == SUBSETS_END] if starts else []
-    if starts and ends:
-        kept = {m.group(1): m.group(0) for m in ROW.finditer("".join(lines[starts[-1] + 1 : ends[0]]))}
+    start, end = _marked(lines, SUBSETS_START, SUBSETS_END)
+    if start is not None and end is not None:
+        kept = {m.group(1): m.group(0) for m in ROW.finditer("".join(lines[start + 1 : end]))}
         kept.update(rows)
-        body = _subsets_block_body(kept)
-        return "".join(lines[: starts[-1] + 1]) + body + "\n" + "".join(lines[ends[0] :])
+        return "".join(lines[: start + 1]) + _subsets_block_body(kept) + "\n" + "".join(lines[end:])
     block = SUBSETS_START + "\n" + _subsets_block_body(rows) + "\n" + SUBSETS_END + "\n\n"
-    at = max(i for i, line in enumerate(lines) if line.strip() == BLOCK_START)  # the surfaces' block is there
+    at, _ = _marked(lines, BLOCK_START, BLOCK_END)  # the surfaces' block, which `render_dataset_card` made sure of
+    at = len(lines) if at is None else at
     return "".join(lines[:at]) + block + "".join(lines[at:])
+
+
+def _marked(lines: list[str], start: str, end: str) -> tuple[int | None, int | None]:
+    """(start line, end line) of the last start marker line with an end marker line after it, or (None, None)."""
+    for i in reversed([i for i, line in enumerate(lines) if line.strip() == start]):
+        ends = [j for j in range(i + 1, len(lines)) if lines[j].strip() == end]
+        if ends:
+            return i, ends[0]
+    return None, None

@@ -26,7 +26,6 @@ from ..errors import ConfigError, SurfaceError
 from .mixin import REPO_TYPES
 
 if TYPE_CHECKING:
-    from ..comparison import CompareReport
     from ..surface import Surface
 
 SURFACE_FILE, REPORT_FILE = "surface.json", "report.json"
@@ -131,7 +130,9 @@ def _load_from_hub(name: str, *, token: str | None, argument: str) -> tuple[Any,
                 continue
             except HfHubHTTPError as err:
                 raise_detached(
-                    HubSurfaceError(f"Could not list the files of the Hub repo {repo_id!r}: {type(err).__name__}: {err}")
+                    HubSurfaceError(
+                        f"Could not list the files of the Hub repo {repo_id!r}: {type(err).__name__}: {err}"
+                    )
                 )
             except Exception:  # offline or unreachable (the HTTP client's own errors): the folder, from the cache
                 return Surface.from_pretrained(repo_id, subfolder=folder or None, token=token), None

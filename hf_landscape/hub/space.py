@@ -104,7 +104,7 @@ def publish_space(
 
     space_id = check_space_id(space_id)
     report, page = _page(landscape, title=title, log_scale=log_scale)  # every refusal of the surfaces, before the Hub
-    surfaces = report.surfaces if report is not None else {"": landscape}
+    surfaces: dict[str, Surface] = report.surfaces if report is not None else {"": landscape}  # type: ignore[dict-item]
     api = HfApi(token=token)
     with hidden_token(token), tempfile.TemporaryDirectory(prefix="hf_landscape_space_") as staging:
         root = Path(staging)
@@ -207,7 +207,7 @@ def space_card(title: str, surfaces: Mapping[str, Surface], sources: Sequence[tu
         f"`{SPACE_PAGE}`, made with hf_landscape; it loads nothing from anywhere.",
     ]
     links = [f"- [{repo}]({_repo_url(repo, kind)}) ({kind} repo)" for repo, kind in sorted(set(sources))]
-    for name, sha, url in sorted({_model_link(s) for s in surfaces.values()} - {None}):  # type: ignore[type-var]
+    for name, sha, url in sorted({link for s in surfaces.values() if (link := _model_link(s)) is not None}):
         links.append(f"- model [{name}]({url}) at revision `{sha[:12]}`")
     if links:
         lines += ["", "## Sources", "", *links]
