@@ -285,3 +285,46 @@ def test_the_pages_a_push_and_a_space_publish_render_offline(open_page, tmp_path
         assert page.count("#landscape .gl-container canvas") >= 1 and page.count("#landscape .contourlayer path") > 10
         assert "loss =" in page.hover_text(0.5, -1 / 3, wait="loss =")
         assert_not_blank(page)
+
+
+def test_a_plane_pushed_from_the_cli_is_a_dataset_a_space_and_a_page_that_render(
+    open_page, tmp_path, monkeypatch, capsys
+):
+    """The user's path end to end: `hf-landscape plane ... --push-to-hub`, then `hf-landscape space` of that dataset
+    repo; `datasets.load_dataset` reads the table and both pages the Hub serves render offline."""
+    import datasets
+    from hub_server import running_hub
+    from testing_utils import TEXTS, build_gpt2, train_tokenizer
+
+    from hf_landscape.cli.main import main as cli_main
+    from hf_landscape.export import surface_columns
+
+    tokenizer = train_tokenizer()
+    build_gpt2(len(tokenizer)).save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    (tmp_path / "text.txt").write_text(" ".join(TEXTS))
+    out = tmp_path / "out"
+    plane_argv = ["plane", tmp_path / "model", "--text-file", tmp_path / "text.txt", "--max-length", 16]
+    plane_argv += ["--max-examples", 2, "--steps", 3, 3, "--out", out, "--no-progress"]
+    plane_argv += ["--push-to-hub", "me/landscapes", "--path-in-repo", "gpt2"]
+    with running_hub() as hub:
+        monkeypatch.setenv("HF_TOKEN", hub.token)
+        assert cli_main([str(a) for a in plane_argv]) == 0
+        assert cli_main(["space", "me/landscapes-space", "me/landscapes"]) == 0
+        assert capsys.readouterr().out.splitlines()[-1] == f"{hub.endpoint}/spaces/me/landscapes-space"
+        pushed = hub.files("me/landscapes", repo_type="dataset")["gpt2/viewer.html"]
+        space = hub.files("me/landscapes-space", repo_type="space")["index.html"]
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setattr(datasets.config, "HF_MODULES_CACHE", tmp_path / "modules")
+        table = datasets.load_dataset("me/landscapes", "gpt2", split="train", cache_dir=str(tmp_path / "ds"))
+    surface = Surface.from_pretrained(out)
+    assert table.column_names == list(surface_columns(surface)) and table.num_rows == 9
+    np.testing.assert_array_equal(np.asarray(table["loss"]), surface_columns(surface)["loss"])
+    assert pushed == (out / "viewer.html").read_bytes()
+    for name, page_bytes in (("pushed.html", pushed), ("space.html", space)):
+        (tmp_path / name).write_bytes(page_bytes)
+        page = open_page(tmp_path / name)
+        assert_rendered(page)
+        assert page.count("#landscape .gl-container canvas") >= 1 and page.count("#landscape .contourlayer path") > 10
+        assert "loss =" in page.hover_text(0.0, 0.0, wait="loss =")
+        assert_not_blank(page)
