@@ -4,6 +4,10 @@ Each page must render (plotly's SVG and the 3-D WebGL canvas exist), log no cons
 own file, show a point's loss on hover, answer its switches, and make a screenshot that is not blank. The tests skip,
 saying why, where Playwright or chromium is missing (`pip install 'hf_landscape[viewer]'`, `apt-get install -y
 chromium`); set HF_LANDSCAPE_CHROMIUM to use another chromium executable.
+
+The `.glb` export is loaded by three.js's own `GLTFLoader` in the same browser, from the npm package `three` in the
+folder HF_LANDSCAPE_THREE_JS names (`npm install three` puts it in `node_modules/three`; `.ci/run` does); the test
+skips, saying so, without it.
 """
 
 from __future__ import annotations
@@ -328,3 +332,75 @@ def test_a_plane_pushed_from_the_cli_is_a_dataset_a_space_and_a_page_that_render
         assert page.count("#landscape .gl-container canvas") >= 1 and page.count("#landscape .contourlayer path") > 10
         assert "loss =" in page.hover_text(0.0, 0.0, wait="loss =")
         assert_not_blank(page)
+
+
+# --- the .glb export in three.js (what Gradio's Model3D and three.js apps load it with) ----------------------------
+
+THREE_PAGE = """<!DOCTYPE html><html><head><script type="importmap">
+{"imports": {"three": "/three/build/three.module.js"}}</script></head><body><script type="module">
+import { GLTFLoader } from '/three/examples/jsm/loaders/GLTFLoader.js';
+const buffer = await (await fetch('/surface.glb')).arrayBuffer();
+new GLTFLoader().parse(buffer, '', (gltf) => {
+    const meshes = [];
+    gltf.scene.traverse((o) => { if (o.isMesh) meshes.push(o); });
+    window.loaded = meshes.map((m) => ({
+        attributes: Object.keys(m.geometry.attributes).sort(),
+        position: Array.from(m.geometry.attributes.position.array),
+        loss: Array.from(m.geometry.attributes._loss.array),
+        triangles: m.geometry.index.count / 3,
+        doubleSided: m.material.side === 2,
+        vertexColors: m.material.vertexColors,
+    }));
+}, (error) => { window.loaded = String(error); });
+</script></body></html>"""
+
+
+def three_js_folder():
+    folder = os.environ.get("HF_LANDSCAPE_THREE_JS")
+    if not folder or not os.path.isfile(os.path.join(folder, "examples", "jsm", "loaders", "GLTFLoader.js")):
+        pytest.skip("three.js is not here: `npm install three`, then HF_LANDSCAPE_THREE_JS=node_modules/three")
+    return folder
+
+
+def test_glb_loads_in_three_js_with_every_point_and_its_loss(browser, tmp_path):
+    from pathlib import Path
+
+    pytest.importorskip("trimesh", reason="the .glb export needs trimesh: pip install 'hf_landscape[export]'")
+    three = Path(three_js_folder())
+    s = plane()
+    files = {"/index.html": THREE_PAGE.encode(), "/surface.glb": s.export(tmp_path / "surface.glb").read_bytes()}
+    context = browser.new_context()
+    requests: list[str] = []
+
+    def serve(route) -> None:  # one made-up origin served from these files; anything else is refused
+        url = route.request.url
+        requests.append(url)
+        path = url.removeprefix("http://three.test")
+        local = three / path.removeprefix("/three/") if path.startswith("/three/") else None
+        if path in files:
+            route.fulfill(body=files[path], content_type="text/html" if path.endswith(".html") else "model/gltf-binary")
+        elif local is not None and local.is_file() and local.resolve().is_relative_to(three.resolve()):
+            route.fulfill(body=local.read_bytes(), content_type="text/javascript")
+        else:
+            route.abort()
+
+    try:
+        context.route("**/*", serve)
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto("http://three.test/index.html")
+        page.wait_for_function("window.loaded !== undefined")
+        loaded = page.evaluate("window.loaded")
+    finally:
+        context.close()
+    assert errors == [] and all(url.startswith("http://three.test/") for url in requests)
+    (mesh,) = loaded  # one mesh, not an error text
+    assert mesh["attributes"] == ["_loss", "_matthews_correlation", "_spread", "color", "position"]
+    position = np.asarray(mesh["position"]).reshape(-1, 3)
+    xx, yy = np.meshgrid(s.x, s.y)
+    assert len(position) == s.values.size == 63
+    np.testing.assert_allclose(position[:, 0], xx.ravel(), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(position[:, 2], -yy.ravel(), rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(mesh["loss"], dtype=np.float32), s.values.ravel().astype(np.float32))
+    assert mesh["triangles"] == 2 * 8 * 6 and mesh["doubleSided"] and mesh["vertexColors"]
