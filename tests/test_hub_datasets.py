@@ -336,3 +336,17 @@ def test_cli_push_with_repo_type_model(hub, tmp_path, monkeypatch, capsys):
     assert cli_main(["push", str(tmp_path / "out"), "me/gpt2", "--repo-type", "model"]) == 0
     assert capsys.readouterr().out.startswith(f"{hub.endpoint}/me/gpt2/commit/")
     assert "plane/viewer.html" in hub.files("me/gpt2") and "datasets/me/gpt2" not in hub.repos
+
+
+def test_cli_view_of_a_dataset_repo_is_the_page_of_its_surfaces(hub, tmp_path, monkeypatch, capsys):
+    from hf_landscape.hub import push_surfaces
+    from hf_landscape.viewer import compare_html, surface_html
+
+    monkeypatch.setenv("HF_TOKEN", hub.token)
+    surfaces = {"flat": make_plane(1), "sharp": make_plane(2, scale=4.0)}
+    push_surfaces(surfaces, "me/landscapes", formats=())
+    assert cli_main(["view", "me/landscapes", "--html", str(tmp_path / "both.html")]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "both.html")
+    assert (tmp_path / "both.html").read_text(encoding="utf-8") == compare_html(CompareReport(surfaces))
+    assert cli_main(["view", "me/landscapes/sharp", "--html", str(tmp_path / "sharp.html")]) == 0
+    assert (tmp_path / "sharp.html").read_text(encoding="utf-8") == surface_html(surfaces["sharp"])
