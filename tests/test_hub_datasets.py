@@ -319,9 +319,7 @@ def test_cli_plane_push_to_hub_makes_a_dataset_that_load_dataset_reads(hub, mode
     files = hub.files("me/landscapes", repo_type="dataset")
     assert files["gpt2/viewer.html"] == (out / "viewer.html").read_bytes()
     meta, _ = card_of(hub, "me/landscapes")
-    assert meta["configs"] == [
-        {"config_name": "gpt2", "data_files": [{"split": "train", "path": "data/gpt2.parquet"}]}
-    ]
+    assert meta["configs"] == [{"config_name": "gpt2", "data_files": [{"split": "train", "path": "data/gpt2.parquet"}]}]
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     import datasets
 
