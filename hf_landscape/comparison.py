@@ -101,7 +101,7 @@ class CompareReport(HubMixin):
     _hub_noun = "comparison"
     _hub_error = SurfaceError
     _hub_failure = HubSurfaceError
-    _push_defaults = {"formats": ("png",)}  # each surface's PNG plots, which the card shows
+    _push_defaults = {"formats": ("png",), "viewer": True}  # each surface's PNG plots (the card shows them), the pages
 
     def __init__(
         self,
@@ -294,20 +294,26 @@ class CompareReport(HubMixin):
         """Write each surface into `save_directory/<label>/`, `report.json` (sorted JSON: labels, grid and direction
         options, objective, the table, and each surface's id), the table as markdown (`report.md`) and the
         side-by-side figure (`compare.png`, or one file per format of `formats=`). `options` go to every surface's
-        `save_pretrained` too (plots: `formats=("png",)`, `log_scale=True`, ...); `push_to_hub` takes the same.
+        `save_pretrained` too (plots: `formats=("png",)`, `log_scale=True`, ...); with `viewer=True` each surface's
+        folder gets its `viewer.html` and `save_directory` the comparison's (`to_html`). `push_to_hub` takes the same.
 
         Raises:
             SurfaceError: the folder holds a different report (or a label's folder a different surface) and
                 `overwrite` is False. The report is checked before anything is written.
+            ConfigError: with `viewer`, surfaces of different kinds (before anything is written).
         """
         super().save_pretrained(save_directory, overwrite=overwrite, **options)
 
     def _save_pretrained(self, folder: Path, *, overwrite: bool, **options: Any) -> None:
         from .plotting import check_formats
+        from .viewer import VIEWER_NAME, compare_html
 
         formats = check_formats(options.get("formats") or ("png",), "formats")
         figures = [f"{FIGURE_STEM}.{fmt}" for fmt in formats]
-        io.check_output_folder(folder, argument="save_directory", names=(REPORT_NAME, TABLE_NAME, *figures))
+        viewer = bool(options.get("viewer"))
+        names = (REPORT_NAME, TABLE_NAME, *figures, *((VIEWER_NAME,) if viewer else ()))
+        io.check_output_folder(folder, argument="save_directory", names=names)
+        page = compare_html(self, log_scale=bool(options.get("log_scale"))) if viewer else None  # checks the kinds
         text = json.dumps(self._record(), sort_keys=True, indent=2, allow_nan=True) + "\n"
         io.make_output_folder(folder, argument="save_directory")
         with io.folder_lock(folder, argument="save_directory"):
@@ -324,6 +330,8 @@ class CompareReport(HubMixin):
                 io.save_figure(folder / path, figure)
             io.write_text(folder / TABLE_NAME, self.table_markdown())
             io.write_text(existing, text)
+            if page is not None:
+                io.write_text(folder / VIEWER_NAME, page)
         logger.info("saved a comparison of %d models to %s", len(self.surfaces), folder)
 
     @classmethod

@@ -59,6 +59,13 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
         "--checkpoint-every", type=int, default=10, help="save finished points to --out every N points (default 10)"
     )
     group.add_argument("--push-to-hub", metavar="REPO_ID", default=None, help="also push the surface to this Hub repo")
+    group.add_argument(
+        "--repo-type",
+        choices=["dataset", "model"],
+        default=None,
+        help="push to a dataset repo (tables the Dataset Viewer shows) or a model repo (default: the existing repo's "
+        "type, a dataset for a new repo)",
+    )
     group.add_argument("--private", action="store_true", help="create the Hub repo private")
     group.add_argument("--path-in-repo", default="", help="folder in the Hub repo (default: the root)")
 
@@ -300,6 +307,7 @@ def write_outputs(surface: Any, args: argparse.Namespace) -> None:
     from ..engine import distributed_state
     from ..errors import redact
     from ..plotting import plot_names
+    from ..viewer import VIEWER_NAME
 
     state = distributed_state()
     if state is not None and not state.is_main_process:  # every process holds the whole grid; one writes it
@@ -307,15 +315,23 @@ def write_outputs(surface: Any, args: argparse.Namespace) -> None:
     argv = getattr(args, "argv", None)  # recorded with any token-shaped value masked, and no local path
     surface.metadata["command"] = redact(shlex.join(["hf-landscape", *public_argv(argv)])) if argv else None
     # One set of save options for the folder and the push: the push holds exactly the files written here.
-    save = {"formats": () if args.no_plots else tuple(args.formats), "log_scale": args.log_scale}
+    save = {
+        "formats": () if args.no_plots else tuple(args.formats),
+        "log_scale": args.log_scale,
+        "viewer": not args.no_plots and has_values(surface),
+    }
     surface.save_pretrained(args.out, overwrite=args.overwrite, **save)
     resumed = surface.metadata.get("resumed") or {}
     written = [Path(args.out) / name for name in plot_names(surface, save["formats"])]
-    viewer = None if args.no_plots else write_viewer(surface, args.out, log_scale=args.log_scale)
+    viewer = str(Path(args.out) / VIEWER_NAME) if save["viewer"] else None
     url = None
     if args.push_to_hub:
         url = surface.push_to_hub(
-            args.push_to_hub, path_in_repo=args.path_in_repo, private=args.private or None, **save
+            args.push_to_hub,
+            repo_type=args.repo_type,
+            path_in_repo=args.path_in_repo,
+            private=args.private or None,
+            **save,
         )
     summary = {
         "kind": surface.kind,
@@ -331,6 +347,20 @@ def write_outputs(surface: Any, args: argparse.Namespace) -> None:
         "pushed": url,
     }
     print(json.dumps(summary, indent=2))
+
+
+def has_values(surface: Any) -> bool:
+    """Whether the surface has a finite loss value somewhere (else it has no viewer page: a warning says so)."""
+    import logging
+
+    from ..viewer import VIEWER_NAME
+
+    if (~_isnan(surface.values)).any():
+        return True
+    logging.getLogger(__name__).warning(
+        "no %s written: the loss is NaN or infinite at every point, so there is nothing to show", VIEWER_NAME
+    )
+    return False
 
 
 def write_viewer(surface: Any, folder: str | Path, *, log_scale: bool = False) -> str | None:

@@ -21,6 +21,7 @@ from .grids import (
 )
 from .plot import plot_command, plot_command_parser
 from .push import push_command, push_command_parser
+from .space import space_command, space_command_parser
 from .view import view_command, view_command_parser
 
 
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         (plot_command_parser, plot_command),
         (push_command_parser, push_command),
         (view_command_parser, view_command),
+        (space_command_parser, space_command),
         (export_command_parser, export_command),
         (demo_command_parser, demo_command),
         (env_command_parser, env_command),
