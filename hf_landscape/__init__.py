@@ -39,6 +39,8 @@ from .objectives import (
     GlueObjective,
     GlueObjectiveConfig,
     Objective,
+    TextClassificationObjective,
+    TextClassificationObjectiveConfig,
 )
 from .probe import LandscapeProbe
 from .slices import AutoSpan, BasinResult, CurveConfig
@@ -80,6 +82,8 @@ __all__ = [
     "SharpnessResult",
     "Surface",
     "SurfaceError",
+    "TextClassificationObjective",
+    "TextClassificationObjectiveConfig",
     "TokenLossMap",
     "TraceResult",
     "compare",

@@ -31,7 +31,7 @@ from .directions.interpolation import path_knots
 from .directions.low_rank import LowRankDirectionConfig
 from .directions.prepare import given_directions
 from .directions.random import RandomDirectionConfig
-from .directions.registry import draw_directions
+from .directions.registry import default_span, draw_directions
 from .engine.modes import check_autocast
 from .engine.runner import ExecutionConfig, GridRunner
 from .errors import ConfigError
@@ -274,7 +274,7 @@ class LandscapeProbe(SliceMethods):
     def line(
         self,
         steps: int = 51,
-        span: Sequence[float] | str | AutoSpan = (-1.0, 1.0),
+        span: Sequence[float] | str | AutoSpan | None = None,
         seed: int | Sequence[int] = 0,
         *,
         direction: DirectionArg | str | None = None,
@@ -288,8 +288,11 @@ class LandscapeProbe(SliceMethods):
 
         Args:
             steps: number of points (>= 2).
-            span: (low, high) of α, or `"auto"`: the span where the loss rises by `rise` (see `find_span`; the search
-                is recorded in `metadata["auto_span"]`), or an `AutoSpan` with every setting of the search.
+            span: (low, high) of α; by default the direction kind's (`directions.registry.default_span`): (-1, 1)
+                for random directions (Li et al. 2018), narrower for LoRA-subspace ones, whose rank-r directions
+                change a layer's output far more at the same norm. Or `"auto"`: the span where the loss rises by
+                `rise` (see `find_span`; the search is recorded in `metadata["auto_span"]`), or an `AutoSpan` with
+                every setting of the search.
             seed: draw of the random direction δ (the first axis of `plane` with the same seed); a list of seeds
                 gives the mean over draws in `values`, their standard deviation in `spread`.
             direction: `"random"` (default), `"lora"`, `"adapter"`, `"adversarial"` (see `directions`), or a direction
@@ -299,6 +302,8 @@ class LandscapeProbe(SliceMethods):
             checkpoint_dir: save finished points here (every `checkpoint_every` points and when stopped early);
                 calling again with the same configuration and folder resumes, computing only missing points.
         """
+        check_spelling("line", "direction", config_kwargs)
+        span = span_for(direction, span)
         grid = {"steps": steps, "span": span, "checkpoint_dir": checkpoint_dir, "checkpoint_every": checkpoint_every}
         auto = auto_span_config(span, rise)
         if isinstance(seed, (list, tuple)):
@@ -316,7 +321,7 @@ class LandscapeProbe(SliceMethods):
     def plane(
         self,
         steps: int | Sequence[int] = (25, 25),
-        span: Sequence[Any] | str | AutoSpan = ((-1.0, 1.0), (-1.0, 1.0)),
+        span: Sequence[Any] | str | AutoSpan | None = None,
         seed: int | Sequence[int] = 0,
         *,
         directions: Sequence[DirectionArg] | str | None = None,
@@ -330,8 +335,9 @@ class LandscapeProbe(SliceMethods):
 
         Args:
             steps: points per axis, an int for both or `(nx, ny)`.
-            span: `((x_low, x_high), (y_low, y_high))`, or one `(low, high)` for both, or `"auto"` (each axis's span
-                where the loss rises by `rise`, see `find_span`) or an `AutoSpan`.
+            span: `((x_low, x_high), (y_low, y_high))`, or one `(low, high)` for both; by default the direction
+                kind's, as for `line`. Or `"auto"` (each axis's span where the loss rises by `rise`, see
+                `find_span`) or an `AutoSpan`.
             seed: draw of the two random directions; a list of seeds gives the mean over draws in `values`,
                 their standard deviation in `spread` and each draw's values in `samples` (with `span="auto"`, one
                 span for every draw: the widest).
@@ -343,6 +349,8 @@ class LandscapeProbe(SliceMethods):
             checkpoint_dir: save finished points here (every `checkpoint_every` points and when stopped early);
                 calling again with the same configuration and folder resumes, computing only missing points.
         """
+        check_spelling("plane", "directions", config_kwargs)
+        span = span_for(directions, span)
         grid = {"steps": steps, "span": span, "checkpoint_dir": checkpoint_dir, "checkpoint_every": checkpoint_every}
         auto = auto_span_config(span, rise)
         if isinstance(seed, (list, tuple)):
@@ -389,8 +397,9 @@ class LandscapeProbe(SliceMethods):
         work, checkpointed into `checkpoint` = (folder, every)) and wrap the values with their provenance."""
         run = self.runner.run(kind, axes, dirs, checkpoint_dir=checkpoint[0], checkpoint_every=checkpoint[1])
         meta = surface_metadata(
-            kind, self.runner, self.provenance, directions=dirs, seed=seed, grid=record, wall=run.wall
-        )
+            kind, self.runner, self.provenance, directions=dirs, seed=seed, grid=record, wall=run.wall,
+            compute=run.compute, resumed=run.resumed,
+        )  # fmt: skip
         return grid_surface(axes, run.values, run.metrics, meta, directions=dirs, partials=run.partials)
 
     def interpolate(
@@ -440,8 +449,9 @@ class LandscapeProbe(SliceMethods):
         )
         record = {"steps": [steps], "span": [list(map(float, span))]}
         meta = surface_metadata(
-            "interpolation", self.runner, self.provenance, directions=[], seed=None, grid=record, wall=run.wall
-        )
+            "interpolation", self.runner, self.provenance, directions=[], seed=None, grid=record, wall=run.wall,
+            compute=run.compute, resumed=run.resumed,
+        )  # fmt: skip
         meta.update(path_metadata(self.provenance, self.model, others))
         return grid_surface([x], run.values, run.metrics, meta, partials=run.partials)
 
@@ -547,6 +557,28 @@ class LandscapeProbe(SliceMethods):
         The weights are restored bit for bit afterwards."""
         options = {"rho": rho, "kind": kind, **config_kwargs} if config is None else config_kwargs
         return sharpness_measure(self.model, self.objective, config, progress=self.progress, **options)
+
+
+def check_spelling(method: str, spelling: str, options: Mapping[str, Any]) -> None:
+    """Refuse the other method's spelling of the directions argument (`line(direction=)`, `plane(directions=)`)."""
+    other = "directions" if spelling == "direction" else "direction"
+    if other in options:
+        raise ConfigError(
+            f"`{method}` takes `{spelling}=`, not `{other}=` (did you mean `{spelling}={options[other]!r}`?); "
+            f"`line` takes one `direction`, `plane` two `directions`."
+        )
+
+
+def span_for(directions: Any, span: Any) -> Any:
+    """`span`, or by default the span of the direction kind asked for (the kind of given low-rank directions is
+    `"lora"`'s, of other given directions `"random"`'s)."""
+    if span is not None:
+        return span
+    kind = directions if isinstance(directions, str) else "random"
+    given = directions if isinstance(directions, (list, tuple)) else [directions]
+    if any(isinstance(d, LowRankDirection) for d in given):
+        kind = "lora"
+    return default_span(kind)
 
 
 __all__ = ["LandscapeProbe", "check_materialized"]
