@@ -48,11 +48,10 @@ class AutoSpan(BaseConfig):
     Args:
         rise (`float`, defaults to 1.0): the rise of the loss at the edge of the span, in the loss's own units (an
             absolute rise, not a fraction of the centre's loss). For a cross-entropy loss 1.0 is one nat: the geometric
-            mean of the probabilities given to the right tokens has fallen by a factor e, whatever the centre loss is.
-            On SmolLM2-135M that reaches the end of the quadratic bottom of the basin, where the walls begin
-            (docs/slices.md), so the basin fills the picture and its walls close it; a fraction of the centre loss
-            would shrink the span to nothing for a model with a near-zero training loss. Use a smaller rise for
-            losses of another scale (an MSE, a classifier near chance).
+            mean of the probabilities given to the right tokens has fallen by a factor e, whatever the centre loss is,
+            so the basin's floor fills the picture and its walls close it; a fraction of the centre loss would shrink
+            the span to nothing for a model with a near-zero training loss. Use a smaller rise for losses of another
+            scale (an MSE, a classifier near chance).
         tol (`float`, defaults to 0.1): the edge's rise lies in [rise, rise·(1 + tol)].
         max_radius (`float`, defaults to 100.0): the largest radius tried, in units of the direction (100 times the
             weights' own norm for normalized directions); reaching it without the rise is an error that says so.
