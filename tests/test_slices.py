@@ -430,3 +430,17 @@ def test_basin_along_adapter_directions_finds_the_worst_case_among_the_adapter(m
 def test_an_unknown_basin_metric_is_named():
     with pytest.raises(ConfigError, match="'accuracy' is not among the objective's metrics"):
         probe_of(build_gpt2(100)).basin("accuracy", drop=0.1, adversarial=False)
+
+
+def test_curve_and_three_model_surfaces_save_load_and_plot(tmp_path, bezier, through):
+    from hf_landscape import Surface
+
+    for name, surface in (("curve", bezier), ("through", through)):
+        surface.save_pretrained(tmp_path / name)
+        loaded = Surface.from_pretrained(tmp_path / name)
+        np.testing.assert_array_equal(loaded.values, surface.values)
+        assert loaded.metadata["kind"] == surface.metadata["kind"]
+        written = surface.save_plots(tmp_path / name)
+        assert written and all(path.is_file() for path in written)
+    assert Surface.from_pretrained(tmp_path / "through").metadata["points"] == through.metadata["points"]
+    assert Surface.from_pretrained(tmp_path / "curve").metadata["curve"]["barrier"] == bezier.metadata["curve"]["barrier"]

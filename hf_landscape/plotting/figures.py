@@ -194,6 +194,9 @@ def _draw_curve(
     centre = np.flatnonzero(surface.x == 0.0)
     if len(centre):
         ax.plot(surface.x[centre], z[centre], linestyle="none", label=CENTRE_LABEL, **_CENTRE_STYLE)
+    straight = (surface.metadata.get("curve") or {}).get("linear_values")
+    if straight is not None and metric is None and not log_scale:  # a trained curve beside the straight path
+        ax.plot(surface.x, straight, "--", color="C1", lw=1.4, label="straight path")
     if surface.kind == "interpolation":
         knots = (surface.metadata.get("path") or {}).get("knots") or [0, 1]
         if len(knots) <= 2:
@@ -226,6 +229,9 @@ def _draw_3d(
     index = surface.centre_index
     if index is not None and np.isfinite(zz[index]):
         ax.plot([0.0], [0.0], [float(zz[index])], linestyle="none", label=CENTRE_LABEL, zorder=5, **_CENTRE_STYLE)
+    for name, (px, py) in (surface.metadata.get("points") or {}).items():  # named models, on the floor
+        ax.plot([px], [py], [lo], linestyle="none", marker="o", color="black", zorder=6)
+        ax.text(px, py, lo, f" {name}", fontsize=LABEL_SIZE + 2, zorder=7)
     xlabel, ylabel = axis_labels(surface)
     ax.set_xlabel(xlabel, labelpad=6)
     ax.set_ylabel(ylabel, labelpad=6)
