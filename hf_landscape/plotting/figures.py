@@ -185,7 +185,9 @@ def _draw_curve(
         lw=1.8,
         marker="o" if len(surface.x) <= 41 else None,
         markersize=3,
-        label="mean over seeds" if surface.spread is not None else None,
+        label="mean over seeds"
+        if surface.spread is not None
+        else ("trained curve" if surface.kind == "curve" else None),
     )
     if surface.spread is not None and metric is None and not log_scale:
         ax.fill_between(surface.x, z - surface.spread, z + surface.spread, color="C0", alpha=0.25, label="± 1 std")
@@ -247,7 +249,8 @@ def _draw_3d(
 def _draw_overlays(ax: Any, surface: Surface, metric: str | None) -> None:
     """The centre marker, the projected gradient, a training path, named models and a projected curve, on 2-D plots."""
     handles = False
-    ax.plot([0.0], [0.0], linestyle="none", label=CENTRE_LABEL, zorder=6, **_CENTRE_STYLE)
+    if not surface.metadata.get("points"):  # on a plane through models, the first model is the centre, named below
+        ax.plot([0.0], [0.0], linestyle="none", label=CENTRE_LABEL, zorder=6, **_CENTRE_STYLE)
     if metric is None and "dL/dalpha" in surface.metrics and "dL/dbeta" in surface.metrics:
         X, Y = np.meshgrid(surface.x, np.asarray(surface.y))
         u, v = surface.metrics["dL/dalpha"], surface.metrics["dL/dbeta"]
