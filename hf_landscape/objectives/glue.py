@@ -30,7 +30,7 @@ from .. import io
 from ..config import BaseConfig, check_choice
 from ..errors import ConfigError, ModelError
 from . import glue_data
-from .base import DifferentiableLoss, Evaluation, Objective, eval_mode
+from .base import DifferentiableLoss, Evaluation, LogitTerm, LogitTerms, Objective, eval_mode
 from .glue_tasks import GLUE_TASKS, GlueTask, glue_task
 
 logger = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ class _Batch:
     index: list[int]  # example indices of the rows
 
 
-class GlueObjective(Objective, DifferentiableLoss):
+class GlueObjective(Objective, DifferentiableLoss, LogitTerms):
     """Task loss and official metrics of a GLUE task, over a fixed evaluation set tokenized once.
 
     Args:
@@ -354,6 +354,14 @@ class GlueObjective(Objective, DifferentiableLoss):
         self.bind(model)
         for b in self._batches:
             yield self._batch_losses(model(**b.inputs).logits, b)[0].sum() / self.num_examples
+
+    def logit_terms(self, model: torch.nn.Module) -> Iterator[LogitTerm]:
+        """The loss batch by batch as logits `(examples, labels)` and labels: softmax cross-entropy, or the squared
+        error of `logits[:, 0]` for a regression task, scaled by 1 / the number of examples (Gauss-Newton curvature)."""
+        self.bind(model)
+        loss = "squared_error" if self.task.is_regression else "cross_entropy"
+        for b in self._batches:
+            yield LogitTerm(model(**b.inputs).logits, b.labels, loss, 1.0 / self.num_examples)
 
     def evaluate(self, model: torch.nn.Module, *, details: bool = False) -> Evaluation:
         if self._bound is None or self._bound[1] != id(model):
