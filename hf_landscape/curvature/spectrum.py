@@ -142,7 +142,7 @@ class SpectrumResult(HubMixin):
 
         if title is None:
             low, high = self.trace_interval
-            interval = "" if math.isnan(low) else f" [{low:.4g}, {high:.4g}]"
+            interval = "" if math.isnan(low) else f" ({self.confidence:.0%} interval [{low:.4g}, {high:.4g}])"
             title = (
                 f"{self.operator} spectral density: n = {self.num_parameters:,}, {self.probes} probe(s) x "
                 f"{self.steps} Lanczos steps, trace {self.trace:.4g}{interval}"
