@@ -171,7 +171,6 @@ def hessian_eigenvalues(
     check_operator(objective, operator, hvp, "`hessian_eigenvalues`")
     check_int("k", k, 1)
     tol = check_positive("tol", tol)
-    check_int("max_iter", max_iter, k)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ConfigError(f"`seed` must be an integer, got {seed!r}.")
     for name, flag in (("per_layer", per_layer), ("per_block", per_block), ("offload", offload)):
@@ -184,6 +183,7 @@ def hessian_eigenvalues(
             f"`k` ({k}) is larger than the number of selected parameters ({n}); pass `k` <= {n}, or select more "
             "parameters (`include=`, `include_1d=True`)."
         )
+    check_int("max_iter", max_iter, k)
     if basis_size is not None:
         check_int("basis_size", basis_size, k + 2 if n >= k + 2 else k)
     groups = {"per_layer": layer_partition(flat, layer_of) if per_layer else None}
