@@ -512,6 +512,10 @@ class LandscapeProbe:
         if kind in PAC_BAYES_KINDS or isinstance(config, PacBayesConfig):
             if rho is not None:
                 raise ConfigError(f"`rho` is not an option of {kind!r} sharpness; pass `target=` (the rise allowed).")
+            if config is not None and not isinstance(config, PacBayesConfig):
+                raise ConfigError(
+                    f"`config` of {kind!r} sharpness must be a `PacBayesConfig`, got {type(config).__name__}."
+                )
             options = {"kind": kind, **config_kwargs} if config is None else config_kwargs
             return pac_bayes_sharpness(self.model, self.objective, config, progress=self.progress, **options)
         rho = 0.05 if rho is None else rho

@@ -9,7 +9,7 @@ import pytest
 import torch
 from testing_utils import ExactCurvature
 
-from hf_landscape import critical_sharpness
+from hf_landscape import Direction, critical_sharpness
 
 
 class Vector(torch.nn.Module):
@@ -44,6 +44,8 @@ def test_along_a_given_direction_it_is_d_h_d_over_g_d_and_a_direction_uphill_is_
         result = critical_sharpness(model, loss_fn, direction={"x": sign * d}, rtol=1e-8, progress=False)
         expected = float(d @ a @ d) / abs(float(g @ d))
         assert result.sharpness == pytest.approx(expected, rel=1e-8) and result.direction == "given"
+    as_direction = critical_sharpness(model, loss_fn, direction=Direction({"x": d}), rtol=1e-8, progress=False)
+    assert as_direction.sharpness == result.sharpness
 
 
 def test_on_a_tiny_model_it_is_the_rayleigh_quotient_to_second_order():

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import build_gpt2
 
-from hf_landscape import CausalLMObjective, ConfigError, LandscapeError, LandscapeProbe, ObjectiveError
+from hf_landscape import CausalLMObjective, ConfigError, LandscapeError, LandscapeProbe, ObjectiveError, SharpnessConfig
 from hf_landscape.curvature import operators
 
 IDS = [[(7 * i + 3 * j) % 97 + 1 for j in range(10)] for i in range(2)]
@@ -51,6 +51,10 @@ CASES = {
     "unknown product": (lambda p: p.hessian_eigenvalues(hvp="forward"), r"`hvp` must be one of"),
     "no target rise": (lambda p: p.sharpness(kind="pac_bayes", target=0), r"`target` must be a finite rise"),
     "negative target": (lambda p: p.sharpness(kind="pac_bayes", target=-0.1), r"`target` must be a finite rise"),
+    "a ρ-sharpness config for PAC-Bayes": (
+        lambda p: p.sharpness(kind="pac_bayes", config=SharpnessConfig(rho=0.05)),
+        r"`config` of 'pac_bayes' sharpness must be a `PacBayesConfig`, got SharpnessConfig",
+    ),
     "zero rtol": (lambda p: p.critical_sharpness(rtol=0), r"`rtol` must be a finite number > 0, got 0"),
 }
 

@@ -147,8 +147,9 @@ def critical_sharpness(
     else:
         if per_block:
             raise ConfigError("`per_block=True` follows the gradient; pass either `direction` or `per_block=True`.")
-        Direction(dict(direction)).check_fits(all_params, argument="direction")
-        params = {n: all_params[n] for n in all_params if n in direction}
+        given = dict(direction.tensors if isinstance(direction, Direction) else direction)
+        Direction(given).check_fits(all_params, argument="direction")
+        params = {n: all_params[n] for n in all_params if n in given}
     flat = FlatParameters(params)
     partition = role_partition(flat, model) if per_block else None
     base = check_centre(model, objective)
@@ -157,9 +158,9 @@ def critical_sharpness(
     if direction is None:
         d, label = g, "gradient"
     else:
-        d = torch.cat([direction[n].detach().to(flat.device, flat.dtype).reshape(-1) for n in flat.names])
+        d = torch.cat([given[n].detach().to(flat.device, flat.dtype).reshape(-1) for n in flat.names])
         label = "given"
-    options = {"base": base, "rtol": rtol, "max_evaluations": max_evaluations, "first_step": first_step}
+    options: dict[str, Any] = {"base": base, "rtol": rtol, "max_evaluations": max_evaluations, "first_step": first_step}
     with editing(model, params) as editor:
         theta_norm = max(math.sqrt(sum(float(torch.linalg.vector_norm(o)) ** 2 for o in editor.originals)), 1.0)
         search = _Search(model, objective, editor, flat, theta_norm, progress, **options)

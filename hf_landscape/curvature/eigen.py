@@ -189,8 +189,8 @@ def hessian_eigenvalues(
     groups = {"per_layer": layer_partition(flat, layer_of) if per_layer else None}
     groups["per_block"] = role_partition(flat, model) if per_block else None
     basis_device = torch.device("cpu") if offload else flat.device
-    options = {"tol": tol, "max_iter": max_iter, "basis_device": basis_device, "seed": seed, "progress": progress}
-    options["dtype"] = flat.dtype
+    options: dict[str, Any] = {"tol": tol, "max_iter": max_iter, "basis_device": basis_device, "seed": seed}
+    options.update(progress=progress, dtype=flat.dtype)
     check_centre(model, objective)
     with operator_for(model, objective, flat, operator=operator, hvp=hvp, fd_step=fd_step) as op:
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -231,7 +231,7 @@ def _grads_put_aside(params: list[torch.nn.Parameter]) -> Iterator[None]:
             p.grad = g
 
 
-def _norm(tensors: list[torch.Tensor]) -> float:
+def _norm(tensors: Sequence[torch.Tensor]) -> float:
     return math.sqrt(sum(float(torch.linalg.vector_norm(t.detach())) ** 2 for t in tensors))
 
 
