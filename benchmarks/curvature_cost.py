@@ -330,7 +330,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="timing rounds of the gradient and products (fastest)")
     parser.add_argument("--eig-steps", type=int, default=40, help="at most this many products for the top 3")
     parser.add_argument("--eig-tol", type=float, default=1e-2)
-    parser.add_argument("--basis-size", type=int, default=8, help="Lanczos vectors held by the eigenvalue search")
+    parser.add_argument("--basis-size", type=int, default=6, help="Lanczos vectors held by the eigenvalue search")
     parser.add_argument("--spectrum-steps", type=int, default=20)
     parser.add_argument("--spectrum-probes", type=int, default=1)
     parser.add_argument(

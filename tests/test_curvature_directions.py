@@ -1,6 +1,7 @@
 """Directions along curvature (`directions="hessian"` / `"ggn"`): the top eigenvectors of the exact Hessian or
 Gauss-Newton matrix of a tiny GPT-2 over the matrices a random plane moves, eigenvalues recorded; and per-block
-critical sharpness on a quadratic, where each block's λc is its Rayleigh quotient."""
+critical sharpness on a quadratic, where each block's λc is its Rayleigh quotient; the roles of GPT-2, Llama and BERT
+parameters."""
 
 from __future__ import annotations
 
@@ -102,3 +103,48 @@ def test_per_block_critical_sharpness_is_each_blocks_rayleigh_quotient_on_a_quad
         assert result.per_block[role].sharpness == pytest.approx(expected, rel=1e-8)
     assert result.sharpness == pytest.approx(float(g @ a @ g / (g @ g)), rel=1e-8)
     np.testing.assert_array_equal(torch.cat([model.wte.x, model.mlp.c_fc.x]).detach().numpy(), x0.numpy())
+
+
+def roles(model: torch.nn.Module) -> dict[str, str]:
+    return {name: role_of(name) for name, _ in model.named_parameters()}
+
+
+def test_every_parameter_of_gpt2_llama_and_bert_has_its_role():
+    from testing_utils import build_gpt2, build_llama
+    from transformers import BertConfig, BertForSequenceClassification
+
+    gpt2 = roles(build_gpt2(50, n_layer=1))
+    assert {n: r for n, r in gpt2.items() if "ln" not in n} == {
+        "transformer.wte.weight": "embeddings",
+        "transformer.wpe.weight": "embeddings",
+        "transformer.h.0.attn.c_attn.weight": "attention_qkv",  # split into q/k and v columns by `parameter_roles`
+        "transformer.h.0.attn.c_attn.bias": "attention_qkv",
+        "transformer.h.0.attn.c_proj.weight": "attention_vo",
+        "transformer.h.0.attn.c_proj.bias": "attention_vo",
+        "transformer.h.0.mlp.c_fc.weight": "mlp",
+        "transformer.h.0.mlp.c_fc.bias": "mlp",
+        "transformer.h.0.mlp.c_proj.weight": "mlp",
+        "transformer.h.0.mlp.c_proj.bias": "mlp",
+    }
+    assert {r for n, r in gpt2.items() if "ln" in n} == {"norms"}
+    llama = roles(build_llama(50))
+    expected = {"q_proj": "attention_qk", "k_proj": "attention_qk", "v_proj": "attention_vo", "o_proj": "attention_vo"}
+    expected |= {"gate_proj": "mlp", "up_proj": "mlp", "down_proj": "mlp", "layernorm": "norms", "norm": "norms"}
+    expected |= {"embed_tokens": "embeddings", "lm_head": "head"}
+    for name, role in llama.items():
+        module = name.split(".")[-2]
+        key = "layernorm" if module.endswith("layernorm") else module
+        assert role == expected[key], name
+    bert = roles(BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1,
+                                                         num_attention_heads=2, intermediate_size=16)))  # fmt: skip
+    layer = "bert.encoder.layer.0."
+    assert bert[layer + "attention.self.query.weight"] == bert[layer + "attention.self.key.weight"] == "attention_qk"
+    assert (
+        bert[layer + "attention.self.value.weight"] == bert[layer + "attention.output.dense.weight"] == "attention_vo"
+    )
+    assert bert[layer + "intermediate.dense.weight"] == bert[layer + "output.dense.weight"] == "mlp"
+    assert bert[layer + "attention.output.LayerNorm.weight"] == bert[layer + "output.LayerNorm.weight"] == "norms"
+    assert bert["bert.embeddings.word_embeddings.weight"] == bert["bert.embeddings.position_embeddings.weight"]
+    assert bert["bert.embeddings.word_embeddings.weight"] == "embeddings"
+    assert bert["classifier.weight"] == bert["bert.pooler.dense.weight"] == "head"
+    assert "other" not in set(gpt2.values()) | set(llama.values()) | set(bert.values())
