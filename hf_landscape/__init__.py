@@ -52,6 +52,8 @@ from .objectives import (
     GlueObjective,
     GlueObjectiveConfig,
     Objective,
+    TextClassificationObjective,
+    TextClassificationObjectiveConfig,
 )
 from .probe import LandscapeProbe
 from .surface import Surface
@@ -93,6 +95,8 @@ __all__ = [
     "SpectrumResult",
     "Surface",
     "SurfaceError",
+    "TextClassificationObjective",
+    "TextClassificationObjectiveConfig",
     "TokenLossMap",
     "TraceResult",
     "compare",

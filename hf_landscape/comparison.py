@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -29,11 +30,13 @@ from . import io
 from .analysis.summaries import (
     SUMMARY_FIGURES,
     centre_curvature,
+    grid_radius,
     interpolation_barrier,
     mean_increase_within,
     positive_number,
     radial_distance,
     rise_radius,
+    rise_text,
     summarize,
 )
 from .directions.random import RandomDirectionConfig
@@ -49,6 +52,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 REPORT_NAME = "report.json"
+TABLE_NAME = "report.md"  # the table as markdown
+FIGURE_STEM = "compare"  # the side-by-side figure, `compare.<format>`
 FORMAT = "hf_landscape.compare"
 FORMAT_VERSION = 1
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
@@ -96,7 +101,7 @@ class CompareReport(HubMixin):
     _hub_noun = "comparison"
     _hub_error = SurfaceError
     _hub_failure = HubSurfaceError
-    _push_defaults = {"formats": ("png",)}  # each surface's PNG plots, which the card shows
+    _push_defaults = {"formats": ("png",), "viewer": True}  # each surface's PNG plots (the card shows them), the pages
 
     def __init__(
         self,
@@ -150,7 +155,11 @@ class CompareReport(HubMixin):
             "curvature_mean": "mean curvature",
         }
 
-        def cell(value: Any, interval: Any = None) -> str:
+        radii = [grid_radius(s) for s in self.surfaces.values()]
+
+        def cell(value: Any, interval: Any = None, key: str = "", r_max: float = math.inf) -> str:
+            if key == "rise_radius" and isinstance(value, float):
+                return rise_text(value, interval, r_max, digits)
             if isinstance(value, float):
                 text = f"{value:.{digits}g}"
                 if interval is not None:
@@ -162,7 +171,10 @@ class CompareReport(HubMixin):
             "| " + " | ".join(titles.get(k, k.replace("centre_", "centre ")) for k in keys) + " |",
             "|" + "|".join(":---" if k == "model" else "---:" for k in keys) + "|",
         ]
-        lines += ["| " + " | ".join(cell(row.get(k), row.get(f"{k}_ci")) for k in keys) + " |" for row in rows]
+        lines += [
+            "| " + " | ".join(cell(row.get(k), row.get(f"{k}_ci"), k, r_max) for k in keys) + " |"
+            for row, r_max in zip(rows, radii)
+        ]
         if any(k.endswith("_ci") for row in rows for k in row):
             lines.append(
                 f"\nIntervals: {self.confidence:.0%} Student-t confidence intervals of the mean over the direction seeds."
@@ -279,18 +291,29 @@ class CompareReport(HubMixin):
         }
 
     def save_pretrained(self, save_directory: str | os.PathLike, *, overwrite: bool = False, **options: Any) -> None:
-        """Write each surface into `save_directory/<label>/` and `report.json` (sorted JSON: labels, grid and
-        direction options, objective, the table, and each surface's id). `options` go to every surface's
-        `save_pretrained` (plots: `formats=("png",)`, `log_scale=True`, ...); `push_to_hub` takes the same.
+        """Write each surface into `save_directory/<label>/`, `report.json` (sorted JSON: labels, grid and direction
+        options, objective, the table, and each surface's id), the table as markdown (`report.md`) and the
+        side-by-side figure (`compare.png`, or one file per format of `formats=`). `options` go to every surface's
+        `save_pretrained` too (plots: `formats=("png",)`, `log_scale=True`, ...); with `viewer=True` each surface's
+        folder gets its `viewer.html` and `save_directory` the comparison's (`to_html`). `push_to_hub` takes the same.
 
         Raises:
             SurfaceError: the folder holds a different report (or a label's folder a different surface) and
                 `overwrite` is False. The report is checked before anything is written.
+            ConfigError: with `viewer`, surfaces of different kinds (before anything is written).
         """
         super().save_pretrained(save_directory, overwrite=overwrite, **options)
 
     def _save_pretrained(self, folder: Path, *, overwrite: bool, **options: Any) -> None:
-        io.check_output_folder(folder, argument="save_directory", names=(REPORT_NAME,))
+        from .plotting import check_formats
+        from .viewer import VIEWER_NAME, compare_html
+
+        formats = check_formats(options.get("formats") or ("png",), "formats")
+        figures = [f"{FIGURE_STEM}.{fmt}" for fmt in formats]
+        viewer = bool(options.get("viewer"))
+        names = (REPORT_NAME, TABLE_NAME, *figures, *((VIEWER_NAME,) if viewer else ()))
+        io.check_output_folder(folder, argument="save_directory", names=names)
+        page = compare_html(self, log_scale=bool(options.get("log_scale"))) if viewer else None  # checks the kinds
         text = json.dumps(self._record(), sort_keys=True, indent=2, allow_nan=True) + "\n"
         io.make_output_folder(folder, argument="save_directory")
         with io.folder_lock(folder, argument="save_directory"):
@@ -302,7 +325,13 @@ class CompareReport(HubMixin):
                 )
             for name, surface in self.surfaces.items():
                 surface.save_pretrained(folder / name, overwrite=overwrite, **options)
+            figure = self.figure(log_scale=bool(options.get("log_scale", False)))
+            for path in figures:
+                io.save_figure(folder / path, figure)
+            io.write_text(folder / TABLE_NAME, self.table_markdown())
             io.write_text(existing, text)
+            if page is not None:
+                io.write_text(folder / VIEWER_NAME, page)
         logger.info("saved a comparison of %d models to %s", len(self.surfaces), folder)
 
     @classmethod
@@ -347,7 +376,15 @@ class CompareReport(HubMixin):
             where = "/".join(filter(None, [folder, name]))
             surfaces[where] = surface
             plots[where] = [n.split("/", 1)[1] for n in written if n.startswith(f"{name}/plot_")]
-        return {"surfaces": surfaces, "plots": plots}
+        prefix = f"{folder}/" if folder else ""
+        figure = next((n for n in written if n in (f"{FIGURE_STEM}.png", f"{FIGURE_STEM}.svg")), None)
+        image = f"![comparison]({prefix}{figure})\n\n" if figure else ""
+        # Labels are checked names (no markup) and the table holds numbers: it cannot break the card's markers.
+        section = (
+            f"<!-- surface:{folder} -->\n### {folder or 'comparison'}\n\n{image}{self.table_markdown()}\n"
+            f"`CompareReport.from_pretrained` loads it whole.\n<!-- /surface:{folder} -->"
+        )
+        return {"surfaces": surfaces, "plots": plots, "sections": {folder: section}}
 
 
 def _checked(source: FileSource, cls: Any) -> FileSource:

@@ -39,7 +39,7 @@ from .directions.interpolation import path_knots
 from .directions.low_rank import LowRankDirectionConfig
 from .directions.prepare import given_directions
 from .directions.random import RandomDirectionConfig
-from .directions.registry import draw_directions
+from .directions.registry import default_span, draw_directions
 from .engine.modes import check_autocast
 from .engine.runner import ExecutionConfig, GridRunner
 from .errors import ConfigError
@@ -281,7 +281,7 @@ class LandscapeProbe:
     def line(
         self,
         steps: int = 51,
-        span: Sequence[float] = (-1.0, 1.0),
+        span: Sequence[float] | None = None,
         seed: int | Sequence[int] = 0,
         *,
         direction: DirectionArg | str | None = None,
@@ -294,7 +294,9 @@ class LandscapeProbe:
 
         Args:
             steps: number of points (>= 2).
-            span: (low, high) of α.
+            span: (low, high) of α; by default the direction kind's (`directions.registry.default_span`): (-1, 1)
+                for random directions (Li et al. 2018), narrower for LoRA-subspace ones, whose rank-r directions
+                change a layer's output far more at the same norm.
             seed: draw of the random direction δ (the first axis of `plane` with the same seed); a list of seeds
                 gives the mean over draws in `values`, their standard deviation in `spread`.
             direction: `"random"` (default), `"lora"`, `"adapter"` (see `directions`), or a direction to use
@@ -303,6 +305,8 @@ class LandscapeProbe:
             checkpoint_dir: save finished points here (every `checkpoint_every` points and when stopped early);
                 calling again with the same configuration and folder resumes, computing only missing points.
         """
+        check_spelling("line", "direction", config_kwargs)
+        span = span_for(direction, span)
         grid = {"steps": steps, "span": span, "checkpoint_dir": checkpoint_dir, "checkpoint_every": checkpoint_every}
         if isinstance(seed, (list, tuple)):
             return self._over_seeds("line", seed, direction=direction, config=config, **grid, **config_kwargs)
@@ -315,7 +319,7 @@ class LandscapeProbe:
     def plane(
         self,
         steps: int | Sequence[int] = (25, 25),
-        span: Sequence[Any] = ((-1.0, 1.0), (-1.0, 1.0)),
+        span: Sequence[Any] | None = None,
         seed: int | Sequence[int] = 0,
         *,
         directions: Sequence[DirectionArg] | str | None = None,
@@ -328,7 +332,8 @@ class LandscapeProbe:
 
         Args:
             steps: points per axis, an int for both or `(nx, ny)`.
-            span: `((x_low, x_high), (y_low, y_high))`, or one `(low, high)` for both.
+            span: `((x_low, x_high), (y_low, y_high))`, or one `(low, high)` for both; by default the direction
+                kind's, as for `line`.
             seed: draw of the two random directions; a list of seeds gives the mean over draws in `values`,
                 their standard deviation in `spread` and each draw's values in `samples`.
             directions: `"random"` (default), `"lora"` (low-rank, for large models) or `"adapter"` (a PeftModel's
@@ -338,6 +343,8 @@ class LandscapeProbe:
             checkpoint_dir: save finished points here (every `checkpoint_every` points and when stopped early);
                 calling again with the same configuration and folder resumes, computing only missing points.
         """
+        check_spelling("plane", "directions", config_kwargs)
+        span = span_for(directions, span)
         grid = {"steps": steps, "span": span, "checkpoint_dir": checkpoint_dir, "checkpoint_every": checkpoint_every}
         if isinstance(seed, (list, tuple)):
             return self._over_seeds("plane", seed, directions=directions, config=config, **grid, **config_kwargs)
@@ -350,8 +357,9 @@ class LandscapeProbe:
         work, checkpointed into `checkpoint` = (folder, every)) and wrap the values with their provenance."""
         run = self.runner.run(kind, axes, dirs, checkpoint_dir=checkpoint[0], checkpoint_every=checkpoint[1])
         meta = surface_metadata(
-            kind, self.runner, self.provenance, directions=dirs, seed=seed, grid=record, wall=run.wall
-        )
+            kind, self.runner, self.provenance, directions=dirs, seed=seed, grid=record, wall=run.wall,
+            compute=run.compute, resumed=run.resumed,
+        )  # fmt: skip
         return grid_surface(axes, run.values, run.metrics, meta, directions=dirs, partials=run.partials)
 
     def interpolate(
@@ -401,8 +409,9 @@ class LandscapeProbe:
         )
         record = {"steps": [steps], "span": [list(map(float, span))]}
         meta = surface_metadata(
-            "interpolation", self.runner, self.provenance, directions=[], seed=None, grid=record, wall=run.wall
-        )
+            "interpolation", self.runner, self.provenance, directions=[], seed=None, grid=record, wall=run.wall,
+            compute=run.compute, resumed=run.resumed,
+        )  # fmt: skip
         meta.update(path_metadata(self.provenance, self.model, others))
         return grid_surface([x], run.values, run.metrics, meta, partials=run.partials)
 
@@ -528,6 +537,28 @@ class LandscapeProbe:
         Options (`rtol`, `per_block`, `include`, ...): see `hf_landscape.curvature.critical_sharpness`."""
         kwargs.setdefault("progress", self.progress)
         return critical_sharpness(self.model, self.objective, direction=direction, **kwargs)
+
+
+def check_spelling(method: str, spelling: str, options: Mapping[str, Any]) -> None:
+    """Refuse the other method's spelling of the directions argument (`line(direction=)`, `plane(directions=)`)."""
+    other = "directions" if spelling == "direction" else "direction"
+    if other in options:
+        raise ConfigError(
+            f"`{method}` takes `{spelling}=`, not `{other}=` (did you mean `{spelling}={options[other]!r}`?); "
+            f"`line` takes one `direction`, `plane` two `directions`."
+        )
+
+
+def span_for(directions: Any, span: Any) -> Any:
+    """`span`, or by default the span of the direction kind asked for (the kind of given low-rank directions is
+    `"lora"`'s, of other given directions `"random"`'s)."""
+    if span is not None:
+        return span
+    kind = directions if isinstance(directions, str) else "random"
+    given = directions if isinstance(directions, (list, tuple)) else [directions]
+    if any(isinstance(d, LowRankDirection) for d in given):
+        kind = "lora"
+    return default_span(kind)
 
 
 __all__ = ["LandscapeProbe", "check_materialized"]

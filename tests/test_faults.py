@@ -597,8 +597,32 @@ def _push(server, token):
     )
 
 
+def _push_dataset(server, token):
+    server.fail_next(r"/commit/", 500, times=10)
+    Surface(np.array([-1.0, 0.0, 1.0]), np.array([2.0, 1.0, 2.0]), metadata={"kind": "line"}).push_to_hub(
+        "me/landscape", token=token, repo_type="dataset"
+    )
+
+
+def _publish_space(server, token):
+    from hf_landscape.hub.space import publish_space
+
+    server.fail_next(r"/commit/", 500, times=10)
+    publish_space("me/space", Surface(np.array([-1.0, 0.0, 1.0]), np.array([2.0, 1.0, 2.0])), token=token)
+
+
+def _list_landscape(server, token):
+    from hf_landscape.hub.sources import load_landscape
+
+    server.fail_next(r"/tree/", 400, times=10)
+    load_landscape(["me/landscape"], token=token)
+
+
 HUB_CALLS = {"load surface": (_load_surface, SurfaceError), "load model": (_load_model, ModelError)}
 HUB_CALLS["push"] = (_push, HubError)
+HUB_CALLS["push dataset"] = (_push_dataset, HubError)
+HUB_CALLS["publish space"] = (_publish_space, HubError)
+HUB_CALLS["landscape by repo id"] = (_list_landscape, SurfaceError)
 
 
 @pytest.mark.parametrize("call", list(HUB_CALLS))

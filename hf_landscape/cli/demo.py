@@ -117,7 +117,8 @@ def demo_command(args: argparse.Namespace) -> int:
         print(f"  {name}/  {grids[name]}, loss {lo:.2f} to {hi:.2f}")
         print("      " + "  ".join(["surface.safetensors", "surface.json", *(p.name for p in plots)]))
     print("  summary.json")
-    print("  viewer.html in plane/ and line/ (interactive, opens offline in a browser)")
+    for viewer in filter(None, viewers):
+        print(f"interactive viewer (opens offline in a browser): {viewer}")
     print(f"open first: {out / 'plane' / 'plot_contour.png'} (then plot_surface.png and line/plot_curve.png)")
     return 0
 

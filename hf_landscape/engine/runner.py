@@ -45,12 +45,24 @@ Grid = tuple[np.ndarray, dict[str, np.ndarray], float]
 class GridResult:
     """What a grid run gives: one value per point (float64; NaN/inf kept), metrics (name -> one value per point), the
     wall seconds, and the partial grids it was checkpointed into (`Surface.save_pretrained` removes them once the
-    surface is saved into their folder)."""
+    surface is saved into their folder); for a grid resumed from a partial one, the points it held (`resumed`) and
+    the compute seconds of every run so far (`compute`; the wall seconds otherwise)."""
 
     values: np.ndarray
     metrics: dict[str, np.ndarray]
     wall: float
     partials: list[GridCheckpoint]
+    resumed: int = 0
+    compute: float | None = None
+
+    @classmethod
+    def of(cls, values: np.ndarray, metrics: dict[str, np.ndarray], wall: float, partials: list[GridCheckpoint],
+           checkpoint: GridCheckpoint | None) -> GridResult:  # fmt: skip
+        """The result, with what `checkpoint` found of earlier runs."""
+        if checkpoint is None:
+            return cls(values, metrics, wall, partials)
+        compute = round(wall + checkpoint.previous_compute_s, 3)
+        return cls(values, metrics, wall, partials, checkpoint.resumed_points, compute)
 
 
 @dataclass
@@ -248,7 +260,7 @@ class GridRunner:
                 self._compiled = torch.compile(self.model.forward, mode="reduce-overhead", dynamic=False)
             with compiled_forward(self.model, self._compiled if self.config.compile else None), self.precision():
                 values, metrics, wall = self._run(points, directions, kind, checkpoint)
-        return GridResult(values, metrics, wall, self.partials(checkpoint))
+        return GridResult.of(values, metrics, wall, self.partials(checkpoint), checkpoint)
 
     def _run(
         self, points: list[tuple[float, ...]], dirs: list[Any], desc: str, checkpoint: GridCheckpoint | None
@@ -327,7 +339,7 @@ class GridRunner:
                 checkpoint,
                 graphs=self.config.graphs,
             )
-        return GridResult(values, metrics, wall, self.partials(checkpoint))
+        return GridResult.of(values, metrics, wall, self.partials(checkpoint), checkpoint)
 
     def _grid(
         self,

@@ -1,6 +1,7 @@
 """Objectives: what a grid point's loss is. `base.py` is the interface (required methods, optional abilities), one
-module per objective (`causal_lm`, `glue`) with its data (`text_data`, `glue_data`, `glue_tasks`) and loss kernels
-(`nll`, `fused_nll`); `loss.py` the differentiable loss that curvature asks for."""
+module per objective (`causal_lm`, `classification`, and its GLUE presets `glue`) with its data (`text_data`,
+`classification_data`, `glue_data`), tasks (`tasks`, `glue_tasks`) and loss kernels (`nll`, `fused_nll`); `loss.py`
+the differentiable loss that curvature asks for."""
 
 from .base import (
     ABILITIES,
@@ -16,14 +17,17 @@ from .base import (
     supports,
 )
 from .causal_lm import CausalLMObjective, CausalLMObjectiveConfig
+from .classification import TextClassificationObjective, TextClassificationObjectiveConfig
 from .glue import GlueObjective, GlueObjectiveConfig
 from .glue_tasks import GLUE_TASKS, GlueTask, glue_task
 from .loss import differentiable_loss, loss_terms, loss_value
+from .tasks import ClassificationTask
 
 __all__ = [
     "ABILITIES",
     "CausalLMObjective",
     "CausalLMObjectiveConfig",
+    "ClassificationTask",
     "DifferentiableLoss",
     "Evaluation",
     "GLUE_TASKS",
@@ -35,6 +39,8 @@ __all__ = [
     "LossTensor",
     "Objective",
     "StackedEvaluation",
+    "TextClassificationObjective",
+    "TextClassificationObjectiveConfig",
     "TokenView",
     "abilities",
     "differentiable_loss",

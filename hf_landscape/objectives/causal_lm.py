@@ -267,7 +267,10 @@ class CausalLMObjective(Objective, StackedEvaluation, LossTensor, Differentiable
         out = super().describe()
         out.update(num_examples=self.num_examples, num_tokens=self.num_tokens, source=self.source)
         if self.tokenizer is not None:
-            out["tokenizer"] = getattr(self.tokenizer, "name_or_path", None) or type(self.tokenizer).__name__
+            from ..provenance import public_name
+
+            name = getattr(self.tokenizer, "name_or_path", None)
+            out["tokenizer"] = public_name(name) if name else type(self.tokenizer).__name__
         return out
 
     def bind(self, model: Any) -> None:
