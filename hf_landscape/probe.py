@@ -17,13 +17,21 @@ import torch
 
 from .analysis.tokens import TokenLossMap, check_alphas, token_curvature, token_loss_map
 from .curvature import (
+    PAC_BAYES_KINDS,
+    CriticalSharpnessResult,
     EigenResult,
+    PacBayesConfig,
+    PacBayesResult,
     SharpnessConfig,
     SharpnessResult,
+    SpectrumResult,
     TraceResult,
+    critical_sharpness,
     directional_derivatives,
     hessian_eigenvalues,
+    hessian_spectrum,
     hessian_trace,
+    pac_bayes_sharpness,
 )
 from .curvature import sharpness as sharpness_measure
 from .directions.base import Direction, LowRankDirection
@@ -255,9 +263,12 @@ class LandscapeProbe:
         """Draw `axes` directions of a registered `kind` (`direction_kinds()`): `"random"` (full-rank normalized
         Gaussian; options: `RandomDirectionConfig`), `"lora"` (low-rank D = B·A, never built at full size; options:
         `LowRankDirectionConfig`), `"adapter"` (a peft `PeftModel`'s LoRA weights only; options: `adapter_name`,
-        default the active adapter, and `normalization`), or a kind added with `register_direction_kind`."""
+        default the active adapter, and `normalization`), `"hessian"` / `"ggn"` (the top eigenvectors of the Hessian or
+        Gauss-Newton matrix, eigenvalues recorded in each direction's config; options: `CurvatureDirectionConfig`),
+        or a kind added with `register_direction_kind`."""
         options = config_kwargs if config is None else {"config": config, **config_kwargs}
-        return draw_directions(kind, self.model, seed, axes=axes, **options)
+        context = {"objective": self.objective, "progress": self.progress}
+        return draw_directions(kind, self.model, seed, axes=axes, **context, **options)
 
     def _directions_for(self, spec: Any, seed: int, axes: int, config: Any, kwargs: dict[str, Any]) -> list[Any]:
         """The directions of a grid: drawn by kind name (default "random"), or the user's own, one per axis."""
@@ -465,28 +476,67 @@ class LandscapeProbe:
     def hessian_eigenvalues(self, k: int = 3, *, tol: float = 1e-3, max_iter: int = 100, **kwargs: Any) -> EigenResult:
         """The `k` largest algebraic eigenvalues of the Hessian at the model's weights, by thick-restart Lanczos.
 
-        Other options (`basis_size`, `offload`, `include`, `exclude`, `include_1d`, `seed`, `return_eigenvectors`,
-        `per_layer` for each layer's diagonal block too): see `hf_landscape.curvature.hessian_eigenvalues`.
+        `operator="ggn"` / `"fisher"` for the Gauss-Newton matrix or the empirical Fisher, `hvp="finite_difference"`
+        for products without a double-backward graph, `per_block=True` / `per_layer=True` for each role's or layer's
+        block; other options (`basis_size`, `offload`, `include`, `exclude`, `include_1d`, `seed`,
+        `return_eigenvectors`, `fd_step`): see `hf_landscape.curvature.hessian_eigenvalues`.
         """
         kwargs.setdefault("progress", self.progress)
         return hessian_eigenvalues(self.model, self.objective, k=k, tol=tol, max_iter=max_iter, **kwargs)
 
     def hessian_trace(
-        self, samples: int = 100, *, seed: int = 0, per_layer: bool = False, **kwargs: Any
+        self, samples: int = 100, *, seed: int = 0, per_layer: bool = False, method: str = "hutchinson", **kwargs: Any
     ) -> TraceResult:
-        """Hutchinson's estimate of tr(H) with its standard error (and per layer); see
-        `hf_landscape.curvature.hessian_trace` for `include`, `exclude`, `include_1d`."""
+        """An estimate of tr(H) from `samples` Hessian-vector products, `method="hutchinson"` or `"hutch++"` (lower
+        variance for the same products when a few eigenvalues dominate), with its standard error and interval (and
+        per layer or, with `per_block=True`, per role); `operator`, `hvp`, `include`, ...: see
+        `hf_landscape.curvature.hessian_trace`."""
         kwargs.setdefault("progress", self.progress)
-        return hessian_trace(self.model, self.objective, samples=samples, seed=seed, per_layer=per_layer, **kwargs)
+        options = {"samples": samples, "seed": seed, "per_layer": per_layer, "method": method, **kwargs}
+        return hessian_trace(self.model, self.objective, **options)
+
+    def hessian_spectrum(self, steps: int = 100, *, probes: int = 1, seed: int = 0, **kwargs: Any) -> SpectrumResult:
+        """The spectral density of the Hessian (or `operator="ggn"` / `"fisher"`) by stochastic Lanczos quadrature:
+        `steps` Lanczos steps from each of `probes` random vectors. The result holds the density on a grid, the Ritz
+        nodes and weights and the trace they imply (with an interval over the probes), plots on a symmetric-log axis
+        and saves with `save_pretrained`; options (`sigma`, `reorthogonalize`, `hvp`, ...): see
+        `hf_landscape.curvature.hessian_spectrum`."""
+        kwargs.setdefault("progress", self.progress)
+        return hessian_spectrum(self.model, self.objective, steps=steps, probes=probes, seed=seed, **kwargs)
 
     def sharpness(
-        self, rho: float = 0.05, kind: str = "adaptive", *, config: SharpnessConfig | None = None, **config_kwargs: Any
-    ) -> SharpnessResult:
-        """ρ-sharpness at the model's weights: `kind` is `"worst"` (SAM), `"adaptive"` (ASAM), `"average"` or
-        `"adaptive_average"`; other options (`steps`, `samples`, `eta`, `include`, ...) as in `SharpnessConfig`.
-        The weights are restored bit for bit afterwards."""
+        self,
+        rho: float | None = None,
+        kind: str = "adaptive",
+        *,
+        config: SharpnessConfig | PacBayesConfig | None = None,
+        **config_kwargs: Any,
+    ) -> SharpnessResult | PacBayesResult:
+        """Sharpness at the model's weights. ρ-sharpness (`rho`, default 0.05): `kind` is `"worst"` (SAM),
+        `"adaptive"` (ASAM), `"average"` or `"adaptive_average"`, other options (`steps`, `samples`, `eta`, `include`,
+        ...) as in `SharpnessConfig`. PAC-Bayes sharpness (Jiang et al. 2020): `kind="pac_bayes"` or
+        `"pac_bayes_magnitude"` with `target=` (the rise of the expected loss allowed), options as in
+        `PacBayesConfig`; the result's `sigma`, `flatness` (1/σ²) and `interval`. The weights are restored bit for bit
+        afterwards."""
+        if kind in PAC_BAYES_KINDS or isinstance(config, PacBayesConfig):
+            if rho is not None:
+                raise ConfigError(f"`rho` is not an option of {kind!r} sharpness; pass `target=` (the rise allowed).")
+            if config is not None and not isinstance(config, PacBayesConfig):
+                raise ConfigError(
+                    f"`config` of {kind!r} sharpness must be a `PacBayesConfig`, got {type(config).__name__}."
+                )
+            options = {"kind": kind, **config_kwargs} if config is None else config_kwargs
+            return pac_bayes_sharpness(self.model, self.objective, config, progress=self.progress, **options)
+        rho = 0.05 if rho is None else rho
         options = {"rho": rho, "kind": kind, **config_kwargs} if config is None else config_kwargs
         return sharpness_measure(self.model, self.objective, config, progress=self.progress, **options)
+
+    def critical_sharpness(self, direction: Any = None, **kwargs: Any) -> CriticalSharpnessResult:
+        """λc = 2/ηc, ηc the smallest step along the gradient (or `direction`) at which the loss stops decreasing
+        (Kalra et al. 2026), from one gradient and a few forwards; to second order the Rayleigh quotient gᵀHg/‖g‖².
+        Options (`rtol`, `per_block`, `include`, ...): see `hf_landscape.curvature.critical_sharpness`."""
+        kwargs.setdefault("progress", self.progress)
+        return critical_sharpness(self.model, self.objective, direction=direction, **kwargs)
 
 
 def check_spelling(method: str, spelling: str, options: Mapping[str, Any]) -> None:
