@@ -17,13 +17,21 @@ import torch
 
 from .analysis.tokens import TokenLossMap, check_alphas, token_curvature, token_loss_map
 from .curvature import (
+    PAC_BAYES_KINDS,
+    CriticalSharpnessResult,
     EigenResult,
+    PacBayesConfig,
+    PacBayesResult,
     SharpnessConfig,
     SharpnessResult,
+    SpectrumResult,
     TraceResult,
+    critical_sharpness,
     directional_derivatives,
     hessian_eigenvalues,
+    hessian_spectrum,
     hessian_trace,
+    pac_bayes_sharpness,
 )
 from .curvature import sharpness as sharpness_measure
 from .directions.base import Direction, LowRankDirection
@@ -48,7 +56,7 @@ from .hub.models import check_materialized, check_model, check_path_models
 from .objectives.base import Evaluation, Objective, TokenView, check_objective, require
 from .provenance import path_metadata, surface_metadata
 from .slices.methods import SliceMethods
-from .slices.search import AutoSpan, auto_span_config, auto_spans, shared_span, with_auto_span
+from .slices.search import AutoSpan, auto_span_config, shared_span, with_auto_span
 from .surface import Surface, combine_draws, grid_surface
 
 DirectionArg = Direction | LowRankDirection | Mapping[str, torch.Tensor]
@@ -257,11 +265,13 @@ class LandscapeProbe(SliceMethods):
         """Draw `axes` directions of a registered `kind` (`direction_kinds()`): `"random"` (full-rank normalized
         Gaussian; options: `RandomDirectionConfig`), `"lora"` (low-rank D = B·A, never built at full size; options:
         `LowRankDirectionConfig`), `"adapter"` (a peft `PeftModel`'s LoRA weights only; options: `adapter_name`,
-        default the active adapter, and `normalization`), `"adversarial"` (the worst-case direction at a radius,
-        normalized like a random one; options: `AdversarialDirectionConfig`), or a kind added with
-        `register_direction_kind`."""
+        default the active adapter, and `normalization`), `"hessian"` / `"ggn"` (the top eigenvectors of the Hessian or
+        Gauss-Newton matrix, eigenvalues recorded in each direction's config; options: `CurvatureDirectionConfig`),
+        `"adversarial"` (the worst-case direction at a radius, normalized like a random one; options:
+        `AdversarialDirectionConfig`), or a kind added with `register_direction_kind`."""
         options = config_kwargs if config is None else {"config": config, **config_kwargs}
-        return draw_directions(kind, self.model, seed, axes=axes, objective=self.objective, **options)
+        context = {"objective": self.objective, "progress": self.progress}
+        return draw_directions(kind, self.model, seed, axes=axes, **context, **options)
 
     def _directions_for(self, spec: Any, seed: int, axes: int, config: Any, kwargs: dict[str, Any]) -> list[Any]:
         """The directions of a grid: drawn by kind name (default "random"), or the user's own, one per axis."""
@@ -290,9 +300,8 @@ class LandscapeProbe(SliceMethods):
             steps: number of points (>= 2).
             span: (low, high) of α; by default the direction kind's (`directions.registry.default_span`): (-1, 1)
                 for random directions (Li et al. 2018), narrower for LoRA-subspace ones, whose rank-r directions
-                change a layer's output far more at the same norm. Or `"auto"`: the span where the loss rises by
-                `rise` (see `find_span`; the search is recorded in `metadata["auto_span"]`), or an `AutoSpan` with
-                every setting of the search.
+                change a layer's output far more at the same norm. `"auto"` (or an `AutoSpan`): where the loss rises
+                by `rise` (`find_span`; the search is kept in `metadata["auto_span"]`).
             seed: draw of the random direction δ (the first axis of `plane` with the same seed); a list of seeds
                 gives the mean over draws in `values`, their standard deviation in `spread`.
             direction: `"random"` (default), `"lora"`, `"adapter"`, `"adversarial"` (see `directions`), or a direction
@@ -336,8 +345,7 @@ class LandscapeProbe(SliceMethods):
         Args:
             steps: points per axis, an int for both or `(nx, ny)`.
             span: `((x_low, x_high), (y_low, y_high))`, or one `(low, high)` for both; by default the direction
-                kind's, as for `line`. Or `"auto"` (each axis's span where the loss rises by `rise`, see
-                `find_span`) or an `AutoSpan`.
+                kind's, as for `line`; or `"auto"` per axis, as for `line`.
             seed: draw of the two random directions; a list of seeds gives the mean over draws in `values`,
                 their standard deviation in `spread` and each draw's values in `samples` (with `span="auto"`, one
                 span for every draw: the widest).
@@ -361,36 +369,6 @@ class LandscapeProbe(SliceMethods):
         x, y, record = plane_axes(steps, found["span"] if found else span)
         surface = self._grid("plane", [x, y], dirs, cast(int, seed), record, checkpoint_dir, checkpoint_every)
         return with_auto_span(surface, found)
-
-    def find_span(
-        self,
-        axes: int = 2,
-        seed: int = 0,
-        *,
-        span: str | AutoSpan = "auto",
-        rise: float | None = None,
-        directions: Any = None,
-        config: RandomDirectionConfig | LowRankDirectionConfig | None = None,
-        **config_kwargs: Any,
-    ) -> dict[str, Any]:
-        """The span `span="auto"` gives a line (`axes=1`) or plane (`axes=2`), without the grid: per axis, the radius
-        along +d and −d where the loss first rises by `rise` (bracketed, then narrowed; `slices.search`), and the
-        symmetric span over the wider side. Returns the record a surface keeps in `metadata["auto_span"]`: the
-        settings, `centre_loss`, `span` (per axis), per axis the edges and every point evaluated, and `evaluations`.
-
-        Raises:
-            ConfigError: `rise` is not a finite number > 0, or along some side the loss never rose by `rise` up to
-                `max_radius` (the message gives the largest radius tried). The weights are restored either way.
-        """
-        auto = auto_span_config(span, rise)
-        if auto is None:
-            raise ConfigError(f"`span` must be 'auto' or an AutoSpan here, got {span!r}.")
-        dirs = self._directions_for(directions, seed, axes, config, config_kwargs)
-        return self._search_span(dirs, auto)
-
-    def _search_span(self, dirs: list[Any], auto: AutoSpan) -> dict[str, Any]:
-        with self.runner.point_session(dirs) as at:
-            return auto_spans(lambda coords: at(coords).loss, len(dirs), auto)
 
     def _grid(self, kind: str, axes: list[Any], dirs: list[Any], seed: int, record: dict, *checkpoint: Any) -> Surface:
         """Evaluate a line (one axis) or plane (x, y; `values[j, i]` at (x[i], y[j])) along `dirs` (the runner's
@@ -461,28 +439,25 @@ class LandscapeProbe(SliceMethods):
         """One surface per direction seed, combined: `values` is the mean, `spread` the standard deviation
         (ddof=1) and `samples` the per-seed values, so a plot can show whether a feature is one draw's. With an
         automatic span, every draw's span is searched first and all share the widest."""
-        seeds = seed_list(seeds)
-        axes = 1 if kind == "line" else 2
+        seeds, line = seed_list(seeds), kind == "line"
         points = points_per_draw(kind, grid["steps"], (-1.0, 1.0) if auto else grid["span"])
         check_grid_size(points * len(seeds), "steps x seeds")
-        folder = grid.pop("checkpoint_dir")
-        spec_key = "direction" if kind == "line" else "directions"
-        found = None
+        folder, found = grid.pop("checkpoint_dir"), None
         if auto is not None:
-            given = spec if spec is None or isinstance(spec, str) or kind != "line" else [spec]
-            records = [self.find_span(axes, s, span=auto, directions=given, config=config, **options) for s in seeds]
-            found = shared_span(records)
-            grid["span"] = found["span"][0] if kind == "line" else found["span"]
-        method = self.line if kind == "line" else self.plane
+            given = [spec] if line and not (spec is None or isinstance(spec, str)) else spec
+            found = shared_span([self.find_span(1 if line else 2, s, span=auto, directions=given, config=config,
+                                                **options) for s in seeds])  # fmt: skip
+            grid["span"] = found["span"][0] if line else found["span"]
+        method, spelling = (self.line, "direction") if line else (self.plane, "directions")
         surfaces = [
             method(  # type: ignore[operator]
                 seed=seed,
                 checkpoint_dir=None if folder is None else os.path.join(folder, f"seed-{seed}"),
                 config=config,
-                **{spec_key: spec},
+                **{spelling: spec},
                 **grid,
                 **options,
-            )
+            )  # fmt: skip
             for seed in seeds
         ]
         return with_auto_span(combine_draws(surfaces, seeds), found)
@@ -535,28 +510,67 @@ class LandscapeProbe(SliceMethods):
     def hessian_eigenvalues(self, k: int = 3, *, tol: float = 1e-3, max_iter: int = 100, **kwargs: Any) -> EigenResult:
         """The `k` largest algebraic eigenvalues of the Hessian at the model's weights, by thick-restart Lanczos.
 
-        Other options (`basis_size`, `offload`, `include`, `exclude`, `include_1d`, `seed`, `return_eigenvectors`,
-        `per_layer` for each layer's diagonal block too): see `hf_landscape.curvature.hessian_eigenvalues`.
+        `operator="ggn"` / `"fisher"` for the Gauss-Newton matrix or the empirical Fisher, `hvp="finite_difference"`
+        for products without a double-backward graph, `per_block=True` / `per_layer=True` for each role's or layer's
+        block; other options (`basis_size`, `offload`, `include`, `exclude`, `include_1d`, `seed`,
+        `return_eigenvectors`, `fd_step`): see `hf_landscape.curvature.hessian_eigenvalues`.
         """
         kwargs.setdefault("progress", self.progress)
         return hessian_eigenvalues(self.model, self.objective, k=k, tol=tol, max_iter=max_iter, **kwargs)
 
     def hessian_trace(
-        self, samples: int = 100, *, seed: int = 0, per_layer: bool = False, **kwargs: Any
+        self, samples: int = 100, *, seed: int = 0, per_layer: bool = False, method: str = "hutchinson", **kwargs: Any
     ) -> TraceResult:
-        """Hutchinson's estimate of tr(H) with its standard error (and per layer); see
-        `hf_landscape.curvature.hessian_trace` for `include`, `exclude`, `include_1d`."""
+        """An estimate of tr(H) from `samples` Hessian-vector products, `method="hutchinson"` or `"hutch++"` (lower
+        variance for the same products when a few eigenvalues dominate), with its standard error and interval (and
+        per layer or, with `per_block=True`, per role); `operator`, `hvp`, `include`, ...: see
+        `hf_landscape.curvature.hessian_trace`."""
         kwargs.setdefault("progress", self.progress)
-        return hessian_trace(self.model, self.objective, samples=samples, seed=seed, per_layer=per_layer, **kwargs)
+        options = {"samples": samples, "seed": seed, "per_layer": per_layer, "method": method, **kwargs}
+        return hessian_trace(self.model, self.objective, **options)
+
+    def hessian_spectrum(self, steps: int = 100, *, probes: int = 1, seed: int = 0, **kwargs: Any) -> SpectrumResult:
+        """The spectral density of the Hessian (or `operator="ggn"` / `"fisher"`) by stochastic Lanczos quadrature:
+        `steps` Lanczos steps from each of `probes` random vectors. The result holds the density on a grid, the Ritz
+        nodes and weights and the trace they imply (with an interval over the probes), plots on a symmetric-log axis
+        and saves with `save_pretrained`; options (`sigma`, `reorthogonalize`, `hvp`, ...): see
+        `hf_landscape.curvature.hessian_spectrum`."""
+        kwargs.setdefault("progress", self.progress)
+        return hessian_spectrum(self.model, self.objective, steps=steps, probes=probes, seed=seed, **kwargs)
 
     def sharpness(
-        self, rho: float = 0.05, kind: str = "adaptive", *, config: SharpnessConfig | None = None, **config_kwargs: Any
-    ) -> SharpnessResult:
-        """ρ-sharpness at the model's weights: `kind` is `"worst"` (SAM), `"adaptive"` (ASAM), `"average"` or
-        `"adaptive_average"`; other options (`steps`, `samples`, `eta`, `include`, ...) as in `SharpnessConfig`.
-        The weights are restored bit for bit afterwards."""
+        self,
+        rho: float | None = None,
+        kind: str = "adaptive",
+        *,
+        config: SharpnessConfig | PacBayesConfig | None = None,
+        **config_kwargs: Any,
+    ) -> SharpnessResult | PacBayesResult:
+        """Sharpness at the model's weights. ρ-sharpness (`rho`, default 0.05): `kind` is `"worst"` (SAM),
+        `"adaptive"` (ASAM), `"average"` or `"adaptive_average"`, other options (`steps`, `samples`, `eta`, `include`,
+        ...) as in `SharpnessConfig`. PAC-Bayes sharpness (Jiang et al. 2020): `kind="pac_bayes"` or
+        `"pac_bayes_magnitude"` with `target=` (the rise of the expected loss allowed), options as in
+        `PacBayesConfig`; the result's `sigma`, `flatness` (1/σ²) and `interval`. The weights are restored bit for bit
+        afterwards."""
+        if kind in PAC_BAYES_KINDS or isinstance(config, PacBayesConfig):
+            if rho is not None:
+                raise ConfigError(f"`rho` is not an option of {kind!r} sharpness; pass `target=` (the rise allowed).")
+            if config is not None and not isinstance(config, PacBayesConfig):
+                raise ConfigError(
+                    f"`config` of {kind!r} sharpness must be a `PacBayesConfig`, got {type(config).__name__}."
+                )
+            options = {"kind": kind, **config_kwargs} if config is None else config_kwargs
+            return pac_bayes_sharpness(self.model, self.objective, config, progress=self.progress, **options)
+        rho = 0.05 if rho is None else rho
         options = {"rho": rho, "kind": kind, **config_kwargs} if config is None else config_kwargs
         return sharpness_measure(self.model, self.objective, config, progress=self.progress, **options)
+
+    def critical_sharpness(self, direction: Any = None, **kwargs: Any) -> CriticalSharpnessResult:
+        """λc = 2/ηc, ηc the smallest step along the gradient (or `direction`) at which the loss stops decreasing
+        (Kalra et al. 2026), from one gradient and a few forwards; to second order the Rayleigh quotient gᵀHg/‖g‖².
+        Options (`rtol`, `per_block`, `include`, ...): see `hf_landscape.curvature.critical_sharpness`."""
+        kwargs.setdefault("progress", self.progress)
+        return critical_sharpness(self.model, self.objective, direction=direction, **kwargs)
 
 
 def check_spelling(method: str, spelling: str, options: Mapping[str, Any]) -> None:

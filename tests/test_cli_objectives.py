@@ -281,7 +281,7 @@ def test_no_absolute_path_in_any_pushed_file(files, tmp_path, monkeypatch, capsy
         argv += ["--out", tmp_path / "o", "--push-to-hub", "me/interp", "--no-progress", "--max-length", "16"]
         code, io = run(argv, capsys)
         assert code == 0, io.err
-        pushed = hub.files("me/interp")
+        pushed = hub.files("me/interp", repo_type="dataset")
     assert "README.md" in pushed and "surface.json" in pushed
     for name, content in pushed.items():
         text = content.decode("utf-8", errors="replace")

@@ -468,6 +468,14 @@ METHODS = {
     "average sharpness": lambda p, tmp: p.sharpness(rho=0.05, kind="average", samples=2),
     "trace": lambda p, tmp: p.hessian_trace(samples=2),
     "eigenvalues": lambda p, tmp: p.hessian_eigenvalues(k=1, max_iter=3),
+    "hutch++ trace": lambda p, tmp: p.hessian_trace(samples=4, method="hutch++", per_block=True),
+    "gauss-newton eigenvalues": lambda p, tmp: p.hessian_eigenvalues(k=1, max_iter=3, operator="ggn"),
+    "finite-difference eigenvalues": lambda p, tmp: p.hessian_eigenvalues(k=1, max_iter=3, hvp="finite_difference"),
+    "fisher spectrum": lambda p, tmp: p.hessian_spectrum(steps=3, operator="fisher", hvp="finite_difference"),
+    "spectrum": lambda p, tmp: p.hessian_spectrum(steps=3, probes=2),
+    "pac-bayes sharpness": lambda p, tmp: p.sharpness(kind="pac_bayes", target=0.1, samples=2, max_evaluations=3),
+    "critical sharpness": lambda p, tmp: p.critical_sharpness(per_block=True),
+    "hessian plane": lambda p, tmp: p.plane(steps=(2, 2), directions="hessian", max_iter=4, tol=0.5),
     "interpolation": lambda p, tmp: p.interpolate(build_gpt2(100, seed=1), steps=3),
     "directional derivatives": lambda p, tmp: p.directional_derivatives(p.plane(steps=(2, 2))),
     "token loss map": lambda p, tmp: p.token_loss_map([-1.0, 1.0]),
@@ -492,10 +500,10 @@ def test_every_method_gives_the_model_back_exactly(method, tmp_path):
     assert seen == [1], "the user's hook no longer runs"
 
 
-INTERRUPTED = [
-    *["line", "plane", "lora plane", "stacked points", "interpolation", "sharpness", "trace"],
-    *["auto span", "adversarial", "curve", "plane through", "basin"],
-]
+INTERRUPTED = ["line", "plane", "lora plane", "stacked points", "interpolation", "sharpness", "trace"]
+INTERRUPTED += ["hutch++ trace", "finite-difference eigenvalues", "fisher spectrum", "spectrum", "pac-bayes sharpness"]
+INTERRUPTED += ["critical sharpness", "hessian plane"]
+INTERRUPTED += ["auto span", "adversarial", "curve", "plane through", "basin"]
 
 
 @pytest.mark.parametrize("method", INTERRUPTED)

@@ -26,7 +26,8 @@ def make_plane(seed: int = 0, scale: float = 1.0, **meta) -> Surface:
     y = np.array([-0.5, 0.0, 0.5, 1.0])
     values = scale * np.add.outer(y**2, x**2) + 1.0
     values[0, 0] = np.nan  # a diverged point stays NaN in the table
-    metadata = {"kind": "plane", "seed": seed, "model": {"name_or_path": "org/tiny", "commit_sha": "b" * 40}, **meta}
+    model = {"name_or_path": "org/tiny", "commit_sha": "b" * 40}
+    metadata = {"kind": "plane", "seed": seed, "model": model, "objective": {"type": "CausalLMObjective"}, **meta}
     return Surface(x, values, y=y, metrics={"accuracy": values / 10}, metadata=metadata)
 
 

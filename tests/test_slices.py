@@ -359,7 +359,7 @@ def test_a_bad_adversarial_radius_is_refused(radius):
 
 
 def test_an_adversarial_direction_needs_the_objective():
-    with pytest.raises(ConfigError, match="needs `objective=`"):
+    with pytest.raises(ConfigError, match="pass `objective=`"):
         draw_directions("adversarial", build_gpt2(100), 0, axes=1)
 
 

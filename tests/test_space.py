@@ -18,7 +18,10 @@ def make_plane(seed: int = 0, scale: float = 1.0) -> Surface:
     x = np.linspace(-1.0, 1.0, 3)
     values = scale * np.add.outer(x**2, x**2) + 1.0
     model = {"name_or_path": "org/tiny", "commit_sha": "c" * 40}
-    return Surface(x, values, y=x.copy(), metadata={"kind": "plane", "seed": seed, "model": model})
+    objective = {"type": "CausalLMObjective"}  # the command line builds it, so the card can say how to make it again
+    return Surface(
+        x, values, y=x.copy(), metadata={"kind": "plane", "seed": seed, "model": model, "objective": objective}
+    )
 
 
 def make_line() -> Surface:
@@ -58,6 +61,15 @@ def test_the_space_readme_declares_a_static_space_and_links_its_sources(hub):
     assert f"[me/landscapes]({hub.endpoint}/datasets/me/landscapes) (dataset repo)" in body
     assert f"model [org/tiny]({hub.endpoint}/org/tiny/tree/{'c' * 40}) at revision `{'c' * 12}`" in body
     assert "hf-landscape plane org/tiny --revision " + "c" * 40 in body
+
+
+def test_the_space_readme_of_a_surface_the_command_line_cannot_make_says_so(hub):
+    surface = make_plane()
+    del surface.metadata["objective"]  # an objective built in Python only
+    publish_space("me/space", surface, token=hub.token)
+    _, body = space_readme(hub, "me/space")
+    assert "hf-landscape plane" not in body
+    assert "The command line cannot make this surface; its metadata (`surface.json`) holds every setting." in body
 
 
 def test_several_surfaces_make_the_comparison_page(hub):

@@ -93,6 +93,7 @@ def adversarial_kind(
     *,
     axes: int,
     objective: Any,
+    progress: bool = False,
     config: AdversarialDirectionConfig | None = None,
     **options: Any,
 ) -> list[Direction]:

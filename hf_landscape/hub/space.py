@@ -213,7 +213,12 @@ def space_card(title: str, surfaces: Mapping[str, Surface], sources: Sequence[tu
         lines += ["", "## Sources", "", *links]
     lines += ["", "## Reproduce"]
     for label, surface in surfaces.items():
-        command = f"<pre><code>{html.escape(reproduce_command(surface))}</code></pre>"
+        line = reproduce_command(surface)
+        command = (
+            f"<pre><code>{html.escape(line)}</code></pre>"
+            if line is not None
+            else "The command line cannot make this surface; its metadata (`surface.json`) holds every setting."
+        )
         lines += ["", f"{html.escape(label)}:", "", command] if label else ["", command]
     card = SpaceCard("---\n" + data.to_yaml() + "\n---\n\n" + "\n".join(lines).strip() + "\n")
     return str(card)

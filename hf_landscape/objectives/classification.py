@@ -29,7 +29,7 @@ from .. import io
 from ..config import BaseConfig, check_choice
 from ..errors import ConfigError, ModelError
 from . import classification_data
-from .base import DifferentiableLoss, Evaluation, Objective, eval_mode
+from .base import DifferentiableLoss, Evaluation, LogitTerm, LogitTerms, Objective, eval_mode
 from .tasks import ClassificationTask, check_columns, metric_pairs, resolve_metrics
 
 logger = logging.getLogger(__name__)
@@ -175,7 +175,7 @@ class _Batch:
     index: list[int]  # example indices of the rows
 
 
-class TextClassificationObjective(Objective, DifferentiableLoss):
+class TextClassificationObjective(Objective, DifferentiableLoss, LogitTerms):
     """Loss and metrics of a sequence-classification model on labelled sentences or sentence pairs, tokenized once.
 
     Args:
@@ -498,6 +498,14 @@ class TextClassificationObjective(Objective, DifferentiableLoss):
         self.bind(model)
         for b in self._batches:
             yield self._batch_losses(model(**b.inputs).logits, b)[0].sum() / self.num_examples
+
+    def logit_terms(self, model: torch.nn.Module) -> Iterator[LogitTerm]:
+        """The loss batch by batch as logits `(examples, labels)` and labels: softmax cross-entropy, or the squared
+        error of `logits[:, 0]` for a regression task, scaled by 1 / the number of examples (Gauss-Newton curvature)."""
+        self.bind(model)
+        loss = "squared_error" if self.task.is_regression else "cross_entropy"
+        for b in self._batches:
+            yield LogitTerm(model(**b.inputs).logits, b.labels, loss, 1.0 / self.num_examples)
 
     def evaluate(self, model: torch.nn.Module, *, details: bool = False) -> Evaluation:
         if self._bound is None or self._bound[1] != id(model):

@@ -9,12 +9,52 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ..directions.low_rank import LowRankDirectionConfig
+    from ..directions.random import RandomDirectionConfig
     from ..surface import Surface
     from .basin import BasinResult
+    from .search import AutoSpan
 
 
 class SliceMethods:
     """Mixed into `LandscapeProbe` (which gives `model`, `objective`, `runner`, `provenance`)."""
+
+    def find_span(
+        self,
+        axes: int = 2,
+        seed: int = 0,
+        *,
+        span: str | AutoSpan = "auto",
+        rise: float | None = None,
+        directions: Any = None,
+        config: RandomDirectionConfig | LowRankDirectionConfig | None = None,
+        **config_kwargs: Any,
+    ) -> dict[str, Any]:
+        """The span `span="auto"` gives a line (`axes=1`) or plane (`axes=2`), without the grid: per axis, the radius
+        along +d and −d where the loss first rises by `rise` (bracketed, then narrowed; `slices.search`), and the
+        symmetric span over the wider side. Returns the record a surface keeps in `metadata["auto_span"]`: the
+        settings, `centre_loss`, `span` (per axis), per axis the edges and every point evaluated, and `evaluations`.
+
+        Raises:
+            ConfigError: `rise` is not a finite number > 0, or along some side the loss never rose by `rise` up to
+                `max_radius` (the message gives the largest radius tried). The weights are restored either way.
+        """
+        from ..errors import ConfigError
+        from .search import auto_span_config
+
+        auto = auto_span_config(span, rise)
+        if auto is None:
+            raise ConfigError(f"`span` must be 'auto' or an AutoSpan here, got {span!r}.")
+        dirs = self._directions_for(  # type: ignore[attr-defined]
+            directions, seed, axes, config, config_kwargs
+        )
+        return self._search_span(dirs, auto)
+
+    def _search_span(self, dirs: list[Any], auto: AutoSpan) -> dict[str, Any]:
+        from .search import auto_spans
+
+        with self.runner.point_session(dirs) as at:  # type: ignore[attr-defined]
+            return auto_spans(lambda coords: at(coords).loss, len(dirs), auto)
 
     def connect(
         self,
