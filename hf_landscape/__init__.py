@@ -19,6 +19,7 @@ from .curvature import (
     pac_bayes_sharpness,
 )
 from .directions import (
+    AdversarialDirectionConfig,
     Direction,
     DirectionSet,
     LowRankDirection,
@@ -56,17 +57,22 @@ from .objectives import (
     TextClassificationObjectiveConfig,
 )
 from .probe import LandscapeProbe
+from .slices import AutoSpan, BasinResult, CurveConfig
 from .surface import Surface
 from .version import __version__ as __version__
 
 __all__ = [
+    "AdversarialDirectionConfig",
+    "AutoSpan",
     "BaseConfig",
+    "BasinResult",
     "CausalLMObjective",
     "CausalLMObjectiveConfig",
     "CompareReport",
     "ConfigError",
     "CriticalSharpnessResult",
     "CurvatureCallback",
+    "CurveConfig",
     "Direction",
     "DirectionError",
     "DirectionSet",

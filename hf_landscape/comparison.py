@@ -22,7 +22,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -43,6 +43,7 @@ from .directions.random import RandomDirectionConfig
 from .errors import ConfigError, HubSurfaceError, SurfaceError
 from .hub.mixin import FileSource, HubMixin
 from .objectives.base import Objective
+from .slices.search import AutoSpan, auto_span_config, shared_span, with_auto_span
 from .stats import DEFAULT_CONFIDENCE, check_confidence
 from .surface import Surface
 
@@ -404,7 +405,7 @@ def compare(
     objective: Objective,
     *,
     steps: int | Sequence[int] = (21, 21),
-    span: Sequence[Any] = ((-1.0, 1.0), (-1.0, 1.0)),
+    span: Sequence[Any] | str | AutoSpan = ((-1.0, 1.0), (-1.0, 1.0)),
     seed: int | Sequence[int] = 0,
     radius: float = 0.5,
     rise: float = 0.1,
@@ -423,7 +424,9 @@ def compare(
         models: `{label: PreTrainedModel}`, e.g. `{"plain": model_a, "sam": model_b}`; labels name the folders of
             `CompareReport.save_pretrained`.
         objective: e.g. a `GlueObjective`, shared by every model.
-        steps, span, seed: as in `LandscapeProbe.plane`; a list of seeds (e.g. `[0, 1, 2, 3, 4]`) makes every
+        steps, span, seed: as in `LandscapeProbe.plane`; `span="auto"` (or an `AutoSpan`, whose `rise` sets the
+            loss rise at the edges; `rise` below is the table's) searches every model's span and gives all models
+            the widest, so the pictures stay comparable (`metadata["auto_span"]` of each surface). A list of seeds (e.g. `[0, 1, 2, 3, 4]`) makes every
             model's surface over those draws (mean, spread), and the table gives each flatness figure with its
             `confidence` interval over the draws, so a difference between models can be told from one draw's luck.
         radius, rise: the thresholds of the report's table (`mean_increase_within`, `rise_radius`).
@@ -463,16 +466,27 @@ def compare(
     if isinstance(seed, (list, tuple)):
         seed = seed_list(seed)  # checked before any model is evaluated
     direction_config = _direction_config(direction_options)
+    auto = auto_span_config(span, None) if isinstance(span, (str, AutoSpan)) else None
     if len({id(m) for m in models.values()}) != len(models):
         logger.warning("`models` holds the same model object under two labels; their surfaces will be identical.")
     # Check every model before evaluating any, so a wrong one fails in seconds rather than after a grid.
     probes = {name: LandscapeProbe(model, objective, progress=progress) for name, model in models.items()}
+    found = None
+    if auto is not None:  # one span for every model: the widest any model's search found
+        records = []
+        for name, probe in probes.items():
+            objective.bind(probe.model)
+            for s in seed if isinstance(seed, list) else [cast(int, seed)]:
+                records.append({**probe.find_span(2, s, span=auto, config=direction_config), "model": name})
+        found = shared_span(records)
+        span = found["span"]
     surfaces = {}
     for name, probe in probes.items():
         logger.info("comparing: evaluating %r", name)
         objective.bind(probe.model)  # one objective serves every model: bind it to this one again
         surface = probe.plane(steps=steps, span=span, seed=seed, config=direction_config)
         surface.metadata["compare_label"] = name
+        with_auto_span(surface, found)
         surfaces[name] = surface
     first = next(iter(surfaces.values())).metadata
     metadata = {

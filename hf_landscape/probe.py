@@ -55,6 +55,8 @@ from .grid import (
 from .hub.models import check_materialized, check_model, check_path_models
 from .objectives.base import Evaluation, Objective, TokenView, check_objective, require
 from .provenance import path_metadata, surface_metadata
+from .slices.methods import SliceMethods
+from .slices.search import AutoSpan, auto_span_config, shared_span, with_auto_span
 from .surface import Surface, combine_draws, grid_surface
 
 DirectionArg = Direction | LowRankDirection | Mapping[str, torch.Tensor]
@@ -69,7 +71,7 @@ def _execution(name: str) -> Any:
     )
 
 
-class LandscapeProbe:
+class LandscapeProbe(SliceMethods):
     """Measure the loss landscape of a model around its own weights.
 
     Args:
@@ -265,7 +267,8 @@ class LandscapeProbe:
         `LowRankDirectionConfig`), `"adapter"` (a peft `PeftModel`'s LoRA weights only; options: `adapter_name`,
         default the active adapter, and `normalization`), `"hessian"` / `"ggn"` (the top eigenvectors of the Hessian or
         Gauss-Newton matrix, eigenvalues recorded in each direction's config; options: `CurvatureDirectionConfig`),
-        or a kind added with `register_direction_kind`."""
+        `"adversarial"` (the worst-case direction at a radius, normalized like a random one; options:
+        `AdversarialDirectionConfig`), or a kind added with `register_direction_kind`."""
         options = config_kwargs if config is None else {"config": config, **config_kwargs}
         context = {"objective": self.objective, "progress": self.progress}
         return draw_directions(kind, self.model, seed, axes=axes, **context, **options)
@@ -281,10 +284,11 @@ class LandscapeProbe:
     def line(
         self,
         steps: int = 51,
-        span: Sequence[float] | None = None,
+        span: Sequence[float] | str | AutoSpan | None = None,
         seed: int | Sequence[int] = 0,
         *,
         direction: DirectionArg | str | None = None,
+        rise: float | None = None,
         config: RandomDirectionConfig | LowRankDirectionConfig | None = None,
         checkpoint_dir: str | os.PathLike | None = None,
         checkpoint_every: int = 10,
@@ -296,11 +300,13 @@ class LandscapeProbe:
             steps: number of points (>= 2).
             span: (low, high) of α; by default the direction kind's (`directions.registry.default_span`): (-1, 1)
                 for random directions (Li et al. 2018), narrower for LoRA-subspace ones, whose rank-r directions
-                change a layer's output far more at the same norm.
+                change a layer's output far more at the same norm. `"auto"` (or an `AutoSpan`): where the loss rises
+                by `rise` (`find_span`; the search is kept in `metadata["auto_span"]`).
             seed: draw of the random direction δ (the first axis of `plane` with the same seed); a list of seeds
                 gives the mean over draws in `values`, their standard deviation in `spread`.
-            direction: `"random"` (default), `"lora"`, `"adapter"` (see `directions`), or a direction to use
-                (a `Direction`, `LowRankDirection` or name -> tensor dict).
+            direction: `"random"` (default), `"lora"`, `"adapter"`, `"adversarial"` (see `directions`), or a direction
+                to use (a `Direction`, `LowRankDirection` or name -> tensor dict).
+            rise: with `span="auto"`, the loss rise at the span's edges (default 1.0, `AutoSpan`).
             config, config_kwargs: the direction kind's config or its fields (`normalization="filter"`, `rank=8`, ...).
             checkpoint_dir: save finished points here (every `checkpoint_every` points and when stopped early);
                 calling again with the same configuration and folder resumes, computing only missing points.
@@ -308,21 +314,27 @@ class LandscapeProbe:
         check_spelling("line", "direction", config_kwargs)
         span = span_for(direction, span)
         grid = {"steps": steps, "span": span, "checkpoint_dir": checkpoint_dir, "checkpoint_every": checkpoint_every}
+        auto = auto_span_config(span, rise)
         if isinstance(seed, (list, tuple)):
-            return self._over_seeds("line", seed, direction=direction, config=config, **grid, **config_kwargs)
-        x = grid_axis(steps, span, "steps/span")
+            return self._over_seeds("line", seed, auto, direction, config, config_kwargs, grid)
+        grid_axis(steps, (-1.0, 1.0) if auto else cast(Sequence[float], span), "steps/span")  # checked before any work
         spec = direction if direction is None or isinstance(direction, str) else [direction]
         dirs = self._directions_for(spec, cast(int, seed), 1, config, config_kwargs)
+        found = self._search_span(dirs, auto) if auto else None
+        span = found["span"][0] if found else cast(Sequence[float], span)
+        x = grid_axis(steps, span, "steps/span")
         record = {"steps": [steps], "span": [list(map(float, span))]}
-        return self._grid("line", [x], dirs, cast(int, seed), record, checkpoint_dir, checkpoint_every)
+        surface = self._grid("line", [x], dirs, cast(int, seed), record, checkpoint_dir, checkpoint_every)
+        return with_auto_span(surface, found)
 
     def plane(
         self,
         steps: int | Sequence[int] = (25, 25),
-        span: Sequence[Any] | None = None,
+        span: Sequence[Any] | str | AutoSpan | None = None,
         seed: int | Sequence[int] = 0,
         *,
         directions: Sequence[DirectionArg] | str | None = None,
+        rise: float | None = None,
         config: RandomDirectionConfig | LowRankDirectionConfig | None = None,
         checkpoint_dir: str | os.PathLike | None = None,
         checkpoint_every: int = 10,
@@ -333,11 +345,13 @@ class LandscapeProbe:
         Args:
             steps: points per axis, an int for both or `(nx, ny)`.
             span: `((x_low, x_high), (y_low, y_high))`, or one `(low, high)` for both; by default the direction
-                kind's, as for `line`.
+                kind's, as for `line`; or `"auto"` per axis, as for `line`.
             seed: draw of the two random directions; a list of seeds gives the mean over draws in `values`,
-                their standard deviation in `spread` and each draw's values in `samples`.
-            directions: `"random"` (default), `"lora"` (low-rank, for large models) or `"adapter"` (a PeftModel's
-                LoRA weights only), see `directions`; or two directions to use.
+                their standard deviation in `spread` and each draw's values in `samples` (with `span="auto"`, one
+                span for every draw: the widest).
+            directions: `"random"` (default), `"lora"` (low-rank, for large models), `"adapter"` (a PeftModel's
+                LoRA weights only) or `"adversarial"` (worst-case), see `directions`; or two directions to use.
+            rise: with `span="auto"`, the loss rise at the span's edges (default 1.0, `AutoSpan`).
             config, config_kwargs: the direction kind's config or its fields (`normalization`, `orthogonalize`,
                 `rank`, `target_modules`, `adapter_name`, ...).
             checkpoint_dir: save finished points here (every `checkpoint_every` points and when stopped early);
@@ -346,11 +360,15 @@ class LandscapeProbe:
         check_spelling("plane", "directions", config_kwargs)
         span = span_for(directions, span)
         grid = {"steps": steps, "span": span, "checkpoint_dir": checkpoint_dir, "checkpoint_every": checkpoint_every}
+        auto = auto_span_config(span, rise)
         if isinstance(seed, (list, tuple)):
-            return self._over_seeds("plane", seed, directions=directions, config=config, **grid, **config_kwargs)
-        x, y, record = plane_axes(steps, span)
+            return self._over_seeds("plane", seed, auto, directions, config, config_kwargs, grid)
+        plane_axes(steps, (-1.0, 1.0) if auto else span)  # checked before any work
         dirs = self._directions_for(directions, cast(int, seed), 2, config, config_kwargs)
-        return self._grid("plane", [x, y], dirs, cast(int, seed), record, checkpoint_dir, checkpoint_every)
+        found = self._search_span(dirs, auto) if auto else None
+        x, y, record = plane_axes(steps, found["span"] if found else span)
+        surface = self._grid("plane", [x, y], dirs, cast(int, seed), record, checkpoint_dir, checkpoint_every)
+        return with_auto_span(surface, found)
 
     def _grid(self, kind: str, axes: list[Any], dirs: list[Any], seed: int, record: dict, *checkpoint: Any) -> Surface:
         """Evaluate a line (one axis) or plane (x, y; `values[j, i]` at (x[i], y[j])) along `dirs` (the runner's
@@ -415,18 +433,34 @@ class LandscapeProbe:
         meta.update(path_metadata(self.provenance, self.model, others))
         return grid_surface([x], run.values, run.metrics, meta, partials=run.partials)
 
-    def _over_seeds(self, kind: str, seeds: Sequence[int], **kwargs: Any) -> Surface:
+    def _over_seeds(
+        self, kind: str, seeds: Sequence[int], auto: AutoSpan | None, spec: Any, config: Any, options: dict, grid: dict
+    ) -> Surface:
         """One surface per direction seed, combined: `values` is the mean, `spread` the standard deviation
-        (ddof=1) and `samples` the per-seed values, so a plot can show whether a feature is one draw's."""
-        seeds = seed_list(seeds)
-        check_grid_size(points_per_draw(kind, kwargs["steps"], kwargs["span"]) * len(seeds), "steps x seeds")
-        folder = kwargs.pop("checkpoint_dir")
-        method = self.line if kind == "line" else self.plane
+        (ddof=1) and `samples` the per-seed values, so a plot can show whether a feature is one draw's. With an
+        automatic span, every draw's span is searched first and all share the widest."""
+        seeds, line = seed_list(seeds), kind == "line"
+        points = points_per_draw(kind, grid["steps"], (-1.0, 1.0) if auto else grid["span"])
+        check_grid_size(points * len(seeds), "steps x seeds")
+        folder, found = grid.pop("checkpoint_dir"), None
+        if auto is not None:
+            given = [spec] if line and not (spec is None or isinstance(spec, str)) else spec
+            found = shared_span([self.find_span(1 if line else 2, s, span=auto, directions=given, config=config,
+                                                **options) for s in seeds])  # fmt: skip
+            grid["span"] = found["span"][0] if line else found["span"]
+        method, spelling = (self.line, "direction") if line else (self.plane, "directions")
         surfaces = [
-            method(seed=seed, checkpoint_dir=None if folder is None else os.path.join(folder, f"seed-{seed}"), **kwargs)
+            method(  # type: ignore[operator]
+                seed=seed,
+                checkpoint_dir=None if folder is None else os.path.join(folder, f"seed-{seed}"),
+                config=config,
+                **{spelling: spec},
+                **grid,
+                **options,
+            )  # fmt: skip
             for seed in seeds
         ]
-        return combine_draws(surfaces, seeds)
+        return with_auto_span(combine_draws(surfaces, seeds), found)
 
     def trajectory_plane(
         self,

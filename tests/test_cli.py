@@ -139,6 +139,9 @@ def test_demo_runs_offline_on_smollm2(tmp_path, capsys):
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert 1.0 < summary["centre_loss"] < 6.0  # a pretrained LM on English text, not a random one (ln 49152 = 10.8)
     assert summary["plane"]["min"] == summary["centre_loss"]  # the span shows the basin's bottom: the centre
+    auto = summary["auto_span"]  # the span is found, not guessed: the loss rises by 1.0 at the wider side's edge
+    assert auto["rise"] == 1.0 and summary["span"] == [axis["span"] for axis in auto["axes"]]
+    assert all(1.0 <= max(axis["rise_at_edge"].values()) <= 1.1 for axis in auto["axes"])
     assert Surface.from_pretrained(tmp_path / "demo" / "plane").values.shape == (3, 3)
     assert Surface.from_pretrained(tmp_path / "demo" / "line").values.shape == (5,)
     assert io.out.splitlines()[-1].startswith(f"open first: {tmp_path / 'demo' / 'plane' / 'plot_contour.png'}")

@@ -480,6 +480,11 @@ METHODS = {
     "directional derivatives": lambda p, tmp: p.directional_derivatives(p.plane(steps=(2, 2))),
     "token loss map": lambda p, tmp: p.token_loss_map([-1.0, 1.0]),
     "trajectory": lambda p, tmp: p.trajectory_plane(_trajectory_run(tmp, p.model), steps=(2, 2)),
+    "auto span": lambda p, tmp: p.line(steps=3, span="auto", rise=0.5),
+    "adversarial": lambda p, tmp: p.directions(kind="adversarial", axes=2, radius=0.1, steps=2),
+    "curve": lambda p, tmp: p.connect(build_gpt2(100, seed=1), steps=3, train_steps=2),
+    "plane through": lambda p, tmp: p.plane_through(build_gpt2(100, seed=1), build_gpt2(100, seed=2), steps=2),
+    "basin": lambda p, tmp: p.basin(drop=0.5, seeds=[0], steps=2, rounds=1),
 }
 
 
@@ -498,6 +503,7 @@ def test_every_method_gives_the_model_back_exactly(method, tmp_path):
 INTERRUPTED = ["line", "plane", "lora plane", "stacked points", "interpolation", "sharpness", "trace"]
 INTERRUPTED += ["hutch++ trace", "finite-difference eigenvalues", "fisher spectrum", "spectrum", "pac-bayes sharpness"]
 INTERRUPTED += ["critical sharpness", "hessian plane"]
+INTERRUPTED += ["auto span", "adversarial", "curve", "plane through", "basin"]
 
 
 @pytest.mark.parametrize("method", INTERRUPTED)

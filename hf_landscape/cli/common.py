@@ -79,12 +79,29 @@ def parse_span(text: str) -> tuple[float, float]:
     return lo, hi
 
 
-def parse_spans(text: str) -> list[tuple[float, float]]:
-    """`LOW:HIGH` for both axes, or `XLOW:XHIGH,YLOW:YHIGH`."""
+def parse_span_or_auto(text: str) -> tuple[float, float] | str:
+    """`auto` (the span where the loss rises by `--rise`), or `LOW:HIGH`."""
+    return "auto" if text == "auto" else parse_span(text)
+
+
+def parse_spans(text: str) -> list[tuple[float, float]] | str:
+    """`auto` (each axis's span where the loss rises by `--rise`), `LOW:HIGH` for both axes, or
+    `XLOW:XHIGH,YLOW:YHIGH`."""
+    if text == "auto":
+        return "auto"
     spans = [parse_span(part) for part in text.split(",")]
     if len(spans) > 2:
         raise argparse.ArgumentTypeError(f"span takes one or two LOW:HIGH pairs, got {text!r}")
     return spans
+
+
+def add_rise_argument(parser: Any) -> None:
+    parser.add_argument(
+        "--rise",
+        type=float,
+        default=None,
+        help="with --span auto: the loss rise at the span's edges (default 1.0, in the loss's units)",
+    )
 
 
 def torch_dtype(name: str) -> Any:

@@ -22,6 +22,7 @@ from typing import Any
 from .common import (
     add_model_arguments,
     add_output_arguments,
+    add_rise_argument,
     add_run_arguments,
     check_head,
     check_output_folder,
@@ -33,6 +34,7 @@ from .common import (
     load_tokenizer,
     output_folder,
     parse_span,
+    parse_span_or_auto,
     parse_spans,
     resolve,
     write_outputs,
@@ -168,8 +170,12 @@ def line_command_parser(subparsers: Any) -> argparse.ArgumentParser:
     grid = parser.add_argument_group("grid")
     grid.add_argument("--steps", type=int, default=51, help="points (default 51)")
     grid.add_argument(
-        "--span", type=parse_span, default=None, help="--span=LOW:HIGH (default: the direction kind's, -1:1 for random)"
+        "--span",
+        type=parse_span_or_auto,
+        default=None,
+        help="--span=LOW:HIGH (default: the direction kind's, -1:1 for random) or --span auto (see --rise)",
     )
+    add_rise_argument(grid)
     _add_shared(parser, directions=True)
     return parser
 
@@ -178,16 +184,20 @@ def _draw(probe: Any, kind: str, request: tuple[str, dict[str, Any]], seed: Any,
     name, options = request
     spelling = "direction" if kind == "line" else "directions"
     method = probe.line if kind == "line" else probe.plane
-    return method(steps=plan.steps, span=plan.span, seed=seed, **{spelling: name}, **options, **grid_options(args))
+    grid = {"steps": plan.steps, "span": plan.span, "rise": args.rise, "seed": seed}
+    return method(**grid, **{spelling: name}, **options, **grid_options(args))
 
 
 def line_command(args: argparse.Namespace) -> int:
     from ..directions.registry import default_span
     from ..grid import grid_axis
+    from ..slices.search import auto_span_config
 
+    auto = auto_span_config(args.span, args.rise)  # --rise with --span auto only, checked before any work
     span = args.span if args.span is not None else default_span(args.directions)
-    x = grid_axis(args.steps, span, "--steps/--span")
-    plan = GridPlan("line", args.steps, span, len(x), {"steps": [args.steps], "span": [list(span)]})
+    x = grid_axis(args.steps, (-1.0, 1.0) if auto else span, "--steps/--span")
+    record = {"steps": [args.steps], "span": "auto" if auto else [list(span)]}
+    plan = GridPlan("line", args.steps, span, len(x), record)
     return run_grid_command(args, plan, lambda probe, p, r, s, _: _draw(probe, "line", r, s, p, args))
 
 
@@ -202,8 +212,10 @@ def plane_command_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--span",
         type=parse_spans,
         default=None,
-        help="--span=LOW:HIGH or --span=XLOW:XHIGH,YLOW:YHIGH (default: the direction kind's, -1:1 for random)",
+        help="--span=LOW:HIGH, --span=XLOW:XHIGH,YLOW:YHIGH (default: the direction kind's, -1:1 for random) or "
+        "--span auto (see --rise)",
     )
+    add_rise_argument(grid)
     _add_shared(parser, directions=True, plane=True)
     return parser
 
@@ -216,11 +228,19 @@ def plane_command(args: argparse.Namespace) -> int:
     if len(args.steps) not in (1, 2):
         raise ConfigError(f"`--steps` takes one or two values, got {args.steps}.")
     steps = tuple(args.steps * 2)[:2] if len(args.steps) == 1 else tuple(args.steps)
-    spans = args.span if args.span is not None else [default_span(args.directions)]
-    span = (spans[0], spans[0]) if len(spans) == 1 else tuple(spans)
-    x = grid_axis(steps[0], span[0], "--steps/--span (x)")
-    y = grid_axis(steps[1], span[1], "--steps/--span (y)")
-    record = {"steps": list(steps), "span": [list(s) for s in span]}
+    from ..slices.search import auto_span_config
+
+    auto = auto_span_config(args.span, args.rise)  # --rise with --span auto only, checked before any work
+    if auto:
+        span: Any = "auto"
+        x = grid_axis(steps[0], (-1.0, 1.0), "--steps (x)")
+        y = grid_axis(steps[1], (-1.0, 1.0), "--steps (y)")
+    else:
+        spans = args.span if args.span is not None else [default_span(args.directions)]
+        span = (spans[0], spans[0]) if len(spans) == 1 else tuple(spans)
+        x = grid_axis(steps[0], span[0], "--steps/--span (x)")
+        y = grid_axis(steps[1], span[1], "--steps/--span (y)")
+    record = {"steps": list(steps), "span": "auto" if auto else [list(s) for s in span]}
     plan = GridPlan("plane", steps, span, len(x) * len(y), record)
     return run_grid_command(args, plan, lambda probe, p, r, s, _: _draw(probe, "plane", r, s, p, args))
 
