@@ -3,8 +3,23 @@
 from .analysis.tokens import TokenLossMap
 from .comparison import CompareReport, compare
 from .config import BaseConfig
-from .curvature import EigenResult, SharpnessConfig, SharpnessResult, TraceResult, hessian_eigenvalues, hessian_trace
+from .curvature import (
+    CriticalSharpnessResult,
+    EigenResult,
+    PacBayesConfig,
+    PacBayesResult,
+    SharpnessConfig,
+    SharpnessResult,
+    SpectrumResult,
+    TraceResult,
+    critical_sharpness,
+    hessian_eigenvalues,
+    hessian_spectrum,
+    hessian_trace,
+    pac_bayes_sharpness,
+)
 from .directions import (
+    AdversarialDirectionConfig,
     Direction,
     DirectionSet,
     LowRankDirection,
@@ -42,17 +57,26 @@ from .objectives import (
     MultipleChoiceObjective,
     MultipleChoiceObjectiveConfig,
     Objective,
+    TextClassificationObjective,
+    TextClassificationObjectiveConfig,
 )
 from .probe import LandscapeProbe
+from .slices import AutoSpan, BasinResult, CurveConfig
 from .surface import Surface
 from .version import __version__ as __version__
 
 __all__ = [
+    "AdversarialDirectionConfig",
+    "AutoSpan",
     "BaseConfig",
+    "BasinResult",
     "CausalLMObjective",
     "CausalLMObjectiveConfig",
     "CompareReport",
     "ConfigError",
+    "CriticalSharpnessResult",
+    "CurvatureCallback",
+    "CurveConfig",
     "Direction",
     "DirectionError",
     "DirectionSet",
@@ -77,19 +101,27 @@ __all__ = [
     "MultipleChoiceObjectiveConfig",
     "Objective",
     "ObjectiveError",
+    "PacBayesConfig",
+    "PacBayesResult",
     "RandomDirectionConfig",
     "SharpnessConfig",
     "SharpnessResult",
+    "SpectrumResult",
     "Surface",
     "SurfaceError",
+    "TextClassificationObjective",
+    "TextClassificationObjectiveConfig",
     "TokenLossMap",
     "TraceResult",
     "compare",
+    "critical_sharpness",
     "direction_kinds",
     "hessian_eigenvalues",
+    "hessian_spectrum",
     "hessian_trace",
     "interpolation_target",
     "low_rank_directions",
+    "pac_bayes_sharpness",
     "random_directions",
     "register_direction_kind",
     "select_parameters",
@@ -98,10 +130,10 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    # `LandscapeCallback` subclasses transformers' `TrainerCallback`, whose import pulls in the Trainer stack
-    # (seconds); it is loaded on first use only.
-    if name == "LandscapeCallback":
-        from .callbacks import LandscapeCallback
+    # `LandscapeCallback` and `CurvatureCallback` subclass transformers' `TrainerCallback`, whose import pulls in the
+    # Trainer stack (seconds); they are loaded on first use only.
+    if name in ("LandscapeCallback", "CurvatureCallback"):
+        from . import callbacks
 
-        return LandscapeCallback
+        return getattr(callbacks, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

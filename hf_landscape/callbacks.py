@@ -1,4 +1,5 @@
-"""`LandscapeCallback`: stream parameter snapshots of a `transformers.Trainer` run to disk, for trajectory plots.
+"""Trainer callbacks: `LandscapeCallback` streams parameter snapshots of a `transformers.Trainer` run to disk, for
+trajectory plots; `CurvatureCallback` measures curvature on a held batch every N steps and logs it.
 
 A run folder holds one safetensors file per snapshot, `step_{step:08d}.safetensors` (name -> tensor, on the
 CPU), and `trajectory.json`, the index: which steps were saved, in which file, at which epoch, and the
@@ -7,7 +8,11 @@ step, at train end if that step was not saved yet, and (by default) before the f
 in memory at a time; files and the index are written atomically and durably (`io.write_bytes`), so a crash
 never leaves a half-written file and no write follows a link planted in the folder.
 
-What does not live here: the PCA of the snapshots and the path's losses (`directions/trajectory.py`).
+`CurvatureCallback` hands its numbers to the Trainer's `log`, so they reach every `report_to` backend (TensorBoard,
+Weights & Biases, ...) and `state.log_history`, under `curvature/<measure>`.
+
+What does not live here: the PCA of the snapshots and the path's losses (`directions/trajectory.py`), the measures
+themselves (`curvature/`).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import json
 import logging
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -224,6 +230,136 @@ class LandscapeCallback(TrainerCallback):
             "train_losses": [{"step": s, "loss": v} for s, v in sorted(self.train_losses.items())],
         }
         io.write_json(self.save_dir / INDEX_NAME, record)
+
+
+#: what `CurvatureCallback` can measure, each with the defaults that keep it cheap (a few passes over the held batch)
+CURVATURE_MEASURES: dict[str, dict[str, Any]] = {
+    "critical_sharpness": {"rtol": 1e-2},
+    "top_eigenvalue": {"tol": 1e-2, "max_iter": 20},
+    "trace": {"samples": 12, "method": "hutch++"},
+}
+
+
+class CurvatureCallback(TrainerCallback):
+    """Every `every_n_steps` optimizer steps, measure the curvature of the loss on a held batch and log it.
+
+    Measures (`measures`): `"critical_sharpness"` (λc = 2/ηc along the gradient, one gradient and a few forwards;
+    Kalra et al. 2026), `"top_eigenvalue"` (the Hessian's largest eigenvalue, Lanczos) and `"trace"` (Hutch++). Each
+    is logged as `curvature/<measure>` through the Trainer's `log` (every `report_to` backend and
+    `state.log_history`) once the callback is attached with `attach(trainer)`; without a trainer the numbers go to
+    `state.log_history` and `history` only. The model comes back exactly as it was (weights, `.grad`, train mode,
+    `requires_grad`), so training goes on as if nothing had been measured. It runs on the main process, on the
+    model as it stands there (not for sharded training).
+
+    Args:
+        objective: the held batch: an hf_landscape `Objective` (e.g. `CausalLMObjective(held_texts, tokenizer)`), or
+            a mapping with `input_ids` (and optionally `labels`, `attention_mask`) for a causal LM.
+        every_n_steps: the period, in optimizer steps (`state.global_step`).
+        measures: which of `CURVATURE_MEASURES`.
+        options: measure -> keyword arguments for it (`{"trace": {"samples": 30}}`), over `CURVATURE_MEASURES`'
+            defaults.
+        at_start: also measure before the first step (step 0).
+
+    Example:
+    ```python
+    >>> from hf_landscape.callbacks import CurvatureCallback
+    >>> callback = CurvatureCallback({"input_ids": [[1, 2, 3, 4]]}, every_n_steps=50, measures=["critical_sharpness"])
+    >>> # trainer = Trainer(model, args, train_dataset=...); callback.attach(trainer); trainer.train()
+    >>> callback.every_n_steps, callback.measures
+    (50, ['critical_sharpness'])
+
+    ```
+    """
+
+    def __init__(
+        self,
+        objective: Any,
+        every_n_steps: int = 100,
+        *,
+        measures: list[str] | tuple[str, ...] = ("critical_sharpness", "top_eigenvalue", "trace"),
+        options: dict[str, dict[str, Any]] | None = None,
+        at_start: bool = False,
+    ) -> None:
+        from .objectives import CausalLMObjective, Objective
+
+        if isinstance(objective, Mapping):
+            objective = CausalLMObjective(dict(objective))
+        if not isinstance(objective, Objective):
+            raise ConfigError(
+                f"`objective` must be an hf_landscape `Objective` or a mapping with `input_ids` (the held batch), got "
+                f"{type(objective).__name__}."
+            )
+        if not isinstance(every_n_steps, int) or isinstance(every_n_steps, bool) or every_n_steps < 1:
+            raise ConfigError(f"`every_n_steps` must be an integer >= 1, got {every_n_steps!r}.")
+        measures = [measures] if isinstance(measures, str) else list(measures)
+        unknown = [m for m in measures if m not in CURVATURE_MEASURES]
+        if not measures or unknown:
+            raise ConfigError(f"`measures` must be a non-empty list of {sorted(CURVATURE_MEASURES)}, got {measures!r}.")
+        options = dict(options or {})
+        if any(m not in measures or not isinstance(v, Mapping) for m, v in options.items()):
+            raise ConfigError(f"`options` must map measures of {measures} to dicts of their options, got {options!r}.")
+        if not isinstance(at_start, bool):
+            raise ConfigError(f"`at_start` must be True or False, got {at_start!r}.")
+        self.objective = objective
+        self.every_n_steps = every_n_steps
+        self.measures = measures
+        self.options = {m: {**CURVATURE_MEASURES[m], **options.get(m, {})} for m in measures}
+        self.at_start = at_start
+        #: step -> the numbers logged at that step
+        self.history: dict[int, dict[str, float]] = {}
+        self._trainer: Any = None
+
+    def attach(self, trainer: Any) -> CurvatureCallback:
+        """Add this callback to `trainer` (once) and log through it; returns the callback."""
+        if self not in trainer.callback_handler.callbacks:
+            trainer.add_callback(self)
+        self._trainer = trainer
+        return self
+
+    def measure(self, model: Any) -> dict[str, float]:
+        """The chosen measures at the model's weights, as `{"curvature/<measure>": value}`."""
+        from .probe import LandscapeProbe
+
+        probe = LandscapeProbe(model, self.objective, progress=False)
+        out: dict[str, float] = {}
+        for name in self.measures:
+            options = self.options[name]
+            if name == "critical_sharpness":
+                value = probe.critical_sharpness(**options).sharpness
+            elif name == "top_eigenvalue":
+                value = float(probe.hessian_eigenvalues(k=1, **options).eigenvalues[0])
+            else:
+                value = probe.hessian_trace(**options).trace
+            out[f"curvature/{name}"] = float(value)
+        return out
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        if self._trainer is None and state.is_world_process_zero:
+            logger.warning(
+                "CurvatureCallback is not attached to the Trainer: its numbers reach `state.log_history` but no "
+                "`report_to` logger; use `callback.attach(trainer)`."
+            )
+        if self.at_start and state.global_step == 0:
+            self._log(model, state)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        if state.global_step % self.every_n_steps == 0:
+            self._log(model, state)
+
+    def _log(self, model: Any, state: Any) -> None:
+        if not state.is_world_process_zero or model is None:
+            return
+        metrics = self.measure(model)
+        self.history[int(state.global_step)] = metrics
+        logger.info("curvature at step %d: %s", state.global_step, metrics)
+        if self._trainer is not None:
+            # `Trainer.log` clears `control.should_log`; keep the Trainer's own logging of this step.
+            control = self._trainer.control
+            should_log = control.should_log
+            self._trainer.log(dict(metrics))
+            self._trainer.control.should_log = should_log or self._trainer.control.should_log
+        else:
+            state.log_history.append({**metrics, "step": state.global_step})
 
 
 def _read_json(path: Path) -> dict[str, Any]:

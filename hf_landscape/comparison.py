@@ -17,11 +17,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -29,17 +30,20 @@ from . import io
 from .analysis.summaries import (
     SUMMARY_FIGURES,
     centre_curvature,
+    grid_radius,
     interpolation_barrier,
     mean_increase_within,
     positive_number,
     radial_distance,
     rise_radius,
+    rise_text,
     summarize,
 )
 from .directions.random import RandomDirectionConfig
 from .errors import ConfigError, HubSurfaceError, SurfaceError
 from .hub.mixin import FileSource, HubMixin
 from .objectives.base import Objective
+from .slices.search import AutoSpan, auto_span_config, shared_span, with_auto_span
 from .stats import DEFAULT_CONFIDENCE, check_confidence
 from .surface import Surface
 
@@ -49,6 +53,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 REPORT_NAME = "report.json"
+TABLE_NAME = "report.md"  # the table as markdown
+FIGURE_STEM = "compare"  # the side-by-side figure, `compare.<format>`
 FORMAT = "hf_landscape.compare"
 FORMAT_VERSION = 1
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
@@ -96,7 +102,7 @@ class CompareReport(HubMixin):
     _hub_noun = "comparison"
     _hub_error = SurfaceError
     _hub_failure = HubSurfaceError
-    _push_defaults = {"formats": ("png",)}  # each surface's PNG plots, which the card shows
+    _push_defaults = {"formats": ("png",), "viewer": True}  # each surface's PNG plots (the card shows them), the pages
 
     def __init__(
         self,
@@ -150,7 +156,11 @@ class CompareReport(HubMixin):
             "curvature_mean": "mean curvature",
         }
 
-        def cell(value: Any, interval: Any = None) -> str:
+        radii = [grid_radius(s) for s in self.surfaces.values()]
+
+        def cell(value: Any, interval: Any = None, key: str = "", r_max: float = math.inf) -> str:
+            if key == "rise_radius" and isinstance(value, float):
+                return rise_text(value, interval, r_max, digits)
             if isinstance(value, float):
                 text = f"{value:.{digits}g}"
                 if interval is not None:
@@ -162,7 +172,10 @@ class CompareReport(HubMixin):
             "| " + " | ".join(titles.get(k, k.replace("centre_", "centre ")) for k in keys) + " |",
             "|" + "|".join(":---" if k == "model" else "---:" for k in keys) + "|",
         ]
-        lines += ["| " + " | ".join(cell(row.get(k), row.get(f"{k}_ci")) for k in keys) + " |" for row in rows]
+        lines += [
+            "| " + " | ".join(cell(row.get(k), row.get(f"{k}_ci"), k, r_max) for k in keys) + " |"
+            for row, r_max in zip(rows, radii)
+        ]
         if any(k.endswith("_ci") for row in rows for k in row):
             lines.append(
                 f"\nIntervals: {self.confidence:.0%} Student-t confidence intervals of the mean over the direction seeds."
@@ -279,18 +292,29 @@ class CompareReport(HubMixin):
         }
 
     def save_pretrained(self, save_directory: str | os.PathLike, *, overwrite: bool = False, **options: Any) -> None:
-        """Write each surface into `save_directory/<label>/` and `report.json` (sorted JSON: labels, grid and
-        direction options, objective, the table, and each surface's id). `options` go to every surface's
-        `save_pretrained` (plots: `formats=("png",)`, `log_scale=True`, ...); `push_to_hub` takes the same.
+        """Write each surface into `save_directory/<label>/`, `report.json` (sorted JSON: labels, grid and direction
+        options, objective, the table, and each surface's id), the table as markdown (`report.md`) and the
+        side-by-side figure (`compare.png`, or one file per format of `formats=`). `options` go to every surface's
+        `save_pretrained` too (plots: `formats=("png",)`, `log_scale=True`, ...); with `viewer=True` each surface's
+        folder gets its `viewer.html` and `save_directory` the comparison's (`to_html`). `push_to_hub` takes the same.
 
         Raises:
             SurfaceError: the folder holds a different report (or a label's folder a different surface) and
                 `overwrite` is False. The report is checked before anything is written.
+            ConfigError: with `viewer`, surfaces of different kinds (before anything is written).
         """
         super().save_pretrained(save_directory, overwrite=overwrite, **options)
 
     def _save_pretrained(self, folder: Path, *, overwrite: bool, **options: Any) -> None:
-        io.check_output_folder(folder, argument="save_directory", names=(REPORT_NAME,))
+        from .plotting import check_formats
+        from .viewer import VIEWER_NAME, compare_html
+
+        formats = check_formats(options.get("formats") or ("png",), "formats")
+        figures = [f"{FIGURE_STEM}.{fmt}" for fmt in formats]
+        viewer = bool(options.get("viewer"))
+        names = (REPORT_NAME, TABLE_NAME, *figures, *((VIEWER_NAME,) if viewer else ()))
+        io.check_output_folder(folder, argument="save_directory", names=names)
+        page = compare_html(self, log_scale=bool(options.get("log_scale"))) if viewer else None  # checks the kinds
         text = json.dumps(self._record(), sort_keys=True, indent=2, allow_nan=True) + "\n"
         io.make_output_folder(folder, argument="save_directory")
         with io.folder_lock(folder, argument="save_directory"):
@@ -302,7 +326,13 @@ class CompareReport(HubMixin):
                 )
             for name, surface in self.surfaces.items():
                 surface.save_pretrained(folder / name, overwrite=overwrite, **options)
+            figure = self.figure(log_scale=bool(options.get("log_scale", False)))
+            for path in figures:
+                io.save_figure(folder / path, figure)
+            io.write_text(folder / TABLE_NAME, self.table_markdown())
             io.write_text(existing, text)
+            if page is not None:
+                io.write_text(folder / VIEWER_NAME, page)
         logger.info("saved a comparison of %d models to %s", len(self.surfaces), folder)
 
     @classmethod
@@ -347,7 +377,15 @@ class CompareReport(HubMixin):
             where = "/".join(filter(None, [folder, name]))
             surfaces[where] = surface
             plots[where] = [n.split("/", 1)[1] for n in written if n.startswith(f"{name}/plot_")]
-        return {"surfaces": surfaces, "plots": plots}
+        prefix = f"{folder}/" if folder else ""
+        figure = next((n for n in written if n in (f"{FIGURE_STEM}.png", f"{FIGURE_STEM}.svg")), None)
+        image = f"![comparison]({prefix}{figure})\n\n" if figure else ""
+        # Labels are checked names (no markup) and the table holds numbers: it cannot break the card's markers.
+        section = (
+            f"<!-- surface:{folder} -->\n### {folder or 'comparison'}\n\n{image}{self.table_markdown()}\n"
+            f"`CompareReport.from_pretrained` loads it whole.\n<!-- /surface:{folder} -->"
+        )
+        return {"surfaces": surfaces, "plots": plots, "sections": {folder: section}}
 
 
 def _checked(source: FileSource, cls: Any) -> FileSource:
@@ -367,7 +405,7 @@ def compare(
     objective: Objective,
     *,
     steps: int | Sequence[int] = (21, 21),
-    span: Sequence[Any] = ((-1.0, 1.0), (-1.0, 1.0)),
+    span: Sequence[Any] | str | AutoSpan = ((-1.0, 1.0), (-1.0, 1.0)),
     seed: int | Sequence[int] = 0,
     radius: float = 0.5,
     rise: float = 0.1,
@@ -386,7 +424,9 @@ def compare(
         models: `{label: PreTrainedModel}`, e.g. `{"plain": model_a, "sam": model_b}`; labels name the folders of
             `CompareReport.save_pretrained`.
         objective: e.g. a `GlueObjective`, shared by every model.
-        steps, span, seed: as in `LandscapeProbe.plane`; a list of seeds (e.g. `[0, 1, 2, 3, 4]`) makes every
+        steps, span, seed: as in `LandscapeProbe.plane`; `span="auto"` (or an `AutoSpan`, whose `rise` sets the
+            loss rise at the edges; `rise` below is the table's) searches every model's span and gives all models
+            the widest, so the pictures stay comparable (`metadata["auto_span"]` of each surface). A list of seeds (e.g. `[0, 1, 2, 3, 4]`) makes every
             model's surface over those draws (mean, spread), and the table gives each flatness figure with its
             `confidence` interval over the draws, so a difference between models can be told from one draw's luck.
         radius, rise: the thresholds of the report's table (`mean_increase_within`, `rise_radius`).
@@ -426,16 +466,27 @@ def compare(
     if isinstance(seed, (list, tuple)):
         seed = seed_list(seed)  # checked before any model is evaluated
     direction_config = _direction_config(direction_options)
+    auto = auto_span_config(span, None) if isinstance(span, (str, AutoSpan)) else None
     if len({id(m) for m in models.values()}) != len(models):
         logger.warning("`models` holds the same model object under two labels; their surfaces will be identical.")
     # Check every model before evaluating any, so a wrong one fails in seconds rather than after a grid.
     probes = {name: LandscapeProbe(model, objective, progress=progress) for name, model in models.items()}
+    found = None
+    if auto is not None:  # one span for every model: the widest any model's search found
+        records = []
+        for name, probe in probes.items():
+            objective.bind(probe.model)
+            for s in seed if isinstance(seed, list) else [cast(int, seed)]:
+                records.append({**probe.find_span(2, s, span=auto, config=direction_config), "model": name})
+        found = shared_span(records)
+        span = found["span"]
     surfaces = {}
     for name, probe in probes.items():
         logger.info("comparing: evaluating %r", name)
         objective.bind(probe.model)  # one objective serves every model: bind it to this one again
         surface = probe.plane(steps=steps, span=span, seed=seed, config=direction_config)
         surface.metadata["compare_label"] = name
+        with_auto_span(surface, found)
         surfaces[name] = surface
     first = next(iter(surfaces.values())).metadata
     metadata = {

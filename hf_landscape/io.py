@@ -77,6 +77,14 @@ def fsync_folder(folder: str | os.PathLike) -> None:
         os.close(fd)
 
 
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _replace_with(path: str | os.PathLike, fill: Callable[[int, Path], None], durable: bool = True) -> Path:
     """Create an exclusive temporary next to `path`, let `fill(fd, temporary)` write it, fsync it (if `durable`),
     and rename it over `path`; on any failure the temporary is removed and `path` is left as it was."""
@@ -86,10 +94,18 @@ def _replace_with(path: str | os.PathLike, fill: Callable[[int, Path], None], du
     tmp = Path(name)
     try:
         try:
-            os.fchmod(fd, _file_mode())
+            mode = _file_mode()
+            os.fchmod(fd, mode)
             fill(fd, tmp)
+            # A writer given the name (safetensors' `save_file`, h5py, ...) may have made a new file there: give it the
+            # same mode as every other file, and sync the file the name holds.
+            replaced = os.fstat(fd).st_ino != os.stat(tmp).st_ino
+            if replaced:
+                os.chmod(tmp, mode)
             if durable:
                 os.fsync(fd)
+                if replaced:
+                    _fsync_path(tmp)
         finally:
             os.close(fd)
         os.replace(tmp, path)

@@ -17,13 +17,21 @@ import torch
 
 from .analysis.tokens import TokenLossMap, check_alphas, token_curvature, token_loss_map
 from .curvature import (
+    PAC_BAYES_KINDS,
+    CriticalSharpnessResult,
     EigenResult,
+    PacBayesConfig,
+    PacBayesResult,
     SharpnessConfig,
     SharpnessResult,
+    SpectrumResult,
     TraceResult,
+    critical_sharpness,
     directional_derivatives,
     hessian_eigenvalues,
+    hessian_spectrum,
     hessian_trace,
+    pac_bayes_sharpness,
 )
 from .curvature import sharpness as sharpness_measure
 from .directions.base import Direction, LowRankDirection
@@ -31,7 +39,7 @@ from .directions.interpolation import path_knots
 from .directions.low_rank import LowRankDirectionConfig
 from .directions.prepare import given_directions
 from .directions.random import RandomDirectionConfig
-from .directions.registry import draw_directions
+from .directions.registry import default_span, draw_directions
 from .engine.modes import check_autocast
 from .engine.runner import ExecutionConfig, GridRunner
 from .errors import ConfigError
@@ -47,6 +55,8 @@ from .grid import (
 from .hub.models import check_materialized, check_model, check_path_models
 from .objectives.base import Evaluation, Objective, TokenView, check_objective, require
 from .provenance import path_metadata, surface_metadata
+from .slices.methods import SliceMethods
+from .slices.search import AutoSpan, auto_span_config, shared_span, with_auto_span
 from .surface import Surface, combine_draws, grid_surface
 
 DirectionArg = Direction | LowRankDirection | Mapping[str, torch.Tensor]
@@ -61,7 +71,7 @@ def _execution(name: str) -> Any:
     )
 
 
-class LandscapeProbe:
+class LandscapeProbe(SliceMethods):
     """Measure the loss landscape of a model around its own weights.
 
     Args:
@@ -255,9 +265,13 @@ class LandscapeProbe:
         """Draw `axes` directions of a registered `kind` (`direction_kinds()`): `"random"` (full-rank normalized
         Gaussian; options: `RandomDirectionConfig`), `"lora"` (low-rank D = B·A, never built at full size; options:
         `LowRankDirectionConfig`), `"adapter"` (a peft `PeftModel`'s LoRA weights only; options: `adapter_name`,
-        default the active adapter, and `normalization`), or a kind added with `register_direction_kind`."""
+        default the active adapter, and `normalization`), `"hessian"` / `"ggn"` (the top eigenvectors of the Hessian or
+        Gauss-Newton matrix, eigenvalues recorded in each direction's config; options: `CurvatureDirectionConfig`),
+        `"adversarial"` (the worst-case direction at a radius, normalized like a random one; options:
+        `AdversarialDirectionConfig`), or a kind added with `register_direction_kind`."""
         options = config_kwargs if config is None else {"config": config, **config_kwargs}
-        return draw_directions(kind, self.model, seed, axes=axes, **options)
+        context = {"objective": self.objective, "progress": self.progress}
+        return draw_directions(kind, self.model, seed, axes=axes, **context, **options)
 
     def _directions_for(self, spec: Any, seed: int, axes: int, config: Any, kwargs: dict[str, Any]) -> list[Any]:
         """The directions of a grid: drawn by kind name (default "random"), or the user's own, one per axis."""
@@ -270,10 +284,11 @@ class LandscapeProbe:
     def line(
         self,
         steps: int = 51,
-        span: Sequence[float] = (-1.0, 1.0),
+        span: Sequence[float] | str | AutoSpan | None = None,
         seed: int | Sequence[int] = 0,
         *,
         direction: DirectionArg | str | None = None,
+        rise: float | None = None,
         config: RandomDirectionConfig | LowRankDirectionConfig | None = None,
         checkpoint_dir: str | os.PathLike | None = None,
         checkpoint_every: int = 10,
@@ -283,31 +298,43 @@ class LandscapeProbe:
 
         Args:
             steps: number of points (>= 2).
-            span: (low, high) of α.
+            span: (low, high) of α; by default the direction kind's (`directions.registry.default_span`): (-1, 1)
+                for random directions (Li et al. 2018), narrower for LoRA-subspace ones, whose rank-r directions
+                change a layer's output far more at the same norm. `"auto"` (or an `AutoSpan`): where the loss rises
+                by `rise` (`find_span`; the search is kept in `metadata["auto_span"]`).
             seed: draw of the random direction δ (the first axis of `plane` with the same seed); a list of seeds
                 gives the mean over draws in `values`, their standard deviation in `spread`.
-            direction: `"random"` (default), `"lora"`, `"adapter"` (see `directions`), or a direction to use
-                (a `Direction`, `LowRankDirection` or name -> tensor dict).
+            direction: `"random"` (default), `"lora"`, `"adapter"`, `"adversarial"` (see `directions`), or a direction
+                to use (a `Direction`, `LowRankDirection` or name -> tensor dict).
+            rise: with `span="auto"`, the loss rise at the span's edges (default 1.0, `AutoSpan`).
             config, config_kwargs: the direction kind's config or its fields (`normalization="filter"`, `rank=8`, ...).
             checkpoint_dir: save finished points here (every `checkpoint_every` points and when stopped early);
                 calling again with the same configuration and folder resumes, computing only missing points.
         """
+        check_spelling("line", "direction", config_kwargs)
+        span = span_for(direction, span)
         grid = {"steps": steps, "span": span, "checkpoint_dir": checkpoint_dir, "checkpoint_every": checkpoint_every}
+        auto = auto_span_config(span, rise)
         if isinstance(seed, (list, tuple)):
-            return self._over_seeds("line", seed, direction=direction, config=config, **grid, **config_kwargs)
-        x = grid_axis(steps, span, "steps/span")
+            return self._over_seeds("line", seed, auto, direction, config, config_kwargs, grid)
+        grid_axis(steps, (-1.0, 1.0) if auto else cast(Sequence[float], span), "steps/span")  # checked before any work
         spec = direction if direction is None or isinstance(direction, str) else [direction]
         dirs = self._directions_for(spec, cast(int, seed), 1, config, config_kwargs)
+        found = self._search_span(dirs, auto) if auto else None
+        span = found["span"][0] if found else cast(Sequence[float], span)
+        x = grid_axis(steps, span, "steps/span")
         record = {"steps": [steps], "span": [list(map(float, span))]}
-        return self._grid("line", [x], dirs, cast(int, seed), record, checkpoint_dir, checkpoint_every)
+        surface = self._grid("line", [x], dirs, cast(int, seed), record, checkpoint_dir, checkpoint_every)
+        return with_auto_span(surface, found)
 
     def plane(
         self,
         steps: int | Sequence[int] = (25, 25),
-        span: Sequence[Any] = ((-1.0, 1.0), (-1.0, 1.0)),
+        span: Sequence[Any] | str | AutoSpan | None = None,
         seed: int | Sequence[int] = 0,
         *,
         directions: Sequence[DirectionArg] | str | None = None,
+        rise: float | None = None,
         config: RandomDirectionConfig | LowRankDirectionConfig | None = None,
         checkpoint_dir: str | os.PathLike | None = None,
         checkpoint_every: int = 10,
@@ -317,30 +344,40 @@ class LandscapeProbe:
 
         Args:
             steps: points per axis, an int for both or `(nx, ny)`.
-            span: `((x_low, x_high), (y_low, y_high))`, or one `(low, high)` for both.
+            span: `((x_low, x_high), (y_low, y_high))`, or one `(low, high)` for both; by default the direction
+                kind's, as for `line`; or `"auto"` per axis, as for `line`.
             seed: draw of the two random directions; a list of seeds gives the mean over draws in `values`,
-                their standard deviation in `spread` and each draw's values in `samples`.
-            directions: `"random"` (default), `"lora"` (low-rank, for large models) or `"adapter"` (a PeftModel's
-                LoRA weights only), see `directions`; or two directions to use.
+                their standard deviation in `spread` and each draw's values in `samples` (with `span="auto"`, one
+                span for every draw: the widest).
+            directions: `"random"` (default), `"lora"` (low-rank, for large models), `"adapter"` (a PeftModel's
+                LoRA weights only) or `"adversarial"` (worst-case), see `directions`; or two directions to use.
+            rise: with `span="auto"`, the loss rise at the span's edges (default 1.0, `AutoSpan`).
             config, config_kwargs: the direction kind's config or its fields (`normalization`, `orthogonalize`,
                 `rank`, `target_modules`, `adapter_name`, ...).
             checkpoint_dir: save finished points here (every `checkpoint_every` points and when stopped early);
                 calling again with the same configuration and folder resumes, computing only missing points.
         """
+        check_spelling("plane", "directions", config_kwargs)
+        span = span_for(directions, span)
         grid = {"steps": steps, "span": span, "checkpoint_dir": checkpoint_dir, "checkpoint_every": checkpoint_every}
+        auto = auto_span_config(span, rise)
         if isinstance(seed, (list, tuple)):
-            return self._over_seeds("plane", seed, directions=directions, config=config, **grid, **config_kwargs)
-        x, y, record = plane_axes(steps, span)
+            return self._over_seeds("plane", seed, auto, directions, config, config_kwargs, grid)
+        plane_axes(steps, (-1.0, 1.0) if auto else span)  # checked before any work
         dirs = self._directions_for(directions, cast(int, seed), 2, config, config_kwargs)
-        return self._grid("plane", [x, y], dirs, cast(int, seed), record, checkpoint_dir, checkpoint_every)
+        found = self._search_span(dirs, auto) if auto else None
+        x, y, record = plane_axes(steps, found["span"] if found else span)
+        surface = self._grid("plane", [x, y], dirs, cast(int, seed), record, checkpoint_dir, checkpoint_every)
+        return with_auto_span(surface, found)
 
     def _grid(self, kind: str, axes: list[Any], dirs: list[Any], seed: int, record: dict, *checkpoint: Any) -> Surface:
         """Evaluate a line (one axis) or plane (x, y; `values[j, i]` at (x[i], y[j])) along `dirs` (the runner's
         work, checkpointed into `checkpoint` = (folder, every)) and wrap the values with their provenance."""
         run = self.runner.run(kind, axes, dirs, checkpoint_dir=checkpoint[0], checkpoint_every=checkpoint[1])
         meta = surface_metadata(
-            kind, self.runner, self.provenance, directions=dirs, seed=seed, grid=record, wall=run.wall
-        )
+            kind, self.runner, self.provenance, directions=dirs, seed=seed, grid=record, wall=run.wall,
+            compute=run.compute, resumed=run.resumed,
+        )  # fmt: skip
         return grid_surface(axes, run.values, run.metrics, meta, directions=dirs, partials=run.partials)
 
     def interpolate(
@@ -390,23 +427,40 @@ class LandscapeProbe:
         )
         record = {"steps": [steps], "span": [list(map(float, span))]}
         meta = surface_metadata(
-            "interpolation", self.runner, self.provenance, directions=[], seed=None, grid=record, wall=run.wall
-        )
+            "interpolation", self.runner, self.provenance, directions=[], seed=None, grid=record, wall=run.wall,
+            compute=run.compute, resumed=run.resumed,
+        )  # fmt: skip
         meta.update(path_metadata(self.provenance, self.model, others))
         return grid_surface([x], run.values, run.metrics, meta, partials=run.partials)
 
-    def _over_seeds(self, kind: str, seeds: Sequence[int], **kwargs: Any) -> Surface:
+    def _over_seeds(
+        self, kind: str, seeds: Sequence[int], auto: AutoSpan | None, spec: Any, config: Any, options: dict, grid: dict
+    ) -> Surface:
         """One surface per direction seed, combined: `values` is the mean, `spread` the standard deviation
-        (ddof=1) and `samples` the per-seed values, so a plot can show whether a feature is one draw's."""
-        seeds = seed_list(seeds)
-        check_grid_size(points_per_draw(kind, kwargs["steps"], kwargs["span"]) * len(seeds), "steps x seeds")
-        folder = kwargs.pop("checkpoint_dir")
-        method = self.line if kind == "line" else self.plane
+        (ddof=1) and `samples` the per-seed values, so a plot can show whether a feature is one draw's. With an
+        automatic span, every draw's span is searched first and all share the widest."""
+        seeds, line = seed_list(seeds), kind == "line"
+        points = points_per_draw(kind, grid["steps"], (-1.0, 1.0) if auto else grid["span"])
+        check_grid_size(points * len(seeds), "steps x seeds")
+        folder, found = grid.pop("checkpoint_dir"), None
+        if auto is not None:
+            given = [spec] if line and not (spec is None or isinstance(spec, str)) else spec
+            found = shared_span([self.find_span(1 if line else 2, s, span=auto, directions=given, config=config,
+                                                **options) for s in seeds])  # fmt: skip
+            grid["span"] = found["span"][0] if line else found["span"]
+        method, spelling = (self.line, "direction") if line else (self.plane, "directions")
         surfaces = [
-            method(seed=seed, checkpoint_dir=None if folder is None else os.path.join(folder, f"seed-{seed}"), **kwargs)
+            method(  # type: ignore[operator]
+                seed=seed,
+                checkpoint_dir=None if folder is None else os.path.join(folder, f"seed-{seed}"),
+                config=config,
+                **{spelling: spec},
+                **grid,
+                **options,
+            )  # fmt: skip
             for seed in seeds
         ]
-        return combine_draws(surfaces, seeds)
+        return with_auto_span(combine_draws(surfaces, seeds), found)
 
     def trajectory_plane(
         self,
@@ -456,28 +510,89 @@ class LandscapeProbe:
     def hessian_eigenvalues(self, k: int = 3, *, tol: float = 1e-3, max_iter: int = 100, **kwargs: Any) -> EigenResult:
         """The `k` largest algebraic eigenvalues of the Hessian at the model's weights, by thick-restart Lanczos.
 
-        Other options (`basis_size`, `offload`, `include`, `exclude`, `include_1d`, `seed`, `return_eigenvectors`,
-        `per_layer` for each layer's diagonal block too): see `hf_landscape.curvature.hessian_eigenvalues`.
+        `operator="ggn"` / `"fisher"` for the Gauss-Newton matrix or the empirical Fisher, `hvp="finite_difference"`
+        for products without a double-backward graph, `per_block=True` / `per_layer=True` for each role's or layer's
+        block; other options (`basis_size`, `offload`, `include`, `exclude`, `include_1d`, `seed`,
+        `return_eigenvectors`, `fd_step`): see `hf_landscape.curvature.hessian_eigenvalues`.
         """
         kwargs.setdefault("progress", self.progress)
         return hessian_eigenvalues(self.model, self.objective, k=k, tol=tol, max_iter=max_iter, **kwargs)
 
     def hessian_trace(
-        self, samples: int = 100, *, seed: int = 0, per_layer: bool = False, **kwargs: Any
+        self, samples: int = 100, *, seed: int = 0, per_layer: bool = False, method: str = "hutchinson", **kwargs: Any
     ) -> TraceResult:
-        """Hutchinson's estimate of tr(H) with its standard error (and per layer); see
-        `hf_landscape.curvature.hessian_trace` for `include`, `exclude`, `include_1d`."""
+        """An estimate of tr(H) from `samples` Hessian-vector products, `method="hutchinson"` or `"hutch++"` (lower
+        variance for the same products when a few eigenvalues dominate), with its standard error and interval (and
+        per layer or, with `per_block=True`, per role); `operator`, `hvp`, `include`, ...: see
+        `hf_landscape.curvature.hessian_trace`."""
         kwargs.setdefault("progress", self.progress)
-        return hessian_trace(self.model, self.objective, samples=samples, seed=seed, per_layer=per_layer, **kwargs)
+        options = {"samples": samples, "seed": seed, "per_layer": per_layer, "method": method, **kwargs}
+        return hessian_trace(self.model, self.objective, **options)
+
+    def hessian_spectrum(self, steps: int = 100, *, probes: int = 1, seed: int = 0, **kwargs: Any) -> SpectrumResult:
+        """The spectral density of the Hessian (or `operator="ggn"` / `"fisher"`) by stochastic Lanczos quadrature:
+        `steps` Lanczos steps from each of `probes` random vectors. The result holds the density on a grid, the Ritz
+        nodes and weights and the trace they imply (with an interval over the probes), plots on a symmetric-log axis
+        and saves with `save_pretrained`; options (`sigma`, `reorthogonalize`, `hvp`, ...): see
+        `hf_landscape.curvature.hessian_spectrum`."""
+        kwargs.setdefault("progress", self.progress)
+        return hessian_spectrum(self.model, self.objective, steps=steps, probes=probes, seed=seed, **kwargs)
 
     def sharpness(
-        self, rho: float = 0.05, kind: str = "adaptive", *, config: SharpnessConfig | None = None, **config_kwargs: Any
-    ) -> SharpnessResult:
-        """ρ-sharpness at the model's weights: `kind` is `"worst"` (SAM), `"adaptive"` (ASAM), `"average"` or
-        `"adaptive_average"`; other options (`steps`, `samples`, `eta`, `include`, ...) as in `SharpnessConfig`.
-        The weights are restored bit for bit afterwards."""
+        self,
+        rho: float | None = None,
+        kind: str = "adaptive",
+        *,
+        config: SharpnessConfig | PacBayesConfig | None = None,
+        **config_kwargs: Any,
+    ) -> SharpnessResult | PacBayesResult:
+        """Sharpness at the model's weights. ρ-sharpness (`rho`, default 0.05): `kind` is `"worst"` (SAM),
+        `"adaptive"` (ASAM), `"average"` or `"adaptive_average"`, other options (`steps`, `samples`, `eta`, `include`,
+        ...) as in `SharpnessConfig`. PAC-Bayes sharpness (Jiang et al. 2020): `kind="pac_bayes"` or
+        `"pac_bayes_magnitude"` with `target=` (the rise of the expected loss allowed), options as in
+        `PacBayesConfig`; the result's `sigma`, `flatness` (1/σ²) and `interval`. The weights are restored bit for bit
+        afterwards."""
+        if kind in PAC_BAYES_KINDS or isinstance(config, PacBayesConfig):
+            if rho is not None:
+                raise ConfigError(f"`rho` is not an option of {kind!r} sharpness; pass `target=` (the rise allowed).")
+            if config is not None and not isinstance(config, PacBayesConfig):
+                raise ConfigError(
+                    f"`config` of {kind!r} sharpness must be a `PacBayesConfig`, got {type(config).__name__}."
+                )
+            options = {"kind": kind, **config_kwargs} if config is None else config_kwargs
+            return pac_bayes_sharpness(self.model, self.objective, config, progress=self.progress, **options)
+        rho = 0.05 if rho is None else rho
         options = {"rho": rho, "kind": kind, **config_kwargs} if config is None else config_kwargs
         return sharpness_measure(self.model, self.objective, config, progress=self.progress, **options)
+
+    def critical_sharpness(self, direction: Any = None, **kwargs: Any) -> CriticalSharpnessResult:
+        """λc = 2/ηc, ηc the smallest step along the gradient (or `direction`) at which the loss stops decreasing
+        (Kalra et al. 2026), from one gradient and a few forwards; to second order the Rayleigh quotient gᵀHg/‖g‖².
+        Options (`rtol`, `per_block`, `include`, ...): see `hf_landscape.curvature.critical_sharpness`."""
+        kwargs.setdefault("progress", self.progress)
+        return critical_sharpness(self.model, self.objective, direction=direction, **kwargs)
+
+
+def check_spelling(method: str, spelling: str, options: Mapping[str, Any]) -> None:
+    """Refuse the other method's spelling of the directions argument (`line(direction=)`, `plane(directions=)`)."""
+    other = "directions" if spelling == "direction" else "direction"
+    if other in options:
+        raise ConfigError(
+            f"`{method}` takes `{spelling}=`, not `{other}=` (did you mean `{spelling}={options[other]!r}`?); "
+            f"`line` takes one `direction`, `plane` two `directions`."
+        )
+
+
+def span_for(directions: Any, span: Any) -> Any:
+    """`span`, or by default the span of the direction kind asked for (the kind of given low-rank directions is
+    `"lora"`'s, of other given directions `"random"`'s)."""
+    if span is not None:
+        return span
+    kind = directions if isinstance(directions, str) else "random"
+    given = directions if isinstance(directions, (list, tuple)) else [directions]
+    if any(isinstance(d, LowRankDirection) for d in given):
+        kind = "lora"
+    return default_span(kind)
 
 
 __all__ = ["LandscapeProbe", "check_materialized"]

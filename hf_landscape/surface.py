@@ -62,7 +62,8 @@ class Surface(HubMixin):
     _hub_noun = "surface"
     _hub_error = SurfaceError
     _hub_failure = HubSurfaceError
-    _push_defaults = {"formats": ("png",)}  # a pushed surface carries its PNG plots, which the card shows
+    # A pushed surface carries its PNG plots, which the card shows, and its viewer page.
+    _push_defaults = {"formats": ("png",), "viewer": True}
 
     def __init__(
         self,
@@ -150,11 +151,13 @@ class Surface(HubMixin):
         *,
         overwrite: bool = False,
         formats: Sequence[str] | None = None,
+        viewer: bool = False,
         **plot_options: Any,
     ) -> None:
-        """Write `surface.safetensors` and `surface.json` into `save_directory`, atomically and durably, and with
+        """Write `surface.safetensors` and `surface.json` into `save_directory`, atomically and durably, with
         `formats` the plots too (`save_plots`: `plot_<kind>.<format>`, drawn with `plot_options` such as
-        `log_scale=True`). `push_to_hub` takes the same options and pushes exactly these files.
+        `log_scale=True`), and with `viewer` the interactive page `viewer.html` (`to_html`). `push_to_hub` takes the
+        same options and pushes exactly these files (by default the PNG plots and the viewer).
 
         The folder is locked while it is written (`io.folder_lock`). If the surface was computed with a
         `checkpoint_dir` and is saved into that folder, the partial grid there is removed once both files are on
@@ -166,29 +169,41 @@ class Surface(HubMixin):
             overwrite: replace a *different* surface already in the folder. Saving the same surface
                 again is always allowed.
             formats: plot formats to write beside the surface (`"png"`, `"pdf"`, `"svg"`); none by default.
+            viewer: also write `viewer.html`, the interactive page (`to_html`, in log10 with `log_scale=True`).
             plot_options: passed to `plotting.plot_surface` for every plot (`log_scale`, `levels`, ...).
 
         Raises:
             SurfaceError: the folder holds a different surface and `overwrite` is False, or cannot be written
-                (the message says what was kept and how to finish). Nothing is half-written.
+                (the message says what was kept and how to finish); with `viewer`, a surface with no finite value
+                (checked before anything is written). Nothing is half-written.
         """
-        super().save_pretrained(save_directory, overwrite=overwrite, formats=formats, **plot_options)
+        super().save_pretrained(save_directory, overwrite=overwrite, formats=formats, viewer=viewer, **plot_options)
 
     def _save_pretrained(
-        self, folder: Path, *, overwrite: bool, formats: Sequence[str] | None = None, **plot_options: Any
+        self,
+        folder: Path,
+        *,
+        overwrite: bool,
+        formats: Sequence[str] | None = None,
+        viewer: bool = False,
+        **plot_options: Any,
     ) -> None:
         from .plotting import check_formats, plot_names
+        from .viewer import VIEWER_NAME, surface_html
 
-        if formats is None and plot_options:
+        if formats is None and plot_options and not (viewer and set(plot_options) == {"log_scale"}):
             raise ConfigError(f"Plot options {sorted(plot_options)} need `formats=` (e.g. formats=('png',)).")
         formats = check_formats(formats, "formats") if formats else ()
-        names = (ARRAYS_NAME, METADATA_NAME, *plot_names(self, formats))
+        names = (ARRAYS_NAME, METADATA_NAME, *plot_names(self, formats), *([VIEWER_NAME] if viewer else []))
         io.check_output_folder(folder, argument="save_directory", names=names)
+        page = surface_html(self, log_scale=bool(plot_options.get("log_scale"))) if viewer else None  # checks values
         io.make_output_folder(folder, argument="save_directory")
         with io.folder_lock(folder, argument="save_directory"):
             self._save_locked(folder, overwrite)
             if formats:
                 self.save_plots(folder, formats=formats, **plot_options)
+            if page is not None:
+                io.write_text(folder / VIEWER_NAME, page)
 
     def _save_locked(self, folder: Path, overwrite: bool) -> None:
         sid = self.surface_id()
@@ -383,11 +398,14 @@ def combine_draws(surfaces: list[Surface], seeds: list[int]) -> Surface:
     samples = np.stack([s.values for s in surfaces])
     first = surfaces[0]
     meta = dict(first.metadata)
+    resumed = sum((s.metadata.get("resumed") or {}).get("points", 0) for s in surfaces)
     meta.update(
         seed=None,
         seeds=seeds,
         directions=[d for s in surfaces for d in s.metadata["directions"]],
         wall_time_s=round(sum(s.metadata["wall_time_s"] for s in surfaces), 3),
+        compute_time_s=round(sum(s.metadata.get("compute_time_s", s.metadata["wall_time_s"]) for s in surfaces), 3),
+        resumed={"points": resumed} if resumed else None,
     )
     metrics = {k: np.mean(np.stack([s.metrics[k] for s in surfaces]), axis=0) for k in first.metrics}
     combined = Surface(

@@ -1,10 +1,13 @@
 """A small in-memory fake of the Hugging Face Hub HTTP API, for tests (standard library only).
 
 It speaks enough of the Hub protocol for the real ``huggingface_hub`` client (tested with 2.4, with
-``HF_HUB_DISABLE_XET=1``) to create repos, push commits with regular and LFS files, and download them back:
+``HF_HUB_DISABLE_XET=1``) to create repos, push commits with regular and LFS files, and download them back, and for
+``datasets.load_dataset`` (5.x) to read a dataset repo's ``configs:`` and Parquet files through it:
 
-* ``POST /api/repos/create``, ``DELETE /api/repos/delete``, ``POST /api/validate-yaml``, ``GET /api/whoami-v2``
-* ``GET /api/{models,datasets,spaces}/{repo}[/revision/{rev}]`` (repo info with ``sha`` and ``siblings``)
+* ``POST /api/repos/create`` (a Space needs its ``sdk``, one of ``SPACE_SDKS``, as the Hub does),
+  ``DELETE /api/repos/delete``, ``POST /api/validate-yaml``, ``GET /api/whoami-v2``
+* ``GET /api/{models,datasets,spaces}/{repo}[/revision/{rev}]`` (repo info with ``sha`` and ``siblings``; a Space's
+  ``sdk``, which a commit changing the ``sdk:`` of its README's YAML changes, as on the Hub)
 * ``GET /api/.../{repo}/tree/{rev}[/{path}]`` (``recursive``, cursor paging through a ``Link`` header)
 * ``POST /api/.../{repo}/paths-info/{rev}``, ``GET .../refs``, ``GET .../commits/{rev}``, ``POST .../branch/{name}``
 * ``POST /api/.../{repo}/preupload/{rev}`` (decides ``regular`` or ``lfs`` like the Hub does)
@@ -52,6 +55,7 @@ DEFAULT_LFS_PATTERNS = (
 ).split()
 DEFAULT_GITATTRIBUTES = "".join(f"{p} filter=lfs diff=lfs merge=lfs -text\n" for p in DEFAULT_LFS_PATTERNS).encode()
 
+SPACE_SDKS = ("gradio", "docker", "static", "streamlit")
 _REPO_TYPE_PLURALS = {"models": "model", "datasets": "dataset", "spaces": "space"}
 _URL_PREFIXES = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 _SHA40 = re.compile(r"[0-9a-f]{40}")
@@ -132,6 +136,7 @@ class FakeRepo:
     lfs_objects: dict[str, bytes] = field(default_factory=dict)
     created_at: str = field(default_factory=_now)
     next_pr: int = 1
+    sdk: str | None = None  # a Space's SDK
 
     def commit(self, oid: str) -> Commit:
         for c in self.commits:
@@ -329,13 +334,17 @@ class FakeHubServer:
         leaked = self.paths_containing(secret)
         assert not leaked, f"secret found in {len(leaked)} request path(s), e.g. {leaked[0]!r}"
 
-    def create_repo(self, repo_id: str, *, repo_type: str = "model", private: bool = False) -> FakeRepo:
-        """Create a repo directly (no HTTP); like the Hub, it starts with an initial commit."""
+    def create_repo(
+        self, repo_id: str, *, repo_type: str = "model", private: bool = False, sdk: str | None = None
+    ) -> FakeRepo:
+        """Create a repo directly (no HTTP); like the Hub, it starts with an initial commit. A Space gets ``sdk``
+        (``"static"`` by default)."""
         with self._lock:
             key = _repo_key(repo_id, repo_type)
             if key in self.repos:
                 return self.repos[key]
-            repo = FakeRepo(repo_id=repo_id, repo_type=repo_type, private=private)
+            sdk = (sdk or "static") if repo_type == "space" else None
+            repo = FakeRepo(repo_id=repo_id, repo_type=repo_type, private=private, sdk=sdk)
             files = {".gitattributes": DEFAULT_GITATTRIBUTES} if self.initial_gitattributes else {}
             commit = self._new_commit(repo, None, files, frozenset(), "initial commit", "")
             repo.branches["main"] = commit.oid
@@ -471,6 +480,16 @@ def _gitattributes_match(pattern: str, path: str) -> bool:
     if "/" not in pattern:
         return fnmatch.fnmatchcase(path.rsplit("/", 1)[-1], pattern)
     return fnmatch.fnmatchcase(path, pattern.lstrip("/").replace("**/", "*"))
+
+
+def _yaml_sdk(readme: bytes) -> str | None:
+    """The ``sdk:`` of a README's YAML front matter (a top-level line), or None."""
+    text = readme.decode("utf-8", "replace")
+    if not text.startswith("---"):
+        return None
+    front = text[3:].split("\n---", 1)[0]
+    match = re.search(r"^sdk:\s*['\"]?([A-Za-z]+)", front, re.M)
+    return match.group(1) if match else None
 
 
 def _looks_binary(sample: bytes) -> bool:
@@ -693,10 +712,13 @@ class _Router:
             raise HubError(400, f"Invalid repo type: {repo_type}")
         private = payload.get("visibility", "private" if payload.get("private") else "public") != "public"
         url = f"{self.hub.endpoint}/{_URL_PREFIXES[repo_type]}{repo_id}"
+        sdk = payload.get("sdk")
         with self.hub._lock:
             if _repo_key(repo_id, repo_type) in self.hub.repos:
                 raise HubError(409, f"You already created this {repo_type} repo", extra={"url": url})
-            self.hub.create_repo(repo_id, repo_type=repo_type, private=private)
+            if repo_type == "space" and sdk not in SPACE_SDKS:
+                raise HubError(400, f"Invalid sdk {sdk!r}: a Space needs one of {', '.join(SPACE_SDKS)}")
+            self.hub.create_repo(repo_id, repo_type=repo_type, private=private, sdk=sdk)
         return _json({"url": url, "name": repo_id, "id": hashlib.sha1(url.encode()).hexdigest()[:24]})
 
     def delete_repo(self) -> _Response:
@@ -744,6 +766,8 @@ class _Router:
         }
         if repo_type == "model":
             info["modelId"] = repo.repo_id
+        if repo_type == "space":
+            info["sdk"] = repo.sdk
         return _json(info)
 
     def refs(self, repo_type: str, repo_id: str) -> _Response:
@@ -1026,6 +1050,8 @@ class _Router:
                 pr_url = f"{self.hub.endpoint}/{_URL_PREFIXES[repo_type]}{repo_id}/discussions/{number}"
             else:
                 repo.branches[revision] = commit.oid
+                if repo_type == "space" and revision == "main" and "README.md" in files:
+                    repo.sdk = _yaml_sdk(files["README.md"]) or repo.sdk
         return _json(
             {
                 "success": True,

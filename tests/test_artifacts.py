@@ -49,8 +49,10 @@ def local_files(folder) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def pushed(hub, repo_id: str) -> dict[str, bytes]:
-    return {k: v for k, v in hub.files(repo_id).items() if k not in ("README.md", ".gitattributes")}
+def pushed(hub, repo_id: str, repo_type: str = "dataset") -> dict[str, bytes]:
+    """The files of a push besides its card: README.md, .gitattributes and a dataset's tables (data/*.parquet)."""
+    files = hub.files(repo_id, repo_type=repo_type)
+    return {k: v for k, v in files.items() if k not in ("README.md", ".gitattributes") and not k.startswith("data/")}
 
 
 # --- the push holds what save_pretrained writes, with the user's options ---------------------------------------
@@ -58,7 +60,7 @@ def pushed(hub, repo_id: str) -> dict[str, bytes]:
 
 def test_push_uploads_exactly_what_save_pretrained_writes_with_the_same_options(hub, tmp_path):
     surface = make_plane()
-    options = {"formats": ("png", "svg"), "log_scale": True}
+    options = {"formats": ("png", "svg"), "log_scale": True, "viewer": False}
     surface.save_pretrained(tmp_path / "local", **options)
     surface.push_to_hub("me/options", token=hub.token, **options)
     local, remote = local_files(tmp_path / "local"), pushed(hub, "me/options")
@@ -75,10 +77,22 @@ def test_push_uploads_exactly_what_save_pretrained_writes_with_the_same_options(
         assert remote[name] == local[name], name
 
 
-def test_push_without_options_carries_the_png_plots(hub, tmp_path):
-    make_plane().save_pretrained(tmp_path / "local", formats=("png",))
-    make_plane().push_to_hub("me/default", token=hub.token)
-    assert pushed(hub, "me/default") == local_files(tmp_path / "local")
+@pytest.mark.parametrize("repo_type", ["dataset", "model"])
+def test_push_without_options_carries_the_png_plots_and_the_viewer(hub, tmp_path, repo_type):
+    make_plane().save_pretrained(tmp_path / "local", formats=("png",), viewer=True)
+    make_plane().push_to_hub("me/default", token=hub.token, repo_type=repo_type)
+    assert pushed(hub, "me/default", repo_type) == local_files(tmp_path / "local")
+    assert "viewer.html" in local_files(tmp_path / "local")
+
+
+def test_save_pretrained_writes_the_viewer_page_in_log_scale_on_request(tmp_path):
+    make_plane().save_pretrained(tmp_path / "lin", viewer=True)
+    make_plane().save_pretrained(tmp_path / "log", viewer=True, log_scale=True)
+    assert sorted(local_files(tmp_path / "lin")) == ["surface.json", "surface.safetensors", "viewer.html"]
+    assert (tmp_path / "lin" / "viewer.html").read_bytes() != (tmp_path / "log" / "viewer.html").read_bytes()
+    assert (tmp_path / "log" / "viewer.html").read_text("utf-8") == make_plane().to_html(
+        tmp_path / "page.html", log_scale=True
+    ).read_text("utf-8")
 
 
 def test_log_scale_changes_the_pushed_plots(hub, tmp_path):
@@ -101,19 +115,20 @@ def test_cli_push_carries_the_log_scale_pdf_plots_written_to_out(hub, tmp_path, 
     assert sorted(summary["plots"]) == sorted(
         str(out / f"plot_{k}.{f}") for k in ("contour", "heatmap", "surface") for f in ("pdf", "png")
     )
-    local = {k: v for k, v in local_files(out).items() if k != "viewer.html"}
+    local = local_files(out)
     remote = pushed(hub, "me/cli-log")
-    assert set(remote) == set(local)
+    assert set(remote) == set(local) and "viewer.html" in remote
+    assert remote["viewer.html"] == local["viewer.html"]  # the page of the log-scale surface written to --out
     assert {n for n in remote if n.endswith(".pdf")} == {"plot_contour.pdf", "plot_heatmap.pdf", "plot_surface.pdf"}
     for name in ("plot_contour.png", "plot_heatmap.png", "plot_surface.png"):
         assert remote[name] == local[name], name  # log-scale PNGs, the bytes written to --out
-    card = hub.files("me/cli-log")["README.md"].decode()
+    card = hub.files("me/cli-log", repo_type="dataset")["README.md"].decode()
     assert "![contour](plot_contour.png)" in card and "[contour (pdf)](plot_contour.pdf)" in card
 
 
 def test_a_pdf_only_push_links_its_plots_in_the_card(hub):
     make_plane().push_to_hub("me/pdf", token=hub.token, formats=("pdf",))
-    card = hub.files("me/pdf")["README.md"].decode()
+    card = hub.files("me/pdf", repo_type="dataset")["README.md"].decode()
     assert "[contour (pdf)](plot_contour.pdf)" in card and "plot_contour.png" not in card
 
 
@@ -128,15 +143,27 @@ def test_plot_options_without_formats_are_refused_before_writing(tmp_path):
 
 def test_compare_report_pushes_and_loads_by_repo_id(hub, tmp_path):
     report = CompareReport({"flat": make_plane(1.0), "sharp": make_plane(4.0)}, metadata={"seed": 0})
-    report.save_pretrained(tmp_path / "local")
+    report.save_pretrained(tmp_path / "local", viewer=True)
     report.push_to_hub("me/compare", token=hub.token, path_in_repo="cola", formats=())
     remote = pushed(hub, "me/compare")
     assert remote == {f"cola/{k}": v for k, v in local_files(tmp_path / "local").items()}
+    assert {"cola/viewer.html", "cola/flat/viewer.html", "cola/sharp/viewer.html"} <= set(remote)
+    assert b"Loss landscapes compared: flat, sharp" in remote["cola/viewer.html"]
     again = CompareReport.from_pretrained("me/compare", subfolder="cola")
     assert list(again.surfaces) == ["flat", "sharp"] and again.table() == report.table()
     np.testing.assert_array_equal(again.surfaces["sharp"].values, report.surfaces["sharp"].values)
-    card = hub.files("me/compare")["README.md"].decode()
+    card = hub.files("me/compare", repo_type="dataset")["README.md"].decode()
     assert "### cola/flat" in card and "### cola/sharp" in card and "CompareReport.from_pretrained" in card
+
+
+def test_a_comparisons_viewer_of_mixed_kinds_is_refused_before_writing(tmp_path):
+    x = np.linspace(-1.0, 1.0, 5)
+    line = Surface(x, x**2, metadata={"kind": "line"})
+    interp = Surface(x, x**4, metadata={"kind": "interpolation"})
+    report = CompareReport({"line": line, "interp": interp})  # both 1-D, but their axes mean different things
+    with pytest.raises(ConfigError, match=r"mixes kinds \('line' is a line, 'interp' is an interpolation\)"):
+        report.save_pretrained(tmp_path / "both", viewer=True)
+    assert not (tmp_path / "both").exists()
 
 
 def test_compare_report_push_carries_each_surfaces_plots(hub):
@@ -200,7 +227,7 @@ def test_direction_set_pushes_and_loads_by_repo_id(hub, tmp_path):
     assert pushed(hub, "me/dirs") == {f"plane/{k}": v for k, v in local_files(tmp_path / "local").items()}
     again = DirectionSet.from_pretrained("me/dirs", subfolder="plane")
     assert torch.equal(again[1]["a.weight"], dirs[1]["a.weight"])
-    assert "DirectionSet.from_pretrained" in hub.files("me/dirs")["README.md"].decode()
+    assert "DirectionSet.from_pretrained" in hub.files("me/dirs", repo_type="dataset")["README.md"].decode()
 
 
 def test_a_direction_set_is_used_as_the_planes_directions(gpt2_model, tokenizer, texts):

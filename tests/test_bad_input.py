@@ -582,6 +582,39 @@ def test_a_damaged_card_is_kept_as_foreign_text(damaged):
     assert damaged.strip() in again and again.count("<!-- surface:a -->") == 1 and "| seed | 3 |" in again
 
 
+def test_embedded_fences_and_markers_cannot_break_the_dataset_card():
+    from hf_landscape.hub import render_dataset_card
+
+    hostile = card_surface(HOSTILE)
+    hostile.metadata["model"] = {"name_or_path": "org/x | `y` <!-- /hf_landscape:subsets -->", "commit_sha": "a" * 40}
+    first = render_dataset_card("me/x", {"a": hostile}, subsets={"a": "a"})
+    section_a = first[first.index("<!-- surface:a -->") : first.index("<!-- /surface:a -->")]
+    (row_a,) = [line for line in first.splitlines() if line.startswith("| `a` |")]
+    assert row_a.count(" | ") == 4 and "<!--" not in row_a  # five cells, no marker
+    second = render_dataset_card("me/x", {"b": card_surface("hf-landscape line n", seed=1)}, first, subsets={"b": "b"})
+    third = render_dataset_card("me/x", {"b": card_surface("hf-landscape line n", seed=2)}, second, subsets={"b": "b"})
+    assert section_a in third and row_a in third.splitlines()
+    assert third.count("<!-- surface:b -->") == 1 and third.count("| `b` |") == 1 and "| seed | 2 |" in third
+
+
+@pytest.mark.parametrize(
+    "damaged",
+    [
+        "# Notes\n\n<!-- /hf_landscape:subsets -->\nmine\n<!-- hf_landscape:subsets -->\nalso mine\n",
+        "# Notes\n\n<!-- hf_landscape:subsets -->\nmine, and no end marker\n",
+        "# Notes\n\n<!-- /hf_landscape:subsets -->\nmine, and no start marker\n",
+    ],
+    ids=["reversed", "no-end", "no-start"],
+)
+def test_a_damaged_dataset_card_is_kept_as_foreign_text(damaged):
+    from hf_landscape.hub import render_dataset_card
+
+    card = render_dataset_card("me/x", {"a": card_surface("hf-landscape line m")}, damaged, subsets={"a": "a"})
+    assert damaged.strip() in card and card.count("| `a` |") == 1
+    again = render_dataset_card("me/x", {"b": card_surface("hf-landscape line m", seed=3)}, card, subsets={"b": "b"})
+    assert damaged.strip() in again and again.count("| `a` |") == 1 and again.count("| `b` |") == 1
+
+
 # --- 13. messages that say what happened -----------------------------------------------------------------------
 
 

@@ -139,6 +139,9 @@ def test_demo_runs_offline_on_smollm2(tmp_path, capsys):
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert 1.0 < summary["centre_loss"] < 6.0  # a pretrained LM on English text, not a random one (ln 49152 = 10.8)
     assert summary["plane"]["min"] == summary["centre_loss"]  # the span shows the basin's bottom: the centre
+    auto = summary["auto_span"]  # the span is found, not guessed: the loss rises by 1.0 at the wider side's edge
+    assert auto["rise"] == 1.0 and summary["span"] == [axis["span"] for axis in auto["axes"]]
+    assert all(1.0 <= max(axis["rise_at_edge"].values()) <= 1.1 for axis in auto["axes"])
     assert Surface.from_pretrained(tmp_path / "demo" / "plane").values.shape == (3, 3)
     assert Surface.from_pretrained(tmp_path / "demo" / "line").values.shape == (5,)
     assert io.out.splitlines()[-1].startswith(f"open first: {tmp_path / 'demo' / 'plane' / 'plot_contour.png'}")
@@ -147,6 +150,7 @@ def test_demo_runs_offline_on_smollm2(tmp_path, capsys):
         str(tmp_path / "demo" / "line" / "viewer.html"),
     ]
     assert all((tmp_path / "demo" / kind / "viewer.html").is_file() for kind in ("line", "plane"))
+    assert f"interactive viewer (opens offline in a browser): {summary['viewers'][0]}" in io.out.splitlines()
 
 
 # --- hf-landscape view ------------------------------------------------------------------------------
@@ -241,6 +245,14 @@ def test_view_of_several_needs_html_and_an_html_suffix(tmp_path, capsys):
     code, io = run(["view", a, "--html", tmp_path / "page.png"], capsys)
     assert code == 1 and "must end in .html" in io.err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
+
+
+def test_view_of_a_folder_of_surface_folders_is_their_comparison(tmp_path, capsys):
+    saved_plane(tmp_path / "runs" / "plain")
+    saved_plane(tmp_path / "runs" / "sam", scale=2.0)
+    code, io = run(["view", tmp_path / "runs", "--html", tmp_path / "runs.html"], capsys)
+    assert code == 0 and io.out.strip() == str(tmp_path / "runs.html")
+    assert "<title>Loss landscapes compared: plain, sam</title>" in (tmp_path / "runs.html").read_text("utf-8")
 
 
 def test_view_labels_are_distinct_and_allowed():

@@ -300,9 +300,11 @@ def test_save_and_load_round_trip(two_models, tmp_path):
     report.save_pretrained(tmp_path)
     files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
     assert files == [
+        "compare.png",  # the side-by-side figure and the table, beside the surfaces
         "plain/surface.json",
         "plain/surface.safetensors",
         "report.json",
+        "report.md",
         "sam/surface.json",
         "sam/surface.safetensors",
     ]

@@ -32,7 +32,7 @@ def test_block_parser_reads_code_lines_and_skip_reasons():
 
 
 GUIDE = ["getting-started", "directions", "objectives", "honest-plots", "llm-scale", "curvature", "trajectories"]
-GUIDE += ["comparing-fine-tunes", "hub", "troubleshooting"]
+GUIDE += ["comparing-fine-tunes", "hub", "viewer", "troubleshooting"]
 
 
 @pytest.mark.parametrize("name", ["README", *GUIDE])

@@ -82,9 +82,9 @@ def own_value(probe: LandscapeProbe, coords: tuple[float, ...], dirs) -> float:
 
 def test_builtin_objectives_declare_their_abilities():
     causal = CausalLMObjective({"input_ids": IDS})
-    assert abilities(causal) == ["StackedEvaluation", "LossTensor", "DifferentiableLoss", "TokenView"]
+    assert abilities(causal) == ["StackedEvaluation", "LossTensor", "DifferentiableLoss", "TokenView", "LogitTerms"]
     glue = GlueObjective("sst2", data={"input_ids": [[2, 5, 3], [2, 7, 8, 3]], "label": [1, 0]})
-    assert abilities(glue) == ["DifferentiableLoss"]
+    assert abilities(glue) == ["DifferentiableLoss", "LogitTerms"]
     assert abilities(NextTokenObjective(IDS)) == []
     assert isinstance(causal, (StackedEvaluation, LossTensor, DifferentiableLoss, TokenView))
 

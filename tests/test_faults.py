@@ -470,10 +470,23 @@ METHODS = {
     "average sharpness": lambda p, tmp: p.sharpness(rho=0.05, kind="average", samples=2),
     "trace": lambda p, tmp: p.hessian_trace(samples=2),
     "eigenvalues": lambda p, tmp: p.hessian_eigenvalues(k=1, max_iter=3),
+    "hutch++ trace": lambda p, tmp: p.hessian_trace(samples=4, method="hutch++", per_block=True),
+    "gauss-newton eigenvalues": lambda p, tmp: p.hessian_eigenvalues(k=1, max_iter=3, operator="ggn"),
+    "finite-difference eigenvalues": lambda p, tmp: p.hessian_eigenvalues(k=1, max_iter=3, hvp="finite_difference"),
+    "fisher spectrum": lambda p, tmp: p.hessian_spectrum(steps=3, operator="fisher", hvp="finite_difference"),
+    "spectrum": lambda p, tmp: p.hessian_spectrum(steps=3, probes=2),
+    "pac-bayes sharpness": lambda p, tmp: p.sharpness(kind="pac_bayes", target=0.1, samples=2, max_evaluations=3),
+    "critical sharpness": lambda p, tmp: p.critical_sharpness(per_block=True),
+    "hessian plane": lambda p, tmp: p.plane(steps=(2, 2), directions="hessian", max_iter=4, tol=0.5),
     "interpolation": lambda p, tmp: p.interpolate(build_gpt2(100, seed=1), steps=3),
     "directional derivatives": lambda p, tmp: p.directional_derivatives(p.plane(steps=(2, 2))),
     "token loss map": lambda p, tmp: p.token_loss_map([-1.0, 1.0]),
     "trajectory": lambda p, tmp: p.trajectory_plane(_trajectory_run(tmp, p.model), steps=(2, 2)),
+    "auto span": lambda p, tmp: p.line(steps=3, span="auto", rise=0.5),
+    "adversarial": lambda p, tmp: p.directions(kind="adversarial", axes=2, radius=0.1, steps=2),
+    "curve": lambda p, tmp: p.connect(build_gpt2(100, seed=1), steps=3, train_steps=2),
+    "plane through": lambda p, tmp: p.plane_through(build_gpt2(100, seed=1), build_gpt2(100, seed=2), steps=2),
+    "basin": lambda p, tmp: p.basin(drop=0.5, seeds=[0], steps=2, rounds=1),
 }
 
 
@@ -490,6 +503,9 @@ def test_every_method_gives_the_model_back_exactly(method, tmp_path):
 
 
 INTERRUPTED = ["line", "plane", "lora plane", "stacked points", "interpolation", "sharpness", "trace"]
+INTERRUPTED += ["hutch++ trace", "finite-difference eigenvalues", "fisher spectrum", "spectrum", "pac-bayes sharpness"]
+INTERRUPTED += ["critical sharpness", "hessian plane"]
+INTERRUPTED += ["auto span", "adversarial", "curve", "plane through", "basin"]
 
 
 @pytest.mark.parametrize("method", INTERRUPTED)
@@ -677,8 +693,32 @@ def _push(server, token):
     )
 
 
+def _push_dataset(server, token):
+    server.fail_next(r"/commit/", 500, times=10)
+    Surface(np.array([-1.0, 0.0, 1.0]), np.array([2.0, 1.0, 2.0]), metadata={"kind": "line"}).push_to_hub(
+        "me/landscape", token=token, repo_type="dataset"
+    )
+
+
+def _publish_space(server, token):
+    from hf_landscape.hub.space import publish_space
+
+    server.fail_next(r"/commit/", 500, times=10)
+    publish_space("me/space", Surface(np.array([-1.0, 0.0, 1.0]), np.array([2.0, 1.0, 2.0])), token=token)
+
+
+def _list_landscape(server, token):
+    from hf_landscape.hub.sources import load_landscape
+
+    server.fail_next(r"/tree/", 400, times=10)
+    load_landscape(["me/landscape"], token=token)
+
+
 HUB_CALLS = {"load surface": (_load_surface, SurfaceError), "load model": (_load_model, ModelError)}
 HUB_CALLS["push"] = (_push, HubError)
+HUB_CALLS["push dataset"] = (_push_dataset, HubError)
+HUB_CALLS["publish space"] = (_publish_space, HubError)
+HUB_CALLS["landscape by repo id"] = (_list_landscape, SurfaceError)
 
 
 @pytest.mark.parametrize("call", list(HUB_CALLS))

@@ -1,4 +1,8 @@
-"""Publishing and loading through the real `huggingface_hub` client against a local fake Hub (tests/hub_server.py)."""
+"""Publishing and loading through the real `huggingface_hub` client against a local fake Hub (tests/hub_server.py).
+
+A push goes to a dataset repo unless the repo exists as a model repo or `repo_type="model"` says so; the model card's
+tests push to model repos, the dataset card's live in tests/test_hub_datasets.py.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,14 @@ from hub_server import running_hub
 from hf_landscape import CausalLMObjective, HubError, LandscapeProbe, Surface, SurfaceError
 from hf_landscape.cli.main import main as cli_main
 
-SURFACE_FILES = {"surface.json", "surface.safetensors", "plot_contour.png", "plot_heatmap.png", "plot_surface.png"}
+SURFACE_FILES = {
+    "surface.json",
+    "surface.safetensors",
+    "plot_contour.png",
+    "plot_heatmap.png",
+    "plot_surface.png",
+    "viewer.html",
+}
 
 
 def make_plane(**meta) -> Surface:
@@ -24,9 +35,9 @@ def make_plane(**meta) -> Surface:
         "kind": "plane",
         "model": {"name_or_path": "org/tiny", "commit_sha": "a" * 40},
         "grid": {"steps": [3, 3], "span": [[-1.0, 1.0], [-1.0, 1.0]]},
-        "directions": [{"normalization": "filter"}, {"normalization": "filter"}],
+        "directions": [{"kind": "random", "seed": 0, "normalization": "filter"}] * 2,
         "seed": 0,
-        "objective": {"num_tokens": 42, "fingerprint": "f00d"},
+        "objective": {"type": "CausalLMObjective", "num_tokens": 42, "fingerprint": "f00d"},
         "wall_time_s": 1.5,
     }
     metadata.update(meta)
@@ -65,7 +76,7 @@ def test_push_is_one_commit_with_surface_plots_and_card(hub):
 
 def test_load_at_a_pinned_revision(hub):
     make_plane().push_to_hub("me/landscape", token=hub.token)
-    first = hub.history("me/landscape")[-1]
+    first = hub.history("me/landscape", repo_type="dataset")[-1]
     make_plane(seed=7).push_to_hub("me/landscape", token=hub.token)
     assert Surface.from_pretrained("me/landscape", revision=first).metadata["seed"] == 0
     assert Surface.from_pretrained("me/landscape").metadata["seed"] == 7
@@ -82,7 +93,7 @@ def test_load_a_private_repo_with_a_token_into_a_chosen_cache(hub, tmp_path):
 
 
 def test_card_has_hub_metadata_and_numbers(hub):
-    make_plane().push_to_hub("me/landscape", token=hub.token)
+    make_plane().push_to_hub("me/landscape", token=hub.token, repo_type="model")
     readme = hub.files("me/landscape")["README.md"]
     meta = card_metadata(readme)
     assert meta["library_name"] == "hf_landscape"
@@ -99,9 +110,9 @@ def test_several_surfaces_each_in_its_folder_listed_in_card(hub):
     from hf_landscape.hub_push import push_surfaces
 
     push_surfaces({"plain": make_plane(seed=1), "sam": make_plane(seed=2)}, "me/compare", token=hub.token)
-    files = set(hub.files("me/compare"))
+    files = set(hub.files("me/compare", repo_type="dataset"))
     assert {f"plain/{f}" for f in SURFACE_FILES} | {f"sam/{f}" for f in SURFACE_FILES} <= files
-    body = hub.files("me/compare")["README.md"].decode()
+    body = hub.files("me/compare", repo_type="dataset")["README.md"].decode()
     assert "### plain" in body and "### sam" in body
     assert Surface.from_pretrained("me/compare", subfolder="sam").metadata["seed"] == 2
 
@@ -124,7 +135,7 @@ def test_existing_card_is_updated_not_clobbered(hub):
 def test_token_never_in_metadata_card_logs_or_errors(hub, caplog):
     caplog.set_level("DEBUG")
     make_plane().push_to_hub("me/landscape", token=hub.token)
-    files = hub.files("me/landscape")
+    files = hub.files("me/landscape", repo_type="dataset")
     assert all(hub.token.encode() not in content for content in files.values())
     hub.assert_secret_not_logged(hub.token)
     hub.fail_next(r"/commit/", 500)
@@ -199,7 +210,7 @@ def test_cli_plane_by_name_pushes_to_hub(hub, tmp_path, monkeypatch, capsys):
     (tmp_path / "text.txt").write_text(" ".join(TEXTS))
     argv = ["plane", "org/tiny-gpt2", "--text-file", str(tmp_path / "text.txt"), "--max-length", "16"]
     argv += ["--max-examples", "2", "--steps", "3", "--out", str(tmp_path / "out"), "--no-progress"]
-    argv += ["--push-to-hub", "me/cli-landscape"]
+    argv += ["--push-to-hub", "me/cli-landscape", "--repo-type", "model"]
     assert cli_main(argv) == 0
     assert json.loads(capsys.readouterr().out)["pushed"].startswith(hub.endpoint)
     pushed = Surface.from_pretrained("me/cli-landscape")

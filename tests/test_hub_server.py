@@ -207,3 +207,48 @@ def test_private_repo_needs_token(hub):
     with pytest.raises(RepositoryNotFoundError):
         hf_hub_download("test-user/secret", "config.json")
     assert Path(hf_hub_download("test-user/secret", "config.json", token=DEFAULT_TOKEN)).read_text() == "{}"
+
+
+def test_a_space_is_created_with_its_sdk_which_its_readme_can_change(hub):
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=DEFAULT_TOKEN)
+    api.create_repo("test-user/app", repo_type="space", space_sdk="gradio")
+    assert api.space_info("test-user/app").sdk == "gradio"
+    readme = b"---\ntitle: App\nsdk: static\n---\n"
+    api.upload_file(path_or_fileobj=readme, path_in_repo="README.md", repo_id="test-user/app", repo_type="space")
+    assert api.space_info("test-user/app").sdk == "static"
+
+
+def test_a_space_without_an_sdk_is_refused_as_the_hub_does(hub):
+    import requests
+
+    response = requests.post(
+        f"{hub.endpoint}/api/repos/create",
+        json={"name": "no-sdk", "type": "space"},
+        headers={"Authorization": f"Bearer {DEFAULT_TOKEN}"},
+        timeout=10,
+    )
+    assert response.status_code == 400 and "sdk" in response.json()["error"]
+    assert hub.repos == {}
+
+
+def test_datasets_load_dataset_reads_a_config_of_a_dataset_repo(hub, tmp_path, monkeypatch):
+    import io
+
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"alpha": [0.0, 1.0], "loss": [2.0, 3.0]}), buffer)
+    card = "---\nconfigs:\n- config_name: line\n  data_files:\n  - split: train\n    path: data/line.parquet\n---\n"
+    hub.add_files("test-user/tables", {"README.md": card, "data/line.parquet": buffer.getvalue()}, repo_type="dataset")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(datasets.config, "HF_MODULES_CACHE", tmp_path / "modules")
+    table = datasets.load_dataset("test-user/tables", "line", split="train", cache_dir=str(tmp_path / "datasets"))
+    assert table.to_dict() == {"alpha": [0.0, 1.0], "loss": [2.0, 3.0]}
+    # what it asked: the card, the repo at its commit, the tree of data/, the table
+    assert hub.requests_matching(r"^/datasets/test-user/tables/resolve/main/README\.md$", "GET")
+    assert hub.requests_matching(r"^/api/datasets/test-user/tables/tree/[0-9a-f]{40}/data", "GET")
+    assert hub.requests_matching(r"^/datasets/test-user/tables/resolve/[0-9a-f]{40}/data/line\.parquet$", "GET")

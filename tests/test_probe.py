@@ -461,8 +461,8 @@ def test_from_pretrained_local_folder(gpt2_model, tokenizer, texts, tmp_path):
     assert probe.loss() == pytest.approx(reference, rel=1e-6)
     surface = probe.line(steps=3, span=(-1, 1))
     meta = surface.metadata["model"]
-    assert meta["name_or_path"] == str(tmp_path)
-    assert meta["local_path"] == str(tmp_path.resolve())
+    assert meta["name_or_path"] == tmp_path.name  # a local folder by its name, never its path
+    assert meta["local"] is True and "local_path" not in meta
     assert meta["class"] == "GPT2LMHeadModel"
     assert meta["commit_sha"] is None
 

@@ -351,7 +351,9 @@ def test_push_to_hub_passes_every_option_to_the_pusher(monkeypatch):
     calls = []
     monkeypatch.setattr(hub_push, "push_artifacts", lambda *args, **kwargs: calls.append((args, kwargs)) or "url")
     surface = make_line()
-    options = dict(token="t", private=True, revision="dev", commit_message="a landscape", create_pr=True)
+    options = dict(
+        repo_type="model", token="t", private=True, revision="dev", commit_message="a landscape", create_pr=True
+    )
     assert surface.push_to_hub("me/repo", path_in_repo="sub", **options) == "url"
     ((args, kwargs),) = calls
     assert args == ({"sub": surface}, "me/repo") and kwargs == options

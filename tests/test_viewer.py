@@ -320,9 +320,11 @@ def test_user_text_cannot_inject_markup_or_script():
     assert "acc&lt;b&gt;&#37;{x}&lt;/b&gt; = %{customdata[1]}" in traces(fig, "contour")[0].hovertemplate
 
 
-def test_surface_without_a_command_says_so():
-    s = plane(metadata=metadata(command=None))
-    assert "no command recorded (the surface was made from Python)" in surface_html(s)
+def test_surface_without_a_recorded_command_shows_the_one_written_from_its_metadata():
+    page = surface_html(plane(metadata=metadata(command=None)))
+    assert "hf-landscape plane org/tiny --revision " + SHA in page  # the card's command, from the metadata
+    own = plane(metadata=metadata(command=None, objective={"type": "MyObjective", "fingerprint": "f"}))
+    assert "no command line makes it (the surface was made from Python)" in surface_html(own)
 
 
 def test_li2018_import_shows_its_source():

@@ -4,6 +4,10 @@ Each page must render (plotly's SVG and the 3-D WebGL canvas exist), log no cons
 own file, show a point's loss on hover, answer its switches, and make a screenshot that is not blank. The tests skip,
 saying why, where Playwright or chromium is missing (`pip install 'hf_landscape[viewer]'`, `apt-get install -y
 chromium`); set HF_LANDSCAPE_CHROMIUM to use another chromium executable.
+
+The `.glb` export is loaded by three.js's own `GLTFLoader` in the same browser, from the npm package `three` in the
+folder HF_LANDSCAPE_THREE_JS names (`npm install three` puts it in `node_modules/three`; `.ci/run` does); the test
+skips, saying so, without it.
 """
 
 from __future__ import annotations
@@ -263,3 +267,140 @@ def test_injected_text_is_shown_not_run(open_page, tmp_path):
     assert_rendered(page)  # no dialog opened, no request for "x"
     assert page.page.title() == "Loss landscape of <img src=x onerror=alert(1)>"
     assert "</script><script>alert(2)</script>" in page.page.locator("pre code").first.inner_text()
+
+
+# --- what the Hub serves: the pushed viewer.html and a Space's index.html ----------------------------------------
+
+
+def test_the_pages_a_push_and_a_space_publish_render_offline(open_page, tmp_path):
+    from hub_server import running_hub
+
+    from hf_landscape.hub.space import publish_space
+
+    with running_hub() as hub:
+        plane().push_to_hub("me/landscapes", token=hub.token, path_in_repo="plane", formats=())
+        publish_space("me/landscapes", {"plain": plane(), "sam": plane()}, token=hub.token)
+        pushed = hub.files("me/landscapes", repo_type="dataset")["plane/viewer.html"]
+        space = hub.files("me/landscapes", repo_type="space")["index.html"]
+    for name, page_bytes in (("viewer.html", pushed), ("index.html", space)):
+        (tmp_path / name).write_bytes(page_bytes)
+        page = open_page(tmp_path / name)
+        assert_rendered(page)
+        assert page.count("#landscape .gl-container canvas") >= 1 and page.count("#landscape .contourlayer path") > 10
+        assert "loss =" in page.hover_text(0.5, -1 / 3, wait="loss =")
+        assert_not_blank(page)
+
+
+def test_a_plane_pushed_from_the_cli_is_a_dataset_a_space_and_a_page_that_render(
+    open_page, tmp_path, monkeypatch, capsys
+):
+    """The user's path end to end: `hf-landscape plane ... --push-to-hub`, then `hf-landscape space` of that dataset
+    repo; `datasets.load_dataset` reads the table and both pages the Hub serves render offline."""
+    import datasets
+    from hub_server import running_hub
+    from testing_utils import TEXTS, build_gpt2, train_tokenizer
+
+    from hf_landscape.cli.main import main as cli_main
+    from hf_landscape.export import surface_columns
+
+    tokenizer = train_tokenizer()
+    build_gpt2(len(tokenizer)).save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    (tmp_path / "text.txt").write_text(" ".join(TEXTS))
+    out = tmp_path / "out"
+    plane_argv = ["plane", tmp_path / "model", "--text-file", tmp_path / "text.txt", "--max-length", 16]
+    plane_argv += ["--max-examples", 2, "--steps", 3, 3, "--out", out, "--no-progress"]
+    plane_argv += ["--push-to-hub", "me/landscapes", "--path-in-repo", "gpt2"]
+    with running_hub() as hub:
+        monkeypatch.setenv("HF_TOKEN", hub.token)
+        assert cli_main([str(a) for a in plane_argv]) == 0
+        assert cli_main(["space", "me/landscapes-space", "me/landscapes"]) == 0
+        assert capsys.readouterr().out.splitlines()[-1] == f"{hub.endpoint}/spaces/me/landscapes-space"
+        pushed = hub.files("me/landscapes", repo_type="dataset")["gpt2/viewer.html"]
+        space = hub.files("me/landscapes-space", repo_type="space")["index.html"]
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setattr(datasets.config, "HF_MODULES_CACHE", tmp_path / "modules")
+        table = datasets.load_dataset("me/landscapes", "gpt2", split="train", cache_dir=str(tmp_path / "ds"))
+    surface = Surface.from_pretrained(out)
+    assert table.column_names == list(surface_columns(surface)) and table.num_rows == 9
+    np.testing.assert_array_equal(np.asarray(table["loss"]), surface_columns(surface)["loss"])
+    assert pushed == (out / "viewer.html").read_bytes()
+    for name, page_bytes in (("pushed.html", pushed), ("space.html", space)):
+        (tmp_path / name).write_bytes(page_bytes)
+        page = open_page(tmp_path / name)
+        assert_rendered(page)
+        assert page.count("#landscape .gl-container canvas") >= 1 and page.count("#landscape .contourlayer path") > 10
+        assert "loss =" in page.hover_text(0.0, 0.0, wait="loss =")
+        assert_not_blank(page)
+
+
+# --- the .glb export in three.js (what Gradio's Model3D and three.js apps load it with) ----------------------------
+
+THREE_PAGE = """<!DOCTYPE html><html><head><script type="importmap">
+{"imports": {"three": "/three/build/three.module.js"}}</script></head><body><script type="module">
+import { GLTFLoader } from '/three/examples/jsm/loaders/GLTFLoader.js';
+const buffer = await (await fetch('/surface.glb')).arrayBuffer();
+new GLTFLoader().parse(buffer, '', (gltf) => {
+    const meshes = [];
+    gltf.scene.traverse((o) => { if (o.isMesh) meshes.push(o); });
+    window.loaded = meshes.map((m) => ({
+        attributes: Object.keys(m.geometry.attributes).sort(),
+        position: Array.from(m.geometry.attributes.position.array),
+        loss: Array.from(m.geometry.attributes._loss.array),
+        triangles: m.geometry.index.count / 3,
+        doubleSided: m.material.side === 2,
+        vertexColors: m.material.vertexColors,
+    }));
+}, (error) => { window.loaded = String(error); });
+</script></body></html>"""
+
+
+def three_js_folder():
+    folder = os.environ.get("HF_LANDSCAPE_THREE_JS")
+    if not folder or not os.path.isfile(os.path.join(folder, "examples", "jsm", "loaders", "GLTFLoader.js")):
+        pytest.skip("three.js is not here: `npm install three`, then HF_LANDSCAPE_THREE_JS=node_modules/three")
+    return folder
+
+
+def test_glb_loads_in_three_js_with_every_point_and_its_loss(browser, tmp_path):
+    from pathlib import Path
+
+    pytest.importorskip("trimesh", reason="the .glb export needs trimesh: pip install 'hf_landscape[export]'")
+    three = Path(three_js_folder())
+    s = plane()
+    files = {"/index.html": THREE_PAGE.encode(), "/surface.glb": s.export(tmp_path / "surface.glb").read_bytes()}
+    context = browser.new_context()
+    requests: list[str] = []
+
+    def serve(route) -> None:  # one made-up origin served from these files; anything else is refused
+        url = route.request.url
+        requests.append(url)
+        path = url.removeprefix("http://three.test")
+        local = three / path.removeprefix("/three/") if path.startswith("/three/") else None
+        if path in files:
+            route.fulfill(body=files[path], content_type="text/html" if path.endswith(".html") else "model/gltf-binary")
+        elif local is not None and local.is_file() and local.resolve().is_relative_to(three.resolve()):
+            route.fulfill(body=local.read_bytes(), content_type="text/javascript")
+        else:
+            route.abort()
+
+    try:
+        context.route("**/*", serve)
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto("http://three.test/index.html")
+        page.wait_for_function("window.loaded !== undefined")
+        loaded = page.evaluate("window.loaded")
+    finally:
+        context.close()
+    assert errors == [] and all(url.startswith("http://three.test/") for url in requests)
+    (mesh,) = loaded  # one mesh, not an error text
+    assert mesh["attributes"] == ["_loss", "_matthews_correlation", "_spread", "color", "position"]
+    position = np.asarray(mesh["position"]).reshape(-1, 3)
+    xx, yy = np.meshgrid(s.x, s.y)
+    assert len(position) == s.values.size == 63
+    np.testing.assert_allclose(position[:, 0], xx.ravel(), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(position[:, 2], -yy.ravel(), rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(mesh["loss"], dtype=np.float32), s.values.ravel().astype(np.float32))
+    assert mesh["triangles"] == 2 * 8 * 6 and mesh["doubleSided"] and mesh["vertexColors"]

@@ -198,3 +198,85 @@ def assert_bitwise_equal(model: torch.nn.Module, saved: dict[str, torch.Tensor])
     assert list(current) == list(saved)
     for name, tensor in saved.items():
         assert torch.equal(current[name], tensor), name
+
+
+# --- exact curvature of a tiny model ---------------------------------------------------------------------------------
+
+TINY_VOCAB = 24
+TINY_SEQUENCES = [[3, 17, 5, 9, 22, 1, 0, 14, 8, 11], [7, 2, 19, 4, 4, 13, 6], [21, 10, 15, 12, 23]]
+
+
+class ExactCurvature:
+    """A float64 GPT-2 with 396 parameters (all of them, the tied embedding once), its causal-LM objective, and its loss,
+    logits, Hessian and generalized Gauss-Newton matrix computed by autograd over the flat parameter vector, written
+    independently of hf_landscape (per-sequence cross-entropy sums over every predicted token)."""
+
+    def __init__(self, seed: int = 0) -> None:
+        from hf_landscape import CausalLMObjective
+
+        self.model = build_gpt2(TINY_VOCAB, seed=seed, n_layer=1, n_embd=4, n_head=1, n_positions=12).double().eval()
+        self.objective = CausalLMObjective({"input_ids": TINY_SEQUENCES}, batch_size=2)
+        self.objective.bind(self.model)
+        named = list(self.model.named_parameters())
+        self.names = [n for n, _ in named]
+        self.shapes = [p.shape for _, p in named]
+        sizes = [s.numel() for s in self.shapes]
+        self.offsets = dict(zip(self.names, [sum(sizes[:i]) for i in range(len(sizes))]))
+        self.tokens = sum(len(s) - 1 for s in TINY_SEQUENCES)
+        self.theta = torch.cat([p.detach().reshape(-1) for _, p in named])
+
+    def params(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        sizes = [s.numel() for s in self.shapes]
+        return {n: c.view(s) for n, c, s in zip(self.names, flat.split(sizes), self.shapes)}
+
+    def logits(self, flat: torch.Tensor) -> torch.Tensor:
+        """The logits of every predicted token, (tokens, vocab), in data order."""
+        from torch.func import functional_call
+
+        rows = []
+        for seq in TINY_SEQUENCES:
+            ids = torch.tensor([seq])
+            rows.append(functional_call(self.model, self.params(flat), (ids,)).logits[0, :-1])
+        return torch.cat(rows)
+
+    def targets(self) -> torch.Tensor:
+        return torch.cat([torch.tensor(seq[1:]) for seq in TINY_SEQUENCES])
+
+    def loss(self, flat: torch.Tensor) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        return F.cross_entropy(self.logits(flat), self.targets(), reduction="sum") / self.tokens
+
+    def loss_of(self, model: torch.nn.Module) -> torch.Tensor:
+        """The same loss at `model`'s current weights (a forward per sequence, differentiable)."""
+        import torch.nn.functional as F
+
+        logits = torch.cat([model(torch.tensor([seq])).logits[0, :-1] for seq in TINY_SEQUENCES])
+        return F.cross_entropy(logits, self.targets(), reduction="sum") / self.tokens
+
+    def _eager(self, fn: Callable[[], Any]) -> Any:
+        self.model.set_attn_implementation("eager")  # the reference differentiates twice too
+        try:
+            return fn()
+        finally:
+            self.model.set_attn_implementation("sdpa")
+
+    def hessian(self) -> torch.Tensor:
+        return self._eager(lambda: torch.autograd.functional.hessian(self.loss, self.theta, vectorize=True))
+
+    def jacobian(self) -> torch.Tensor:
+        """d logits / d θ, (tokens · vocab, parameters)."""
+        jac = torch.autograd.functional.jacobian(lambda f: self.logits(f).reshape(-1), self.theta, vectorize=True)
+        return jac
+
+    def ggn(self, empirical_fisher: bool = False) -> torch.Tensor:
+        """Jᵀ H_out J (softmax cross-entropy's Hessian per row, diag(p) − ppᵀ), or Jᵀ (Σ eeᵀ) J with e = p − onehot(y)."""
+        jac = self.jacobian().view(self.tokens, TINY_VOCAB, -1)
+        with torch.no_grad():
+            p = torch.softmax(self.logits(self.theta), dim=-1)
+            if empirical_fisher:
+                e = p - torch.nn.functional.one_hot(self.targets(), TINY_VOCAB).double()
+                h_out = e[:, :, None] * e[:, None, :]
+            else:
+                h_out = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
+        return torch.einsum("rvp,rvw,rwq->pq", jac, h_out, jac) / self.tokens

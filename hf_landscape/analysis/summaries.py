@@ -88,6 +88,31 @@ def rise_radius(surface: Surface, rise: float) -> float:
     return float(distances.min()) if distances.size else math.inf
 
 
+def grid_radius(surface: Surface) -> float:
+    """The largest distance from the centre of any point of the grid: the furthest `rise_radius` can look."""
+    return float(np.max(radial_distance(surface)))
+
+
+def rise_text(value: float, interval: Sequence[float] | None, r_max: float, digits: int = 4) -> str:
+    """`rise_radius` as a table shows it: `"> r_max"` (the grid's largest radius) when no point rose that far, since
+    the radius lies beyond the grid, not at infinity; else the value with its interval, if any.
+
+    Example:
+    ```python
+    >>> from hf_landscape.analysis.summaries import rise_text
+    >>> rise_text(float("inf"), [float("nan"), float("nan")], 1.4142), rise_text(0.5, [0.25, 0.75], 1.4142)
+    ('> 1.414', '0.5 [0.25, 0.75]')
+
+    ```
+    """
+    if not math.isfinite(value):
+        return f"> {r_max:.{digits}g}"
+    text = f"{value:.{digits}g}"
+    if interval is not None and all(math.isfinite(v) for v in interval):
+        text += f" [{interval[0]:.{digits}g}, {interval[1]:.{digits}g}]"
+    return text
+
+
 def centre_curvature(surface: Surface) -> tuple[float, ...]:
     """Second derivatives of the loss at the centre along each axis, from second differences of the grid:
     `(d²L/dα², d²L/dβ²)` for a plane, `(d²L/dα²,)` for a line. Exact for a quadratic; uneven spacing around the

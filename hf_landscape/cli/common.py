@@ -1,8 +1,9 @@
-"""Arguments shared by the commands, their checks, and turning them into library objects.
+"""Arguments shared by the commands, their checks, loading the model, and writing the output.
 
-Every option is checked (`check_*`) and the evaluation data is read before a model is loaded; the output folder
-is checked, created and locked (`output_folder`) before the model is loaded too, and stays locked until the
-surface, its plots and the push are done.
+Every option is checked (`check_*`), the objective is built (its data read and tokenized) and a checkpoint's head is
+checked against the objective from its config, all before any weight is loaded; the output folder is checked, created
+and locked (`output_folder`) before the model is loaded too, and stays locked until the surface, its plots and the
+push are done. The objectives (`objectives`) and directions (`directions`) have modules of their own.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, ObjectiveError
+from ..errors import ConfigError, ModelError
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, name: str = "model") -> None:
-    parser.add_argument(name, help="Hub repo id or local folder of a causal LM")
+    parser.add_argument(name, help="Hub repo id or local folder of the model (its head must fit --objective)")
     parser.add_argument("--revision", default=None, help="branch, tag or commit sha on the Hub")
     parser.add_argument("--gguf-file", default=None, help="load this GGUF file inside the model folder")
     parser.add_argument("--dtype", default="float32", choices=DTYPES, help="weights dtype (default float32)")
@@ -35,26 +36,15 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, name: str = "model")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow code from the model repo to run")
 
 
-def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("evaluation data (one of)")
-    src = group.add_mutually_exclusive_group(required=True)
-    src.add_argument("--text-file", help="a UTF-8 text file, cut into windows of --max-length tokens")
-    src.add_argument("--dataset", help="a `datasets` name or local path (json/csv/parquet/text file or folder)")
-    group.add_argument("--dataset-config", default=None, help="dataset configuration name")
-    group.add_argument("--split", default="validation", help="dataset split (default validation)")
-    group.add_argument("--text-column", default="text", help="dataset column holding the text")
-    group.add_argument("--max-examples", type=int, default=16, help="sequences to evaluate on (default 16)")
-    group.add_argument("--max-length", type=int, default=128, help="tokens per sequence (default 128)")
-    group.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass (default 8)")
-
-
-def add_direction_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("directions")
-    group.add_argument("--seed", type=int, default=0, help="draw of the random directions")
-    group.add_argument("--normalization", default="filter", help="filter, layer, model or none")
-    group.add_argument("--include-1d", action="store_true", help="perturb biases and norm weights too")
-    group.add_argument("--include", nargs="*", default=None, help="regexes of parameter names to perturb")
-    group.add_argument("--exclude", nargs="*", default=None, help="regexes of parameter names to leave alone")
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("running")
+    group.add_argument("--threads", type=int, default=None, help="CPU threads torch uses (default: torch's choice)")
+    group.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check every option, read the data and the model's config and tokenizer (no weights), print the plan "
+        "and exit",
+    )
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,6 +59,13 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
         "--checkpoint-every", type=int, default=10, help="save finished points to --out every N points (default 10)"
     )
     group.add_argument("--push-to-hub", metavar="REPO_ID", default=None, help="also push the surface to this Hub repo")
+    group.add_argument(
+        "--repo-type",
+        choices=["dataset", "model"],
+        default=None,
+        help="push to a dataset repo (tables the Dataset Viewer shows) or a model repo (default: the existing repo's "
+        "type, a dataset for a new repo)",
+    )
     group.add_argument("--private", action="store_true", help="create the Hub repo private")
     group.add_argument("--path-in-repo", default="", help="folder in the Hub repo (default: the root)")
 
@@ -82,12 +79,29 @@ def parse_span(text: str) -> tuple[float, float]:
     return lo, hi
 
 
-def parse_spans(text: str) -> list[tuple[float, float]]:
-    """`LOW:HIGH` for both axes, or `XLOW:XHIGH,YLOW:YHIGH`."""
+def parse_span_or_auto(text: str) -> tuple[float, float] | str:
+    """`auto` (the span where the loss rises by `--rise`), or `LOW:HIGH`."""
+    return "auto" if text == "auto" else parse_span(text)
+
+
+def parse_spans(text: str) -> list[tuple[float, float]] | str:
+    """`auto` (each axis's span where the loss rises by `--rise`), `LOW:HIGH` for both axes, or
+    `XLOW:XHIGH,YLOW:YHIGH`."""
+    if text == "auto":
+        return "auto"
     spans = [parse_span(part) for part in text.split(",")]
     if len(spans) > 2:
         raise argparse.ArgumentTypeError(f"span takes one or two LOW:HIGH pairs, got {text!r}")
     return spans
+
+
+def add_rise_argument(parser: Any) -> None:
+    parser.add_argument(
+        "--rise",
+        type=float,
+        default=None,
+        help="with --span auto: the loss rise at the span's edges (default 1.0, in the loss's units)",
+    )
 
 
 def torch_dtype(name: str) -> Any:
@@ -96,53 +110,23 @@ def torch_dtype(name: str) -> Any:
     return "auto" if name == "auto" else getattr(torch, name)
 
 
-def load_model_and_tokenizer(args: argparse.Namespace, name: str | None = None) -> tuple[Any, Any, dict[str, Any]]:
-    """The model (with provenance) and its tokenizer, from the model arguments."""
-    from transformers import AutoTokenizer
-
-    from ..hub import load_model, resolve_model
-
-    name_or_path = name or args.model
-    kwargs: dict[str, Any] = {}
-    if args.gguf_file:
-        kwargs["gguf_file"] = args.gguf_file
-    folder, provenance = resolve_model(name_or_path, revision=args.revision)
-    model, _ = load_model(
-        folder,
-        dtype=torch_dtype(args.dtype),
-        device=args.device,
-        trust_remote_code=args.trust_remote_code,
-        **kwargs,
-    )
-    provenance["class"] = type(model).__name__
-    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=args.trust_remote_code, **kwargs)
-    return model, tokenizer, provenance
+# --- checks ---------------------------------------------------------------------------------------------------------
 
 
-def check_data_options(args: argparse.Namespace) -> None:
-    """The numbers of the evaluation data, before any work."""
+def check_run_options(args: argparse.Namespace) -> None:
+    """The numbers of the evaluation data, `--threads` and `--device`, before any work."""
+    from ..hub import check_device
+
     for option, value, low in (
         ("--max-examples", args.max_examples, 1),
         ("--max-length", args.max_length, 2),
         ("--batch-size", args.batch_size, 1),
+        ("--threads", args.threads, 1),
     ):
-        if value < low:
+        if value is not None and value < low:
             raise ConfigError(f"`{option}` must be an integer >= {low}, got {value}.")
-
-
-def check_model_options(args: argparse.Namespace) -> None:
-    """The model's device, before the model is loaded."""
-    from ..hub import check_device
-
     if args.device is not None:
         check_device(args.device, "--device")
-
-
-def check_direction_options(args: argparse.Namespace) -> None:
-    """The direction options, by making the config they become (its own checks name the option)."""
-    from ..directions.random import RandomDirectionConfig
-
-    RandomDirectionConfig(**direction_options(args))
 
 
 def check_output_options(args: argparse.Namespace) -> None:
@@ -159,75 +143,130 @@ def check_output_options(args: argparse.Namespace) -> None:
         clean_folder(args.path_in_repo, "--path-in-repo")
 
 
-def read_data(args: argparse.Namespace) -> Any:
-    """The evaluation data, read before the model is loaded: the text of `--text-file`, or the dataset."""
-    if args.text_file:
-        path = Path(args.text_file)
-        if not path.is_file():
-            raise ObjectiveError(f"`--text-file` {str(path)!r} does not exist; pass a UTF-8 text file.")
-        try:
-            return path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as err:
-            raise ObjectiveError(
-                f"`--text-file` {str(path)!r} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset "
-                f"{err.start}); pass a plain text file, or convert it with `iconv -t UTF-8`."
-            ) from None
-        except OSError as err:
-            raise ObjectiveError(f"`--text-file` {str(path)!r} cannot be read ({err.strerror or err}).") from None
-    dataset = load_text_dataset(args.dataset, args.dataset_config, args.split)
-    return dataset.select(range(min(args.max_examples, dataset.num_rows)))
+def public_argv(argv: list[str]) -> list[str]:
+    """The command's arguments as recorded: a local absolute path (alone or after `--option=`) becomes its public
+    name (a Hub cache folder its repo id, else the folder or file name)."""
+    from ..provenance import public_name
+
+    out = []
+    for arg in argv:
+        option, eq, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+        if os.path.isabs(value):
+            value = str(public_name(value))
+        out.append(f"{option}{eq}{value}")
+    return out
 
 
-def build_objective(args: argparse.Namespace, tokenizer: Any, data: Any) -> Any:
-    """The causal-LM objective over `data` (from `read_data`)."""
-    from ..objectives.causal_lm import CausalLMObjective
-
-    if isinstance(data, str):
-        return CausalLMObjective.from_long_text(
-            data,
-            tokenizer,
-            max_length=args.max_length,
-            num_sequences=args.max_examples,
-            batch_size=args.batch_size,
-        )
-    return CausalLMObjective(
-        data, tokenizer, max_length=args.max_length, batch_size=args.batch_size, text_column=args.text_column
-    )
+# --- the model ------------------------------------------------------------------------------------------------------
 
 
-def load_text_dataset(name_or_path: str, config: str | None, split: str) -> Any:
-    """A `datasets.Dataset` from a Hub name, a local data file or a folder saved with `save_to_disk`."""
-    import datasets
+def is_adapter(folder: str | Path) -> bool:
+    """Whether `folder` holds a PEFT adapter (`adapter_config.json`) rather than a whole model."""
+    return (Path(folder) / "adapter_config.json").is_file()
 
-    path = Path(name_or_path)
-    if path.is_file():
-        kind = {
-            ".jsonl": "json",
-            ".json": "json",
-            ".csv": "csv",
-            ".tsv": "csv",
-            ".parquet": "parquet",
-            ".txt": "text",
-        }.get(path.suffix.lower())
-        if kind is None:
-            raise ObjectiveError(f"`--dataset` file {str(path)!r} must be .json/.jsonl/.csv/.tsv/.parquet/.txt.")
-        extra = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
-        return datasets.load_dataset(kind, data_files=str(path), split="train", **extra)
-    if path.is_dir() and (path / "dataset_info.json").is_file():
-        return datasets.load_from_disk(str(path))
+
+def resolve(args: argparse.Namespace, name: str, revision: str | None, *, weights: bool) -> tuple[str, dict]:
+    """The local folder of a model argument and its provenance; without `weights`, only its config and tokenizer files
+    are fetched from the Hub (a dry run)."""
+    from ..hub import MODEL_PATTERNS, resolve_model
+
+    patterns = MODEL_PATTERNS if weights else [p for p in MODEL_PATTERNS if p != "*.safetensors"]
+    folder, provenance = resolve_model(name, revision=revision, allow_patterns=patterns)
+    if args.gguf_file:
+        provenance["gguf_file"] = args.gguf_file
+    return folder, provenance
+
+
+def _base_folder(folder: str) -> str:
+    """The base model an adapter folder names (`base_model_name_or_path` in its `adapter_config.json`)."""
+    config = json.loads((Path(folder) / "adapter_config.json").read_text(encoding="utf-8"))
+    base = config.get("base_model_name_or_path")
+    if not base:
+        raise ModelError(f"The adapter in {Path(folder).name!r} names no base model (`base_model_name_or_path`).")
+    return str(base)
+
+
+def load_config(args: argparse.Namespace, folder: str) -> Any:
+    """The model's config (of the base model, for an adapter); a light read, no weights."""
+    from transformers import AutoConfig
+
+    source = _base_folder(folder) if is_adapter(folder) else folder
+    kwargs = {"gguf_file": args.gguf_file} if args.gguf_file else {}
     try:
-        return datasets.load_dataset(name_or_path, config, split=split)
-    except Exception as err:  # datasets raises many types for a missing or unreachable dataset
-        raise ObjectiveError(f"Could not load `--dataset` {name_or_path!r} (split {split!r}): {err}") from None
+        return AutoConfig.from_pretrained(source, trust_remote_code=args.trust_remote_code, **kwargs)
+    except (OSError, ValueError) as err:
+        raise ModelError(f"Could not read the config of {Path(source).name!r}: {err}") from None
 
 
-def direction_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "normalization": args.normalization,
-        "include_1d": args.include_1d,
-        "include": args.include,
-        "exclude": args.exclude,
-    }
+def check_head(config: Any, auto_class: str, name: str) -> str | None:
+    """Refuse a checkpoint whose head is not the one the objective reads (from its config: nothing is loaded yet),
+    naming the `--objective` that fits; return the class the model will load as."""
+    from ..hub.models import check_head as check
+    from ..hub.models import head_class
+    from ..provenance import public_name
+    from .objectives import head_names
+
+    wanted = head_class(config, auto_class)
+    check(config, wanted, f"`MODEL` {str(public_name(name))!r}", fits=head_names())
+    return wanted
+
+
+def load_tokenizer(args: argparse.Namespace, folder: str) -> Any:
+    """The model's tokenizer (an adapter folder's own, else its base model's)."""
+    from transformers import AutoTokenizer
+
+    kwargs = {"gguf_file": args.gguf_file} if args.gguf_file else {}
+    sources = [folder, _base_folder(folder)] if is_adapter(folder) else [folder]
+    for k, source in enumerate(sources):
+        try:
+            return AutoTokenizer.from_pretrained(source, trust_remote_code=args.trust_remote_code, **kwargs)
+        except (OSError, ValueError) as err:
+            if k == len(sources) - 1:
+                raise ModelError(f"Could not load the tokenizer of {Path(source).name!r}: {err}") from None
+    raise AssertionError("unreachable")
+
+
+def load_model(args: argparse.Namespace, folder: str, auto_class: str, provenance: dict[str, Any]) -> Any:
+    """The model, loaded with the objective's auto class (a PEFT adapter with peft's), refusing fresh heads."""
+    import transformers
+
+    from ..hub import load_model as load
+
+    kwargs: dict[str, Any] = {"gguf_file": args.gguf_file} if args.gguf_file else {}
+    if is_adapter(folder):
+        try:
+            import peft
+        except ImportError:
+            raise ModelError("`MODEL` is a PEFT adapter; install peft (`pip install peft`) to load it.") from None
+        model_class = getattr(peft, auto_class.replace("AutoModel", "AutoPeftModel"))
+    else:
+        model_class = getattr(transformers, auto_class)
+    with _transformers_progress(not getattr(args, "no_progress", False)):
+        model, loaded = load(
+            folder,
+            model_class=model_class,
+            dtype=torch_dtype(args.dtype),
+            device=args.device,
+            trust_remote_code=args.trust_remote_code,
+            **kwargs,
+        )
+    provenance["class"] = loaded["class"]
+    return model
+
+
+@contextlib.contextmanager
+def _transformers_progress(show: bool) -> Iterator[None]:
+    """transformers' own progress bars (loading weights) off for the block under `--no-progress`, as they were after."""
+    from transformers.utils import logging as transformers_logging
+
+    before = transformers_logging.is_progress_bar_enabled()
+    if not show:
+        transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if before:
+            transformers_logging.enable_progress_bar()
 
 
 def check_output_folder(args: argparse.Namespace, points: int) -> None:
@@ -285,21 +324,31 @@ def write_outputs(surface: Any, args: argparse.Namespace) -> None:
     from ..engine import distributed_state
     from ..errors import redact
     from ..plotting import plot_names
+    from ..viewer import VIEWER_NAME
 
     state = distributed_state()
     if state is not None and not state.is_main_process:  # every process holds the whole grid; one writes it
         return
-    argv = getattr(args, "argv", None)  # recorded with any token-shaped value masked
-    surface.metadata["command"] = redact(shlex.join(["hf-landscape", *argv])) if argv else None
+    argv = getattr(args, "argv", None)  # recorded with any token-shaped value masked, and no local path
+    surface.metadata["command"] = redact(shlex.join(["hf-landscape", *public_argv(argv)])) if argv else None
     # One set of save options for the folder and the push: the push holds exactly the files written here.
-    save = {"formats": () if args.no_plots else tuple(args.formats), "log_scale": args.log_scale}
+    save = {
+        "formats": () if args.no_plots else tuple(args.formats),
+        "log_scale": args.log_scale,
+        "viewer": not args.no_plots and has_values(surface),
+    }
     surface.save_pretrained(args.out, overwrite=args.overwrite, **save)
+    resumed = surface.metadata.get("resumed") or {}
     written = [Path(args.out) / name for name in plot_names(surface, save["formats"])]
-    viewer = None if args.no_plots else write_viewer(surface, args.out, log_scale=args.log_scale)
+    viewer = str(Path(args.out) / VIEWER_NAME) if save["viewer"] else None
     url = None
     if args.push_to_hub:
         url = surface.push_to_hub(
-            args.push_to_hub, path_in_repo=args.path_in_repo, private=args.private or None, **save
+            args.push_to_hub,
+            repo_type=args.repo_type,
+            path_in_repo=args.path_in_repo,
+            private=args.private or None,
+            **save,
         )
     summary = {
         "kind": surface.kind,
@@ -308,11 +357,27 @@ def write_outputs(surface: Any, args: argparse.Namespace) -> None:
         "min_loss": float(surface.values[~_isnan(surface.values)].min()) if (~_isnan(surface.values)).any() else None,
         "points": int(surface.values.size),
         "wall_time_s": surface.metadata.get("wall_time_s"),
+        "compute_time_s": surface.metadata.get("compute_time_s"),
+        "resumed_points": resumed.get("points"),
         "plots": [str(p) for p in written],
         "viewer": viewer,
         "pushed": url,
     }
     print(json.dumps(summary, indent=2))
+
+
+def has_values(surface: Any) -> bool:
+    """Whether the surface has a finite loss value somewhere (else it has no viewer page: a warning says so)."""
+    import logging
+
+    from ..viewer import VIEWER_NAME
+
+    if (~_isnan(surface.values)).any():
+        return True
+    logging.getLogger(__name__).warning(
+        "no %s written: the loss is NaN or infinite at every point, so there is nothing to show", VIEWER_NAME
+    )
+    return False
 
 
 def write_viewer(surface: Any, folder: str | Path, *, log_scale: bool = False) -> str | None:

@@ -57,7 +57,13 @@ def demo_command_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--out", default="landscape_demo", help="output folder (default landscape_demo)")
     parser.add_argument("--steps", type=int, default=7, help="points per axis of the plane (default 7)")
     parser.add_argument(
-        "--span", type=float, default=0.2, help="the plane and line run over [-SPAN, SPAN] (default 0.2)"
+        "--span",
+        type=_span,
+        default="auto",
+        help="auto (default: each axis's span where the loss rises by --rise) or a number: [-SPAN, SPAN]",
+    )
+    parser.add_argument(
+        "--rise", type=float, default=None, help="with --span auto: the loss rise at the span's edges (default 1.0)"
     )
     parser.add_argument("--seed", type=int, default=0, help="draw of the random directions")
     parser.add_argument("--max-length", type=int, default=48, help="tokens per sequence (default 48)")
@@ -73,10 +79,12 @@ def demo_command(args: argparse.Namespace) -> int:
     from ..hub import load_model
     from ..objectives.causal_lm import CausalLMObjective
     from ..probe import LandscapeProbe
+    from ..slices.search import auto_span_config
     from .common import write_viewer
 
-    if not args.span > 0:
-        raise ConfigError(f"`--span` must be positive, got {args.span}.")
+    auto_span_config(args.span, args.rise)  # --rise with --span auto only
+    if args.span != "auto" and not args.span > 0:
+        raise ConfigError(f"`--span` must be 'auto' or a positive number, got {args.span}.")
     start = time.perf_counter()
     folder = demo_model_folder()
     print(f"loading SmolLM2-135M-Instruct from {folder}/{DEMO_GGUF} ...", flush=True)
@@ -88,8 +96,9 @@ def demo_command(args: argparse.Namespace) -> int:
     out = Path(args.out)
     base = probe.loss()
     print(f"loss at the pretrained weights: {base:.4f} over {objective.num_tokens} tokens", flush=True)
-    span = (-args.span, args.span)
-    plane = probe.plane(steps=(args.steps, args.steps), span=(span, span), seed=args.seed)
+    spans: Any = "auto" if args.span == "auto" else ((-args.span, args.span),) * 2
+    plane = probe.plane(steps=(args.steps, args.steps), span=spans, rise=args.rise, seed=args.seed)
+    span = tuple(plane.metadata["grid"]["span"][0])  # the plane's α span: the line runs over it too
     plane.save_pretrained(out / "plane", overwrite=args.overwrite)
     plane_plots = plane.save_plots(out / "plane")
     viewers = [write_viewer(plane, out / "plane")]
@@ -104,7 +113,8 @@ def demo_command(args: argparse.Namespace) -> int:
         "model": DEMO_MODEL,
         "tokens": objective.num_tokens,
         "centre_loss": base,
-        "span": list(span),
+        "span": plane.metadata["grid"]["span"],
+        "auto_span": _auto_summary(plane.metadata.get("auto_span")),
         "plane": _range(plane, grids["plane"]),
         "line": _range(line, grids["line"]),
         "wall_time_s": round(wall, 1),
@@ -117,9 +127,27 @@ def demo_command(args: argparse.Namespace) -> int:
         print(f"  {name}/  {grids[name]}, loss {lo:.2f} to {hi:.2f}")
         print("      " + "  ".join(["surface.safetensors", "surface.json", *(p.name for p in plots)]))
     print("  summary.json")
-    print("  viewer.html in plane/ and line/ (interactive, opens offline in a browser)")
+    for viewer in filter(None, viewers):
+        print(f"interactive viewer (opens offline in a browser): {viewer}")
     print(f"open first: {out / 'plane' / 'plot_contour.png'} (then plot_surface.png and line/plot_curve.png)")
     return 0
+
+
+def _span(text: str) -> str | float:
+    if text == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--span must be 'auto' or a number, got {text!r}") from None
+
+
+def _auto_summary(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What summary.json says of the automatic span: the rise, each axis's span and edges, the evaluations it took."""
+    if record is None:
+        return None
+    axes = [{"span": a["span"], "edge": a["edge"], "rise_at_edge": a["rise_at_edge"]} for a in record["axes"]]
+    return {"rise": record["rise"], "axes": axes, "evaluations": record["evaluations"]}
 
 
 def _range(surface: Any, grid: str) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from .grids import (
 )
 from .plot import plot_command, plot_command_parser
 from .push import push_command, push_command_parser
+from .space import space_command, space_command_parser
 from .view import view_command, view_command_parser
 
 
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         (plot_command_parser, plot_command),
         (push_command_parser, push_command),
         (view_command_parser, view_command),
+        (space_command_parser, space_command),
         (export_command_parser, export_command),
         (demo_command_parser, demo_command),
         (env_command_parser, env_command),
@@ -58,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
+    except KeyboardInterrupt:  # Ctrl-C: what was saved and how to go on, in one line
+        print(f"hf-landscape {args.command}: {interrupted(args)}", file=sys.stderr)
+        return 130
     except LandscapeError as err:  # bad input, or a failure the message explains: one line, no traceback
         print(f"hf-landscape {args.command}: error: {err}", file=sys.stderr)
         return 1
@@ -68,6 +73,17 @@ def main(argv: list[str] | None = None) -> int:
             f"hf-landscape {args.command}: unexpected error: {redact(f'{type(err).__name__}: {err}')}", file=sys.stderr
         )
         return 1
+
+
+def interrupted(args: argparse.Namespace) -> str:
+    """The line printed on Ctrl-C: for a grid command, how many of its points are saved in `--out` (which running the
+    same command again does not compute)."""
+    from ..engine.checkpoint import saved_points
+
+    total, out = getattr(args, "planned_points", None), getattr(args, "out", None)
+    if total is None or out is None:
+        return "interrupted."
+    return f"interrupted: {saved_points(out)} of {total} points saved in {out}; run the same command to resume."
 
 
 if __name__ == "__main__":

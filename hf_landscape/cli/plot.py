@@ -14,6 +14,13 @@ def plot_command_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="output file (.png/.pdf/.svg)")
     parser.add_argument("--log-scale", action="store_true", help="plot log10 of the values")
     parser.add_argument("--metric", default=None, help="plot this metric instead of the loss")
+    parser.add_argument(
+        "--limits",
+        choices=["auto", "shared", "independent"],
+        default="auto",
+        help="several surfaces: one colour range and bar (shared) or one per panel (independent); auto (default) "
+        "shares them for surfaces of one kind and one model",
+    )
     return parser
 
 
@@ -30,7 +37,8 @@ def plot_command(args: argparse.Namespace) -> int:
     if len(surfaces) == 1:
         fig = next(iter(surfaces.values())).plot(kind=args.kind, log_scale=args.log_scale, metric=args.metric)
     else:
-        fig = plot_comparison(surfaces, args.kind, log_scale=args.log_scale, metric=args.metric)
+        shared = {"auto": None, "shared": True, "independent": False}[args.limits]
+        fig = plot_comparison(surfaces, args.kind, log_scale=args.log_scale, metric=args.metric, shared_limits=shared)
     out.parent.mkdir(parents=True, exist_ok=True)
     io.save_figure(out, fig)
     print(out)

@@ -1,4 +1,7 @@
-"""`hf-landscape push OUT_DIR user/repo`: publish saved surfaces with plots and a model card."""
+"""`hf-landscape push OUT_DIR user/repo`: publish saved surfaces with their plots, viewer pages and card.
+
+A new repo is a dataset repo (one Parquet table per surface, which the Hub's Dataset Viewer shows); `--repo-type
+model` pushes into a model repo instead (e.g. the model's own); an existing repo keeps its type."""
 
 from __future__ import annotations
 
@@ -8,9 +11,18 @@ from typing import Any
 
 
 def push_command_parser(subparsers: Any) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("push", help="push saved surfaces (with plots and a model card) to the Hub")
+    parser = subparsers.add_parser(
+        "push", help="push saved surfaces (with plots, viewer pages and a card) to a Hub dataset or model repo"
+    )
     parser.add_argument("folder", help="a surface folder, or a folder whose subfolders hold surfaces")
     parser.add_argument("repo_id", help="Hub repo id, user/name (created if needed)")
+    parser.add_argument(
+        "--repo-type",
+        choices=["dataset", "model"],
+        default=None,
+        help="dataset: tables the Dataset Viewer shows; model: e.g. the model's own repo (default: the existing "
+        "repo's type, a dataset for a new repo)",
+    )
     parser.add_argument("--path-in-repo", default="", help="folder in the repo for a single surface (default: root)")
     parser.add_argument("--private", action="store_true", help="create the repo private")
     parser.add_argument("--revision", default=None, help="branch to commit to")
@@ -42,6 +54,7 @@ def push_command(args: argparse.Namespace) -> int:
     url = push_surfaces(
         surfaces,
         args.repo_id,
+        repo_type=args.repo_type,
         private=args.private or None,
         revision=args.revision,
         commit_message=args.commit_message,

@@ -1,14 +1,14 @@
 """`hf-landscape view`: the interactive viewer (one self-contained HTML file) of saved surfaces.
 
 One surface folder gives its viewer; a folder saved by `CompareReport.save_pretrained` gives the comparison page;
-several surface folders give a comparison page of those surfaces, labelled by their folder names. Li et al.'s `.h5`
-surface files are read too (`Surface.from_li2018_h5`), so their results open beside ours.
+several surface folders (or a folder of surface folders) give a comparison page of those surfaces, labelled by their
+folder names. Li et al.'s `.h5` surface files are read too (`Surface.from_li2018_h5`), so their results open beside
+ours, and Hub repos holding surfaces (`user/name`, `user/name/folder`): `hf_landscape.hub.load_landscape`.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 from typing import Any
 
@@ -36,31 +36,24 @@ def view_command_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def view_command(args: argparse.Namespace) -> int:
-    from ..comparison import REPORT_NAME, CompareReport
+    from ..comparison import CompareReport
     from ..errors import ConfigError
-    from ..viewer import VIEWER_NAME, check_html_path, check_same_kind, write_compare_html, write_surface_html
+    from ..hub.sources import load_landscape
+    from ..viewer import VIEWER_NAME, check_html_path, write_compare_html, write_surface_html
 
-    single = len(args.surfaces) == 1
     if args.html is None:
-        if not (single and Path(args.surfaces[0]).is_dir()):
+        if not (len(args.surfaces) == 1 and Path(args.surfaces[0]).is_dir()):
             raise ConfigError(
                 "`--html` is needed unless OUT is one local surface folder (it defaults to OUT/viewer.html); e.g. "
                 "`--html compare.html`."
             )
         args.html = str(Path(args.surfaces[0]) / VIEWER_NAME)
     check_html_path(args.html)  # before any surface is loaded
-    if single and (Path(args.surfaces[0]) / REPORT_NAME).is_file():
-        report = CompareReport.from_pretrained(args.surfaces[0])
-        path = write_compare_html(report, args.html, title=args.title, log_scale=args.log_scale)
-    elif single:
-        surface = load_surface(args.surfaces[0], loss=args.loss)
-        path = write_surface_html(surface, args.html, title=args.title, log_scale=args.log_scale)
+    view = load_landscape(args.surfaces, loss=args.loss).view
+    if isinstance(view, CompareReport):
+        path = write_compare_html(view, args.html, title=args.title, log_scale=args.log_scale)
     else:
-        names = zip(labels(args.surfaces), args.surfaces)
-        surfaces = {label: load_surface(name, loss=args.loss) for label, name in names}
-        check_same_kind(surfaces)  # a clear error before the report mixes anything
-        report = CompareReport(surfaces)
-        path = write_compare_html(report, args.html, title=args.title, log_scale=args.log_scale)
+        path = write_surface_html(view, args.html, title=args.title, log_scale=args.log_scale)
     print(path)
     return 0
 
@@ -76,15 +69,7 @@ def load_surface(name: str, *, loss: str = "train_loss") -> Any:
 
 
 def labels(names: list[str]) -> list[str]:
-    """A distinct label per surface, from its folder or file name (or repo id), in the characters a comparison label
-    may hold: `runs/plain` → `plain`; two `out` folders → `out`, `out-2`; `resnet56.h5` → `resnet56`."""
-    out: list[str] = []
-    for name in names:
-        path = Path(name.rstrip("/"))
-        base = (path.stem if path.suffix.lower() in (".h5", ".hdf5") else path.name) or "surface"
-        label = re.sub(r"[^A-Za-z0-9._+-]+", "_", base).lstrip("._+-") or "surface"
-        candidate, k = label, 2
-        while candidate in out:
-            candidate, k = f"{label}-{k}", k + 1
-        out.append(candidate)
-    return out
+    """A distinct label per surface, from its folder or file name (or repo id): `hub.sources.distinct_labels`."""
+    from ..hub.sources import distinct_labels
+
+    return distinct_labels(names)

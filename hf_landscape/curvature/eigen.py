@@ -1,10 +1,10 @@
-"""The k largest algebraic eigenvalues of the Hessian, by thick-restart Lanczos (Wu & Simon 2000) on Hessian-vector
-products, with guaranteed residual bounds; optionally per layer (`EigenResult`, `hessian_eigenvalues`)."""
+"""The k largest algebraic eigenvalues of the Hessian (or Gauss-Newton matrix, or empirical Fisher), by thick-restart
+Lanczos (Wu & Simon 2000) on matrix-vector products, with guaranteed residual bounds; optionally per layer or per
+block (`EigenResult`, `hessian_eigenvalues`)."""
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,8 +16,9 @@ from tqdm.auto import tqdm
 from ..config import result_fields
 from ..directions.base import Direction
 from ..errors import ConfigError
-from ..objectives.loss import require_differentiable
-from .hvp import FlatParameters, check_int, check_positive, differentiable, double_backward_attention, hvp_into, select
+from .blocks import Partition, layer_partition, role_partition
+from .hvp import FlatParameters, check_int, check_positive, select
+from .operators import check_centre, check_operator, operator_for
 from .trace import layer_of
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,10 @@ class EigenResult:
         eigenvectors: the unit Ritz vectors as name-keyed `Direction`s, when asked for.
         per_layer: layer -> the `EigenResult` of that layer's diagonal block of the Hessian (the curvature of
             the loss when only that layer's parameters move), when asked for (`per_layer=True`).
+        per_block: role -> the `EigenResult` of that role's diagonal block (`per_block=True`; roles as in
+            `blocks.ROLES`).
+        operator: the matrix: `"hessian"`, `"ggn"` or `"fisher"`.
+        hvp: how its products were made: `"exact"` or `"finite_difference"`.
 
     Example:
     ```python
@@ -63,6 +68,9 @@ class EigenResult:
     num_parameters: int
     eigenvectors: list[Direction] | None = None
     per_layer: dict[str, EigenResult] = field(default_factory=dict)
+    per_block: dict[str, EigenResult] = field(default_factory=dict)
+    operator: str = "hessian"
+    hvp: str = "exact"
 
     @property
     def intervals(self) -> np.ndarray:
@@ -83,6 +91,9 @@ class EigenResult:
             "tol": self.tol,
             "num_parameters": self.num_parameters,
             "per_layer": {name: r.to_dict() for name, r in self.per_layer.items()},
+            "per_block": {name: r.to_dict() for name, r in self.per_block.items()},
+            "operator": self.operator,
+            "hvp": self.hvp,
         }
 
     @classmethod
@@ -93,6 +104,8 @@ class EigenResult:
         fields["eigenvalues"] = np.asarray(fields["eigenvalues"], dtype=np.float64)
         fields["residuals"] = np.asarray(fields["residuals"], dtype=np.float64)
         fields["per_layer"] = {name: cls.from_dict(r) for name, r in fields["per_layer"].items()}
+        fields["per_block"] = {name: cls.from_dict(r) for name, r in data.get("per_block", {}).items()}
+        fields.update(operator=data.get("operator", "hessian"), hvp=data.get("hvp", "exact"))
         return cls(**fields)
 
 
@@ -111,9 +124,14 @@ def hessian_eigenvalues(
     seed: int = 0,
     return_eigenvectors: bool = False,
     per_layer: bool = False,
+    per_block: bool = False,
+    operator: str = "hessian",
+    hvp: str = "exact",
+    fd_step: float | None = None,
     progress: bool = True,
 ) -> EigenResult:
-    """The `k` largest *algebraic* eigenvalues of the Hessian of the objective at the model's weights.
+    """The `k` largest *algebraic* eigenvalues of the Hessian (or Gauss-Newton matrix, or empirical Fisher) of the
+    objective at the model's weights.
 
     Thick-restart Lanczos (Wu & Simon 2000, SIAM J. Matrix Anal. Appl. 22(2)) with full reorthogonalization.
     Lanczos resolves both ends of the spectrum, so a Hessian with large *negative* eigenvalues (any point
@@ -139,41 +157,101 @@ def hessian_eigenvalues(
         return_eigenvectors: also return the unit Ritz vectors as `Direction`s.
         per_layer: also find the top `k` eigenvalues (at most the block's size) of each layer's diagonal block
             (layers as in `layer_of`), one Lanczos run per layer with the same options, in `per_layer`.
+        per_block: the same per role (`blocks.ROLES`: embeddings, attention query/key, attention value/output,
+            MLP, norms, head), in `per_block`.
+        operator: `"hessian"`, `"ggn"` (generalized Gauss-Newton, positive semi-definite; needs an objective with
+            logits) or `"fisher"` (empirical Fisher), see `curvature.operators`.
+        hvp: `"exact"` (double backward) or `"finite_difference"` (two gradients, no double-backward graph).
+        fd_step: the relative finite-difference step (default u^(1/3) of the weights' dtype).
         progress: tqdm progress bar over Hessian-vector products.
 
     Returns:
         `EigenResult`; `converged` is False (with a warning) when `max_iter` ran out first.
     """
-    require_differentiable(objective, "`hessian_eigenvalues`")
+    check_operator(objective, operator, hvp, "`hessian_eigenvalues`")
     check_int("k", k, 1)
     tol = check_positive("tol", tol)
-    check_int("max_iter", max_iter, k)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ConfigError(f"`seed` must be an integer, got {seed!r}.")
-    if not isinstance(per_layer, bool):
-        raise ConfigError(f"`per_layer` must be True or False, got {per_layer!r}.")
+    for name, flag in (("per_layer", per_layer), ("per_block", per_block), ("offload", offload)):
+        if not isinstance(flag, bool):
+            raise ConfigError(f"`{name}` must be True or False, got {flag!r}.")
     flat = FlatParameters(select(model, include, exclude, include_1d))
     n = flat.size
     if k > n:
-        raise ConfigError(f"`k` ({k}) is larger than the number of selected parameters ({n}).")
-    if basis_size is None:
-        m = min(max(20, 2 * k + 2), n)
-    else:
+        raise ConfigError(
+            f"`k` ({k}) is larger than the number of selected parameters ({n}); pass `k` <= {n}, or select more "
+            "parameters (`include=`, `include_1d=True`)."
+        )
+    check_int("max_iter", max_iter, k)
+    if basis_size is not None:
         check_int("basis_size", basis_size, k + 2 if n >= k + 2 else k)
-        m = min(basis_size, n)
+    groups = {"per_layer": layer_partition(flat, layer_of) if per_layer else None}
+    groups["per_block"] = role_partition(flat, model) if per_block else None
     basis_device = torch.device("cpu") if offload else flat.device
+    options: dict[str, Any] = {"tol": tol, "max_iter": max_iter, "basis_device": basis_device, "seed": seed}
+    options.update(progress=progress, dtype=flat.dtype)
+    check_centre(model, objective)
+    with operator_for(model, objective, flat, operator=operator, hvp=hvp, fd_step=fd_step) as op:
 
-    with differentiable(model, flat.params), double_backward_attention(model):
+        def matvec(v: torch.Tensor) -> torch.Tensor:
+            return op(v).to(basis_device)
 
-        def hvp(v: torch.Tensor) -> torch.Tensor:
-            return hvp_into(model, objective, flat, v).to(basis_device)
+        result, vectors = _eigen(matvec, n, k, basis_size, **options)
+        for attribute, partition in groups.items():
+            if partition is None:
+                continue
+            for name in partition.groups:
+                size = partition.sizes[name]
+                restricted = _restricted(op, partition, name, basis_device)
+                top = min(k, size)
+                per = _eigen(restricted, size, top, None, **{**options, "max_iter": max(max_iter, top)})[0]
+                getattr(result, attribute)[name] = per
+        result.operator, result.hvp = operator, hvp
+    if return_eigenvectors:
+        label = "hessian_eigenvector" if operator == "hessian" else f"{operator}_eigenvector"
+        result.eigenvectors = [
+            Direction(
+                flat.named(vectors[i].to(flat.device)),
+                {"kind": label, "index": i, "eigenvalue": float(result.eigenvalues[i]), "seed": seed},
+            )
+            for i in range(k)
+        ]
+    return result
 
-        lanczos = _thick_restart_lanczos(hvp, n, k, tol, max_iter, m, flat.dtype, basis_device, seed, progress)
-        theta, vectors, iterations, restarts = lanczos
-        residuals = np.empty(k)
-        for i in range(k):
-            y = vectors[i]
-            residuals[i] = float(torch.linalg.vector_norm(hvp(y) - theta[i] * y))
+
+def _restricted(
+    op: Callable[[torch.Tensor], torch.Tensor], partition: Partition, name: str, device: torch.device
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The operator's diagonal block on one group of coordinates: x -> (M·scatter(x)) restricted to the group."""
+
+    def matvec(x: torch.Tensor) -> torch.Tensor:
+        return partition.gather(name, op(partition.scatter(name, x.to(partition.flat.device)))).to(device)
+
+    return matvec
+
+
+def _eigen(
+    matvec: Callable[[torch.Tensor], torch.Tensor],
+    n: int,
+    k: int,
+    basis_size: int | None,
+    *,
+    dtype: torch.dtype,
+    tol: float,
+    max_iter: int,
+    basis_device: torch.device,
+    seed: int,
+    progress: bool,
+) -> tuple[EigenResult, list[torch.Tensor]]:
+    """Top-k Ritz pairs of the symmetric `matvec` (dimension n), their residuals and the result."""
+    m = min(max(20, 2 * k + 2), n) if basis_size is None else min(basis_size, n)
+    lanczos = _thick_restart_lanczos(matvec, n, k, tol, max_iter, m, dtype, basis_device, seed, progress)
+    theta, vectors, iterations, restarts = lanczos
+    residuals = np.empty(k)
+    for i in range(k):
+        y = vectors[i]
+        residuals[i] = float(torch.linalg.vector_norm(matvec(y).to(y.dtype) - theta[i] * y))
     converged = bool(np.all(residuals <= tol * np.abs(theta[:k])))
     if not converged:
         logger.warning(
@@ -183,15 +261,6 @@ def hessian_eigenvalues(
             max_iter,
             np.array2string(residuals / np.maximum(np.abs(theta[:k]), 1e-300), precision=2),
         )
-    eigenvectors = None
-    if return_eigenvectors:
-        eigenvectors = [
-            Direction(
-                flat.named(vectors[i].to(flat.device)),
-                {"kind": "hessian_eigenvector", "index": i, "eigenvalue": float(theta[i]), "seed": seed},
-            )
-            for i in range(k)
-        ]
     result = EigenResult(
         eigenvalues=np.asarray(theta[:k], dtype=np.float64),
         residuals=residuals,
@@ -200,29 +269,8 @@ def hessian_eigenvalues(
         restarts=restarts,
         tol=tol,
         num_parameters=n,
-        eigenvectors=eigenvectors,
     )
-    if per_layer:
-        layers: dict[str, list[str]] = {}
-        for name in flat.names:
-            layers.setdefault(layer_of(name), []).append(name)
-        numels = dict(zip(flat.names, flat.numels))
-        for layer, names in layers.items():
-            size = sum(numels[name] for name in names)
-            result.per_layer[layer] = hessian_eigenvalues(
-                model,
-                objective,
-                k=min(k, size),
-                tol=tol,
-                max_iter=max(max_iter, min(k, size)),
-                basis_size=None,
-                offload=offload,
-                include=[f"^{re.escape(name)}$" for name in names],
-                include_1d=True,
-                seed=seed,
-                progress=progress,
-            )
-    return result
+    return result, vectors
 
 
 def _thick_restart_lanczos(

@@ -189,7 +189,12 @@ def low_rank_directions(
     return out
 
 
-@register_direction_kind("lora")
+# The default span of LoRA-subspace planes: the kind is for pretrained LLMs, whose basin along these directions is about
+# ±0.2 wide (SmolLM2-135M: the loss 3.69 doubles within |α| = 0.2 and is 4.4–4.6× at 1; benchmarks/README.md, lora_span.py).
+LORA_DEFAULT_SPAN = (-0.2, 0.2)
+
+
+@register_direction_kind("lora", default_span=LORA_DEFAULT_SPAN)
 def lora_kind(
     model: Any, seed: int, *, axes: int, config: LowRankDirectionConfig | None = None, **options: Any
 ) -> list[LowRankDirection]:
@@ -198,4 +203,5 @@ def lora_kind(
     return low_rank_directions(model, seed, config=kind_config(LowRankDirectionConfig, config, options), axes=axes)
 
 
-register_direction_kind("low_rank")(lora_kind)  # the same kind, under the name its directions record
+# the same kind, under the name its directions record
+register_direction_kind("low_rank", default_span=LORA_DEFAULT_SPAN)(lora_kind)

@@ -36,16 +36,26 @@ F = TypeVar("F", bound=DirectionKind)
 
 #: name -> the function that draws directions of that kind
 DIRECTION_KINDS: dict[str, DirectionKind] = {}
+#: name -> the span a grid along that kind's directions covers when none is given
+DEFAULT_SPANS: dict[str, tuple[float, float]] = {}
+#: the default span of a kind that names none: Li et al.'s (2018) [-1, 1], in units of the weights' own norms
+DEFAULT_SPAN = (-1.0, 1.0)
+#: the kinds that draw from the loss too (curvature directions): they are given `objective=` and `progress=`
+KINDS_NEEDING_OBJECTIVE: set[str] = set()
 
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
-def register_direction_kind(name: str) -> Callable[[F], F]:
+def register_direction_kind(
+    name: str, *, default_span: tuple[float, float] = DEFAULT_SPAN, needs_objective: bool = False
+) -> Callable[[F], F]:
     """Register `fn(model, seed, *, axes, **options) -> list[Direction]` as the direction kind `name` (a decorator).
 
     `fn` draws `axes` directions for `model` from `seed`; `options` are what the user passes beside `directions=`
     (`probe.plane(directions="name", rank=4)`), and `config=` when the user passes one. It returns `Direction`s
-    (or `LowRankDirection`s), one per axis.
+    (or `LowRankDirection`s), one per axis. `default_span` is the (low, high) a line or plane along these directions
+    covers when the caller gives no span. A kind registered with `needs_objective=True` (directions found from the
+    loss, such as `"hessian"`) is also given `objective=` (the probe's) and `progress=`.
 
     Raises:
         ConfigError: `name` is not lower-case letters, digits and '_', or is taken.
@@ -62,6 +72,9 @@ def register_direction_kind(name: str) -> Callable[[F], F]:
         if not callable(fn):
             raise ConfigError(f"`register_direction_kind({name!r})` decorates a function, got {fn!r}.")
         DIRECTION_KINDS[name] = fn
+        DEFAULT_SPANS[name] = (float(default_span[0]), float(default_span[1]))
+        if needs_objective:
+            KINDS_NEEDING_OBJECTIVE.add(name)
         return fn
 
     return register
@@ -70,6 +83,12 @@ def register_direction_kind(name: str) -> Callable[[F], F]:
 def direction_kinds() -> list[str]:
     """The names of every registered direction kind, sorted."""
     return sorted(DIRECTION_KINDS)
+
+
+def default_span(name: Any) -> tuple[float, float]:
+    """The span a grid along the kind `name`'s directions covers by default (`DEFAULT_SPAN` for an unknown name, whose
+    drawing then says what is wrong)."""
+    return DEFAULT_SPANS.get(name, DEFAULT_SPAN) if isinstance(name, str) else DEFAULT_SPAN
 
 
 def direction_kind(name: Any) -> DirectionKind:
@@ -84,16 +103,26 @@ def direction_kind(name: Any) -> DirectionKind:
     )
 
 
-def draw_directions(name: str, model: Any, seed: int, *, axes: int, **options: Any) -> list[Any]:
-    """Draw `axes` directions of the kind `name` for `model` from `seed`.
+def draw_directions(
+    name: str, model: Any, seed: int, *, axes: int, objective: Any = None, progress: bool = False, **options: Any
+) -> list[Any]:
+    """Draw `axes` directions of the kind `name` for `model` from `seed` (a kind that needs the loss is given
+    `objective` and `progress`; other kinds ignore them).
 
     Each comes back recording its `kind` and `seed` (added to its config where the kind did not record them).
 
     Raises:
-        ConfigError: no kind of that name.
+        ConfigError: no kind of that name, or no `objective` for a kind that needs one.
         DirectionError: the kind did not return `axes` directions.
     """
-    drawn = direction_kind(name)(model, seed, axes=axes, **options)
+    kind = direction_kind(name)
+    if name in KINDS_NEEDING_OBJECTIVE:
+        if objective is None:
+            raise ConfigError(
+                f"The direction kind {name!r} is found from the loss: pass `objective=` (a probe passes its own)."
+            )
+        options = {"objective": objective, "progress": progress, **options}
+    drawn = kind(model, seed, axes=axes, **options)
     if not isinstance(drawn, (list, tuple)) or len(drawn) != axes:
         raise DirectionError(
             f"The direction kind {name!r} returned {type(drawn).__name__} {drawn!r:.60}; it must return a list of "

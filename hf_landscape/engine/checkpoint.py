@@ -69,7 +69,9 @@ class GridCheckpoint:
                 "use finite spans and weights."
             ) from None
         self.every = every
+        #: points the run found saved by an earlier run (0 for a fresh grid), and the compute seconds those runs spent
         self.resumed_points = 0
+        self.previous_compute_s = 0.0
 
     @property
     def paths(self) -> tuple[Path, Path]:
@@ -147,23 +149,38 @@ class GridCheckpoint:
         values = arrays["values"].astype(np.float64)
         metrics = {k[len("metrics.") :]: v.astype(np.float64) for k, v in arrays.items() if k.startswith("metrics.")}
         self.resumed_points = int(done.sum())
+        compute = record.get("compute_s", 0.0)
+        self.previous_compute_s = float(compute) if isinstance(compute, (int, float)) and compute >= 0 else 0.0
         logger.warning(
             "resuming a partial grid from %s: %d of %d points already done", self.folder, self.resumed_points, n
         )
         return values, done, metrics
 
     def save(
-        self, values: np.ndarray, done: np.ndarray, metrics: dict[str, np.ndarray], *, durable: bool = True
+        self,
+        values: np.ndarray,
+        done: np.ndarray,
+        metrics: dict[str, np.ndarray],
+        *,
+        durable: bool = True,
+        elapsed: float = 0.0,
     ) -> None:
         """Write the points so far (arrays, then the record that commits them), atomically; `durable=False` skips
-        the `fsync`s (the periodic saves of a running grid: a killed process still loses nothing saved)."""
+        the `fsync`s (the periodic saves of a running grid: a killed process still loses nothing saved). The record
+        keeps the compute seconds of every run so far (`elapsed`: this run's), so a resumed grid's total adds up."""
         arrays_path, meta_path = self.paths
         tensors = {"values": torch.from_numpy(values.copy()), "done": torch.from_numpy(done.astype(np.uint8))}
         tensors.update({f"metrics.{k}": torch.from_numpy(v.copy()) for k, v in metrics.items()})
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             digest = io.write_safetensors(arrays_path, tensors, durable=durable)
-            record = {"key": self.key, "done": int(done.sum()), "points": len(done), "arrays_sha256": digest}
+            record = {
+                "key": self.key,
+                "done": int(done.sum()),
+                "points": len(done),
+                "arrays_sha256": digest,
+                "compute_s": round(self.previous_compute_s + elapsed, 3),
+            }
             io.write_json(meta_path, record, durable=durable)
         except OSError as err:
             raise SurfaceError(
@@ -185,3 +202,18 @@ class GridCheckpoint:
         io.remove(meta_path)
         io.remove(arrays_path)
         io.fsync_folder(self.folder)
+
+
+def saved_points(folder: str | os.PathLike) -> int:
+    """How many points the partial grids in `folder` and its direct subfolders (one per seed or process) hold: what
+    running the same command again would not compute. Unreadable partial files count as none."""
+    root = Path(folder)
+    records = [root / META_NAME, *sorted(root.glob(f"*/{META_NAME}"))] if root.is_dir() else []
+    total = 0
+    for path in records:
+        try:
+            done = json.loads(path.read_text()).get("done")
+        except (OSError, ValueError, AttributeError):
+            continue
+        total += done if isinstance(done, int) and not isinstance(done, bool) else 0
+    return total

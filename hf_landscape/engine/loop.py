@@ -168,7 +168,7 @@ def _run_points(
                 unsaved += len(ks)
             if checkpoint is not None and unsaved + queued() >= checkpoint.every:
                 unsaved += flush()
-                checkpoint.save(values, done, metrics, durable=False)
+                checkpoint.save(values, done, metrics, durable=False, elapsed=time.perf_counter() - start)
                 unsaved, synced = 0, False
         unsaved += flush()
     except BaseException:
@@ -178,7 +178,7 @@ def _run_points(
             logger.error("could not read the last %d queued points while stopping: %s", len(pending), redact(err))
         if checkpoint is not None and (unsaved or not synced):
             try:
-                checkpoint.save(values, done, metrics)
+                checkpoint.save(values, done, metrics, elapsed=time.perf_counter() - start)
             except Exception as err:  # keep the original error; the earlier checkpoint is intact
                 logger.error("could not save the partial grid while stopping: %s", redact(err))
         raise
@@ -187,7 +187,8 @@ def _run_points(
         if graphed is not None:
             graphed.close()
     if checkpoint is not None and (unsaved or not synced):
-        checkpoint.save(values, done, metrics)  # the whole grid, durably: kept until the surface is saved there
+        # the whole grid, durably: kept until the surface is saved there
+        checkpoint.save(values, done, metrics, elapsed=time.perf_counter() - start)
     if shard is not None:
         values, metrics = gather(shard, values, done, metrics)
     wall = time.perf_counter() - start

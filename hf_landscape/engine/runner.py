@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +29,7 @@ from ..grid import grid_points
 from ..objectives.base import Evaluation, Objective, StackedEvaluation, evaluate, supports
 from .checkpoint import GridCheckpoint, tensor_fingerprint
 from .distributed import distributed_state
-from .editors import editing, eval_mode
+from .editors import WeightEditor, editing, eval_mode
 from .loop import run_grid
 from .low_rank import low_rank_editing
 from .modes import AUTOCAST_DTYPES, compiled_forward, compiling, precision
@@ -45,12 +45,24 @@ Grid = tuple[np.ndarray, dict[str, np.ndarray], float]
 class GridResult:
     """What a grid run gives: one value per point (float64; NaN/inf kept), metrics (name -> one value per point), the
     wall seconds, and the partial grids it was checkpointed into (`Surface.save_pretrained` removes them once the
-    surface is saved into their folder)."""
+    surface is saved into their folder); for a grid resumed from a partial one, the points it held (`resumed`) and
+    the compute seconds of every run so far (`compute`; the wall seconds otherwise)."""
 
     values: np.ndarray
     metrics: dict[str, np.ndarray]
     wall: float
     partials: list[GridCheckpoint]
+    resumed: int = 0
+    compute: float | None = None
+
+    @classmethod
+    def of(cls, values: np.ndarray, metrics: dict[str, np.ndarray], wall: float, partials: list[GridCheckpoint],
+           checkpoint: GridCheckpoint | None) -> GridResult:  # fmt: skip
+        """The result, with what `checkpoint` found of earlier runs."""
+        if checkpoint is None:
+            return cls(values, metrics, wall, partials)
+        compute = round(wall + checkpoint.previous_compute_s, 3)
+        return cls(values, metrics, wall, partials, checkpoint.resumed_points, compute)
 
 
 @dataclass
@@ -171,20 +183,38 @@ class GridRunner:
         self, coords: tuple[float, ...] | None, directions: Sequence[Any] | None, *, details: bool
     ) -> Evaluation:
         """The objective at θ₀ + Σ coordsᵢ·directionsᵢ (θ₀ itself when `coords` is None); weights restored after."""
-        with self.precision():
-            if coords is None:
+        if coords is None:
+            with self.precision():
                 return evaluate(self.model, self.objective, details=details)
-            dirs = list(directions or [])
-            if all(isinstance(d, LowRankDirection) for d in dirs):
+        with self.point_session(directions or []) as at:
+            return at(coords, details=details)
+
+    @contextlib.contextmanager
+    def point_session(self, directions: Sequence[Any]) -> Iterator[Callable[..., Evaluation]]:
+        """Yield `at(coords, details=False)`, the objective at θ₀ + Σ coordsᵢ·directionsᵢ, for evaluating many single
+        points one after another (a search along a direction): the originals are saved once, each point is set from
+        them, and the weights and flags come back when the block ends, however it ends."""
+        dirs = list(directions)
+        with self.precision():
+            if dirs and all(isinstance(d, LowRankDirection) for d in dirs):
                 with low_rank_editing(self.model, dirs) as low_rank:
-                    low_rank.set_linear(coords)
-                    with torch.inference_mode():
-                        return self.objective.evaluate(self.model, details=details)
+
+                    def at_low_rank(coords: Sequence[float], *, details: bool = False) -> Evaluation:
+                        low_rank.set_linear(tuple(coords))
+                        with torch.inference_mode():
+                            return self.objective.evaluate(self.model, details=details)
+
+                    yield at_low_rank
+                return
             params, tensors = prepare(self.model, dirs)
             with editing(self.model, params) as editor:
-                editor.set_linear(coords, tensors)
-                with torch.inference_mode():
-                    return self.objective.evaluate(self.model, details=details)
+
+                def at(coords: Sequence[float], *, details: bool = False) -> Evaluation:
+                    editor.set_linear(tuple(coords), tensors)
+                    with torch.inference_mode():
+                        return self.objective.evaluate(self.model, details=details)
+
+                yield at
 
     # --- checkpoints -----------------------------------------------------------------------------------------
 
@@ -250,7 +280,7 @@ class GridRunner:
                 self._compiled = torch.compile(self.model.forward, mode="reduce-overhead", dynamic=False)
             with compiled_forward(self.model, self._compiled if self.config.compile else None), self.precision():
                 values, metrics, wall = self._run(points, directions, kind, checkpoint)
-        return GridResult(values, metrics, wall, self.partials(checkpoint))
+        return GridResult.of(values, metrics, wall, self.partials(checkpoint), checkpoint)
 
     def _run(
         self, points: list[tuple[float, ...]], dirs: list[Any], desc: str, checkpoint: GridCheckpoint | None
@@ -319,17 +349,47 @@ class GridRunner:
         """Evaluate the objective at the points `x` of the path θ₀ → targets[0] → targets[1] → ... (knots at α = 0, 1,
         ...), `params` the parameters each target gives (in their order), checkpointed (keyed by the tensors
         `fingerprint`) into `checkpoint_dir` if given; weights restored after."""
-        checkpoint = self.checkpoint(checkpoint_dir, checkpoint_every, "interpolation", [x], [], fingerprint)
+
+        def place(editor: WeightEditor, point: tuple[float, ...]) -> None:
+            set_on_path(editor.params, [editor.originals, *targets], point[0])
+
+        return self.run_placed(
+            "interpolation",
+            [x],
+            params,
+            place,
+            fingerprint=fingerprint,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_every=checkpoint_every,
+            desc="interpolate",
+        )
+
+    def run_placed(
+        self,
+        kind: str,
+        axes: list[np.ndarray],
+        params: dict[str, torch.nn.Parameter],
+        place: Callable[[WeightEditor, tuple[float, ...]], None],
+        *,
+        fingerprint: dict[str, torch.Tensor],
+        checkpoint_dir: str | os.PathLike | None = None,
+        checkpoint_every: int = 10,
+        desc: str | None = None,
+    ) -> GridResult:
+        """Evaluate the objective at every point of the grid `axes` (`grid.grid_points` order), the weights `params` put
+        there by `place(editor, point)` from the editor's saved originals (a path through checkpoints, a curve, the
+        plane through three models); checkpointed, keyed by the tensors `fingerprint`, into `checkpoint_dir` if given;
+        weights and flags restored after."""
+        checkpoint = self.checkpoint(checkpoint_dir, checkpoint_every, kind, axes, [], fingerprint)
         with editing(self.model, params) as editor, self.precision():
-            knots = [editor.originals, *targets]
             values, metrics, wall = self._grid(
-                grid_points([x]),
-                lambda point: set_on_path(editor.params, knots, point[0]),
-                "interpolate",
+                grid_points(axes),
+                lambda point: place(editor, point),
+                desc or kind,
                 checkpoint,
                 graphs=self.config.graphs,
             )
-        return GridResult(values, metrics, wall, self.partials(checkpoint))
+        return GridResult.of(values, metrics, wall, self.partials(checkpoint), checkpoint)
 
     def _grid(
         self,

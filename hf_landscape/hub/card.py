@@ -72,6 +72,7 @@ def render_card(
                 cls, "loaded"
             ),
             first_folder=folder or None,
+            endpoint=hub_endpoint(),
             sections="\n".join(blocks[f] for f in sorted(blocks)),
         )
         return str(card)
@@ -158,8 +159,102 @@ def _fmt(value: Any) -> str:
     return "—" if value is None else str(value)
 
 
+def hub_endpoint() -> str:
+    """The Hub the card's links point at: `HF_ENDPOINT` when set (a mirror or a private Hub), else huggingface.co."""
+    from huggingface_hub import constants
+
+    return str(constants.ENDPOINT).rstrip("/")
+
+
+def _model_cell(model: Any) -> str:
+    """A model as the card names it: a Hub repo id linked to its page (at its commit), else its name in code."""
+    if not isinstance(model, dict):
+        return "—"
+    name = model.get("name_or_path")
+    sha = model.get("commit_sha")
+    text = f"`{_escaped(name)}`" + (f" @ `{_escaped(str(sha)[:12])}`" if sha else "")
+    repo = _hub_id(name) if (sha or not model.get("local")) and name and "/" in str(name) else None
+    if repo is None:
+        return text + (" (a local folder)" if model.get("local") else "")
+    tree = f"/tree/{sha}" if sha else ""
+    return f"[{text}]({hub_endpoint()}/{repo}{tree})"
+
+
+def _objective_cell(objective: dict[str, Any]) -> str:
+    kind = objective.get("type")
+    config = objective.get("config") or {}
+    if kind == "GlueObjective":
+        return f"GLUE `{_escaped(config.get('task'))}` (`GlueObjective`)"
+    if kind == "TextClassificationObjective":
+        labels = objective.get("label_names") or []
+        names = f", labels {_escaped(', '.join(labels))}" if labels else ""
+        columns = " + ".join(config.get("text_columns") or [])
+        return f"text classification `{_escaped(config.get('task_name'))}` ({_escaped(columns)}{names})"
+    return f"`{_escaped(kind)}`" if kind else "—"
+
+
+def _dataset_cell(objective: dict[str, Any]) -> str:
+    source = objective.get("source") or {}
+    if not isinstance(source, dict):
+        return "—"
+    repo = _hub_id(source.get("hub_id"))
+    if repo:
+        parts = [p for p in (source.get("config_name"), source.get("split")) if p]
+        return f"[`{repo}`]({hub_endpoint()}/datasets/{repo})" + (f" ({_escaped(', '.join(parts))})" if parts else "")
+    files = source.get("files") or []
+    name = source.get("file") or (files[0].get("path") if files and isinstance(files[0], dict) else None)
+    if name:
+        digest = source.get("sha256") or (files[0].get("sha256") if files and isinstance(files[0], dict) else None)
+        return f"`{_escaped(name)}`" + (f" (SHA-256 `{_escaped(str(digest)[:12])}`)" if digest else "")
+    kind = source.get("type")
+    return "given in memory" if kind else "—"
+
+
+def _loss_cell(objective: dict[str, Any]) -> str:
+    """What the loss is, in words, with how much data it averages over."""
+    kind = objective.get("type")
+    tokens, examples = objective.get("num_tokens"), objective.get("num_examples")
+    if kind == "CausalLMObjective":
+        return f"mean next-token cross-entropy (nats) over {_escaped(_fmt(tokens))} predicted tokens"
+    if objective.get("loss") == "cross_entropy":
+        return f"mean cross-entropy of the label (nats) over {_escaped(_fmt(examples))} examples"
+    if objective.get("loss") == "mse":
+        return f"mean squared error of the score over {_escaped(_fmt(examples))} examples"
+    return _escaped(objective.get("loss")) if objective.get("loss") else "the objective's own (see `surface.json`)"
+
+
+def _directions_cell(meta: dict[str, Any]) -> str:
+    dirs = [d for d in meta.get("directions") or [] if isinstance(d, dict)]
+    if meta.get("kind") == "interpolation":
+        return "none: the straight line (or path) between checkpoints"
+    if not dirs:
+        return "—"
+    first = dirs[0]
+    kind = first.get("kind")
+    norm = f"{_escaped(first.get('normalization', 'filter'))}-normalized"
+    if kind == "random":
+        text = f"{norm} Gaussian (`random`, Li et al. 2018)" + (
+            ", orthogonalized" if first.get("orthogonalize") else ""
+        )
+    elif kind in ("low_rank", "lora"):
+        targets = first.get("target_modules")
+        where = f" on {_escaped(', '.join(targets))}" if targets else " on every linear layer but the LM head"
+        text = f"rank-{_escaped(first.get('rank'))} LoRA-subspace D = B·A (`lora`){where}, {norm}"
+    elif kind == "adapter":
+        text = f"the LoRA weights of adapter `{_escaped(first.get('adapter_name'))}` (`adapter`), {norm}"
+    elif kind == "trajectory":
+        text = "the top PCA directions of a training path"
+    else:
+        text = f"`{_escaped(kind)}`" if kind else "given by the user"
+    seeds = meta.get("seeds")
+    if seeds:
+        return text + f"; mean over seeds {_escaped(', '.join(map(str, seeds)))} (their spread is saved)"
+    return text + (f"; seed {_escaped(meta.get('seed'))}" if meta.get("seed") is not None else "")
+
+
 def surface_section(folder: str, surface: Surface, plots: Sequence[str] | None = None) -> str:
-    """The card section of one surface: its plots, a table of its numbers and how to reproduce it.
+    """The card section of one surface: its plots, a table of what it is (model and, for an interpolation, the other
+    end; objective, dataset and loss; directions; grid) and its numbers, and how to reproduce it.
 
     `plots` are the plot files in the surface's folder (`plot_<kind>.<format>`); the card shows the curve, or the
     contour and 3-D plots, in the first format the Hub shows inline, and links the others. By default: the PNGs.
@@ -167,22 +262,23 @@ def surface_section(folder: str, surface: Surface, plots: Sequence[str] | None =
     import numpy as np
 
     meta = surface.metadata
-    model = meta.get("model", {})
-    objective = meta.get("objective", {})
+    objective = meta.get("objective") or {}
+    objective = objective if isinstance(objective, dict) else {}
     grid = meta.get("grid", {})
-    dirs = meta.get("directions", [])
     prefix = f"{folder}/" if folder else ""
     shown = ["curve"] if surface.ndim == 1 else ["contour", "surface"]
     images = _plot_links(prefix, shown, [f"plot_{k}.png" for k in shown] if plots is None else list(plots))
     finite = surface.values[np.isfinite(surface.values)]
     # Every value taken from the surface is escaped (`_escaped`): it can hold no marker, fence or cell separator.
-    rows = [
-        ("kind", _escaped(surface.kind)),
-        (
-            "model",
-            f"`{_escaped(model.get('name_or_path'))}`"
-            + (f" @ `{_escaped(str(model['commit_sha'])[:12])}`" if model.get("commit_sha") else ""),
-        ),
+    rows = [("kind", _escaped(surface.kind)), ("model", _model_cell(meta.get("model", {})))]
+    if surface.kind == "interpolation":
+        models = ((meta.get("path") or {}).get("models") or [])[1:] or [meta.get("other_model")]
+        rows.append(("to" if len(models) == 1 else "through", " → ".join(_model_cell(m) for m in models)))
+    rows += [
+        ("objective", _objective_cell(objective)),
+        ("dataset", _dataset_cell(objective)),
+        ("loss", _loss_cell(objective)),
+        ("directions", _directions_cell(meta)),
         ("centre loss", _fmt(surface.centre)),
         ("lowest / highest loss", f"{_fmt(float(finite.min()))} / {_fmt(float(finite.max()))}" if finite.size else "—"),
     ]
@@ -190,24 +286,38 @@ def surface_section(folder: str, surface: Surface, plots: Sequence[str] | None =
         index = surface.centre_index
         value = _fmt(float(surface.metrics[name][index]) if index else float("nan"))
         rows.append((f"{_escaped(name)} at centre", value))
+    dirs = meta.get("directions") or []
+    first = dirs[0] if dirs and isinstance(dirs[0], dict) else {}
+    resumed = (meta.get("resumed") or {}).get("points") if isinstance(meta.get("resumed"), dict) else None
+    compute = meta.get("compute_time_s", meta.get("wall_time_s"))
     rows += [
         ("span", _escaped(" × ".join("[{}, {}]".format(*_pair(p)) for p in grid.get("span", [])))),
         ("steps", _escaped(" × ".join(str(n) for n in grid.get("steps", [])))),
-        ("normalization", _escaped(_fmt(dirs[0].get("normalization"))) if dirs else "— (interpolation)"),
+        ("normalization", _escaped(_fmt(first.get("normalization"))) if first else "— (interpolation)"),
         ("seed", _escaped(_fmt(meta.get("seed")))),
         (
-            "evaluation tokens",
-            f"{_escaped(_fmt(objective.get('num_tokens')))} (fingerprint `{_escaped(objective.get('fingerprint'))}`)",
+            "evaluation data",
+            f"{_escaped(_fmt(objective.get('num_tokens', objective.get('num_examples'))))} "
+            f"{'tokens' if 'num_tokens' in objective else 'examples'} (fingerprint "
+            f"`{_escaped(objective.get('fingerprint'))}`)",
         ),
-        ("wall time", f"{_escaped(_fmt(meta.get('wall_time_s')))} s"),
+        (
+            "compute time",
+            f"{_escaped(_fmt(compute))} s"
+            + (f" over several runs (resumed with {_escaped(resumed)} points saved)" if resumed else ""),
+        ),
     ]
     table = "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
     title = folder or _escaped(surface.kind)
-    command = html.escape(reproduce_command(surface), quote=True)  # exact when shown; holds no `<`, so no marker
-    return (
-        f"<!-- surface:{folder} -->\n### {title}\n\n{images}\n\n{table}\n\n"
-        f"Reproduce:\n\n<pre><code>{command}</code></pre>\n<!-- /surface:{folder} -->"
-    )
+    command, notes = reproduce_command(surface), reproduce_notes(surface)
+    if command is None:
+        how = "Made with the Python API" + (f": {_escaped('; '.join(notes))}." if notes else ".")
+    else:
+        # exact when shown; holds no `<`, so no marker
+        how = f"Reproduce:\n\n<pre><code>{html.escape(command, quote=True)}</code></pre>"
+        if notes:
+            how += "\n\n" + "\n".join(f"- {_escaped(n)}" for n in notes)
+    return f"<!-- surface:{folder} -->\n### {title}\n\n{images}\n\n{table}\n\n{how}\n<!-- /surface:{folder} -->"
 
 
 def _plot_links(prefix: str, kinds: Sequence[str], names: Sequence[str]) -> str:
@@ -222,29 +332,55 @@ def _plot_links(prefix: str, kinds: Sequence[str], names: Sequence[str]) -> str:
     return " ".join(links)
 
 
-def reproduce_command(surface: Surface) -> str:
-    """The command that made the surface (recorded by the CLI), or the equivalent one built from its metadata."""
+# Options of a recorded command that act on the author's own output, left out of the command a reader runs.
+_OWN_OPTIONS = {"--push-to-hub": 1, "--path-in-repo": 1, "--private": 0, "--overwrite": 0}
+
+
+def recorded_command(command: str) -> str:
+    """A command the CLI recorded, as a reader may run it: without the author's push options, and with any local
+    absolute path named by its folder or file name (a Hub cache folder by its repo id)."""
+    import shlex
+
+    from ..provenance import public_name
+
+    try:
+        argv = shlex.split(command)
+    except ValueError:
+        return command
+    kept: list[str] = []
+    skip = 0
+    for arg in argv:
+        if skip:
+            skip -= 1
+            continue
+        option = arg.split("=", 1)[0]
+        if option in _OWN_OPTIONS:
+            skip = _OWN_OPTIONS[option] if "=" not in arg else 0
+            continue
+        kept.append(arg)
+    public = []
+    for arg in kept:
+        option, eq, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+        public.append(f"{option}{eq}{public_name(value)}" if value.startswith("/") else arg)
+    return command if public == argv else shlex.join(public)
+
+
+def reproduce_command(surface: Surface) -> str | None:
+    """The command that makes the surface again: the one the command line recorded (`recorded_command`), or else the
+    one written from its metadata (`cli.reproduce`: the subcommand of its kind, every model of an interpolation, its
+    objective, its directions as drawn, its grid); None when the command line cannot make it."""
     meta = surface.metadata
     if meta.get("command"):
-        return str(meta["command"])
-    model = meta.get("model", {})
-    grid = meta.get("grid", {})
-    dirs = meta.get("directions", [])
-    objective = meta.get("objective", {}).get("config", {})
-    parts = ["hf-landscape", "line" if surface.kind == "line" else surface.kind, str(model.get("name_or_path"))]
-    if model.get("commit_sha"):
-        parts += ["--revision", model["commit_sha"]]
-    parts += ["--text-file", "YOUR_TEXT.txt"]
-    if objective.get("max_length"):
-        parts += ["--max-length", str(objective["max_length"])]
-    steps = grid.get("steps", [])
-    if steps:
-        parts += ["--steps", *[str(s) for s in steps]]
-    if grid.get("span"):
-        parts.append("--span=" + ",".join("{}:{}".format(*_pair(p)) for p in grid["span"]))
-    if dirs:
-        parts += ["--seed", str(meta.get("seed")), "--normalization", str(dirs[0].get("normalization"))]
-        if dirs[0].get("include_1d"):
-            parts.append("--include-1d")
-    parts += ["--out", "out/"]
-    return " ".join(parts)
+        return recorded_command(str(meta["command"]))
+    from ..cli.reproduce import reproduce_command as written
+
+    return written(meta)[0]
+
+
+def reproduce_notes(surface: Surface) -> list[str]:
+    """What the command cannot say (placeholders for data given in memory, metrics given as functions, ...)."""
+    if surface.metadata.get("command"):
+        return []
+    from ..cli.reproduce import reproduce_command as written
+
+    return written(surface.metadata)[1]

@@ -15,11 +15,12 @@ that has one gets the faster or wider path that needs it; one that has not is to
 | `LossTensor`         | `loss_tensor`, `num_tokens`              | deferred loss reads and CUDA graphs on a GPU       |
 | `DifferentiableLoss` | `loss_terms`                             | curvature, SAM sharpness, directional derivatives  |
 | `TokenView`          | `active_examples`, `tokenizer`           | per-token loss maps and token curvature            |
+| `LogitTerms`         | `logit_terms`                            | Gauss-Newton and Fisher curvature (`operator="ggn"`) |
 
 Callers ask `supports(objective, Ability)` (or `require(...)`, which raises an `ObjectiveError` naming the methods to
-add), never `hasattr`. `CausalLMObjective` declares all four, `MultipleChoiceObjective` `StackedEvaluation` and
-`DifferentiableLoss`, `GlueObjective` `DifferentiableLoss`, `GenerationObjective` none: it decodes greedily, reading
-every step's tokens back, so it also declares `eager_only` (no stacking, CUDA graphs or compile).
+add), never `hasattr`. `CausalLMObjective` declares all five, `MultipleChoiceObjective` `StackedEvaluation` and
+`DifferentiableLoss`, `GlueObjective` `DifferentiableLoss` and `LogitTerms`, `GenerationObjective` none: it decodes
+greedily, reading every step's tokens back, so it also declares `eager_only` (no stacking, CUDA graphs or compile).
 
 `eval_mode` and `evaluate` are how the engine, the curvature functions and the objectives themselves run a model:
 in eval mode, with every module's own train/eval flag given back afterwards.
@@ -157,12 +158,49 @@ class TokenView(Protocol):
         ...
 
 
+#: the per-row losses `LogitTerm.loss` names; each has a closed-form Hessian in the logits (`curvature.gauss_newton`)
+OUTPUT_LOSSES = ("cross_entropy", "squared_error")
+
+
+@dataclass
+class LogitTerm:
+    """One batch's share of the loss as a function of its logits: `scale · Σ_rows ℓ(logits[row], targets[row])`.
+
+    Args:
+        logits: `(rows, classes)`, differentiable in the weights: the rows that count (a causal LM's counted
+            predictions, a classifier's examples).
+        targets: `(rows,)`: class ids for `"cross_entropy"`, target values for `"squared_error"` (which reads
+            `logits[:, 0]`).
+        loss: one of `OUTPUT_LOSSES`: softmax cross-entropy, or the squared error (z₀ − y)².
+        scale: what the row sum is multiplied by (1 / the number of tokens or examples of the whole set), so the
+            terms add up to the objective's value.
+    """
+
+    logits: torch.Tensor
+    targets: torch.Tensor
+    loss: str
+    scale: float
+
+
+@runtime_checkable
+class LogitTerms(Protocol):
+    """The loss batch by batch as logits and a per-row loss of them (`LogitTerm`): the generalized Gauss-Newton
+    matrix JᵀH_outJ and the empirical Fisher (`curvature`, `operator="ggn"` / `"fisher"`) need the logits, which a
+    scalar loss does not give."""
+
+    def logit_terms(self, model: torch.nn.Module) -> Iterator[LogitTerm]:
+        """One `LogitTerm` per batch (autograd on, one batch's graph alive at a time); their losses add up to the
+        objective's value."""
+        ...
+
+
 #: each optional ability and the members an objective adds to have it
 ABILITIES: dict[type, tuple[str, ...]] = {
     StackedEvaluation: ("evaluate_points", "loss_points"),
     LossTensor: ("loss_tensor", "num_tokens"),
     DifferentiableLoss: ("loss_terms",),
     TokenView: ("active_examples", "tokenizer"),
+    LogitTerms: ("logit_terms",),
 }
 
 

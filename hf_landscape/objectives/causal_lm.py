@@ -23,7 +23,16 @@ from .. import io
 from ..config import BaseConfig, check_choice
 from ..errors import ConfigError, ModelError, ObjectiveError
 from . import fused_nll, text_data
-from .base import DifferentiableLoss, Evaluation, LossTensor, Objective, StackedEvaluation, TokenView
+from .base import (
+    DifferentiableLoss,
+    Evaluation,
+    LogitTerm,
+    LogitTerms,
+    LossTensor,
+    Objective,
+    StackedEvaluation,
+    TokenView,
+)
 from .nll import aligned_output_head, token_nll
 from .text_data import IGNORE_INDEX, Batch
 
@@ -73,7 +82,7 @@ class CausalLMObjectiveConfig(BaseConfig):
             raise ConfigError(f"`text_column` must be a column name, got {self.text_column!r}.")
 
 
-class CausalLMObjective(Objective, StackedEvaluation, LossTensor, DifferentiableLoss, TokenView):
+class CausalLMObjective(Objective, StackedEvaluation, LossTensor, DifferentiableLoss, TokenView, LogitTerms):
     """Masked token-level causal-LM loss over a fixed evaluation set, tokenized once.
 
     Args:
@@ -258,7 +267,10 @@ class CausalLMObjective(Objective, StackedEvaluation, LossTensor, Differentiable
         out = super().describe()
         out.update(num_examples=self.num_examples, num_tokens=self.num_tokens, source=self.source)
         if self.tokenizer is not None:
-            out["tokenizer"] = getattr(self.tokenizer, "name_or_path", None) or type(self.tokenizer).__name__
+            from ..provenance import public_name
+
+            name = getattr(self.tokenizer, "name_or_path", None)
+            out["tokenizer"] = public_name(name) if name else type(self.tokenizer).__name__
         return out
 
     def bind(self, model: Any) -> None:
@@ -352,6 +364,17 @@ class CausalLMObjective(Objective, StackedEvaluation, LossTensor, Differentiable
         self.bind(model)
         for b in self._batches:
             yield token_nll(model(**self._inputs(b)).logits, b).sum() / self.num_tokens
+
+    def logit_terms(self, model: torch.nn.Module) -> Iterator[LogitTerm]:
+        """The loss batch by batch as the counted predictions' logits `(rows, vocab)` and their targets, softmax
+        cross-entropy scaled by 1 / the number of tokens: what the Gauss-Newton curvature needs. Autograd on."""
+        self.bind(model)
+        for b in self._batches:
+            logits = model(**self._inputs(b)).logits
+            rows = logits[:, :-1, :].reshape(-1, logits.shape[-1]) if b.full else None
+            if rows is None:
+                rows = logits.flatten(0, 1).index_select(0, b.counted)
+            yield LogitTerm(rows, b.targets, "cross_entropy", 1.0 / self.num_tokens)
 
     def evaluate_points(self, model: torch.nn.Module, forward: Any, k: int) -> list[Evaluation]:
         """The loss at `k` grid points from one forward per batch: `forward(inputs)` returns the logits of all

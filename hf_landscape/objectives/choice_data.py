@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, ObjectiveError
-from . import glue_data
+from . import classification_data
 
 
 @dataclass
@@ -50,8 +50,8 @@ def load_table(
                 raise ConfigError(f"The data hold the splits {sorted(splits)}; pick one with `split=`.")
             split = splits[0]
     if data is not None:
-        return glue_data._from_data(data, str(split))
-    return glue_data._from_files(data_files, str(split), column_names, csv_delimiter)
+        return classification_data._from_data(data, str(split))
+    return classification_data._from_files(data_files, str(split), column_names, csv_delimiter)
 
 
 def _dict_splits(data: Any) -> list[str] | None:

@@ -1,7 +1,8 @@
 """The GLUE tasks: what each reads (its text columns), predicts (labels or a score) and reports (its metrics).
 
-`GLUE_TASKS` maps a task name to its `GlueTask`; `glue_task` finds one by any usual spelling ("SST-2", "mnli-m").
-What does not live here: loading the examples (`glue_data`), the loss and metrics (`glue`).
+`GLUE_TASKS` maps a task name to its `GlueTask`, a `ClassificationTask` (`tasks`) with GLUE's default split and Hub
+configuration: GLUE tasks are presets of text classification. `glue_task` finds one by any usual spelling ("SST-2",
+"mnli-m"). What does not live here: loading the examples (`glue_data`), the loss and metrics (`glue`).
 """
 
 from __future__ import annotations
@@ -9,10 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import ConfigError
+from .tasks import ClassificationTask
 
 
 @dataclass(frozen=True)
-class GlueTask:
+class GlueTask(ClassificationTask):
     """What a GLUE task reads and reports.
 
     Args:
@@ -22,21 +24,13 @@ class GlueTask:
         num_labels: classes, or 1 for the regression task STS-B.
         label_names: class names by label id, as in the Hub dataset (empty for STS-B).
         metrics: `(key, metric module)` pairs: `key` names the metric in `Evaluation.metrics` and `Surface.metrics`.
+        label_column: the column of the labels, `"label"`.
         default_split: the split read when none is given.
         hub_config: the configuration of the Hub dataset.
     """
 
-    name: str
-    text_columns: tuple[str, ...]
-    num_labels: int
-    label_names: tuple[str, ...]
-    metrics: tuple[tuple[str, str], ...]
     default_split: str = "validation"
     hub_config: str = ""
-
-    @property
-    def is_regression(self) -> bool:
-        return self.num_labels == 1
 
 
 _ACC = (("accuracy", "accuracy"),)

@@ -185,7 +185,9 @@ def _draw_curve(
         lw=1.8,
         marker="o" if len(surface.x) <= 41 else None,
         markersize=3,
-        label="mean over seeds" if surface.spread is not None else None,
+        label="mean over seeds"
+        if surface.spread is not None
+        else ("trained curve" if surface.kind == "curve" else None),
     )
     if surface.spread is not None and metric is None and not log_scale:
         ax.fill_between(surface.x, z - surface.spread, z + surface.spread, color="C0", alpha=0.25, label="± 1 std")
@@ -194,6 +196,9 @@ def _draw_curve(
     centre = np.flatnonzero(surface.x == 0.0)
     if len(centre):
         ax.plot(surface.x[centre], z[centre], linestyle="none", label=CENTRE_LABEL, **_CENTRE_STYLE)
+    straight = (surface.metadata.get("curve") or {}).get("linear_values")
+    if straight is not None and metric is None and not log_scale:  # a trained curve beside the straight path
+        ax.plot(surface.x, straight, "--", color="C1", lw=1.4, label="straight path")
     if surface.kind == "interpolation":
         knots = (surface.metadata.get("path") or {}).get("knots") or [0, 1]
         if len(knots) <= 2:
@@ -226,6 +231,9 @@ def _draw_3d(
     index = surface.centre_index
     if index is not None and np.isfinite(zz[index]):
         ax.plot([0.0], [0.0], [float(zz[index])], linestyle="none", label=CENTRE_LABEL, zorder=5, **_CENTRE_STYLE)
+    for name, (px, py) in (surface.metadata.get("points") or {}).items():  # named models, on the floor
+        ax.plot([px], [py], [lo], linestyle="none", marker="o", color="black", zorder=6)
+        ax.text(px, py, lo, f" {name}", fontsize=LABEL_SIZE + 2, zorder=7)
     xlabel, ylabel = axis_labels(surface)
     ax.set_xlabel(xlabel, labelpad=6)
     ax.set_ylabel(ylabel, labelpad=6)
@@ -239,14 +247,24 @@ def _draw_3d(
 
 
 def _draw_overlays(ax: Any, surface: Surface, metric: str | None) -> None:
-    """The centre marker, the projected gradient and a training path, on 2-D plots."""
+    """The centre marker, the projected gradient, a training path, named models and a projected curve, on 2-D plots."""
     handles = False
-    ax.plot([0.0], [0.0], linestyle="none", label=CENTRE_LABEL, zorder=6, **_CENTRE_STYLE)
+    if not surface.metadata.get("points"):  # on a plane through models, the first model is the centre, named below
+        ax.plot([0.0], [0.0], linestyle="none", label=CENTRE_LABEL, zorder=6, **_CENTRE_STYLE)
     if metric is None and "dL/dalpha" in surface.metrics and "dL/dbeta" in surface.metrics:
         X, Y = np.meshgrid(surface.x, np.asarray(surface.y))
         u, v = surface.metrics["dL/dalpha"], surface.metrics["dL/dbeta"]
         ok = np.isfinite(u) & np.isfinite(v)
         ax.quiver(X[ok], Y[ok], -u[ok], -v[ok], color="0.3", angles="xy", label="−∇L (projected)")
+        handles = True
+    points = surface.metadata.get("points") or {}
+    for k, (name, (px, py)) in enumerate(points.items()):  # the models of a plane through three (`plane_through`)
+        ax.plot([px], [py], linestyle="none", marker="o", color=f"C{k + 1}", markeredgecolor="black", zorder=6)
+        ax.annotate(name, (px, py), xytext=(5, 5), textcoords="offset points", fontsize=LABEL_SIZE + 2, zorder=7)
+    curve = (surface.metadata.get("curve_on_plane") or {}).get("coordinates")
+    if curve:  # a trained curve between two of them, projected on the plane
+        xy = np.asarray(curve, dtype=np.float64).reshape(-1, 2)
+        ax.plot(xy[:, 0], xy[:, 1], "--", color="C3", lw=1.4, label="trained curve (projected)")
         handles = True
     path = (surface.metadata.get("trajectory") or {}).get("coordinates")
     if path:  # the optimizer's path projected on the plane (Li et al. 2018, section 7)

@@ -30,8 +30,8 @@ def _objective_text(surface: Surface) -> str | None:
     if kind == "CausalLMObjective":
         tokens = objective.get("num_tokens")
         return "causal-LM loss" + (f" on {tokens:,} tokens" if isinstance(tokens, int) else "")
-    if kind == "GlueObjective":
-        task = str(config.get("task", "GLUE")).upper()
+    if kind in ("GlueObjective", "TextClassificationObjective"):
+        task = str(config.get("task", "GLUE")).upper() if kind == "GlueObjective" else str(config.get("task_name"))
         examples = objective.get("num_examples")
         loss = "MSE" if objective.get("loss") == "mse" else "cross-entropy"
         return f"{task} {loss}" + (f" on {examples:,} examples" if isinstance(examples, int) else "")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -89,7 +90,8 @@ def _model_link(model: Mapping[str, Any]) -> str:
     if not name:
         return "<em>not recorded</em>"
     revision = model.get("commit_sha") or model.get("revision")
-    from_hub = bool(model.get("commit_sha")) or ("/" in str(name) and not model.get("local_path"))
+    local = model.get("local") or model.get("local_path")
+    from_hub = bool(model.get("commit_sha")) or ("/" in str(name) and not local)
     url = hub_url(name, revision) if from_hub else None
     if url is None:
         return f"<code>{_e(name)}</code>"
@@ -182,6 +184,8 @@ def _provenance_rows(surface: Surface) -> list[tuple[str, str]]:
                 [
                     ("created", meta.get("created")),
                     ("wall time (s)", meta.get("wall_time_s")),
+                    ("compute time over every run (s)", meta.get("compute_time_s")),
+                    ("resumed points", (meta.get("resumed") or {}).get("points")),
                     ("processes", meta.get("processes")),
                     ("device", model.get("device")),
                 ]
@@ -195,13 +199,15 @@ def _provenance_rows(surface: Surface) -> list[tuple[str, str]]:
     source = meta.get("source")
     if isinstance(source, dict):
         rows.append(("Imported from", _kv(sorted(source.items()))))
-    command = meta.get("command")
+    from ..hub.card import reproduce_command
+
+    command = reproduce_command(surface)  # the card's: recorded by the CLI, or written from the metadata
     rows.append(
         (
             "Reproduce",
             f"<pre><code>{_e(command)}</code></pre>"
             if command
-            else "<em>no command recorded (the surface was made from Python)</em>",
+            else "<em>no command line makes it (the surface was made from Python)</em>",
         )
     )
     return rows
@@ -221,10 +227,16 @@ _TITLES = {
 }
 
 
-def _table_html(rows: list[dict[str, Any]], radius: float, rise: float, confidence: float) -> str:
+def _table_html(
+    rows: list[dict[str, Any]], radius: float, rise: float, confidence: float, radii: Sequence[float]
+) -> str:
+    from ..analysis.summaries import rise_text
+
     keys = [k for k in dict.fromkeys(k for row in rows for k in row) if k != "model" and not k.endswith("_ci")]
 
-    def cell(value: Any, interval: Any) -> str:
+    def cell(value: Any, interval: Any, key: str = "", r_max: float = math.inf) -> str:
+        if key == "rise_radius" and isinstance(value, float) and not math.isfinite(value):
+            return _e(rise_text(value, interval, r_max))  # beyond the grid, not at infinity
         if isinstance(value, float):
             text = number(value, 4)
             if isinstance(interval, (list, tuple)) and len(interval) == 2:
@@ -240,7 +252,7 @@ def _table_html(rows: list[dict[str, Any]], radius: float, rise: float, confiden
         else:  # a metric's name: user text, never a format string
             title = key.replace("centre_", "centre ", 1)
         body += f"<tr><th scope='row'>{_e(title)}</th>" + "".join(
-            f"<td>{cell(row.get(key), row.get(f'{key}_ci'))}</td>" for row in rows
+            f"<td>{cell(row.get(key), row.get(f'{key}_ci'), key, r_max)}</td>" for row, r_max in zip(rows, radii)
         )
         body += "</tr>"
     note = (
@@ -259,7 +271,9 @@ def _summary_html(surface: Surface, label: str = "") -> str:
         row = {"model": label, **summarize(surface)}
     except SurfaceError as err:
         return f"<p class='note'>No flatness figures: {_e(err)}</p>"
-    return _table_html([row], 0.5, 0.1, 0.95)
+    from ..analysis.summaries import grid_radius
+
+    return _table_html([row], 0.5, 0.1, 0.95, [grid_radius(surface)])
 
 
 _CSS = """
@@ -383,7 +397,10 @@ def compare_html(report: CompareReport, *, title: str | None = None, log_scale: 
     title = title or f"Loss landscapes compared: {', '.join(labels)}"
     subtitle = f"{len(labels)} {first.kind}s · {_grid_text(first)} · colour limits shared by every model"
     try:
-        table = _table_html(report.table(), report.radius, report.rise, report.confidence)
+        from ..analysis.summaries import grid_radius
+
+        radii = [grid_radius(s) for s in report.surfaces.values()]
+        table = _table_html(report.table(), report.radius, report.rise, report.confidence, radii)
     except SurfaceError as err:
         table = f"<p class='note'>No flatness table: {_e(err)}</p>"
     shared = []
