@@ -215,6 +215,15 @@ def test_compare_reports_each_models_accuracy(tok):
         assert report.surfaces[name].values[1, 1] == centre.loss
 
 
+def test_the_basin_of_the_accuracy_along_random_and_worst_case_directions(tok):
+    probe = LandscapeProbe(build("gpt2", tok), MultipleChoiceObjective(GRID, tok), progress=False)
+    centre = probe.evaluate().metrics["accuracy"]
+    result = probe.basin(metric="accuracy", drop=1 / 6, seeds=(1, 2), rounds=1, max_radius=50.0)
+    assert result.metric == "accuracy" and result.centre == centre == 0.5
+    assert len(result.random_radii) == 2 and all(0 < r < 50 for r in result.random_radii)
+    assert result.worst_radius is not None and 0 < result.worst_radius < 50
+
+
 def test_lora_subspace_directions(tok):
     probe = LandscapeProbe(build("llama", tok), MultipleChoiceObjective(GRID, tok), progress=False)
     plane = probe.plane(steps=(3, 3), span=(-4, 4), directions="lora", rank=2, target_modules=["q_proj", "v_proj"])
