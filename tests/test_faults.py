@@ -32,10 +32,12 @@ from hf_landscape import (
     CausalLMObjective,
     CompareReport,
     Direction,
+    GenerationObjective,
     HubError,
     LandscapeError,
     LandscapeProbe,
     ModelError,
+    MultipleChoiceObjective,
     Surface,
     SurfaceError,
 )
@@ -540,6 +542,94 @@ def test_a_peft_models_inner_flags_come_back(tmp_path):
     probe.line(steps=3, direction="adapter")
     probe.plane(steps=(2, 2), directions="lora", rank=2)
     probe.sharpness(rho=0.05, kind="worst", steps=1)
+    assert_same_state(model, before)
+
+
+# Benchmark objectives: choices scored in one forward per batch, and greedy decoding (several forwards per point).
+MC_DATA = {"question": TEXTS[:4], "choices": [["the loss", "a river"]] * 4, "answer": [0, 1, 0, 1]}
+
+
+@pytest.fixture(scope="module")
+def bpe():
+    return train_tokenizer()
+
+
+def benchmark_probe(kind: str, tokenizer) -> LandscapeProbe:
+    if kind == "multiple choice":
+        objective = MultipleChoiceObjective(MC_DATA, tokenizer, batch_size=2)
+    else:
+        objective = GenerationObjective(TEXTS[:4], tokenizer, "refusal", max_new_tokens=4, batch_size=2)
+    return LandscapeProbe(build_gpt2(len(tokenizer)), objective, progress=False)
+
+
+BENCHMARK_GRIDS = {
+    "multiple choice: line": lambda p: p.line(steps=3),
+    "multiple choice: plane over seeds": lambda p: p.plane(steps=(2, 2), seed=[0, 1]),
+    "multiple choice: stacked points": lambda p: LandscapeProbe(
+        p.model, p.objective, progress=False, points_per_forward=2
+    ).plane(steps=(2, 2)),
+    "multiple choice: lora plane": lambda p: p.plane(steps=(2, 2), directions="lora", rank=2),
+    "multiple choice: sharpness": lambda p: p.sharpness(rho=0.05, kind="worst", steps=1),
+    "multiple choice: choice log-likelihoods": lambda p: p.objective.choice_loglikelihoods(p.model),
+    "generation: line": lambda p: p.line(steps=3),
+    "generation: plane over seeds": lambda p: p.plane(steps=(2, 2), seed=[0, 1]),
+    "generation: lora plane": lambda p: p.plane(steps=(2, 2), directions="lora", rank=2),
+    "generation: evaluate": lambda p: p.evaluate((0.5,), p.directions(0, axes=1), details=True),
+    "generation: answers": lambda p: p.objective.generate(p.model),
+}
+
+
+@pytest.mark.parametrize("grid", list(BENCHMARK_GRIDS))
+def test_benchmark_objectives_give_the_model_back_exactly(grid, bpe):
+    probe = benchmark_probe(grid.split(":")[0], bpe)
+    seen = user_set_state(probe.model)
+    before = model_state(probe.model)
+    BENCHMARK_GRIDS[grid](probe)
+    assert_same_state(probe.model, before)
+    seen.clear()
+    probe.model(torch.tensor([IDS[0]]))
+    assert seen == [1], "the user's hook no longer runs"
+
+
+@pytest.mark.parametrize("grid", [g for g in BENCHMARK_GRIDS if "log-likelihoods" not in g and "answers" not in g])
+def test_benchmark_objectives_interrupted_midway_give_the_model_back_exactly(grid, bpe, monkeypatch):
+    probe = benchmark_probe(grid.split(":")[0], bpe)
+    user_set_state(probe.model)
+    before = model_state(probe.model)
+    calls = {"n": 0}
+    original = torch.nn.Module.__call__
+
+    def interrupting(module, *args, **kwargs):
+        # The second pass through the last block: the second batch of choices, or the first decoding step after
+        # the prompts (mid-generation, at a perturbed point).
+        if module is probe.model.transformer.h[1]:
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise KeyboardInterrupt
+        return original(module, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "__call__", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        BENCHMARK_GRIDS[grid](probe)
+    monkeypatch.undo()
+    assert_same_state(probe.model, before)
+
+
+def test_a_scorer_failing_mid_grid_is_a_landscape_error_and_the_model_comes_back(bpe):
+    calls = []
+
+    def scorer(prompt, generation):
+        calls.append(1)
+        if len(calls) == 7:  # the check when the objective is made, the first point, then the second's second prompt
+            raise ValueError("cannot score")
+        return 0.0
+
+    model = build_gpt2(len(bpe))
+    probe = LandscapeProbe(model, GenerationObjective(TEXTS[:4], bpe, scorer, max_new_tokens=3), progress=False)
+    user_set_state(model)
+    before = model_state(model)
+    with pytest.raises(LandscapeError, match="`scorer` .* raised ValueError \\(cannot score\\) on prompt 1"):
+        probe.plane(steps=(2, 2))
     assert_same_state(model, before)
 
 

@@ -162,6 +162,7 @@ class GridRunner:
                 "several processes; launch it that way, or leave `distributed` unset."
             )
         self._compiled: Any = None
+        check_eager(objective, config)
 
     @property
     def num_processes(self) -> int:
@@ -268,6 +269,7 @@ class GridRunner:
     ) -> GridResult:
         """Evaluate the objective at θ₀ + α·d₀ (a line, `axes=[x]`) or θ₀ + α·d₀ + β·d₁ (a plane, `axes=[x, y]`) at
         every point of the grid (`grid.grid_points` order), checkpointed into `checkpoint_dir` if given."""
+        check_eager(self.objective, self.config)
         checkpoint = self.checkpoint(checkpoint_dir, checkpoint_every, kind, axes, directions)
         points = grid_points(axes)
         if self.config.compiles_stacked:  # the stacked forward is compiled instead (`StackedPoints(compile=True)`)
@@ -412,6 +414,15 @@ class GridRunner:
             chunk=chunk,
             shard=self.shard,
             graphs=graphs,
+        )
+
+
+def check_eager(objective: Objective, config: ExecutionConfig) -> None:
+    """Refuse `compile=True` for an objective that must run eagerly (`Objective.eager_only`: generation)."""
+    if config.compile and objective.eager_only:
+        raise ConfigError(
+            f"`compile=True` cannot run {type(objective).__name__}: its evaluation reads every step's tokens back to "
+            "the host, so a compiled forward would be rebuilt at every step; pass `compile=False`."
         )
 
 

@@ -18,7 +18,9 @@ that has one gets the faster or wider path that needs it; one that has not is to
 | `LogitTerms`         | `logit_terms`                            | Gauss-Newton and Fisher curvature (`operator="ggn"`) |
 
 Callers ask `supports(objective, Ability)` (or `require(...)`, which raises an `ObjectiveError` naming the methods to
-add), never `hasattr`. `CausalLMObjective` declares all five, `GlueObjective` `DifferentiableLoss` and `LogitTerms`.
+add), never `hasattr`. `CausalLMObjective` declares all five, `MultipleChoiceObjective` `StackedEvaluation` and
+`DifferentiableLoss`, `GlueObjective` `DifferentiableLoss` and `LogitTerms`, `GenerationObjective` none: it decodes
+greedily, reading every step's tokens back, so it also declares `eager_only` (no stacking, CUDA graphs or compile).
 
 `eval_mode` and `evaluate` are how the engine, the curvature functions and the objectives themselves run a model:
 in eval mode, with every module's own train/eval flag given back afterwards.
@@ -66,6 +68,9 @@ class Objective(ABC):
     config: Any
     #: the transformers auto class `LandscapeProbe.from_pretrained` loads models with for this objective
     auto_model_class: str = "AutoModelForCausalLM"
+    #: True for an objective whose evaluation reads values back to the host as it runs (greedy decoding reads every
+    #: step's tokens): the engine evaluates it eagerly, one point per forward, and refuses `compile=True`
+    eager_only: bool = False
 
     @abstractmethod
     def bind(self, model: torch.nn.Module) -> None:
