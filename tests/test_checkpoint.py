@@ -229,6 +229,80 @@ def test_a_key_of_values_json_cannot_hold_is_kept_as_text(tmp_path):
     assert GridCheckpoint(tmp_path, dict(key)).load(2)[1].all()
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_key_holding_nan_or_inf_is_refused(tmp_path, value):
+    with pytest.raises(ConfigError, match="NaN or inf"):  # it would never equal itself, so it could not resume
+        GridCheckpoint(tmp_path, {"span": [value, 1.0]})
+
+
+def saved_grid(folder, key=None):
+    """A checkpoint of 3 points, 2 of them done, saved in `folder`; its record as written."""
+    GridCheckpoint(folder, key or {"kind": "line"}).save(np.arange(3.0), np.array([True, True, False]), {})
+    return json.loads((folder / META_NAME).read_text())
+
+
+def test_save_creates_nested_folders(tmp_path):
+    folder = tmp_path / "a" / "b"
+    saved_grid(folder)
+    assert GridCheckpoint(folder, {"kind": "line"}).load(3)[1].tolist() == [True, True, False]
+
+
+def test_saves_are_durable_unless_asked_otherwise(tmp_path, monkeypatch):
+    import hf_landscape.io as io
+
+    calls = []
+    for name in ("write_safetensors", "write_json"):
+        real = getattr(io, name)
+        monkeypatch.setattr(io, name, lambda *a, _n=name, _f=real, **kw: calls.append((_n, kw)) or _f(*a, **kw))
+    checkpoint = GridCheckpoint(tmp_path, {"kind": "line"})
+    checkpoint.save(np.zeros(2), np.ones(2, dtype=bool), {})
+    checkpoint.save(np.zeros(2), np.ones(2, dtype=bool), {}, durable=False)
+    assert calls == [
+        ("write_safetensors", {"durable": True}),
+        ("write_json", {"durable": True}),
+        ("write_safetensors", {"durable": False}),
+        ("write_json", {"durable": False}),
+    ]
+
+
+def assert_damaged(folder, match):
+    with pytest.raises(SurfaceError, match=match) as info:
+        GridCheckpoint(folder, {"kind": "line"}).load(3)
+    assert repr(str(folder)) in str(info.value) and "damaged" in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["done", "points"])
+@pytest.mark.parametrize("value", ["2", True, None, 2.0])
+def test_a_count_that_is_not_an_integer_is_damage(tmp_path, name, value):
+    record = saved_grid(tmp_path)
+    (tmp_path / META_NAME).write_text(json.dumps({**record, name: value}))
+    assert_damaged(tmp_path, f"point count `{name}`")
+
+
+@pytest.mark.parametrize("record", [[1, 2], {"done": 2, "points": 3}, {"key": "line", "done": 2, "points": 3}])
+def test_a_record_without_its_key_is_damage(tmp_path, record):
+    saved_grid(tmp_path)
+    (tmp_path / META_NAME).write_text(json.dumps(record))
+    assert_damaged(tmp_path, "no configuration `key`")
+
+
+def test_a_record_whose_counts_disagree_with_its_arrays_is_damage(tmp_path):
+    record = saved_grid(tmp_path)
+    (tmp_path / META_NAME).write_text(json.dumps({**record, "points": 4}))  # arrays of 3 points, 2 done
+    assert_damaged(tmp_path, "counts 2 of 4 points, its arrays 2 of 3")
+    (tmp_path / META_NAME).write_text(json.dumps({**record, "done": 3}))
+    assert_damaged(tmp_path, "counts 3 of 3 points, its arrays 2 of 3")
+
+
+@pytest.mark.parametrize("linked", [META_NAME, ARRAYS_NAME])
+def test_either_file_as_a_link_is_refused(tmp_path, linked):
+    folder = tmp_path / "grid"
+    saved_grid(folder)
+    (folder / linked).rename(tmp_path / linked)
+    (folder / linked).symlink_to(tmp_path / linked)
+    assert_damaged(folder, "is a link")
+
+
 def test_tensor_fingerprint_sees_small_changes_and_equal_sums():
     base = tensor_fingerprint({"w": torch.tensor([1e8, 1.0])})
     assert re.fullmatch(r"[0-9a-f]{32}", base)
