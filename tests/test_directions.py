@@ -805,3 +805,37 @@ def test_pool_restores_torch_threads_after_an_error():
         assert torch.get_num_threads() == 2  # one intra-op thread only while the pool ran
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(
+    ("seed", "axis", "name", "expected"),
+    [
+        (0, 0, "w", 2363836748653666351),
+        (1, 0, "w", 6475266273654058943),
+        (0, 1, "w", 8166766191232664166),
+        (0, 0, "model.layers.0.self_attn.q_proj.weight", 3545088314429859713),
+        (7, 1, "transformer.h.0.attn.c_attn.weight", 2488256300021880350),  # the hash's top bit is cleared
+    ],
+)
+def test_per_weight_seeds_are_fixed_63_bit_numbers(seed, axis, name, expected):
+    """The generator seed of each weight is part of what a saved direction or surface reproduces: pinned."""
+    from hf_landscape.directions.random import seed_for
+
+    assert seed_for(seed, axis, name) == expected < 2**63
+
+
+def test_global_orthogonalization_skips_a_zero_direction_and_goes_on():
+    from hf_landscape.directions.random import _orthogonalize_global
+
+    g = torch.Generator().manual_seed(0)
+    p, v = torch.randn(6, generator=g), torch.randn(6, generator=g)
+    out = _orthogonalize_global({"w": v}, [{"w": torch.zeros(6)}, {"w": p}])["w"]
+    assert abs(float(out.double() @ p.double())) < 1e-5 * float(p.norm() * v.norm())
+    assert float(out.norm()) == pytest.approx(float(v.norm()), rel=1e-6)
+
+
+def test_check_fits_names_the_argument_of_a_tensor_replaced_after_construction():
+    direction = Direction({"w": torch.zeros(2)})
+    direction.tensors["w"] = [0.0, 0.0]
+    with pytest.raises(DirectionError, match=r"`directions\[0\]`\['w'\] must be a tensor"):
+        direction.check_fits({"w": torch.zeros(2)}, argument="directions[0]")
