@@ -839,3 +839,57 @@ def test_check_fits_names_the_argument_of_a_tensor_replaced_after_construction()
     direction.tensors["w"] = [0.0, 0.0]
     with pytest.raises(DirectionError, match=r"`directions\[0\]`\['w'\] must be a tensor"):
         direction.check_fits({"w": torch.zeros(2)}, argument="directions[0]")
+
+
+class Packed(torch.nn.Module):
+    """Holds its weight packed (as `torch.ao` quantized layers do), with an integer parameter of its own inside."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._packed_params = torch.nn.Module()
+        self.scale_codes = torch.nn.Parameter(torch.zeros(2, dtype=torch.int8), requires_grad=False)
+
+
+class Linear4bit(torch.nn.Module):
+    """A layer of a quantization library (`somelib.quantized`) keeping its weight as a buffer, not a parameter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("weight", torch.zeros(4, dtype=torch.uint8))
+
+
+class QuantizedActivation(torch.nn.Module):
+    """A layer of the same library with no weight at all."""
+
+
+Linear4bit.__module__ = QuantizedActivation.__module__ = "somelib.quantized.modules.linear"
+
+
+class IntegerCodes(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.codes = torch.nn.Parameter(torch.zeros(3, dtype=torch.int8), requires_grad=False)
+
+
+def test_quantized_weights_are_found_packed_in_a_quantized_library_or_of_integer_dtype():
+    from hf_landscape.directions.base import quantized_weights
+
+    model = torch.nn.Sequential(
+        torch.nn.Linear(4, 4), Packed(), Linear4bit(), QuantizedActivation(), torch.nn.Sequential(IntegerCodes())
+    )
+    assert quantized_weights(model) == {
+        "1.weight": f"{__name__}.Packed",  # its own integer parameter is part of it, not reported again
+        "2.weight": "somelib.quantized.Linear4bit",
+        "4.0.codes": f"{__name__}.IntegerCodes, int8",
+    }
+    assert quantized_weights(Packed()) == {"weight": f"{__name__}.Packed"}  # the model itself
+    assert quantized_weights(Linear4bit()) == {"weight": "somelib.quantized.Linear4bit"}
+    assert quantized_weights(model, names=["2.weight", "0.weight"]) == {"2.weight": "somelib.quantized.Linear4bit"}
+
+
+def test_quantized_weights_are_refused_naming_the_model_by_default():
+    from hf_landscape.directions.base import refuse_quantized
+
+    refuse_quantized({})
+    with pytest.raises(DirectionError, match=r"^`model` holds 1 quantized weight\(s\).*\['1\.weight'\]"):
+        refuse_quantized({"1.weight": "somelib.quantized.Linear4bit"})
