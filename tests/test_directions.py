@@ -893,3 +893,29 @@ def test_quantized_weights_are_refused_naming_the_model_by_default():
     refuse_quantized({})
     with pytest.raises(DirectionError, match=r"^`model` holds 1 quantized weight\(s\).*\['1\.weight'\]"):
         refuse_quantized({"1.weight": "somelib.quantized.Linear4bit"})
+
+
+def test_a_direction_of_meta_tensors_is_refused_naming_its_tensors():
+    with pytest.raises(DirectionError, match=r"^`tensors`\['w'\] is on the meta device"):
+        Direction({"w": torch.empty(2, 2, device="meta")})
+
+
+def test_offloaded_weights_are_refused_by_the_selection():
+    from hf_landscape.directions.base import select_parameters
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4))
+    model[1].weight = torch.nn.Parameter(torch.empty(4, 4, device="meta"))  # as accelerate's offloading leaves it
+    with pytest.raises(DirectionError, match=r"1 selected weight\(s\) are offloaded.*'1\.weight'"):
+        select_parameters(model)
+    assert list(select_parameters(model, exclude=[r"^1\."])) == ["0.weight"]
+
+
+def test_the_selection_refuses_only_the_quantized_weights_it_would_take():
+    from hf_landscape.directions.base import select_parameters
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), Linear4bit(), torch.nn.Sequential(IntegerCodes()))
+    with pytest.raises(DirectionError, match=r"2 quantized weight\(s\).*\['1\.weight', '2\.0\.codes'\]"):
+        select_parameters(model)  # the 1-D integer codes count as a weight: a quantized matrix stored flat
+    with pytest.raises(DirectionError, match=r"1 quantized weight\(s\).*\['2\.0\.codes'\]"):
+        select_parameters(model, exclude=[r"^1\."])
+    assert list(select_parameters(model, include=[r"^0\."])) == ["0.weight"]
