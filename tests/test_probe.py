@@ -584,3 +584,20 @@ def test_autocast_plane_centre_is_the_autocast_loss_and_weights_stay_float32(gpt
 def test_bad_autocast_is_a_config_error(gpt2_model, tokenizer, texts, bad):
     with pytest.raises(ConfigError, match="`autocast` must be one of"):
         LandscapeProbe(gpt2_model(), CausalLMObjective(texts[:2], tokenizer), autocast=bad)
+
+
+def test_path_knots_key_a_checkpoint_by_the_target_or_by_every_knot():
+    from testing_utils import build_gpt2
+
+    from hf_landscape.directions.interpolation import interpolation_target, path_knots
+
+    model, a, b = build_gpt2(100, seed=0), build_gpt2(100, seed=1), build_gpt2(100, seed=2)
+    params, knots, keyed = path_knots(model, [a])
+    target = interpolation_target(model, a)
+    assert list(params) == list(target) and all(torch.equal(t, target[n]) for t, n in zip(knots[0], params))
+    assert list(keyed) == list(target) and all(torch.equal(keyed[n], target[n]) for n in target)
+    _, knots, keyed = path_knots(model, [a, b])
+    names = list(target)
+    assert list(keyed) == [f"0:{n}" for n in names] + [f"1:{n}" for n in names]
+    assert all(torch.equal(keyed[f"1:{n}"], dict(b.named_parameters())[n]) for n in names)
+    assert all(torch.equal(t, keyed[f"1:{n}"]) for t, n in zip(knots[1], names))
