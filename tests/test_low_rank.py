@@ -1001,3 +1001,35 @@ def test_keyword_calls_at_the_centre_run_the_modules_own_forward():
         assert torch.equal(module(input=x), plain)  # no point set yet: the centre
         editor.set_linear((0.0,))
         assert torch.equal(module(input=x), plain)
+
+
+class Packed4bit(torch.nn.Module):
+    """A layer of a quantization library (`somelib.quantized`): its weight is a packed buffer, not a parameter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("weight", torch.zeros(8, dtype=torch.uint8))
+
+
+Packed4bit.__module__ = "somelib.quantized.modules.linear"
+
+
+class QuantizedHead(torch.nn.Module):
+    """A body of linear layers and a quantized output head nested one level down (`lm.head`)."""
+
+    def __init__(self, quantized_body: bool) -> None:
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Linear(4, 4), *([Packed4bit()] if quantized_body else []))
+        self.lm = torch.nn.Module()
+        self.lm.head = Packed4bit()
+
+    def get_output_embeddings(self):
+        return self.lm.head
+
+
+def test_a_quantized_output_head_is_left_out_by_default_and_others_refused():
+    from hf_landscape.directions.low_rank import target_weights
+
+    assert list(target_weights(QuantizedHead(quantized_body=False), None)) == ["body.0.weight"]
+    with pytest.raises(DirectionError, match=r"1 quantized weight\(s\).*\['body\.1\.weight'\]"):
+        target_weights(QuantizedHead(quantized_body=True), None)
