@@ -1,7 +1,8 @@
 """Mutation testing of the core modules with mutmut, one group of modules at a time (`make mutate`; not in CI).
 
 Each group of `[tool.hf_landscape.mutation.groups]` in `pyproject.toml` names the modules it mutates and the tests
-that exercise them, and may narrow the mutants to some functions (`functions`: patterns of mutant names). A group runs in its own folder, `.mutmut/<group>/`, holding links to the package and the tests
+that exercise them; it may narrow the mutants to some functions (`functions`: patterns of mutant names), leave out
+mutants that another group counts (`skip`), and set mutmut settings of its own (e.g. `pytest_add_cli_args`). A group runs in its own folder, `.mutmut/<group>/`, holding links to the package and the tests
 and a `pyproject.toml` made of the shared `[tool.mutmut]` settings with the group's modules (`only_mutate`) and tests
 (`pytest_add_cli_args_test_selection`). mutmut runs, in each mutant, only the tests of the group that execute the
 mutated function. Mutants that survive and are judged equivalent are listed under their reason in
@@ -23,6 +24,7 @@ import argparse
 import fnmatch
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -38,7 +40,8 @@ except ModuleNotFoundError:  # Python 3.10
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / ".mutmut"
-LINKS = ("hf_landscape", "tests")
+LINKS = ("hf_landscape", "tests", "examples", "docs", "README.md")  # what the tests read
+GROUP_KEYS = ("mutate", "tests", "functions", "skip")  # the rest of a group's keys are mutmut settings
 
 # mutmut's exit codes, as its `status_by_exit_code`
 STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", 35: "suspicious"}
@@ -75,16 +78,20 @@ def prepare(group: str, spec: dict[str, Any], config: dict[str, Any], *, fresh: 
     folder.mkdir(parents=True, exist_ok=True)
     for name in LINKS:
         link = folder / name
-        if not link.is_symlink():
+        if not link.is_symlink() and (ROOT / name).exists():
             link.symlink_to(Path("..") / ".." / name)
     mutmut = dict(config["tool"]["mutmut"])
     mutmut["only_mutate"] = list(spec["mutate"])
     mutmut["pytest_add_cli_args_test_selection"] = list(spec["tests"])
-    pytest_ini = config["tool"]["pytest"]["ini_options"]
+    mutmut["also_copy"] = [name for name in LINKS[2:] if (ROOT / name).exists()]  # besides tests/
+    mutmut.update({k: v for k, v in spec.items() if k not in GROUP_KEYS})  # the group's own mutmut settings
+    # The project's pyproject.toml (tests read it too), its [tool.mutmut] table replaced by the group's.
+    text = re.sub(r"(?ms)^\[tool\.mutmut\]\n.*?(?=^\[)", "", (ROOT / "pyproject.toml").read_text())
     (folder / "pyproject.toml").write_text(
-        f"# Written by tests/mutate.py for the group {group!r}; edit pyproject.toml instead.\n\n"
+        f"# Written by tests/mutate.py for the group {group!r}; edit the project's pyproject.toml instead.\n"
+        + text.rstrip("\n")
+        + "\n\n"
         + toml_table("tool.mutmut", mutmut)
-        + toml_table("tool.pytest.ini_options", pytest_ini)
     )
     return folder
 
@@ -101,13 +108,16 @@ def results(folder: Path) -> dict[str, dict[str, Any]]:
 
 
 def summarize(
-    group: str, folder: Path, equivalent: dict[str, str], functions: list[str] | None = None
+    group: str, folder: Path, equivalent: dict[str, str], spec: dict[str, Any] | None = None
 ) -> list[dict[str, Any]]:
-    """Counts per module; with `functions` (mutant-name patterns), of the mutants of those functions only."""
+    """Counts per module; a group's `functions` (mutant-name patterns) keep only their mutants, its `skip`
+    patterns leave out the mutants another group counts."""
+    functions, skip = (spec or {}).get("functions"), (spec or {}).get("skip", [])
     rows = []
     for source, codes in results(folder).items():
         if functions:
             codes = {n: c for n, c in codes.items() if any(fnmatch.fnmatchcase(n, f) for f in functions)}
+        codes = {n: c for n, c in codes.items() if not any(fnmatch.fnmatchcase(n, f) for f in skip)}
         status = {name: STATUS.get(code, "suspicious") for name, code in codes.items()}
         counts = Counter(status.values())
         survivors = sorted(n for n, s in status.items() if s in ("survived", "suspicious", "segfault"))
@@ -133,6 +143,17 @@ def summarize(
     return rows
 
 
+def changed_since_last_run(folder: Path, spec: dict[str, Any]) -> bool:
+    """Whether a module of the group is newer than its mutated copy: mutmut would then measure coverage on the
+    stale copy, whose lines are not the module's, so only a fresh run is right."""
+    for pattern in spec["mutate"]:
+        for source in ROOT.glob(pattern):
+            copy = folder / "mutants" / source.relative_to(ROOT)
+            if not copy.exists() or source.stat().st_mtime > copy.stat().st_mtime:
+                return True
+    return False
+
+
 def module_of(mutant: str) -> str:
     """`hf_landscape.directions.random.x__sqrt__mutmut_3` -> `hf_landscape/directions/random.py`."""
     return mutant.split(".x")[0].replace(".", "/") + ".py"
@@ -152,10 +173,32 @@ def print_rows(rows: list[dict[str, Any]], *, survivors: bool) -> None:
                 print(f"    survived: {name}")
 
 
+def print_markdown(rows: list[dict[str, Any]], equivalent: dict[str, list[str]]) -> None:
+    """The score table and the equivalent mutants, for docs/testing.md."""
+    print("| module | group | mutants run | killed | survived | of which equivalent | score |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        killed = r["killed"] + r["timeout"]
+        survived = r["survived"]
+        print(
+            f"| `{r['module']}` | {r['group']} | {killed + survived} | {killed} | {survived} | {r['equivalent']} "
+            f"| {100 * r['score']:.1f}% |"
+        )
+    counted = {r["module"] for r in rows}
+    print()
+    for reason, names in equivalent.items():
+        names = [n for n in names if module_of(n) in counted]
+        if names:
+            print(f"- **{reason}** ({len(names)}): " + ", ".join(f"`{n.removeprefix('hf_landscape.')}`" for n in names))
+
+
 def run_group(folder: Path, names: list[str], max_children: int) -> int:
     """`mutmut run` in the group's folder; its output goes to `run.log` there."""
     command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *names]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONDONTWRITEBYTECODE="1")
+    # Tests that start Python processes (a SIGKILL mid-grid, torchrun) import the mutated package there too.
+    (folder / "mutants").mkdir(exist_ok=True)
+    path = os.pathsep.join(p for p in (str(folder / "mutants"), os.environ.get("PYTHONPATH", "")) if p)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=path)
     with open(folder / "run.log", "ab") as log:
         return subprocess.run(command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
 
@@ -169,9 +212,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("groups", nargs="*", help=f"groups to run (default: all of {list(groups)})")
     parser.add_argument("--survivors", action="store_true", help="rerun only the last run's surviving mutants")
+    parser.add_argument("--resume", action="store_true", help="go on with the mutants the last run left unchecked")
     parser.add_argument("--summary", action="store_true", help="print the last runs' scores, run nothing")
     parser.add_argument(
         "--show", action="store_true", help="print the diff of every surviving mutant (implies --summary)"
+    )
+    parser.add_argument(
+        "--markdown", action="store_true", help="print the scores and the equivalent mutants as Markdown"
     )
     parser.add_argument("--max-children", type=int, default=1, help="mutants tested at once (default 1)")
     args = parser.parse_args(argv)
@@ -179,33 +226,40 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown groups {unknown}; the groups are {list(groups)}")
     chosen = args.groups or list(groups)
-    args.summary |= args.show
+    args.summary |= args.show or args.markdown
     rows = []
     for group in chosen:
         folder = WORK / group
-        functions = groups[group].get("functions")
+        spec = groups[group]
         if not args.summary:
-            names: list[str] = list(functions or [])
-            if args.survivors:
-                names = [n for r in summarize(group, folder, {}, functions) for n in r["survivors"]]
+            names: list[str] = list(spec.get("functions", []))
+            if (args.survivors or args.resume) and changed_since_last_run(folder, spec):
+                print(f"{group}: a module changed since the last run; running the whole group again")
+                args_survivors = False
+            else:
+                args_survivors = args.survivors
+            if args_survivors:
+                names = [n for r in summarize(group, folder, {}, spec) for n in r["survivors"]]
                 if not names:
                     print(f"{group}: no survivors to rerun")
-                    rows += summarize(group, folder, equivalent, functions)
+                    rows += summarize(group, folder, equivalent, spec)
                     continue
-            folder = prepare(group, groups[group], config, fresh=not args.survivors)
+            resume = args.resume and not changed_since_last_run(folder, spec)
+            folder = prepare(group, groups[group], config, fresh=not (args_survivors or resume))
             start = time.monotonic()
             code = run_group(folder, names, args.max_children)
             print(f"{group}: mutmut exited {code} after {time.monotonic() - start:.0f} s (log: {folder / 'run.log'})")
-        rows += summarize(group, folder, equivalent, functions)
+        rows += summarize(group, folder, equivalent, spec)
     summary = WORK / "summary.json"
     earlier = json.loads(summary.read_text()) if summary.exists() else []
     rows = [r for r in earlier if r["group"] not in chosen and r["group"] in groups] + rows
     rows.sort(key=lambda r: list(groups).index(r["group"]))
+    if args.markdown:
+        print_markdown(rows, mutation.get("equivalent", {}))
+        return 0
     print_rows(rows, survivors=not args.show)
     groups_shown = {r["group"] for r in rows}
-    surviving = {
-        n for g in groups_shown for r in summarize(g, WORK / g, {}, groups[g].get("functions")) for n in r["survivors"]
-    }
+    surviving = {n for g in groups_shown for r in summarize(g, WORK / g, {}, groups[g]) for n in r["survivors"]}
     modules = {r["module"] for r in rows}
     stale = sorted(n for n in equivalent if module_of(n) in modules and n not in surviving)
     if stale:

@@ -151,6 +151,7 @@ def test_stacked_points_fall_back_to_vmaps_loop_when_one_call_attention_fails(ob
 
     model = build_gpt2(len(train_tokenizer()))
     one = LandscapeProbe(model, objective, progress=False, points_per_forward=1).line(steps=3, seed=1)
+    assert np.linspace(-1, 1, 7)[::3].tolist() == np.linspace(-1, 1, 3).tolist()
 
     def broken(*args, **kwargs):
         raise RuntimeError("this architecture reads its attention setting its own way")
@@ -158,11 +159,11 @@ def test_stacked_points_fall_back_to_vmaps_loop_when_one_call_attention_fails(ob
     AttentionInterface.register(attention.NAME, broken)
     try:
         with caplog.at_level(logging.WARNING, logger="hf_landscape.engine"):
-            many = LandscapeProbe(model, objective, progress=False, points_per_forward=3).line(steps=3, seed=1)
+            many = LandscapeProbe(model, objective, progress=False, points_per_forward=3).line(steps=7, seed=1)
     finally:
         AttentionInterface.register(attention.NAME, attention.attention_forward)
-    np.testing.assert_array_equal(many.values, one.values)
-    assert "using vmap's own loop instead" in caplog.text
+    np.testing.assert_array_equal(many.values[::3], one.values)
+    assert caplog.text.count("using vmap's own loop instead") == 1  # tried once, not at every chunk
     assert model.config._attn_implementation == "sdpa"
 
 
@@ -203,12 +204,13 @@ def test_compile_with_several_points_per_forward_compiles_the_stacked_forward():
     original = StackedPoints.__init__
 
     def spy(self, *args, **kwargs):
-        calls.append(kwargs.get("compile"))
         original(self, *args, **kwargs)
+        calls.append((kwargs.get("compile"), self._run))
 
     with mock.patch.object(StackedPoints, "__init__", spy):
         compiled = probe.plane(steps=(3, 3))
-    assert calls == [True]
+    ((flag, run),) = calls
+    assert flag is True and hasattr(run, "_torchdynamo_orig_callable")  # the stacked forward went to torch.compile
     np.testing.assert_allclose(compiled.values, reference.values, rtol=1e-6, atol=0)
     assert "forward" not in model.__dict__
 
@@ -261,3 +263,42 @@ def test_explicit_points_per_forward_does_not_fall_back(objective):
     _forward_that_reads_back(model)
     with pytest.raises(RuntimeError, match=r"\.item\(\)"):
         LandscapeProbe(model, objective, progress=False, points_per_forward=4).plane(steps=(3, 3))
+
+
+def test_an_objective_without_stacked_points_takes_one_point_per_forward():
+    from testing_utils import build_bert_classifier
+
+    from hf_landscape import GlueObjective
+    from hf_landscape.engine import points_per_forward
+
+    model = build_bert_classifier(30)
+    glue = GlueObjective("sst2", data={"input_ids": [[2, 5, 3], [2, 7, 8, 3]], "label": [1, 0]})
+    params = dict(model.named_parameters())
+    assert points_per_forward(model, params, glue, 1, 10) == 1
+    with pytest.raises(ConfigError, match="points_per_forward=1"):
+        points_per_forward(model, params, glue, 2, 10)
+    assert points_per_forward(model, params, glue, "auto", 10) == 1
+
+
+def test_requested_points_per_forward_is_at_most_the_grid(objective):
+    from hf_landscape.engine import points_per_forward
+
+    model = build_gpt2(len(train_tokenizer()))
+    params = dict(model.named_parameters())
+    assert points_per_forward(model, params, objective, 8, 5) == 5
+    assert points_per_forward(model, params, objective, 3, 5) == 3
+
+
+def test_a_complete_saved_grid_is_returned_without_a_forward(objective, tmp_path, monkeypatch):
+    """Stopped after its last point was saved: run again, every point comes from the checkpoint."""
+    from hf_landscape.engine.checkpoint import META_NAME, GridCheckpoint
+
+    model = build_gpt2(len(train_tokenizer()))
+    probe = LandscapeProbe(model, objective, progress=False, points_per_forward=3)
+    reference = probe.line(steps=5, seed=1)
+    monkeypatch.setattr(GridCheckpoint, "clear", lambda self: None)  # stopped before the files were removed
+    probe.line(steps=5, seed=1, checkpoint_dir=tmp_path, checkpoint_every=1)
+    monkeypatch.undo()
+    assert (tmp_path / META_NAME).is_file()
+    monkeypatch.setattr(objective, "evaluate_points", mock.Mock(side_effect=AssertionError("a forward ran")))
+    np.testing.assert_array_equal(probe.line(steps=5, seed=1, checkpoint_dir=tmp_path).values, reference.values)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import logging
 import os
 import re
 import signal
@@ -228,6 +229,80 @@ def test_a_key_of_values_json_cannot_hold_is_kept_as_text(tmp_path):
     assert GridCheckpoint(tmp_path, dict(key)).load(2)[1].all()
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_key_holding_nan_or_inf_is_refused(tmp_path, value):
+    with pytest.raises(ConfigError, match="NaN or inf"):  # it would never equal itself, so it could not resume
+        GridCheckpoint(tmp_path, {"span": [value, 1.0]})
+
+
+def saved_grid(folder, key=None):
+    """A checkpoint of 3 points, 2 of them done, saved in `folder`; its record as written."""
+    GridCheckpoint(folder, key or {"kind": "line"}).save(np.arange(3.0), np.array([True, True, False]), {})
+    return json.loads((folder / META_NAME).read_text())
+
+
+def test_save_creates_nested_folders(tmp_path):
+    folder = tmp_path / "a" / "b"
+    saved_grid(folder)
+    assert GridCheckpoint(folder, {"kind": "line"}).load(3)[1].tolist() == [True, True, False]
+
+
+def test_saves_are_durable_unless_asked_otherwise(tmp_path, monkeypatch):
+    import hf_landscape.io as io
+
+    calls = []
+    for name in ("write_safetensors", "write_json"):
+        real = getattr(io, name)
+        monkeypatch.setattr(io, name, lambda *a, _n=name, _f=real, **kw: calls.append((_n, kw)) or _f(*a, **kw))
+    checkpoint = GridCheckpoint(tmp_path, {"kind": "line"})
+    checkpoint.save(np.zeros(2), np.ones(2, dtype=bool), {})
+    checkpoint.save(np.zeros(2), np.ones(2, dtype=bool), {}, durable=False)
+    assert calls == [
+        ("write_safetensors", {"durable": True}),
+        ("write_json", {"durable": True}),
+        ("write_safetensors", {"durable": False}),
+        ("write_json", {"durable": False}),
+    ]
+
+
+def assert_damaged(folder, match):
+    with pytest.raises(SurfaceError, match=match) as info:
+        GridCheckpoint(folder, {"kind": "line"}).load(3)
+    assert repr(str(folder)) in str(info.value) and "damaged" in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["done", "points"])
+@pytest.mark.parametrize("value", ["2", True, None, 2.0])
+def test_a_count_that_is_not_an_integer_is_damage(tmp_path, name, value):
+    record = saved_grid(tmp_path)
+    (tmp_path / META_NAME).write_text(json.dumps({**record, name: value}))
+    assert_damaged(tmp_path, f"point count `{name}`")
+
+
+@pytest.mark.parametrize("record", [[1, 2], {"done": 2, "points": 3}, {"key": "line", "done": 2, "points": 3}])
+def test_a_record_without_its_key_is_damage(tmp_path, record):
+    saved_grid(tmp_path)
+    (tmp_path / META_NAME).write_text(json.dumps(record))
+    assert_damaged(tmp_path, "no configuration `key`")
+
+
+def test_a_record_whose_counts_disagree_with_its_arrays_is_damage(tmp_path):
+    record = saved_grid(tmp_path)
+    (tmp_path / META_NAME).write_text(json.dumps({**record, "points": 4}))  # arrays of 3 points, 2 done
+    assert_damaged(tmp_path, "counts 2 of 4 points, its arrays 2 of 3")
+    (tmp_path / META_NAME).write_text(json.dumps({**record, "done": 3}))
+    assert_damaged(tmp_path, "counts 3 of 3 points, its arrays 2 of 3")
+
+
+@pytest.mark.parametrize("linked", [META_NAME, ARRAYS_NAME])
+def test_either_file_as_a_link_is_refused(tmp_path, linked):
+    folder = tmp_path / "grid"
+    saved_grid(folder)
+    (folder / linked).rename(tmp_path / linked)
+    (folder / linked).symlink_to(tmp_path / linked)
+    assert_damaged(folder, "is a link")
+
+
 def test_tensor_fingerprint_sees_small_changes_and_equal_sums():
     base = tensor_fingerprint({"w": torch.tensor([1e8, 1.0])})
     assert re.fullmatch(r"[0-9a-f]{32}", base)
@@ -245,6 +320,68 @@ def test_tensor_fingerprint_sees_small_changes_and_equal_sums():
         tensor_fingerprint({"w": ones.double()}),
     }
     assert len(prints) == 4
+
+
+# --- the grid loop around the checkpoint ----------------------------------------------------------------------
+
+
+def test_an_interrupt_right_after_a_save_writes_nothing_more(tmp_path, monkeypatch):
+    probe = make_probe()
+    saves = record_saves(monkeypatch)
+    fail_on_call(probe, monkeypatch, 5)  # points 1-4 done and saved (every 2), the 5th stops the grid
+    with pytest.raises(KeyboardInterrupt):
+        probe.line(steps=6, seed=0, checkpoint_dir=tmp_path, checkpoint_every=2)
+    assert saves == [(2, False), (4, False), (4, True)]  # stopping makes the last save durable, with no new point
+
+
+def test_progress_bar_counts_points_from_those_already_saved(tmp_path, monkeypatch, capsys):
+    probe = make_probe()
+    fail_on_call(probe, monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        probe.line(steps=4, seed=0, checkpoint_dir=tmp_path, checkpoint_every=1)
+    monkeypatch.undo()
+    assert capsys.readouterr().err == ""  # progress=False: silent
+    probe.progress = True
+    probe.line(steps=4, seed=0, checkpoint_dir=tmp_path)
+    err = capsys.readouterr().err
+    assert "line" in err and "pt/s" in err
+    assert "2/4" in err and "0/4" not in err  # the 2 points saved count from the start
+    assert "4/4" not in err  # and the bar is cleared when the grid is done
+
+
+def test_an_interrupt_without_a_checkpoint_logs_no_saving_error(monkeypatch, caplog):
+    probe = make_probe()
+    fail_on_call(probe, monkeypatch, 3)
+    with caplog.at_level(logging.ERROR, logger="hf_landscape.engine"), pytest.raises(KeyboardInterrupt):
+        probe.line(steps=5, seed=0)
+    assert caplog.text == ""
+
+
+def test_wall_time_is_the_grids(monkeypatch):
+    start = time.time()
+    line = make_probe().line(steps=3, seed=0)
+    assert 0 < line.metadata["wall_time_s"] <= time.time() - start
+
+
+def test_non_finite_points_are_counted_in_a_warning(caplog):
+    probe = make_probe()
+    huge = Direction({n: torch.full_like(p, 1e30) for n, p in probe.model.named_parameters() if p.dim() == 2})
+    with caplog.at_level(logging.WARNING, logger="hf_landscape.engine"):
+        probe.line(steps=3, span=(-1, 1), seed=0)
+    assert "non-finite" not in caplog.text
+    with caplog.at_level(logging.WARNING, logger="hf_landscape.engine"):
+        probe.line(steps=3, direction=huge)
+    assert "2 of 3 points gave a non-finite loss" in caplog.text
+
+
+def test_one_point_per_forward_ignores_a_chunk_size(monkeypatch):
+    from hf_landscape.engine import run_grid
+
+    probe = make_probe()
+    points = [(0.0,), (0.5,), (1.0,)]
+    probe.model.eval()
+    values, _, _ = run_grid(probe.model, probe.objective, points, lambda point: None, progress=False, chunk=3)
+    assert values.tolist() == [probe.loss()] * 3  # every point evaluated (the weights were left as they are)
 
 
 SCRIPT = textwrap.dedent(
@@ -302,6 +439,48 @@ def deferred(monkeypatch):
     monkeypatch.setattr(engine.POLICY, "defers_reads", lambda model, objective: hasattr(objective, "loss_tensor"))
     monkeypatch.setattr(engine.POLICY, "deferred_points", 5)
     return engine.POLICY
+
+
+def test_deferred_reads_of_a_last_single_point(deferred, capsys):
+    reference = make_probe().line(steps=6, seed=1)
+    reads = []
+    original = torch.Tensor.tolist
+    probe = make_probe()
+    probe.progress = True  # the bar advances at every read
+    with mock.patch.object(torch.Tensor, "tolist", lambda t: reads.append(t.numel()) or original(t)):
+        line = probe.line(steps=6, seed=1)
+    np.testing.assert_array_equal(line.values, reference.values)
+    assert reads == [5, 1]
+
+
+def record_saves(monkeypatch) -> list[tuple[int, bool]]:
+    """The number of finished points at every checkpoint save, and whether that save was durable (fsync)."""
+    saves: list[tuple[int, bool]] = []
+    real_save = GridCheckpoint.save
+
+    def save(self, *args, durable=True):
+        saves.append((int(args[1].sum()), durable))
+        return real_save(self, *args, durable=durable)
+
+    monkeypatch.setattr(GridCheckpoint, "save", save)
+    return saves
+
+
+@pytest.mark.parametrize(("every", "expected"), [(3, [3, 6, 9, 12]), (12, [12])])
+def test_deferred_reads_count_toward_the_saving_interval(deferred, monkeypatch, tmp_path, every, expected):
+    saves = record_saves(monkeypatch)  # DEFERRED_POINTS = 5: reads at 5 and 10 points, or at a save
+    make_probe().plane(steps=(4, 3), seed=1, checkpoint_dir=tmp_path, checkpoint_every=every)
+    assert saves == [(k, False) for k in expected] + [(12, True)]  # quick saves (no fsync), then the grid durably
+
+
+def test_deferred_stacked_reads_count_toward_the_saving_interval(monkeypatch, tmp_path):
+    import hf_landscape.engine as engine
+
+    monkeypatch.setattr(engine.POLICY, "defers_reads", lambda model, objective: True)
+    monkeypatch.setattr(engine.POLICY, "deferred_points", 2)  # two chunks of 3 points per read
+    saves = record_saves(monkeypatch)
+    stacked_probe().plane(steps=(4, 3), seed=1, checkpoint_dir=tmp_path, checkpoint_every=12)
+    assert saves == [(12, False), (12, True)]
 
 
 def test_deferred_reads_give_the_same_values_bitwise(deferred):

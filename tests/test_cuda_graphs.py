@@ -305,6 +305,35 @@ def test_auto_replays_one_point_at_or_above_the_flop_threshold(monkeypatch, grap
         assert call() == expected
 
 
+def test_auto_replays_one_point_only_when_asked_for_graphs(monkeypatch):
+    probe = make_probe()
+    monkeypatch.setattr(engine.POLICY, "auto_stack_max_flop", 0.0)  # every evaluation is "large"
+
+    def measure(*args):
+        raise Measuring
+
+    monkeypatch.setattr(torch.cuda, "synchronize", measure)
+    with pytest.raises(Measuring):  # graphs default to off: the FLOP rule does not apply
+        engine.points_per_forward(probe.model, {"w": OnGPU()}, probe.objective, "auto", 100)
+
+
+@pytest.mark.parametrize(("limit", "expected"), [(1999, 1), (2000, "measures")])
+def test_auto_takes_one_point_for_weights_over_the_row_cache(monkeypatch, limit, expected):
+    probe = make_probe()
+    monkeypatch.setattr(engine.POLICY, "row_cache_max_bytes", limit)  # OnGPU: 1000 elements of 2 bytes
+
+    def measure(*args):
+        raise Measuring
+
+    monkeypatch.setattr(torch.cuda, "synchronize", measure)
+    call = lambda: engine.points_per_forward(probe.model, {"w": OnGPU()}, probe.objective, "auto", 100)  # noqa: E731
+    if expected == "measures":
+        with pytest.raises(Measuring):
+            call()
+    else:
+        assert call() == expected
+
+
 @gpu
 @pytest.mark.parametrize("normalization", ["filter", "layer", "none", "model"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

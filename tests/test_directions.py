@@ -805,3 +805,117 @@ def test_pool_restores_torch_threads_after_an_error():
         assert torch.get_num_threads() == 2  # one intra-op thread only while the pool ran
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(
+    ("seed", "axis", "name", "expected"),
+    [
+        (0, 0, "w", 2363836748653666351),
+        (1, 0, "w", 6475266273654058943),
+        (0, 1, "w", 8166766191232664166),
+        (0, 0, "model.layers.0.self_attn.q_proj.weight", 3545088314429859713),
+        (7, 1, "transformer.h.0.attn.c_attn.weight", 2488256300021880350),  # the hash's top bit is cleared
+    ],
+)
+def test_per_weight_seeds_are_fixed_63_bit_numbers(seed, axis, name, expected):
+    """The generator seed of each weight is part of what a saved direction or surface reproduces: pinned."""
+    from hf_landscape.directions.random import seed_for
+
+    assert seed_for(seed, axis, name) == expected < 2**63
+
+
+def test_global_orthogonalization_skips_a_zero_direction_and_goes_on():
+    from hf_landscape.directions.random import _orthogonalize_global
+
+    g = torch.Generator().manual_seed(0)
+    p, v = torch.randn(6, generator=g), torch.randn(6, generator=g)
+    out = _orthogonalize_global({"w": v}, [{"w": torch.zeros(6)}, {"w": p}])["w"]
+    assert abs(float(out.double() @ p.double())) < 1e-5 * float(p.norm() * v.norm())
+    assert float(out.norm()) == pytest.approx(float(v.norm()), rel=1e-6)
+
+
+def test_check_fits_names_the_argument_of_a_tensor_replaced_after_construction():
+    direction = Direction({"w": torch.zeros(2)})
+    direction.tensors["w"] = [0.0, 0.0]
+    with pytest.raises(DirectionError, match=r"`directions\[0\]`\['w'\] must be a tensor"):
+        direction.check_fits({"w": torch.zeros(2)}, argument="directions[0]")
+
+
+class Packed(torch.nn.Module):
+    """Holds its weight packed (as `torch.ao` quantized layers do), with an integer parameter of its own inside."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._packed_params = torch.nn.Module()
+        self.scale_codes = torch.nn.Parameter(torch.zeros(2, dtype=torch.int8), requires_grad=False)
+
+
+class Linear4bit(torch.nn.Module):
+    """A layer of a quantization library (`somelib.quantized`) keeping its weight as a buffer, not a parameter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("weight", torch.zeros(4, dtype=torch.uint8))
+
+
+class QuantizedActivation(torch.nn.Module):
+    """A layer of the same library with no weight at all."""
+
+
+Linear4bit.__module__ = QuantizedActivation.__module__ = "somelib.quantized.modules.linear"
+
+
+class IntegerCodes(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.codes = torch.nn.Parameter(torch.zeros(3, dtype=torch.int8), requires_grad=False)
+
+
+def test_quantized_weights_are_found_packed_in_a_quantized_library_or_of_integer_dtype():
+    from hf_landscape.directions.base import quantized_weights
+
+    model = torch.nn.Sequential(
+        torch.nn.Linear(4, 4), Packed(), Linear4bit(), QuantizedActivation(), torch.nn.Sequential(IntegerCodes())
+    )
+    assert quantized_weights(model) == {
+        "1.weight": f"{__name__}.Packed",  # its own integer parameter is part of it, not reported again
+        "2.weight": "somelib.quantized.Linear4bit",
+        "4.0.codes": f"{__name__}.IntegerCodes, int8",
+    }
+    assert quantized_weights(Packed()) == {"weight": f"{__name__}.Packed"}  # the model itself
+    assert quantized_weights(Linear4bit()) == {"weight": "somelib.quantized.Linear4bit"}
+    assert quantized_weights(model, names=["2.weight", "0.weight"]) == {"2.weight": "somelib.quantized.Linear4bit"}
+
+
+def test_quantized_weights_are_refused_naming_the_model_by_default():
+    from hf_landscape.directions.base import refuse_quantized
+
+    refuse_quantized({})
+    with pytest.raises(DirectionError, match=r"^`model` holds 1 quantized weight\(s\).*\['1\.weight'\]"):
+        refuse_quantized({"1.weight": "somelib.quantized.Linear4bit"})
+
+
+def test_a_direction_of_meta_tensors_is_refused_naming_its_tensors():
+    with pytest.raises(DirectionError, match=r"^`tensors`\['w'\] is on the meta device"):
+        Direction({"w": torch.empty(2, 2, device="meta")})
+
+
+def test_offloaded_weights_are_refused_by_the_selection():
+    from hf_landscape.directions.base import select_parameters
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4))
+    model[1].weight = torch.nn.Parameter(torch.empty(4, 4, device="meta"))  # as accelerate's offloading leaves it
+    with pytest.raises(DirectionError, match=r"1 selected weight\(s\) are offloaded.*'1\.weight'"):
+        select_parameters(model)
+    assert list(select_parameters(model, exclude=[r"^1\."])) == ["0.weight"]
+
+
+def test_the_selection_refuses_only_the_quantized_weights_it_would_take():
+    from hf_landscape.directions.base import select_parameters
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), Linear4bit(), torch.nn.Sequential(IntegerCodes()))
+    with pytest.raises(DirectionError, match=r"2 quantized weight\(s\).*\['1\.weight', '2\.0\.codes'\]"):
+        select_parameters(model)  # the 1-D integer codes count as a weight: a quantized matrix stored flat
+    with pytest.raises(DirectionError, match=r"1 quantized weight\(s\).*\['2\.0\.codes'\]"):
+        select_parameters(model, exclude=[r"^1\."])
+    assert list(select_parameters(model, include=[r"^0\."])) == ["0.weight"]

@@ -233,3 +233,88 @@ def test_a_kind_returning_the_wrong_number_of_directions_is_refused(registry):
     with pytest.raises(DirectionError, match=r"'one_only' returned .* list of 2 direction"):
         probe.plane(steps=(2, 2), directions="one_only")
     assert all(torch.equal(p, before[n]) for n, p in probe.model.named_parameters())
+
+
+def test_a_name_with_no_close_kind_or_no_name_at_all_gets_no_hint():
+    from hf_landscape.directions.registry import direction_kind
+
+    with pytest.raises(ConfigError) as info:
+        direction_kind("zzzz")
+    assert "got 'zzzz'; register your own" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        direction_kind(3)  # not a string: no closest name is looked for
+    assert "got 3; register your own" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ({}, {"kind": "recorded", "seed": 4}),
+        ({"kind": "its_own"}, {"kind": "its_own", "seed": 4}),
+        ({"seed": 9}, {"kind": "recorded", "seed": 9}),
+        ({"kind": "its_own", "seed": 9, "scale": 2}, {"kind": "its_own", "seed": 9, "scale": 2}),
+    ],
+)
+def test_drawn_directions_record_their_kind_and_seed_where_the_kind_did_not(registry, config, expected):
+    from hf_landscape.directions.registry import draw_directions
+
+    returned = []
+
+    @register_direction_kind("recorded")
+    def recorded(model, seed, *, axes):
+        returned.extend(Direction(fixed_direction(model).tensors, dict(config)) for _ in range(axes))
+        return list(returned)
+
+    drawn = draw_directions("recorded", build_gpt2(100, seed=0), 4, axes=2)
+    assert [d.config for d in drawn] == [expected, expected]
+    assert [d.config for d in returned] == [config, config]  # the kind's own objects are left as they were
+    assert all(d.tensors is r.tensors for d, r in zip(drawn, returned))
+
+
+def test_unknown_options_of_a_kind_are_a_config_error():
+    from hf_landscape.directions.registry import kind_config
+
+    with pytest.raises(ConfigError, match=r"Unknown direction option\(s\) \['bogus'\]"):
+        kind_config(RandomDirectionConfig, None, {"bogus": 1, "normalization": "layer"})
+    assert kind_config(RandomDirectionConfig, None, {"normalization": "layer"}).normalization == "layer"
+
+
+@pytest.mark.parametrize(("axes", "argument"), [(1, "`direction`"), (2, r"`directions\[1\]`")])
+def test_a_given_direction_that_is_not_one_is_named_by_its_place(axes, argument):
+    from hf_landscape.directions.prepare import given_directions
+
+    model = build_gpt2(100, seed=0)
+    spec = [fixed_direction(model)] * (axes - 1) + ["not a direction"]
+    with pytest.raises(DirectionError, match=argument):
+        given_directions(spec, axes)
+    own = {n: t for n, t in fixed_direction(model).tensors.items()}  # a plain dict becomes a Direction of its own
+    given = given_directions([own] * axes, axes)
+    assert [type(d) for d in given] == [Direction] * axes and all(d.tensors == own for d in given)
+
+
+@pytest.mark.parametrize("bad", ["not a direction", {"transformer.h.0.attn.c_attn.weight": torch.zeros(2, 2)}])
+def test_prepare_names_the_direction_that_does_not_fit(bad):
+    from hf_landscape.directions.prepare import prepare
+
+    model = build_gpt2(100, seed=0)
+    with pytest.raises(DirectionError, match=r"`directions\[1\]`"):
+        prepare(model, [fixed_direction(model), bad])
+
+
+def test_prepare_lines_up_directions_of_different_parameters_in_the_parameters_dtype():
+    from hf_landscape.directions.prepare import prepare
+
+    model = build_gpt2(100, seed=0)
+    first, second = "transformer.h.0.attn.c_attn.weight", "transformer.h.1.mlp.c_fc.weight"
+    shapes = dict((n, p.shape) for n, p in model.named_parameters())
+    a = {first: torch.ones(shapes[first], dtype=torch.float64)}
+    b = {second: torch.full(shapes[second], 2.0, dtype=torch.float64)}
+    params, tensors = prepare(model, [a, b])
+    assert list(params) == [first, second]
+    assert all(t.dtype == torch.float32 for axis in tensors for t in axis)
+    assert torch.equal(tensors[0][0], torch.ones(shapes[first])) and torch.equal(
+        tensors[0][1], torch.zeros(shapes[second])
+    )
+    assert torch.equal(tensors[1][0], torch.zeros(shapes[first])) and torch.equal(
+        tensors[1][1], torch.full(shapes[second], 2.0)
+    )

@@ -476,12 +476,11 @@ def test_set_linear_gives_the_bits_of_scaled_and_concatenated_factors(tok, dtype
             editor.set_linear((1.0,))
 
 
-def test_axes_with_different_modules_and_ranks_equal_the_merged_copy(tok, objective, path):
-    model = build("llama", tok)
-    (d0,) = low_rank_directions(model, 0, config=LowRankDirectionConfig(rank=3, target_modules=["q_proj"]), axes=1)
-    (d1,) = low_rank_directions(
-        model, 1, config=LowRankDirectionConfig(rank=2, target_modules=["q_proj", "down_proj"]), axes=1
-    )
+@pytest.mark.parametrize(("kind", "first", "second"), [("llama", "q_proj", "down_proj"), ("gpt2", "c_attn", "c_fc")])
+def test_axes_with_different_modules_and_ranks_equal_the_merged_copy(tok, objective, path, kind, first, second):
+    model = build(kind, tok)
+    (d0,) = low_rank_directions(model, 0, config=LowRankDirectionConfig(rank=3, target_modules=[first]), axes=1)
+    (d1,) = low_rank_directions(model, 1, config=LowRankDirectionConfig(rank=2, target_modules=[first, second]), axes=1)
     probe = LandscapeProbe(model, objective, progress=False)
     plane = probe.plane(steps=(3, 3), span=((-1, 1), (-0.5, 0.5)), directions=[d0, d1])
     merged = copy.deepcopy(model)
@@ -686,3 +685,351 @@ def test_rank_one_and_a_single_module_name_are_accepted():
 def test_non_integer_seed_is_refused(seed):
     with pytest.raises(ConfigError, match="`seed`"):
         low_rank_directions(torch.nn.Linear(2, 2), seed)
+
+
+# --- the editor's arithmetic, path by path (one module, float64, bit for bit) ----------------------------------
+
+
+def one_module(kind: str, bias: bool, dtype=torch.float64):
+    """A single Linear (out 6, in 8) or transformers Conv1D (in 8, out 6) with random weights."""
+    from transformers.pytorch_utils import Conv1D
+
+    g = torch.Generator().manual_seed(0)
+    module = torch.nn.Linear(8, 6, bias=bias) if kind == "linear" else Conv1D(6, 8)
+    if kind == "conv1d" and not bias:
+        module.bias = None
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+    return module.to(dtype).eval()
+
+
+def one_direction(module, rank: int = 3, dtype=torch.float64) -> LowRankDirection:
+    rows, cols = module.weight.shape
+    g = torch.Generator().manual_seed(1)
+    b, a = torch.randn(rows, rank, generator=g), torch.randn(rank, cols, generator=g)
+    return LowRankDirection({"weight": (b.to(dtype), a.to(dtype))}, {"kind": "low_rank"})
+
+
+def factors_lr(module, direction, c: float):
+    """(L, c·R) as the editor applies them: (Aᵀ, c·Bᵀ) for Linear, (B, c·A) for Conv1D."""
+    b, a = direction.factors["weight"]
+    transposed = type(module).__name__ == "Conv1D"
+    left, right = (b, a) if transposed else (a.T, b.T)
+    return left.contiguous(), (c * right).contiguous(), transposed  # the editor keeps both contiguous
+
+
+@pytest.fixture
+def fused_only(monkeypatch):
+    import hf_landscape.engine as engine
+
+    monkeypatch.setattr(LowRankEditor, "fused_linear", True)
+    monkeypatch.setattr(engine.POLICY, "merge_min_ratio", float("inf"))  # merging never pays
+
+
+@pytest.fixture
+def merged_always(monkeypatch):
+    import hf_landscape.engine as engine
+
+    monkeypatch.setattr(LowRankEditor, "fused_linear", True)
+    monkeypatch.setattr(LowRankEditor, "merged_linear", True)
+    monkeypatch.setattr(engine.POLICY, "merge_min_ratio", 0.0)  # merging always pays
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv1d"])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("shape", [(8,), (5, 8), (2, 5, 8)])
+def test_fused_path_writes_the_low_rank_term_then_adds_the_base_product(kind, bias, shape, fused_only):
+    module = one_module(kind, bias)
+    direction = one_direction(module)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    left, right, transposed = factors_lr(module, direction, 0.7)
+    x2 = x.reshape(-1, 8)
+    out = (x2 @ left) @ right if module.bias is None else torch.addmm(module.bias, x2 @ left, right)
+    expected = out.addmm_(x2, module.weight if transposed else module.weight.t()).view(*shape[:-1], 6)
+    with low_rank_editing(module, [direction]) as editor, torch.no_grad():
+        editor.set_linear((0.7,))
+        assert "forward" in module.__dict__
+        assert torch.equal(module(x), expected)
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv1d"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_merged_path_multiplies_by_the_merged_weight(kind, bias, merged_always):
+    module = one_module(kind, bias)
+    direction = one_direction(module)
+    x = torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    left, right, transposed = factors_lr(module, direction, -0.4)
+    w, b = module.weight, module.bias
+    if transposed:  # Conv1D: W (in × out) + L·R
+        merged = torch.addmm(w, left, right)
+        x2 = x.reshape(-1, 8)
+        expected = (torch.mm(x2, merged) if b is None else torch.addmm(b, x2, merged)).view(2, 5, 6)
+    else:  # Linear: W (out × in) + (L·R)ᵀ
+        expected = torch.nn.functional.linear(x, torch.addmm(w, right.t(), left.t()), b)
+    with low_rank_editing(module, [direction]) as editor, torch.inference_mode():
+        editor.set_linear((-0.4,))
+        assert torch.equal(module(x), expected)
+        assert editor._scratch  # the merged weight was written to the scratch
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv1d"])
+def test_hook_path_and_keyword_calls_add_the_low_rank_term_in_place(kind, monkeypatch):
+    module = one_module(kind, bias=True)
+    direction = one_direction(module)
+    x = torch.randn(5, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    left, right, _ = factors_lr(module, direction, 0.3)
+    with torch.no_grad():
+        expected = module(x).addmm_(x @ left, right)  # the module's own output, then + (x L) R
+    for fused in (False, True):
+        monkeypatch.setattr(LowRankEditor, "fused_linear", fused)
+        with low_rank_editing(module, [direction]) as editor, torch.no_grad():
+            editor.set_linear((0.3,))
+            got = module(x) if not fused else module(**{"x" if kind == "conv1d" else "input": x})
+            assert torch.equal(got, expected)
+
+
+def test_factors_in_another_dtype_than_the_module_are_cast_both_ways(monkeypatch):
+    """A bf16 module with float32 factors: x·L and (x L)·R in float32, the term rounded to bf16 and added."""
+    for fused in (True, False):
+        monkeypatch.setattr(LowRankEditor, "fused_linear", fused)
+        module = one_module("linear", bias=True, dtype=torch.bfloat16)
+        direction = one_direction(module, dtype=torch.float32)
+        x = torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(2)).to(torch.bfloat16)
+        left, right, _ = factors_lr(module, direction, 0.7)
+        with torch.no_grad():
+            expected = module(x) + ((x.float().reshape(-1, 8) @ left) @ right).view(2, 5, 6).to(torch.bfloat16)
+        with low_rank_editing(module, [direction]) as editor, torch.no_grad():
+            editor.set_linear((0.7,))
+            got = module(x)
+        assert got.dtype == torch.bfloat16 and torch.equal(got, expected)
+
+
+def test_merged_path_is_not_taken_while_autograd_records_through_the_input(merged_always):
+    """Frozen weights, an input that needs its gradient: the scratch would be overwritten by the next module before
+    backward reads it, so each module takes the fused path and the gradient is exact."""
+    g = torch.Generator().manual_seed(3)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8, bias=False), torch.nn.Linear(8, 8, bias=False)).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g)).requires_grad_(False)
+    factors = {
+        f"{i}.weight": (torch.randn(8, 2, generator=g).double(), torch.randn(2, 8, generator=g).double())
+        for i in (0, 1)
+    }
+    direction = LowRankDirection(factors, {"kind": "low_rank"})
+    x = torch.randn(4, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    with low_rank_editing(model, [direction]) as editor:
+        editor.set_linear((0.5,))
+        model(x).sum().backward()
+    w = [model[i].weight + 0.5 * factors[f"{i}.weight"][0] @ factors[f"{i}.weight"][1] for i in (0, 1)]
+    expected = (torch.ones(4, 8, dtype=torch.float64) @ w[1]) @ w[0]
+    torch.testing.assert_close(x.grad, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_merging_pays_counts_tokens_over_every_leading_dimension():
+    slot = {"left": torch.zeros(32, 2), "right": torch.zeros(2, 32)}
+    weight = torch.zeros(32, 32)
+    assert LowRankEditor._merging_pays(torch.zeros(5, 13, 32), weight, slot)  # 65 tokens
+    assert not LowRankEditor._merging_pays(torch.zeros(4, 16, 32), weight, slot)  # 64 tokens
+
+
+def test_only_plain_linear_and_transformers_conv1d_are_fused():
+    class Conv1D(torch.nn.Linear):  # the name alone does not make it transformers' Conv1D
+        nf = 6
+
+    class Frozen(torch.nn.Parameter):
+        pass
+
+    accelerate_hook = torch.nn.Linear(8, 6)
+    accelerate_hook._hf_hook = object()
+    accelerate_old = torch.nn.Linear(8, 6)
+    accelerate_old._old_forward = accelerate_old.forward
+    other_weight = torch.nn.Linear(8, 6)
+    other_weight.weight = Frozen(other_weight.weight.data)
+    other_bias = torch.nn.Linear(8, 6)
+    other_bias.bias = Frozen(other_bias.bias.data)
+    for module in (Conv1D(8, 6), accelerate_hook, accelerate_old, other_weight, other_bias):
+        assert not LowRankEditor._fusable(module), module
+    assert LowRankEditor._fusable(torch.nn.Linear(8, 6)) and LowRankEditor._fusable(torch.nn.Linear(8, 6, bias=False))
+    assert LowRankEditor._fusable(one_module("conv1d", bias=True))
+
+
+def test_modules_reading_the_same_input_share_one_product(tok):
+    """After the first forward, q/k/v (and gate/up) read x·[L_q L_k L_v] computed once: their own left factors are
+    no longer used, which this test shows by spoiling them."""
+    model = build("llama", tok).eval()
+    dirs = lora_dirs(model, "llama")
+    with low_rank_editing(model, dirs) as editor:
+        editor.set_linear((0.7, -0.3))
+        forward_logits(model)  # the first forward learns the groups
+        reference = forward_logits(model)
+        names = list(dict.fromkeys(n for d in dirs for n in d.factors))
+        later = [i for i, n in enumerate(names) if n.split(".")[-2] in ("k_proj", "v_proj", "up_proj")]
+        assert len(later) == 6
+        for i in later:
+            assert editor.slots[i]["group"]["first"] is not editor.slots[i]
+            editor.slots[i]["left"] = torch.full_like(editor.slots[i]["left"], float("nan"))
+        assert torch.equal(forward_logits(model), reference)
+
+
+def test_a_replaced_forward_kept_after_the_editor_is_gone_runs_the_modules_own():
+    module = one_module("linear", bias=True)
+    x = torch.randn(5, 8, dtype=torch.float64)
+    with torch.no_grad():
+        plain = module(x)
+    with low_rank_editing(module, [one_direction(module)]) as editor:
+        editor.set_linear((0.5,))
+        kept = module.forward  # somebody holds on to the replaced forward
+    assert "forward" not in module.__dict__
+    with torch.no_grad():
+        assert torch.equal(kept(x), plain)
+
+
+def test_a_compiled_model_keeps_the_hook_path():
+    module = torch.nn.Sequential(torch.nn.Linear(8, 6))
+    module.compile()  # sets the compiled call; nothing is compiled until it runs
+    d = LowRankDirection({"0.weight": (torch.ones(6, 1), torch.ones(1, 8))}, {"kind": "low_rank"})
+    with low_rank_editing(module, [d]) as editor:
+        assert len(editor.handles) == 1 and not editor.patched
+
+
+def test_a_linear_with_an_nf_attribute_is_not_transposed(monkeypatch):
+    class Gate(torch.nn.Linear):  # an attribute named like Conv1D's does not make its weight (in, out)
+        nf = 6
+
+    module = Gate(8, 6).double()
+    direction = one_direction(module)
+    x = torch.randn(5, 8, dtype=torch.float64)
+    left, right, _ = factors_lr(torch.nn.Linear(8, 6), direction, 0.3)
+    with torch.no_grad():
+        expected = module(x).addmm_(x @ left, right)
+    with low_rank_editing(module, [direction]) as editor, torch.no_grad():
+        editor.set_linear((0.3,))
+        assert torch.equal(module(x), expected)
+
+
+def test_the_scratch_holds_the_largest_weight_wherever_it_comes(tok, merged_always):
+    model = build("llama", tok)
+    config = LowRankDirectionConfig(rank=2, target_modules=["layers.0.mlp.down_proj", "layers.1.self_attn.q_proj"])
+    (d,) = low_rank_directions(model, 0, config=config, axes=1)
+    assert list(d.factors) == ["model.layers.0.mlp.down_proj.weight", "model.layers.1.self_attn.q_proj.weight"]
+    down = model.model.layers[0].mlp.down_proj
+    x = torch.randn(3, 64)
+    with low_rank_editing(model, [d]) as editor, torch.inference_mode():
+        editor.set_linear((0.5,))
+        b, a = d.factors["model.layers.0.mlp.down_proj.weight"]
+        torch.testing.assert_close(down(x), torch.nn.functional.linear(x, down.weight + 0.5 * (b @ a)))
+        assert [t.numel() for t in editor._scratch.values()] == [32 * 64]
+
+
+def test_shared_products_cast_the_input_to_the_factors_dtype(tok):
+    """A bf16 model with float32 factors: q/k/v read one shared x·L, with x cast to float32 first."""
+    model = build("llama", tok).eval()
+    dirs = lora_dirs(model, "llama")  # float32 factors
+    model.to(torch.bfloat16)
+    with low_rank_editing(model, dirs) as editor:
+        editor.set_linear((0.7, -0.3))
+        first = forward_logits(model)  # learns the groups
+        second = forward_logits(model)  # reads the shared products
+        assert any("group" in slot for slot in editor.slots)
+    assert first.dtype == second.dtype == torch.bfloat16
+    torch.testing.assert_close(second.float(), first.float(), rtol=2e-2, atol=2e-2)
+
+
+def test_modules_reading_different_inputs_are_not_grouped():
+    """The second input is made after the first is freed, where Python may reuse its id: only inputs seen alive
+    as the same tensor make a group."""
+
+    class TwoInputs(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(8, 8), torch.nn.Linear(8, 8)
+
+        def forward(self, x):
+            y = self.a(x * 1.0)  # a temporary input, freed after the call
+            return y + self.b(x * 2.0)  # another temporary, allocated next
+
+    model = TwoInputs().eval()
+    g = torch.Generator().manual_seed(0)
+    factors = {n: (torch.randn(8, 2, generator=g), torch.randn(2, 8, generator=g)) for n in ("a.weight", "b.weight")}
+    x = torch.randn(4, 8, generator=g)
+    for _ in range(20):  # many first forwards, each with its own allocations
+        with low_rank_editing(model, [LowRankDirection(factors, {"kind": "low_rank"})]) as editor, torch.no_grad():
+            editor.set_linear((0.5,))
+            model(x)
+            assert not any("group" in slot for slot in editor.slots)
+
+
+def test_a_grouped_module_given_another_input_later_computes_its_own_product():
+    """Grouped in the first forward (both read x), the second module later reads another tensor: the identity check
+    at every call gives it its own x·L, not the group's."""
+
+    class Switch(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(8, 8).double(), torch.nn.Linear(8, 8).double()
+            self.same = True
+
+        def forward(self, x):
+            return self.a(x), self.b(x if self.same else x * 2.0)
+
+    model = Switch().eval()
+    g = torch.Generator().manual_seed(0)
+    factors = {
+        n: (torch.randn(8, 2, generator=g).double(), torch.randn(2, 8, generator=g).double())
+        for n in ("a.weight", "b.weight")
+    }
+    x = torch.randn(4, 8, generator=g, dtype=torch.float64)
+    with low_rank_editing(model, [LowRankDirection(factors, {"kind": "low_rank"})]) as editor, torch.no_grad():
+        editor.set_linear((0.5,))
+        model(x)
+        assert editor.slots[0]["group"] is editor.slots[1]["group"]  # learned: a and b read the same tensor
+        model.same = False
+        _, got = model(x)
+    b1, a1 = factors["b.weight"]
+    expected = torch.nn.functional.linear(x * 2.0, model.b.weight + 0.5 * (b1 @ a1), model.b.bias)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_keyword_calls_at_the_centre_run_the_modules_own_forward():
+    module = one_module("linear", bias=True)
+    x = torch.randn(5, 8, dtype=torch.float64)
+    with torch.no_grad():
+        plain = module(x)
+    with low_rank_editing(module, [one_direction(module)]) as editor, torch.no_grad():
+        assert torch.equal(module(input=x), plain)  # no point set yet: the centre
+        editor.set_linear((0.0,))
+        assert torch.equal(module(input=x), plain)
+
+
+class Packed4bit(torch.nn.Module):
+    """A layer of a quantization library (`somelib.quantized`): its weight is a packed buffer, not a parameter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("weight", torch.zeros(8, dtype=torch.uint8))
+
+
+Packed4bit.__module__ = "somelib.quantized.modules.linear"
+
+
+class QuantizedHead(torch.nn.Module):
+    """A body of linear layers and a quantized output head nested one level down (`lm.head`)."""
+
+    def __init__(self, quantized_body: bool) -> None:
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Linear(4, 4), *([Packed4bit()] if quantized_body else []))
+        self.lm = torch.nn.Module()
+        self.lm.head = Packed4bit()
+
+    def get_output_embeddings(self):
+        return self.lm.head
+
+
+def test_a_quantized_output_head_is_left_out_by_default_and_others_refused():
+    from hf_landscape.directions.low_rank import target_weights
+
+    assert list(target_weights(QuantizedHead(quantized_body=False), None)) == ["body.0.weight"]
+    with pytest.raises(DirectionError, match=r"1 quantized weight\(s\).*\['body\.1\.weight'\]"):
+        target_weights(QuantizedHead(quantized_body=True), None)

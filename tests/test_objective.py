@@ -571,3 +571,366 @@ def test_num_tokens_is_counted_once_per_set_of_examples(monkeypatch):
     assert calls["n"] == 2  # once per example, not once per call
     restricted = objective.restricted(positions=[1])  # the second token of each sequence only
     assert restricted.num_tokens == 2 and objective.num_tokens == 5
+
+
+# --- where the data comes from, and how it is read -----------------------------------------------------------
+
+
+def test_a_dataset_source_is_described_with_its_provenance(tokenizer, texts):
+    info = datasets.DatasetInfo(dataset_name="tiny_texts")
+    ds = datasets.Dataset.from_dict({"text": texts[:3]}, info=info, split="validation")
+    source = CausalLMObjective(ds, tokenizer).describe()["source"]
+    assert source == {
+        "type": "datasets.Dataset",
+        "num_rows": 3,
+        "fingerprint": ds._fingerprint,
+        "dataset_name": "tiny_texts",
+        "split": "validation",
+    }
+    plain = datasets.Dataset.from_dict({"text": texts[:3]})
+    assert CausalLMObjective(plain, tokenizer).describe()["source"]["split"] is None
+    assert CausalLMObjective(list(texts[:3]), tokenizer).describe()["source"] == {"type": "list"}
+    assert CausalLMObjective(tuple(texts[:3]), tokenizer).describe()["source"] == {"type": "tuple"}
+
+
+def test_a_list_with_a_column_names_attribute_is_still_a_list(tokenizer, texts):
+    class Rows(list):
+        column_names = ["text"]  # no num_rows: not a dataset
+
+    objective = CausalLMObjective(Rows(texts[:3]), tokenizer)
+    assert objective.describe()["source"] == {"type": "Rows"}
+    assert objective.num_examples == 3
+
+
+def test_dataset_columns_prompt_completion_and_pretokenized(gpt2_model, tokenizer):
+    model = gpt2_model()
+    pairs = datasets.Dataset.from_dict({"prompt": ["The river", "Cats"], "completion": [" runs past.", " sleep."]})
+    as_tuples = CausalLMObjective([("The river", " runs past."), ("Cats", " sleep.")], tokenizer)
+    assert loss_of(model, CausalLMObjective(pairs, tokenizer)) == loss_of(model, as_tuples)
+    ids = datasets.Dataset.from_dict(
+        {"input_ids": [[5, 17, 42, 8], [7, 7, 120]], "labels": [[5, -100, 42, 8], [7, 7, 120]]}
+    )
+    assert CausalLMObjective(ids).num_tokens == 4
+    both = datasets.Dataset.from_dict({"text": ["Hello world!"], "prompt": ["x"], "completion": ["y"]})
+    assert CausalLMObjective(both, tokenizer).examples[0][0] == tokenizer("Hello world!")["input_ids"]  # text first
+    for columns in ({"prompt": ["x"]}, {"completion": ["y"]}):
+        with pytest.raises(ObjectiveError, match="`text_column`"):
+            CausalLMObjective(datasets.Dataset.from_dict(columns), tokenizer)
+
+
+@pytest.fixture(scope="module")
+def bos_tokenizer():
+    """The test tokenizer, made to add its EOS token before every text (as Llama's adds BOS)."""
+    from testing_utils import EOS, train_tokenizer
+    from tokenizers.processors import TemplateProcessing
+
+    tok = train_tokenizer()
+    eos_id = tok.convert_tokens_to_ids(EOS)
+    tok.backend_tokenizer.post_processor = TemplateProcessing(single=f"{EOS} $A", special_tokens=[(EOS, eos_id)])
+    return tok
+
+
+def test_special_tokens_are_added_to_texts_and_prompts_only(bos_tokenizer):
+    eos = bos_tokenizer.eos_token_id
+    plain = bos_tokenizer("Cats sleep.", add_special_tokens=False)["input_ids"]
+    assert CausalLMObjective(["Cats sleep."], bos_tokenizer).examples[0][0] == [eos, *plain]
+    assert CausalLMObjective(["Cats sleep."], bos_tokenizer, add_special_tokens=False).examples[0][0] == plain
+    ((ids, labels),) = CausalLMObjective([("Cats", " sleep.")], bos_tokenizer).examples
+    prompt = bos_tokenizer("Cats", add_special_tokens=False)["input_ids"]
+    completion = bos_tokenizer(" sleep.", add_special_tokens=False)["input_ids"]
+    assert ids == [eos, *prompt, *completion]  # BOS before the prompt, never before the completion
+    assert labels == [-100] * (1 + len(prompt)) + completion
+    ((ids, _),) = CausalLMObjective([("Cats", " sleep.")], bos_tokenizer, add_special_tokens=False).examples
+    assert ids == [*prompt, *completion]
+
+
+@pytest.mark.parametrize("item", [{"completion": "a"}, {"text": "a"}, ("a", "b", "c"), ["a", 1]])
+def test_items_that_are_neither_texts_nor_pairs_are_refused(tokenizer, item):
+    with pytest.raises(ObjectiveError, match="neither a string nor a"):
+        CausalLMObjective([item, ("a", "b")], tokenizer)
+
+
+def test_context_length_is_read_from_any_of_the_config_names():
+    from types import SimpleNamespace
+
+    from hf_landscape.objectives.text_data import context_length as _context_length
+
+    for name in ("max_position_embeddings", "n_positions", "n_ctx", "seq_length"):
+        assert _context_length(SimpleNamespace(config=SimpleNamespace(**{name: 40}))) == 40, name
+    assert _context_length(SimpleNamespace(config=SimpleNamespace(max_position_embeddings=0, n_ctx=16))) == 16
+    assert _context_length(SimpleNamespace(config=SimpleNamespace(n_positions=1))) == 1
+    assert _context_length(SimpleNamespace(config=SimpleNamespace(n_positions="64", seq_length=None))) is None
+    assert _context_length(SimpleNamespace()) is None  # no config at all
+
+
+def test_labels_at_the_edges_of_the_vocabulary(gpt2_model):
+    model = gpt2_model()
+    vocab = model.config.vocab_size
+    ok = CausalLMObjective({"input_ids": [[1, 2, 3]], "labels": [[1, 0, vocab - 1]]})
+    assert np.isfinite(loss_of(model, ok))
+    for bad in (vocab, -5):
+        objective = CausalLMObjective({"input_ids": [[1, 2, 3]], "labels": [[1, 2, bad]]})
+        with pytest.raises(ObjectiveError, match=f"label {bad}, outside"):
+            loss_of(model, objective)
+
+
+def test_attention_mask_drops_padding_anywhere(gpt2_model):
+    model = gpt2_model()
+    left = CausalLMObjective({"input_ids": [[0, 0, 5, 17, 42, 8]], "attention_mask": [[0, 0, 1, 1, 1, 1]]})
+    assert left.num_tokens == 3 and left.examples == [([5, 17, 42, 8], [5, 17, 42, 8])]
+    assert loss_of(model, left) == pytest.approx(reference_loss(model, [[5, 17, 42, 8]]), rel=1e-6)
+
+
+def test_pretokenized_fields_with_other_numbers_of_rows_are_refused():
+    with pytest.raises(ObjectiveError, match="different numbers of rows"):
+        CausalLMObjective({"input_ids": [[1, 2, 3], [4, 5, 6]], "attention_mask": [[1, 1, 1]]})
+    with pytest.raises(ObjectiveError, match="different numbers of rows"):
+        CausalLMObjective({"input_ids": [[1, 2, 3], [4, 5, 6]], "labels": [[1, 2, 3]]})
+
+
+def test_a_two_token_sequence_predicts_one_token(gpt2_model):
+    model = gpt2_model()
+    objective = CausalLMObjective({"input_ids": [[5, 17], [7, 7, 120, 33]]}, batch_size=2)
+    assert objective.num_tokens == 4
+    assert loss_of(model, objective) == pytest.approx(reference_loss(model, [[5, 17], [7, 7, 120, 33]]), rel=1e-6)
+
+
+def test_sequences_exactly_at_the_limit_are_not_truncated(tokenizer, caplog):
+    ids = [[3, 4, 5, 6], [7, 8, 9]]
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        objective = CausalLMObjective({"input_ids": ids}, max_length=4)
+    assert "truncated" not in caplog.text and objective.examples[0][0] == [3, 4, 5, 6]
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        CausalLMObjective({"input_ids": ids}, max_length=3)
+    assert "1 of 2 sequences are longer than `max_length` (3 tokens)" in caplog.text
+
+
+def test_sequences_longer_than_the_context_are_cut_at_binding(gpt2_model, caplog):
+    model = gpt2_model(n_positions=4)
+    objective = CausalLMObjective({"input_ids": [[3, 4, 5, 6, 7, 8], [1, 2, 3]]})
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        objective.bind(model)
+    assert "longer than the model's context (4 tokens)" in caplog.text
+    assert objective.num_tokens == 3 + 2
+
+
+# --- options and description --------------------------------------------------------------------------------
+
+
+def test_defaults_are_the_configs(tokenizer, texts):
+    assert CausalLMObjective(texts, tokenizer).config == CausalLMObjectiveConfig()
+    assert CausalLMObjectiveConfig() == CausalLMObjectiveConfig(
+        max_length=128,
+        batch_size=8,
+        padding_side="right",
+        text_column="text",
+        add_special_tokens=True,
+        sort_by_length=True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "argument"),
+    [
+        ({"batch_size": True}, "batch_size"),
+        ({"batch_size": "8"}, "batch_size"),
+        ({"max_length": 1}, "max_length"),
+        ({"padding_side": "middle"}, "padding_side"),
+        ({"text_column": ""}, "text_column"),
+        ({"text_column": 3}, "text_column"),
+    ],
+)
+def test_bad_causal_lm_options_are_config_errors(kwargs, argument):
+    from hf_landscape import ConfigError
+
+    with pytest.raises(ConfigError, match=f"`{argument}`"):
+        CausalLMObjectiveConfig(**kwargs)
+
+
+def test_the_shortest_allowed_options():
+    config = CausalLMObjectiveConfig(max_length=2, batch_size=1)
+    assert (config.max_length, config.batch_size) == (2, 1)
+
+
+def test_describe_names_the_tokenizer(tokenizer, texts):
+    tokenizer.name_or_path = ""
+    assert CausalLMObjective(texts, tokenizer).describe()["tokenizer"] == type(tokenizer).__name__
+    tokenizer.name_or_path = "org/tokenizer"
+    try:
+        assert CausalLMObjective(texts, tokenizer).describe()["tokenizer"] == "org/tokenizer"
+    finally:
+        tokenizer.name_or_path = ""
+    assert "tokenizer" not in CausalLMObjective({"input_ids": [[1, 2, 3]]}).describe()
+
+
+def test_restricted_objective_describes_its_subset(tokenizer, texts):
+    objective = CausalLMObjective(texts[:3], tokenizer)
+    ids = sorted({t for _, labels in objective.examples for t in labels})
+    sub = objective.restricted(token_ids=ids[::-1], positions=[2, 1])
+    assert sub.describe()["source"] == {
+        "type": "list",
+        "restricted": {"token_ids": ids, "positions": [1, 2], "mask": False},
+    }
+    masked = objective.restricted(mask=[[True] * len(x) for x, _ in objective.examples])
+    assert masked.describe()["source"]["restricted"] == {"token_ids": None, "positions": None, "mask": True}
+
+
+def test_fingerprint_is_pinned():
+    # recorded in checkpoints' keys and surfaces' metadata: a change makes saved partial grids unresumable
+    objective = CausalLMObjective({"input_ids": [[1, 2, 3], [4, 5]], "labels": [[1, -100, 3], [4, 5]]})
+    assert objective.fingerprint() == "a84a54ab41ec9d0e"
+
+
+def test_expecting_a_dtype_before_binding_is_a_no_op(tokenizer, texts):
+    objective = CausalLMObjective(texts[:2], tokenizer)
+    objective.expect_dtype(torch.bfloat16)  # the probe may call it before the first evaluation
+
+
+# --- the loss's arithmetic ----------------------------------------------------------------------------------
+
+
+def test_loss_is_the_float64_sum_of_its_token_losses_over_their_count(gpt2_model, tokenizer, texts):
+    model = gpt2_model().double().eval()
+    objective = CausalLMObjective(texts, tokenizer, batch_size=5)
+    plain = objective.evaluate(model)
+    assert plain.sequence_losses is None and plain.token_losses is None  # details only when asked
+    detailed = objective.evaluate(model, details=True)
+    tokens = np.concatenate(detailed.token_losses)
+    assert all(t.dtype == np.float64 for t in detailed.token_losses)
+    assert plain.loss == pytest.approx(np.nansum(tokens) / objective.num_tokens, rel=1e-13)
+    f32 = gpt2_model().eval()
+    single = CausalLMObjective(texts, tokenizer, batch_size=5)
+    details = single.evaluate(f32, details=True)
+    total = sum(np.nansum(t) for t in details.token_losses)  # float32 losses summed in float64
+    assert single.evaluate(f32).loss == pytest.approx(total / single.num_tokens, rel=1e-12)
+
+
+def test_a_sequence_whose_labels_are_all_masked_has_a_nan_loss_without_warnings(gpt2_model):
+    import warnings
+
+    objective = CausalLMObjective({"input_ids": [[1, 2, 3], [4, 5, 6]], "labels": [[1, 2, 3], [4, -100, -100]]})
+    model = gpt2_model().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        details = objective.evaluate(model, details=True)
+    assert np.isfinite(details.sequence_losses[0]) and np.isnan(details.sequence_losses[1])
+
+
+def test_stacked_points_over_full_batches_give_each_points_loss(gpt2_model):
+    """Every sequence of the same length and every label counted: batches are taken whole, for k points at once."""
+    model = gpt2_model().eval()
+    objective = CausalLMObjective({"input_ids": [[5, 17, 42, 8], [7, 7, 120, 33], [1, 2, 3, 4]]}, batch_size=2)
+    assert all(b.full for b in (objective.bind(model), objective._batches)[1])
+    with torch.no_grad():
+        loss = objective.evaluate(model).loss
+        points = objective.loss_points(model, lambda inputs: torch.stack([model(**inputs).logits] * 3), 3)
+    assert points.dtype == torch.float64
+    assert points.tolist() == pytest.approx([loss] * 3, rel=1e-12)
+
+
+class NoPositions(torch.nn.Module):
+    """A causal LM whose forward takes no position ids (only the attention mask keeps padding out)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self.config = inner.config
+
+    def get_input_embeddings(self):
+        return self.inner.get_input_embeddings()
+
+    def get_output_embeddings(self):
+        return self.inner.get_output_embeddings()
+
+    def forward(self, input_ids, attention_mask=None, use_cache=None):
+        return self.inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=use_cache)
+
+
+class Wrapped(NoPositions):
+    """Like a PeftModel: forward(**kwargs), the wrapped model (which takes position ids) from get_base_model."""
+
+    def get_base_model(self):
+        return self.inner
+
+    def forward(self, **kwargs):
+        return self.inner(**kwargs)
+
+
+@pytest.mark.parametrize(("wrapper", "arch"), [(NoPositions, "llama"), (Wrapped, "gpt2")])
+def test_left_padding_is_kept_out_by_the_mask_and_positions_a_model_takes(
+    wrapper, arch, gpt2_model, llama_model, tokenizer, texts
+):
+    """Without position ids (Llama's rotary positions are relative, so a shift is harmless) only the attention mask
+    keeps pads out; a wrapper like PeftModel is asked for the wrapped model's position ids (GPT-2's are absolute)."""
+    model = wrapper(llama_model() if arch == "llama" else gpt2_model()).eval()
+    padded = CausalLMObjective(texts[:6], tokenizer, batch_size=6, padding_side="left")
+    alone = CausalLMObjective(texts[:6], tokenizer, batch_size=1)
+    with torch.no_grad():
+        assert padded.evaluate(model).loss == pytest.approx(alone.evaluate(model).loss, rel=1e-5)
+
+
+def test_a_model_rebound_to_another_vocabulary_has_its_labels_checked(gpt2_model):
+    objective = CausalLMObjective({"input_ids": [[1, 2, 3]], "labels": [[1, 2, 60]]})  # input ids fit both
+    loss_of(gpt2_model(), objective)  # vocabulary ~300: fine
+    from testing_utils import build_gpt2
+
+    small = build_gpt2(50)
+    with pytest.raises(ObjectiveError, match="label 60, outside the model's vocabulary of 50"):
+        loss_of(small, objective)
+
+
+def test_an_output_head_without_a_weight_attribute(gpt2_model, tokenizer, texts):
+    class Head(torch.nn.Module):
+        def __init__(self, linear):
+            super().__init__()
+            self.linear = linear
+
+        def forward(self, x):
+            return self.linear(x)
+
+    model = gpt2_model().eval()
+    objective = CausalLMObjective(texts[:3], tokenizer)
+    expected = loss_of(model, objective)
+    model.lm_head = Head(model.lm_head)
+    assert model.get_output_embeddings() is model.lm_head and not hasattr(model.lm_head, "weight")
+    assert loss_of(model, CausalLMObjective(texts[:3], tokenizer)) == expected
+
+
+def test_aligned_head_gives_the_heads_logits_with_its_bias():
+    from hf_landscape.objectives.nll import _aligned_forward, _pads_head
+
+    head = torch.nn.Linear(16, 13).double()  # 13 rows: padded to 16, then cut back
+    x = torch.randn(2, 3, 16, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(_aligned_forward(head, x), head(x), rtol=1e-14, atol=1e-14)
+        no_bias = torch.nn.Linear(16, 13, bias=False).double()
+        torch.testing.assert_close(_aligned_forward(no_bias, x), no_bias(x), rtol=1e-14, atol=1e-14)
+    assert not _pads_head(torch.nn.Identity())  # no weight: nothing to pad
+    assert not _pads_head(head)  # a CPU product: alignment does not pay
+
+
+def test_keyword_options_reach_the_config(tokenizer, texts):
+    objective = CausalLMObjective(
+        texts, tokenizer, max_length=40, batch_size=3, padding_side="left", sort_by_length=False
+    )
+    assert objective.config == CausalLMObjectiveConfig(
+        max_length=40,
+        batch_size=3,
+        padding_side="left",
+        text_column="text",
+        add_special_tokens=True,
+        sort_by_length=False,
+    )
+
+
+def test_a_pretokenized_dataset_keeps_its_attention_mask():
+    ds = datasets.Dataset.from_dict({"input_ids": [[0, 0, 5, 17, 42]], "attention_mask": [[0, 0, 1, 1, 1]]})
+    assert CausalLMObjective(ds).examples == [([5, 17, 42], [5, 17, 42])]
+
+
+def test_a_tokenizer_without_a_name_is_described_by_its_class():
+    class Plain:
+        def __call__(self, texts, add_special_tokens=True):
+            return {"input_ids": [[1, 2, 3] for _ in texts]}
+
+    assert CausalLMObjective(["a", "b"], Plain()).describe()["tokenizer"] == "Plain"

@@ -99,6 +99,48 @@ def test_plane_centre_snapped_on_uneven_spans(probe):
     assert plane.values[1, 3] == probe.loss()
 
 
+def test_engine_evaluation_is_the_loss_without_details_unless_asked(probe):
+    from hf_landscape.engine import evaluate
+
+    plain = evaluate(probe.model, probe.objective)
+    assert plain.loss == probe.loss() and plain.sequence_losses is None and plain.token_losses is None
+    detailed = evaluate(probe.model, probe.objective, details=True)
+    assert detailed.loss == plain.loss and len(detailed.sequence_losses) == 6
+
+
+def test_grid_axis_snaps_within_rounding_of_the_span():
+    from hf_landscape.engine import grid_axis
+
+    # a wide span: linspace misses 0 by 5.7e-14, far above 1e-12 / 400 but within rounding of 400
+    assert np.linspace(-400.4, 200.2, 4)[2] != 0.0
+    assert grid_axis(4, (-400.4, 200.2), "steps/span")[2] == 0.0
+    np.testing.assert_array_equal(grid_axis(3, (0.5, 1.5), "steps/span"), [0.5, 1.0, 1.5])  # no 0: nothing snaps
+
+
+def test_distributed_state_reads_the_launchers_world_size(monkeypatch):
+    import os
+
+    import accelerate
+
+    from hf_landscape.engine import distributed_state
+
+    made = []
+
+    class FakeState:
+        def __init__(self, cpu):
+            made.append(cpu)
+            self.num_processes = int(os.environ["WORLD_SIZE"])
+
+    monkeypatch.setattr(accelerate, "PartialState", FakeState)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert distributed_state() is None
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert distributed_state() is None and made == []  # one process: no state is made
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    state = distributed_state()
+    assert isinstance(state, FakeState) and state.num_processes == 2 and made == [not torch.cuda.is_available()]
+
+
 def test_plane_shape_with_non_square_steps(probe):
     plane = probe.plane(steps=(3, 5), span=((-1, 1), (-0.5, 0.5)), seed=0)
     assert plane.values.shape == (5, 3)
@@ -270,6 +312,17 @@ def test_interpolation_default_grid_hits_both_ends(probe, gpt2_model, tokenizer,
     assert surface.values.shape == (5,)
     assert surface.values[1] == probe.loss()
     assert surface.values[3] == pytest.approx(other_loss, rel=0, abs=1e-12)
+
+
+def test_interpolation_target_in_another_dtype_takes_the_probed_models(gpt2_model, tokenizer, texts):
+    """The other checkpoint in float64: the path runs in the probed model's float32, so its end is the other model
+    rounded to float32, and the probed model stays float32."""
+    model, other = gpt2_model(seed=0), gpt2_model(seed=1)
+    probe = LandscapeProbe(model, CausalLMObjective(texts[:4], tokenizer), progress=False)
+    other_loss = LandscapeProbe(other, CausalLMObjective(texts[:4], tokenizer), progress=False).loss()
+    surface = probe.interpolate(other.double(), steps=3, span=(0, 1))
+    assert surface.values[2] == pytest.approx(other_loss, rel=0, abs=1e-12)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
 
 
 def test_interpolation_midpoint_matches_manual_average(gpt2_model, tokenizer, texts):
@@ -531,3 +584,20 @@ def test_autocast_plane_centre_is_the_autocast_loss_and_weights_stay_float32(gpt
 def test_bad_autocast_is_a_config_error(gpt2_model, tokenizer, texts, bad):
     with pytest.raises(ConfigError, match="`autocast` must be one of"):
         LandscapeProbe(gpt2_model(), CausalLMObjective(texts[:2], tokenizer), autocast=bad)
+
+
+def test_path_knots_key_a_checkpoint_by_the_target_or_by_every_knot():
+    from testing_utils import build_gpt2
+
+    from hf_landscape.directions.interpolation import interpolation_target, path_knots
+
+    model, a, b = build_gpt2(100, seed=0), build_gpt2(100, seed=1), build_gpt2(100, seed=2)
+    params, knots, keyed = path_knots(model, [a])
+    target = interpolation_target(model, a)
+    assert list(params) == list(target) and all(torch.equal(t, target[n]) for t, n in zip(knots[0], params))
+    assert list(keyed) == list(target) and all(torch.equal(keyed[n], target[n]) for n in target)
+    _, knots, keyed = path_knots(model, [a, b])
+    names = list(target)
+    assert list(keyed) == [f"0:{n}" for n in names] + [f"1:{n}" for n in names]
+    assert all(torch.equal(keyed[f"1:{n}"], dict(b.named_parameters())[n]) for n in names)
+    assert all(torch.equal(t, keyed[f"1:{n}"]) for t, n in zip(knots[1], names))

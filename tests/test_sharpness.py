@@ -4,6 +4,7 @@ full Hessian of a tiny GPT-2 (`torch.autograd.functional.hessian`), and the rest
 from __future__ import annotations
 
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -407,7 +408,12 @@ def test_equal_shaped_tensors_get_their_own_noise():
     model = TwinTensors()
     rho, samples, n = 0.5, 200, 24
     result = sharpness(
-        model, lambda m: 0.5 * (m.first - m.second).pow(2).sum(), rho=rho, kind="average", samples=samples, progress=False
+        model,
+        lambda m: 0.5 * (m.first - m.second).pow(2).sum(),
+        rho=rho,
+        kind="average",
+        samples=samples,
+        progress=False,
     )
     assert result.base_loss == 0.0
     assert (result.losses > 0).all()
@@ -613,3 +619,340 @@ def test_worst_case_interval_over_glue_examples_is_the_t_interval_of_their_incre
         moved = objective.evaluate(model, details=True).sequence_losses
     assert result.interval_over == "examples"
     np.testing.assert_allclose(result.interval, t_interval(moved - base), rtol=1e-9)
+
+
+# --- what the results record, and the algorithms' own counts --------------------------------------------------
+
+
+def test_lanczos_counts_its_products_and_restarts():
+    """Pinned for these problems and seed 0: a change of the algorithm shows here even where the values converge."""
+    restarted = hessian_eigenvalues(
+        TwoTensors(),
+        quadratic(matrix_with_spectrum(list(np.linspace(-50.0, 1.0, N - 3)) + [4.0, 3.0, 2.5])),
+        k=3,
+        tol=1e-7,
+        max_iter=400,
+        basis_size=5,
+        progress=False,
+    )
+    assert (restarted.iterations, restarted.restarts) == (102, 97)
+    plain = hessian_eigenvalues(
+        TwoTensors(),
+        quadratic(matrix_with_spectrum([9.0, 7.0, 5.0] + list(np.linspace(-2.0, 3.0, N - 3)))),
+        k=3,
+        tol=1e-8,
+        progress=False,
+    )
+    assert (plain.iterations, plain.restarts) == (N, 0)  # the whole space: exact
+    n = 60
+    a = matrix_with_spectrum(list(np.linspace(-100.0, -10.0, n - 3)) + [0.3, 0.2, 0.1])
+
+    class Vector(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.x = torch.nn.Parameter(torch.zeros(n, dtype=torch.float64))
+
+    default_basis = hessian_eigenvalues(
+        Vector(), lambda m: 0.5 * m.x @ a @ m.x, k=3, tol=1e-6, max_iter=500, progress=False
+    )
+    assert (default_basis.iterations, default_basis.restarts) == (47, 3)  # a basis of max(20, 2k + 2) = 20 vectors
+
+
+def test_repeated_eigenvalues_are_all_found():
+    """A Krylov space of a Hessian with few distinct eigenvalues closes early (an invariant subspace): Lanczos goes
+    on from fresh random directions, which find every copy of a repeated eigenvalue."""
+    a = matrix_with_spectrum([5.0, 5.0, 5.0] + [1.0] * (N - 3))
+    result = hessian_eigenvalues(TwoTensors(), quadratic(a), k=3, tol=1e-10, progress=False)
+    np.testing.assert_allclose(result.eigenvalues, [5.0, 5.0, 5.0], rtol=1e-10)
+    assert result.converged and result.iterations == N
+
+
+def test_every_eigenvalue_when_k_is_the_dimension():
+    spectrum = np.linspace(-5.0, 6.0, N)
+    result = hessian_eigenvalues(
+        TwoTensors(), quadratic(matrix_with_spectrum(list(spectrum))), k=N, tol=1e-8, progress=False
+    )
+    np.testing.assert_allclose(result.eigenvalues, spectrum[::-1], rtol=1e-8, atol=1e-10)
+
+
+def test_eigen_defaults():
+    a = matrix_with_spectrum([9.0, 7.0, 5.0] + list(np.linspace(-2.0, 3.0, N - 3)))
+    result = hessian_eigenvalues(TwoTensors(), quadratic(a), progress=False)
+    assert len(result.eigenvalues) == 3 and result.tol == 1e-3 and result.eigenvectors is None
+    again = hessian_eigenvalues(TwoTensors(), quadratic(a), seed=0, k=3, tol=1e-3, progress=False)
+    np.testing.assert_array_equal(result.eigenvalues, again.eigenvalues)
+    n = 150  # a clustered spectrum that 100 products do not resolve: the default max_iter stops it
+    b = matrix_with_spectrum(list(np.linspace(0.0, 1.0, n)))
+
+    class Vector(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.x = torch.nn.Parameter(torch.zeros(n, dtype=torch.float64))
+
+    slow = hessian_eigenvalues(Vector(), lambda m: 0.5 * m.x @ b @ m.x, k=1, tol=1e-14, progress=False)
+    assert slow.iterations == 100 and not slow.converged
+
+
+def test_eigen_result_as_a_dict_and_its_eigenvectors_config():
+    a = matrix_with_spectrum([8.0, 6.0] + [1.0] * (N - 2))
+    result = hessian_eigenvalues(
+        TwoTensors(), quadratic(a), k=2, tol=1e-10, seed=4, return_eigenvectors=True, progress=False
+    )
+    d = result.to_dict()
+    assert d == {
+        "eigenvalues": [float(x) for x in result.eigenvalues],
+        "residuals": [float(x) for x in result.residuals],
+        "intervals": result.intervals.tolist(),
+        "converged": True,
+        "iterations": result.iterations,
+        "restarts": result.restarts,
+        "tol": 1e-10,
+        "num_parameters": N,
+        **({"confidence": d["confidence"]} if "confidence" in d else {}),
+        **({"per_layer": d["per_layer"]} if "per_layer" in d else {}),
+    }
+    assert result.eigenvalues.dtype == np.float64
+    for i, vector in enumerate(result.eigenvectors):
+        assert vector.config == {
+            "kind": "hessian_eigenvector",
+            "index": i,
+            "eigenvalue": float(result.eigenvalues[i]),
+            "seed": 4,
+        }
+
+
+def test_trace_result_as_a_dict_and_defaults():
+    a = matrix_with_spectrum(list(np.linspace(-2.0, 4.0, N)))
+    result = hessian_trace(TwoTensors(), quadratic(a), progress=False)
+    assert result.samples == 100 and result.per_layer == {}
+    again = hessian_trace(TwoTensors(), quadratic(a), samples=100, seed=0, progress=False)
+    assert again.trace == result.trace
+    d = hessian_trace(TwoTensors(), quadratic(a), samples=4, per_layer=True, progress=False).to_dict()
+    assert {"trace", "stderr", "interval", "per_layer", "per_layer_intervals", "samples", "num_parameters"} <= set(d)
+    assert d["samples"] == 4 and d["num_parameters"] == N and sorted(d["per_layer"]) == ["layer0", "layer1"]
+    assert all(len(v) == 2 for v in d["per_layer_intervals"].values())
+
+
+def test_lanczos_progress_bar(capsys):
+    a = matrix_with_spectrum([9.0, 7.0, 5.0] + list(np.linspace(-2.0, 3.0, N - 3)))
+    hessian_eigenvalues(TwoTensors(), quadratic(a), k=3, tol=1e-8, max_iter=50, progress=False)
+    assert capsys.readouterr().err == ""
+    hessian_eigenvalues(TwoTensors(), quadratic(a), k=3, tol=1e-8, max_iter=50, progress=True)
+    err = capsys.readouterr().err
+    assert "lanczos" in err and "/50" in err and "hvp" in err
+
+
+@pytest.mark.parametrize(("kwargs", "argument"), [({"basis_size": 4}, "basis_size"), ({"seed": True}, "seed")])
+def test_more_bad_eigen_options(kwargs, argument):
+    with pytest.raises(ConfigError, match=f"`{argument}`"):
+        hessian_eigenvalues(TwoTensors(), quadratic(torch.eye(N, dtype=torch.float64)), k=3, progress=False, **kwargs)
+
+
+def test_smallest_eigen_options_are_accepted():
+    a = matrix_with_spectrum([9.0, 7.0, 5.0] + list(np.linspace(-2.0, 3.0, N - 3)))
+    assert hessian_eigenvalues(TwoTensors(), quadratic(a), k=1, tol=1e-8, progress=False).eigenvalues[
+        0
+    ] == pytest.approx(9.0)
+    five = hessian_eigenvalues(TwoTensors(), quadratic(a), k=3, basis_size=5, tol=1e-6, max_iter=400, progress=False)
+    np.testing.assert_allclose(five.eigenvalues, [9.0, 7.0, 5.0], rtol=1e-5)
+
+    class Two(torch.nn.Module):  # two parameters: the basis may be as small as k
+        def __init__(self):
+            super().__init__()
+            self.x = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
+
+    b = torch.tensor([[2.0, 1.0], [1.0, 2.0]], dtype=torch.float64)
+    two = hessian_eigenvalues(Two(), lambda m: 0.5 * m.x @ b @ m.x, k=2, basis_size=2, tol=1e-10, progress=False)
+    np.testing.assert_allclose(two.eigenvalues, [3.0, 1.0], rtol=1e-10)
+
+
+def test_eigenvalues_of_the_parameters_left_after_exclude():
+    a = matrix_with_spectrum(list(np.linspace(-3.0, 4.0, N)))
+    result = hessian_eigenvalues(TwoTensors(), quadratic(a), k=2, tol=1e-10, exclude=["layer1"], progress=False)
+    assert result.num_parameters == 12
+    np.testing.assert_allclose(result.eigenvalues, torch.linalg.eigvalsh(a[:12, :12]).flip(0)[:2].numpy(), rtol=1e-9)
+
+
+def test_hessian_vector_product_takes_a_vector_in_another_dtype():
+    a = matrix_with_spectrum(list(np.linspace(-3.0, 3.0, N)))
+    v = {"layer0.weight": torch.ones(3, 4), "layer1.bias": torch.arange(5.0)}  # float32, the model float64
+    hv = hessian_vector_product(TwoTensors(), quadratic(a), v)
+    flat_v = torch.cat([v["layer0.weight"].reshape(-1), v["layer1.bias"]]).double()
+    assert hv["layer1.bias"].dtype == torch.float64
+    torch.testing.assert_close(torch.cat([hv["layer0.weight"].reshape(-1), hv["layer1.bias"]]), a @ flat_v)
+    from hf_landscape import DirectionError
+
+    with pytest.raises(DirectionError, match="`vector`"):
+        hessian_vector_product(TwoTensors(), quadratic(a), {"layer0.weight": torch.ones(2, 2)})
+
+
+def test_a_callable_objective_is_an_objective_not_a_loss_function():
+    from hf_landscape.objectives.base import Evaluation, Objective
+    from hf_landscape.objectives.loss import loss_value
+
+    class Both(Objective):
+        def __call__(self, model):
+            raise AssertionError("called as a loss function")
+
+        def bind(self, model):
+            pass
+
+        def evaluate(self, model, *, details=False):
+            return Evaluation(loss=2.5)
+
+        def fingerprint(self):
+            return "0"
+
+    assert loss_value(TwoTensors(), Both()) == 2.5
+    assert loss_value(TwoTensors(), lambda m: torch.tensor(1.5)) == 1.5
+
+
+# --- sharpness: the parameters it perturbs and what it reports ------------------------------------------------
+
+
+@pytest.mark.parametrize("selection", [{"include": ["first"]}, {"exclude": ["second"]}])
+def test_average_sharpness_perturbs_only_the_selected_tensors(selection):
+    """L = ½‖w₁ − w₂‖² at w₁ = w₂ with only w₁ perturbed: every draw gives ½‖ε₁‖² = ½ρ², exactly."""
+    rho = 0.5
+    result = sharpness(
+        TwinTensors(),
+        lambda m: 0.5 * (m.first - m.second).pow(2).sum(),
+        rho=rho,
+        kind="average",
+        samples=5,
+        progress=False,
+        **selection,
+    )
+    np.testing.assert_allclose(result.losses, 0.5 * rho**2, rtol=1e-12)
+
+
+def test_sharpness_result_records_its_kind_rho_config_and_stderr(quad):
+    a, b, model = quad
+    config = SharpnessConfig(rho=0.3, kind="average", samples=6, seed=2)
+    result = sharpness(model, quadratic(a, b), config=config, progress=False)
+    assert (result.kind, result.rho, result.config) == ("average", 0.3, config.to_dict())
+    diffs = result.losses - result.base_loss
+    assert result.stderr == pytest.approx(float(np.std(diffs, ddof=1) / np.sqrt(6)), rel=1e-12)
+
+
+def test_sharpness_seed_must_be_an_integer():
+    with pytest.raises(ConfigError, match="`seed`"):
+        SharpnessConfig(seed=True)
+    with pytest.raises(ConfigError, match="`exclude`"):
+        SharpnessConfig(exclude=["("])
+
+
+def test_sharpness_progress_bars(quad, capsys):
+    a, b, model = quad
+    sharpness(model, quadratic(a, b), rho=0.3, kind="worst", steps=3, progress=True)
+    err = capsys.readouterr().err
+    assert "worst sharpness" in err and "/3" in err and "step" in err
+    sharpness(model, quadratic(a, b), rho=0.3, kind="average", samples=4, progress=True)
+    err = capsys.readouterr().err
+    assert "average sharpness" in err and "/4" in err and "draw" in err
+    sharpness(model, quadratic(a, b), rho=0.3, kind="average", samples=4, progress=False)
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"rho": 0.0}, "`rho` must be a finite number > 0"),
+        ({"rho": float("inf")}, "`rho` must be a finite number > 0"),
+        ({"rho": True}, "`rho` must be a finite number > 0"),
+        ({"rho": "0.1"}, "`rho` must be a finite number > 0"),
+        ({"eta": -0.5}, "`eta` must be a finite number >= 0"),
+        ({"steps": True}, "`steps` must be an integer >= 1"),
+        ({"include": ["("]}, "`include`"),
+    ],
+)
+def test_sharpness_option_messages(kwargs, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        SharpnessConfig(**kwargs)
+
+
+@pytest.mark.parametrize("argument", ["include", "exclude"])
+def test_curvature_selection_patterns_are_checked(argument):
+    with pytest.raises(ConfigError, match=f"`{argument}`"):
+        hessian_trace(
+            TwoTensors(), quadratic(torch.eye(N, dtype=torch.float64)), samples=2, progress=False, **{argument: ["("]}
+        )
+
+
+def test_parameters_the_loss_does_not_use_have_a_zero_block():
+    """layer1.bias takes no part in the loss: its gradient is None, its Hessian block zero."""
+    a = matrix_with_spectrum(list(np.linspace(-2.0, 4.0, 12)))
+    loss = lambda m: 0.5 * m.layer0.weight.reshape(-1) @ a @ m.layer0.weight.reshape(-1)  # noqa: E731
+    result = hessian_trace(TwoTensors(), loss, samples=50, per_layer=True, progress=False)
+    assert result.per_layer["layer1"] == (0.0, 0.0)
+    hv = hessian_vector_product(
+        TwoTensors(),
+        loss,
+        {"layer0.weight": torch.ones(3, 4, dtype=torch.float64), "layer1.bias": torch.ones(5, dtype=torch.float64)},
+    )
+    assert torch.equal(hv["layer1.bias"], torch.zeros(5, dtype=torch.float64))
+    torch.testing.assert_close(hv["layer0.weight"].reshape(-1), a @ torch.ones(12, dtype=torch.float64))
+
+
+def test_average_sharpness_draws_are_reproducible_and_depend_on_the_seed(quad):
+    a, b, model = quad
+    run = lambda seed: sharpness(model, quadratic(a, b), rho=0.3, kind="average", samples=4, seed=seed, progress=False)  # noqa: E731
+    np.testing.assert_array_equal(run(3).losses, run(3).losses)
+    assert not np.array_equal(run(3).losses, run(4).losses)
+
+
+def test_ascent_from_a_critical_point_depends_on_the_seed():
+    a = matrix_with_spectrum(list(np.linspace(-3.0, 4.0, N)))
+
+    def run(seed):
+        model = TwoTensors()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.zero_()
+        return sharpness(model, quadratic(a), rho=0.5, kind="worst", steps=2, seed=seed, progress=False).losses
+
+    np.testing.assert_array_equal(run(1), run(1))
+    assert not np.array_equal(run(1), run(2))
+
+
+def test_worst_case_step_size(quad):
+    a, b, model = quad
+    x = model.flat().detach()
+    g = a @ x + b
+    eps = 0.1 * g / g.norm()  # one step of length 0.1, inside the ball of radius 0.3
+    result = sharpness(model, quadratic(a, b), rho=0.3, kind="worst", steps=1, step_size=0.1, progress=False)
+    assert result.sharpness == pytest.approx(value(a, b, x + eps) - value(a, b, x), rel=1e-12)
+
+
+def test_adaptive_ascent_over_two_steps(quad):
+    """ASAM's projected ascent in δ, ε = T⊙δ, T = |θ| + η: two steps, by hand."""
+    a, b, model = quad
+    x = model.flat().detach()
+    t, rho = x.abs() + 0.01, 0.2
+    delta, best = torch.zeros_like(x), 0.0
+    for _ in range(2):
+        u = t * (a @ (x + t * delta) + b)
+        delta = delta + (rho / u.norm()) * u
+        delta = delta * min(1.0, rho / float(delta.norm()))
+        best = max(best, value(a, b, x + t * delta) - value(a, b, x))
+    result = sharpness(model, quadratic(a, b), rho=rho, kind="adaptive", steps=2, eta=0.01, progress=False)
+    assert result.sharpness == pytest.approx(best, rel=1e-10)
+
+
+def test_lanczos_draws_from_its_own_seed_not_the_global_generator():
+    a = matrix_with_spectrum([5.0, 5.0, 5.0] + [1.0] * (N - 3))  # breakdowns: fresh random directions are drawn too
+    runs = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        runs.append(
+            hessian_eigenvalues(
+                TwoTensors(), quadratic(a), k=3, tol=1e-10, seed=7, return_eigenvectors=True, progress=False
+            )
+        )
+    np.testing.assert_array_equal(runs[0].eigenvalues, runs[1].eigenvalues)
+    for d0, d1 in zip(runs[0].eigenvectors, runs[1].eigenvectors):
+        assert torch.equal(d0["layer1.bias"], d1["layer1.bias"])
+    other = hessian_eigenvalues(
+        TwoTensors(), quadratic(a), k=3, tol=1e-10, seed=8, return_eigenvectors=True, progress=False
+    )
+    assert not torch.equal(other.eigenvectors[0]["layer1.bias"], runs[0].eigenvectors[0]["layer1.bias"])

@@ -59,7 +59,9 @@ class LowRankEditor:
         self.handles: list[Any] = []
         self.patched: list[tuple[torch.nn.Module, Callable[..., Any]]] = []
         self.slots: list[dict[str, Any]] = []
-        self._trace: list[tuple[int, int]] | None = []  # (slot, id of its input) during the first forward
+        # during the first forward: (slot, whether its input is the very tensor the previous call saw)
+        self._trace: list[tuple[int, bool]] | None = []
+        self._traced_input: Any = None  # the previous call's input, while the first forward runs
         self._shared: tuple[Any, torch.Tensor] | None = None  # (input, x·[L...]) of the current group
         self._axes = 0
         # per device and dtype: (flat buffer of the right factors, the unscaled factors, block lengths, slots, opmath)
@@ -263,16 +265,18 @@ class LowRankEditor:
         if trace is None:
             return
         if any(i == index for i, _ in trace):  # a module called twice per forward: do not guess
-            self._trace = None
+            self._trace = self._traced_input = None
             return
-        trace.append((index, id(x)))
+        # Compared while both are alive: the id of a freed input can be reused by the next one.
+        trace.append((index, bool(trace) and self._traced_input is x))
+        self._traced_input = x
         if len(trace) < len(self.slots):
             return
-        self._trace = None
+        self._trace = self._traced_input = None
         runs: list[list[int]] = []
-        for k, (i, ident) in enumerate(trace):
+        for k, (i, same) in enumerate(trace):
             width = self.slots[i]["left"].shape[0]
-            if k and ident == trace[k - 1][1] and width == self.slots[runs[-1][0]]["left"].shape[0]:
+            if k and same and width == self.slots[runs[-1][0]]["left"].shape[0]:
                 runs[-1].append(i)
             else:
                 runs.append([i])
@@ -315,7 +319,7 @@ class LowRankEditor:
             if module.__dict__.get("forward") is forward:
                 del module.forward
         self.patched.clear()
-        self._shared = None
+        self._shared = self._traced_input = None
         self._scratch.clear()
         self._scratch_numel.clear()
 
