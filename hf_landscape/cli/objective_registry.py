@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -311,3 +312,29 @@ def example_options(config: Mapping[str, Any]) -> list[str]:
 
 
 COMMON = ("max_examples", "max_length", "batch_size")  # the options every objective reads
+
+
+def unescape(text: str) -> str:
+    r"""A text option as typed: `\n`, `\t` and `\\` stand for a newline, a tab and a backslash."""
+    return _ESCAPE.sub(lambda m: _UNESCAPED[m.group(1)], text)
+
+
+def escape(text: str) -> str:
+    r"""`text` written back as a text option (`unescape(escape(text)) == text`)."""
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t")
+
+
+_ESCAPE = re.compile(r"\\([\\nt])")
+_UNESCAPED = {"\\": "\\", "n": "\n", "t": "\t"}
+
+
+def check_columns(dataset: Any, columns: Mapping[str, str | None], source: Mapping[str, Any]) -> None:
+    """Refuse an option (`{"--question-column": "q", ...}`) naming a column `dataset` does not have."""
+    names = list(dataset.column_names)
+    for option, column in columns.items():
+        if column is not None and column not in names:
+            where = source.get("file") or source.get("hub_id") or "--dataset"
+            raise ObjectiveError(
+                f"`{option}` {column!r} is not a column of {str(where)!r} (its columns: {names}); name one of them "
+                f"with `{option}`."
+            )

@@ -290,3 +290,5 @@ register_cli_objective(
         reproduce=reproduce_glue,
     )
 )
+
+from . import objectives_generation, objectives_multiple_choice  # noqa: E402,F401

@@ -227,7 +227,7 @@ class GenerationObjective(Objective):
                 )
         references = None if reference is None else list(table[reference])
         objective = cls(list(table[prompt]), tokenizer, scorer, references=references, **options)
-        objective.source = {**source, **objective.source}
+        objective.source = {**source, **objective.source, "prompt_column": prompt, "reference_column": reference}
         return objective
 
     # --- provenance ------------------------------------------------------------------------------
