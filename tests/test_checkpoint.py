@@ -458,9 +458,9 @@ def record_saves(monkeypatch) -> list[tuple[int, bool]]:
     saves: list[tuple[int, bool]] = []
     real_save = GridCheckpoint.save
 
-    def save(self, *args, durable=True):
+    def save(self, *args, durable=True, **options):
         saves.append((int(args[1].sum()), durable))
-        return real_save(self, *args, durable=durable)
+        return real_save(self, *args, durable=durable, **options)
 
     monkeypatch.setattr(GridCheckpoint, "save", save)
     return saves

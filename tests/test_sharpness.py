@@ -708,6 +708,9 @@ def test_eigen_result_as_a_dict_and_its_eigenvectors_config():
         "restarts": result.restarts,
         "tol": 1e-10,
         "num_parameters": N,
+        "operator": "hessian",
+        "hvp": "exact",
+        "per_block": {},
         **({"confidence": d["confidence"]} if "confidence" in d else {}),
         **({"per_layer": d["per_layer"]} if "per_layer" in d else {}),
     }
