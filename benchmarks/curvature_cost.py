@@ -267,6 +267,10 @@ def measure_model(spec: dict, deadline: float) -> dict:
             results[task] = {"status": "ok", **run_isolated(spec, task)}
         except torch.OutOfMemoryError:
             results[task] = {"task": task, "status": "out of memory"}
+        except RuntimeError as err:  # the CPU allocator's failure is a plain RuntimeError
+            if "can't allocate memory" not in str(err):
+                raise
+            results[task] = {"task": task, "status": "out of memory (host)"}
         if spec["device"] == "cuda":
             torch.cuda.empty_cache()
         line = {k: v for k, v in results[task].items() if k not in ("nodes", "weights")}

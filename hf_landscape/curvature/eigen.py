@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from ..config import result_fields
 from ..directions.base import Direction
 from ..errors import ConfigError
+from . import rowspace
 from .blocks import Partition, layer_partition, role_partition
 from .hvp import FlatParameters, check_int, check_positive, select
 from .operators import check_centre, check_operator, operator_for
@@ -350,10 +351,8 @@ def _thick_restart_lanczos(
 
 def _orthogonalize(w: torch.Tensor, basis: torch.Tensor) -> np.ndarray:
     """Remove from `w` (in place) its components along the orthonormal rows of `basis`; return them."""
-    h = basis @ w
-    w.sub_(basis.T @ h)
-    h2 = basis @ w
-    w.sub_(basis.T @ h2)
+    h = rowspace.remove(w, basis)
+    h2 = rowspace.remove(w, basis)
     return (h + h2).double().cpu().numpy()
 
 

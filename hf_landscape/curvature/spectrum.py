@@ -33,6 +33,7 @@ from ..config import result_fields
 from ..errors import ConfigError, HubSurfaceError, SurfaceError
 from ..hub.mixin import FileSource, HubMixin
 from ..stats import DEFAULT_CONFIDENCE, check_confidence, mean_interval
+from . import rowspace
 from .hvp import FlatParameters, check_int, check_positive, select
 from .operators import check_centre, check_operator, operator_for
 
@@ -351,7 +352,7 @@ def lanczos_tridiagonal(
             w.sub_(previous, alpha=beta[-1])
         if basis is not None:
             for _ in range(2):  # full reorthogonalization, twice ("twice is enough")
-                w.sub_(basis[: j + 1].T @ (basis[: j + 1] @ w))
+                rowspace.remove(w, basis[: j + 1])
         b = float(torch.linalg.vector_norm(w))
         scale = max(abs(x) for x in alpha) + (max(beta) if beta else 0.0)
         if j == steps - 1 or b <= 1e-10 * max(scale, 1e-300):

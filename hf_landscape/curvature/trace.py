@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from ..config import check_choice, result_fields
 from ..errors import ConfigError
 from ..stats import DEFAULT_CONFIDENCE, check_confidence, mean_interval
+from . import rowspace
 from .blocks import Partition, layer_partition, role_partition
 from .hvp import FlatParameters, check_int, select
 from .operators import check_centre, check_operator, operator_for
@@ -285,7 +286,7 @@ def _hutch_plus_plus(
     for _ in range(samples - k - rank):
         z = _rademacher(flat, generator)
         if rank:
-            z = z - q.T @ (q @ z)
+            rowspace.remove(z, q)
         rows.append(_split(partitions, z, product(z)))
     randoms = _collect(rows)
     return {key: exact_sums.get(key, 0.0) for key in randoms}, randoms, _group_names(partitions)
@@ -300,7 +301,7 @@ def _orthonormalize_rows(rows: torch.Tensor) -> int:
         w = rows[j].clone()
         for _ in range(2):
             if rank:
-                w -= rows[:rank].T @ (rows[:rank] @ w)
+                rowspace.remove(w, rows[:rank])
         norm = float(torch.linalg.vector_norm(w))
         if norm > 1e-10 * scale and norm > 0.0:
             rows[rank] = w / norm
