@@ -55,7 +55,6 @@ step() {  # step SECONDS NAME COMMAND...: at most SECONDS, and never past the de
     date -u +%FT%TZ
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
     python3 -c "import torch, transformers, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'transformers', transformers.__version__)"
-    git log -1 --format='hf_landscape at %h' 2>/dev/null || true
 } 2>&1 | tee "$LOG"
 
 case "$STAGE" in

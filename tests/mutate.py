@@ -266,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(stale)} mutants listed as equivalent did not survive (or no longer exist); update the list:")
         for name in stale:
             print(f"    {name}")
+    summary.parent.mkdir(parents=True, exist_ok=True)
     summary.write_text(json.dumps(rows, indent=1))
     if args.show:
         for r in rows:
