@@ -1033,3 +1033,14 @@ def test_a_quantized_output_head_is_left_out_by_default_and_others_refused():
     assert list(target_weights(QuantizedHead(quantized_body=False), None)) == ["body.0.weight"]
     with pytest.raises(DirectionError, match=r"1 quantized weight\(s\).*\['body\.1\.weight'\]"):
         target_weights(QuantizedHead(quantized_body=True), None)
+
+
+def test_a_float_target_weight_that_is_not_a_matrix_is_refused():
+    from hf_landscape.directions.low_rank import target_weights
+
+    model = torch.nn.Sequential(torch.nn.Linear(8, 4))
+    model[0].weight = torch.nn.Parameter(torch.zeros(4, 4, 2))  # floating point, a Parameter, but no matrix
+    with pytest.raises(
+        DirectionError, match=r"Cannot perturb '0\.weight': its weight is a Parameter of dtype torch\.float32"
+    ):
+        target_weights(model, ["0"])
