@@ -29,7 +29,7 @@ def cache_repo(name_or_path: Any) -> tuple[str, str] | None:
 
     Example:
     ```python
-    >>> cache_repo("/root/.cache/huggingface/hub/models--org--tiny/snapshots/" + "a" * 40)
+    >>> cache_repo("/home/user/.cache/huggingface/hub/models--org--tiny/snapshots/" + "a" * 40)
     ('org/tiny', 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa')
 
     ```
