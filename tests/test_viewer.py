@@ -369,3 +369,13 @@ def test_a_probe_surface_gets_its_page(gpt2_model, tokenizer, texts, tmp_path):
     assert s.metadata["objective"]["fingerprint"] in page
     assert "<dt>Seeds</dt><dd><code>[0, 1]</code></dd>" in page
     assert math.isfinite(s.centre)
+
+
+def test_a_surface_of_one_axis_is_refused_as_a_plane_and_one_without_draws_has_no_spread():
+    from hf_landscape.viewer.traces import plane_axes, surface_array
+
+    line = Surface(np.array([-1.0, 0.0, 1.0]), np.array([2.0, 1.0, 2.0]), metadata={"kind": "line"})
+    with pytest.raises(SurfaceError, match="A line surface has one axis; only planes"):
+        plane_axes(line)
+    with pytest.raises(SurfaceError, match="holds no seed spread"):
+        surface_array(line, "loss_spread")

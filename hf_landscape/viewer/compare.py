@@ -28,6 +28,7 @@ from .traces import (
     hover_data,
     number,
     plain,
+    plane_axes,
     plotly_text,
     scaled,
     surface_array,
@@ -88,8 +89,7 @@ def _compare_planes_figure(report: CompareReport, *, log_scale: bool) -> go.Figu
             target[f"{axis}.cmin"], target[f"{axis}.cmax"] = limits[log]
             target[f"{axis}.colorbar.title.text"] = plotly_text(f"{'log10 ' if log else ''}{q.label} (shared limits)")
         for m, (label, surface) in enumerate(report.surfaces.items()):
-            assert surface.y is not None
-            x, y = surface.x.tolist(), surface.y.tolist()
+            x, y = plane_axes(surface)
             values = surface_array(surface, q.key)
             shown = plain(scaled(values, log_scale))
             custom, template = hover_data(surface, label)

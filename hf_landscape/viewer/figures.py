@@ -36,6 +36,7 @@ from .traces import (
     menu_labels,
     number,
     plain,
+    plane_axes,
     plotly_text,
     rgba,
     scaled,
@@ -65,8 +66,7 @@ def _plane_figure(surface: Surface, *, log_scale: bool) -> go.Figure:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    assert surface.y is not None
-    x, y = surface.x.tolist(), surface.y.tolist()
+    x, y = plane_axes(surface)
     fig = make_subplots(
         rows=1,
         cols=2,

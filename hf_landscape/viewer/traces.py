@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, SurfaceError
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -60,9 +60,19 @@ def surface_array(surface: Surface, key: str) -> np.ndarray:
     if key == "loss":
         return surface.values
     if key == "loss_spread":
-        assert surface.spread is not None
+        if surface.spread is None:
+            raise SurfaceError(
+                "The surface holds no seed spread to show; draw it over several seeds (`seed=[0, 1, 2]`)."
+            )
         return surface.spread
     return surface.metrics[key]
+
+
+def plane_axes(surface: Surface) -> tuple[list[float], list[float]]:
+    """The α and β axes of a plane, as lists for plotly."""
+    if surface.y is None:
+        raise SurfaceError(f"A {surface.kind} surface has one axis; only planes are drawn as a surface and contours.")
+    return surface.x.tolist(), surface.y.tolist()
 
 
 def scaled(values: np.ndarray, log: bool) -> np.ndarray:
