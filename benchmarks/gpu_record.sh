@@ -7,6 +7,7 @@
 #   benchmarks/gpu_record.sh refresh   # the peer table (make bench-gpu's comparison) in bf16 and fp32; the memory
 #                                      # trace; a process's first plane
 #   benchmarks/gpu_record.sh paths     # hf_landscape's own evaluation paths (make bench-gpu's gpu_speed.py)
+#   benchmarks/gpu_record.sh curvature # curvature cost alone at 1.1B and 8B: products, top eigenvalues, spectrum
 #
 # Each step's output goes to $RECORD_DIR/<stage>.log (default gpu_record/), its JSON beside it; a step that fails or
 # runs past its limit is logged and the stage goes on; no step runs past $DEADLINE seconds (default 570) from the
@@ -14,7 +15,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-STAGE="${1:?usage: benchmarks/gpu_record.sh record|refresh|paths}"
+STAGE="${1:?usage: benchmarks/gpu_record.sh record|refresh|paths|curvature}"
 DIR="${RECORD_DIR:-gpu_record}"
 mkdir -p "$DIR"
 LOG="$DIR/$STAGE.log"
@@ -72,11 +73,14 @@ refresh)
     step 60 memory-trace python3 benchmarks/memory_trace.py
     step 60 first-plane python3 benchmarks/first_plane.py --workload b --dtype bfloat16
     ;;
+curvature)
+    step 560 curvature python3 benchmarks/curvature_cost.py --device cuda --models 1b,8b --budget-s 420 --out "$DIR/curvature_cost.json"
+    ;;
 paths)
     step 500 gpu-speed python3 benchmarks/gpu_speed.py --workloads b,a --dtypes bfloat16,float32 --ks 16,auto --no-compile --json "$DIR/gpu_speed.json"
     ;;
 *)
-    echo "unknown stage: $STAGE (record, refresh or paths)" >&2
+    echo "unknown stage: $STAGE (record, refresh, paths or curvature)" >&2
     exit 2
     ;;
 esac
