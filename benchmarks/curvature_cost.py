@@ -17,10 +17,18 @@ exact one for the same Rademacher vector.
 The Lanczos vectors live on the GPU where they fit in half its free memory, else on the CPU (`--offload`); a spectrum
 whose `--spectrum-steps` vectors fit neither runs without reorthogonalization (the JSON records which).
 
-Time: the fastest of `--rounds` rounds after a warm-up. Peak memory: on CUDA,
+Time: the fastest of `--rounds` rounds after a warm-up; on a shared machine, where the load drifts between
+measurements, the `alternating` task also times gradients and finite-difference products in turn in one process
+(gradient first in even rounds, product first in odd ones) and reports the ratio of their fastest rounds. Peak memory:
+on CUDA,
 `torch.cuda.max_memory_allocated` over the call (weights included); on the CPU, each measurement runs in a fresh
-process and the peak resident set above its start is sampled every 2 ms (weights excluded). Each task that runs out
-of memory is recorded as such and the next one runs; tasks that would start after `--budget-s` seconds are skipped.
+process and the peak resident set above its start is sampled every 2 ms (weights excluded), and beside it the peak of
+the bytes glibc's malloc has handed out and not taken back (`mallinfo2`: in-use heap plus mapped blocks, "in use"),
+which leaves out the freed heap that malloc keeps. Every task starts its measurement from the same state: the model,
+the data and (products) the vector v already made, as a Krylov method holds v before it asks for a product; each
+round's result (the gradient, or the product) is dropped before the next round, so no round holds an earlier one's.
+Each task that runs out of memory is recorded as such and the next one runs; tasks that would start after
+`--budget-s` seconds are skipped.
 
     python benchmarks/curvature_cost.py --device cuda --models 1b,8b --out curvature_cost.json
     python benchmarks/curvature_cost.py --device cpu --models tiny --eig-steps 20 --spectrum-steps 10 --out /tmp/c.json
@@ -29,6 +37,7 @@ of memory is recorded as such and the next one runs; tasks that would start afte
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import math
 import os
@@ -75,7 +84,7 @@ CONFIGS = {
 # The last 4 of 32 layers (0.87B parameters, 3.5 GB per float32 vector): the Lanczos basis fits beside the model.
 DEFAULT_INCLUDE = {"8b": [r"^model\.layers\.(28|29|30|31)\."]}
 PRODUCTS = {"fd_hvp": "finite_difference", "exact_hvp": "exact"}
-TASKS = ("gradient", "fd_hvp", "exact_hvp", "fd_error", "eigenvalues", "spectrum")
+TASKS = ("gradient", "fd_hvp", "exact_hvp", "alternating", "fd_error", "eigenvalues", "spectrum")
 
 _CACHE: dict[str, Any] = {}
 
@@ -105,10 +114,11 @@ def build(spec: dict) -> tuple[torch.nn.Module, CausalLMObjective]:
 
 class PeakMemory:
     """Peak memory of the block in GiB: CUDA's allocator peak (weights included), or the CPU resident set above its
-    start, sampled every 2 ms."""
+    start (`peak_gib`) and the bytes malloc has handed out above its start (`in_use_gib`, NaN without glibc's
+    `mallinfo2`), both sampled every 2 ms."""
 
     def __init__(self, device: str) -> None:
-        self.device, self.peak_gib = device, float("nan")
+        self.device, self.peak_gib, self.in_use_gib = device, float("nan"), float("nan")
 
     def __enter__(self) -> PeakMemory:
         if self.device == "cuda":
@@ -116,6 +126,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats()
         else:
             self._start = self._peak = _rss()
+            self._in_use_start = self._in_use_peak = _in_use()
             self._stop = threading.Event()
             self._thread = threading.Thread(target=self._sample, daemon=True)
             self._thread.start()
@@ -124,6 +135,7 @@ class PeakMemory:
     def _sample(self) -> None:
         while not self._stop.wait(0.002):
             self._peak = max(self._peak, _rss())
+            self._in_use_peak = max(self._in_use_peak, _in_use())
 
     def __exit__(self, *exc: Any) -> None:
         if self.device == "cuda":
@@ -133,12 +145,37 @@ class PeakMemory:
             self._stop.set()
             self._thread.join()
             self._peak = max(self._peak, _rss())
+            self._in_use_peak = max(self._in_use_peak, _in_use())
             self.peak_gib = (self._peak - self._start) / 2**30
+            self.in_use_gib = (self._in_use_peak - self._in_use_start) / 2**30
 
 
 def _rss() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                     "keepcost")
+    ]  # fmt: skip
+
+
+try:
+    _MALLINFO2: Any = ctypes.CDLL("libc.so.6").mallinfo2
+    _MALLINFO2.restype = _MallInfo2
+except (OSError, AttributeError):  # not glibc, or glibc before 2.33
+    _MALLINFO2 = None
+
+
+def _in_use() -> float:
+    """Bytes malloc has handed out and not taken back (in-use heap chunks plus mapped blocks), NaN without glibc."""
+    if _MALLINFO2 is None:
+        return float("nan")
+    info = _MALLINFO2()
+    return float(info.uordblks + info.hblkhd)
 
 
 def _sync(device: str) -> None:
@@ -173,18 +210,21 @@ def run_task(spec: dict, task: str) -> dict:
     flat = FlatParameters(select(model, spec["include"], None, True))
     out: dict[str, Any] = {"task": task, "selected": flat.size}
     best = float("inf")
-    rounds = spec["rounds"] + 1 if task in ("gradient", "fd_hvp", "exact_hvp") else 1  # the first is a warm-up
+    timed = ("gradient", "fd_hvp", "exact_hvp", "alternating")
+    rounds = spec["rounds"] + 1 if task in timed else 1  # the first is a warm-up
+    v = rademacher(flat, 0) if task in (*PRODUCTS, "alternating") else None  # made before the measurement
     with PeakMemory(device) as peak:
         if task == "gradient":
             with differentiable(model, flat.params):
                 for round_ in range(rounds):
                     _sync(device)
                     start = time.perf_counter()
-                    grad_into(model, objective, flat)
+                    g = grad_into(model, objective, flat)
                     _sync(device)
                     best = min(best, time.perf_counter() - start) if round_ else best
-        elif task in ("fd_hvp", "exact_hvp"):
-            v = rademacher(flat, 0)
+                    out["norm"] = float(torch.linalg.vector_norm(g))
+                    del g
+        elif task in PRODUCTS:
             with operator_for(model, objective, flat, hvp=PRODUCTS[task]) as op:
                 for round_ in range(rounds):
                     _sync(device)
@@ -192,8 +232,24 @@ def run_task(spec: dict, task: str) -> dict:
                     hv = op(v)
                     _sync(device)
                     best = min(best, time.perf_counter() - start) if round_ else best
-                out["norm"] = float(torch.linalg.vector_norm(hv))
-                del hv
+                    out["norm"] = float(torch.linalg.vector_norm(hv))
+                    del hv
+        elif task == "alternating":
+            calls = {"gradient": lambda: grad_into(model, objective, flat), "fd_hvp": lambda: op(v)}
+            fastest = dict.fromkeys(calls, float("inf"))
+            with operator_for(model, objective, flat, hvp="finite_difference") as op:
+                for round_ in range(rounds):
+                    for name in sorted(calls, reverse=bool(round_ % 2)):
+                        _sync(device)
+                        start = time.perf_counter()
+                        result = calls[name]()
+                        _sync(device)
+                        if round_:
+                            fastest[name] = min(fastest[name], time.perf_counter() - start)
+                        del result
+            out.update(gradient_seconds=fastest["gradient"], fd_hvp_seconds=fastest["fd_hvp"])
+            out["ratio"] = fastest["fd_hvp"] / fastest["gradient"]
+            best = float("nan")
         elif task == "fd_error":
             v = rademacher(flat, 0)
             with operator_for(model, objective, flat, hvp="exact") as op:
@@ -245,6 +301,7 @@ def run_task(spec: dict, task: str) -> dict:
             )
     out["seconds"] = best
     out["peak_gib"] = peak.peak_gib
+    out["in_use_gib"] = peak.in_use_gib
     return out
 
 
@@ -286,18 +343,33 @@ def ratio(results: dict, task: str, key: str, base: str = "gradient") -> str:
 
 
 def markdown(report: dict) -> str:
+    cpu = report["device"].startswith("CPU")
+    in_use = " gradient in use GiB | FD HVP in use GiB | exact HVP in use GiB |" if cpu else ""
     lines = [
-        "| model | selected | gradient s | FD HVP s | exact HVP s | gradient GiB | FD HVP GiB | exact HVP GiB | FD error |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | selected | gradient s | FD HVP s | exact HVP s | FD HVP ÷ gradient, alternating | gradient GiB | "
+        "FD HVP GiB | exact HVP GiB |" + in_use + " FD error |",
+        "|---|---|---|---|---|---|---|---|---|---|" + "---|" * 3 * cpu,
     ]
     for name, r in report["models"].items():
         g = r.get("gradient", {})
         err = r.get("fd_error", {}).get("relative_error")
+        a = r.get("alternating", {})
+        alternating = (
+            f"{a['fd_hvp_seconds']:.3g} / {a['gradient_seconds']:.3g} = {a['ratio']:.2f}×"
+            if "ratio" in a
+            else a.get("status", "-")
+        )
+        in_use = (
+            f" {g.get('in_use_gib', float('nan')):.3g} | {ratio(r, 'fd_hvp', 'in_use_gib')} | "
+            f"{ratio(r, 'exact_hvp', 'in_use_gib')} |"
+            if cpu
+            else ""
+        )
         lines.append(
             f"| {name} | {g.get('selected', 0) / 1e6:.1f} M | {g.get('seconds', float('nan')):.3g} | "
-            f"{ratio(r, 'fd_hvp', 'seconds')} | {ratio(r, 'exact_hvp', 'seconds')} | "
+            f"{ratio(r, 'fd_hvp', 'seconds')} | {ratio(r, 'exact_hvp', 'seconds')} | {alternating} | "
             f"{g.get('peak_gib', float('nan')):.3g} | {ratio(r, 'fd_hvp', 'peak_gib')} | "
-            f"{ratio(r, 'exact_hvp', 'peak_gib')} | {'-' if err is None else f'{err:.2g}'} |"
+            f"{ratio(r, 'exact_hvp', 'peak_gib')} |{in_use} {'-' if err is None else f'{err:.2g}'} |"
         )
     lines += [
         "",

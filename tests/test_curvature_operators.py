@@ -190,6 +190,26 @@ def test_finite_differences_give_back_weights_and_grads(monkeypatch):
     assert all(p.grad is None for p in list(model.parameters())[1:])
 
 
+def test_a_finite_difference_product_holds_one_parameters_gradient_at_a_time():
+    # Each gradient is added into the product and dropped as autograd delivers it, so the product's memory is one
+    # gradient's working set plus the saved weights and the result, never a second full-size gradient.
+    model, objective = make_gpt2(torch.float32)
+    flat = FlatParameters(select(model, None, None, True))
+    held: list[int] = []
+
+    def count(_: torch.Tensor) -> None:
+        held.append(sum(q.grad is not None for q in flat.params))
+
+    handles = [p.register_post_accumulate_grad_hook(count) for p in flat.params]
+    try:
+        with operator_for(model, objective, flat, hvp="finite_difference") as op:
+            op(torch.ones(flat.size))
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert held == [1] * (2 * len(flat.params))  # two gradients, each parameter's seen alone
+
+
 # --- what an objective cannot give ------------------------------------------------------------------------------------
 
 
