@@ -27,7 +27,7 @@ test-slow: install
 
 # On a machine with a CUDA build of torch already installed (no `install`: it would put the CPU wheel in its place);
 # the files holding `gpu` tests only, so that a GPU machine without datasets/evaluate can collect them.
-GPU_TESTS ?= tests/test_cuda_graphs.py tests/test_fused_nll.py
+GPU_TESTS ?= tests/test_cuda_graphs.py tests/test_fused_nll.py tests/test_rowspace.py
 test-gpu:
 	HF_HUB_OFFLINE=1 PYTHONPATH=$(CURDIR):$$PYTHONPATH $(PYTHON) -m pytest $(GPU_TESTS) -q -p no:cacheprovider -m gpu
 

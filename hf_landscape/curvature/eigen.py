@@ -357,8 +357,10 @@ def _orthogonalize(w: torch.Tensor, basis: torch.Tensor) -> np.ndarray:
 
 
 def _combine_rows(basis: torch.Tensor, size: int, coefficients: np.ndarray, chunk: int = 1 << 20) -> None:
-    """basis[:c] = coefficientsᵀ · basis[:size] in place, column block by column block (no full-size copy)."""
+    """basis[:c] = coefficientsᵀ · basis[:size] in place, column block by column block (no full-size copy). Each
+    block is copied to a small contiguous matrix first: as a view its rows lie a whole row length apart, past cuBLAS's
+    32-bit indices for a billion-parameter basis (`rowspace`)."""
     coef = torch.from_numpy(np.ascontiguousarray(coefficients.T)).to(basis.device, basis.dtype)
     for lo in range(0, basis.shape[1], chunk):
-        block = basis[:size, lo : lo + chunk]
+        block = basis[:size, lo : lo + chunk].contiguous()
         basis[: coef.shape[0], lo : lo + chunk] = coef @ block
