@@ -18,7 +18,7 @@ from ..directions.base import Direction
 from ..errors import ConfigError
 from . import rowspace
 from .blocks import Partition, layer_partition, role_partition
-from .hvp import FlatParameters, check_int, check_positive, select
+from .hvp import FlatParameters, check_int, check_positive, random_start, select
 from .operators import check_centre, check_operator, operator_for
 from .trace import layer_of
 
@@ -295,7 +295,7 @@ def _thick_restart_lanczos(
     generator = torch.Generator().manual_seed(seed)
     basis = torch.zeros(m + 1, n, dtype=dtype, device=device)
     t = np.zeros((m + 1, m + 1))
-    start = torch.randn(n, generator=generator, dtype=torch.float64).to(device, dtype)
+    start = random_start(n, generator, device, dtype)
     basis[0] = start / torch.linalg.vector_norm(start)
     first = 0  # the first basis vector whose H-product is not yet in T
     iterations = restarts = 0
@@ -317,7 +317,7 @@ def _thick_restart_lanczos(
                     # An invariant subspace: its Ritz values are exact. Go on from a fresh random direction.
                     beta = 0.0
                     if size < n:
-                        w = torch.randn(n, generator=generator, dtype=torch.float64).to(device, dtype)
+                        w = random_start(n, generator, device, dtype)
                         _orthogonalize(w, basis[: j + 1])
                         basis[j + 1] = w / torch.linalg.vector_norm(w)
                 else:
