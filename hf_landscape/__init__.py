@@ -35,6 +35,7 @@ from .directions import (
 )
 from .errors import (
     ConfigError,
+    DependencyError,
     DirectionError,
     HubDirectionError,
     HubError,
@@ -74,6 +75,7 @@ __all__ = [
     "CausalLMObjectiveConfig",
     "CompareReport",
     "ConfigError",
+    "DependencyError",
     "CriticalSharpnessResult",
     "CurvatureCallback",
     "CurveConfig",

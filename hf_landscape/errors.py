@@ -135,3 +135,7 @@ class HubDirectionError(HubError, DirectionError):
 
 class HubObjectiveError(HubError, ObjectiveError):
     """Evaluation data could not be loaded from the Hub by name (offline, no such dataset or split, refused)."""
+
+
+class DependencyError(LandscapeError, ImportError):
+    """An optional package a feature needs is not installed; the message names the extra that installs it."""

@@ -10,6 +10,7 @@ import torch
 
 from hf_landscape import hessian_eigenvalues, hessian_spectrum, hessian_trace
 from hf_landscape.curvature import rowspace
+from tests.testing_utils import require_gpu
 
 
 class Vector(torch.nn.Module):
@@ -33,10 +34,26 @@ def test_blocks_cover_every_column_once_and_each_stays_under_the_limit(monkeypat
     monkeypatch.setattr(rowspace, "MAX_ENTRIES", 64)
     rows = torch.zeros(3, 100)
     blocks = rowspace._blocks(rows)
-    assert blocks is not None and len(blocks) == 5  # 64 // 3 = 21 columns a block
+    assert blocks is not None and len(blocks) == 2  # one row's slice of a block is one product: 64 columns at most
     covered = torch.cat([torch.arange(100)[cols] for cols in blocks])
     assert covered.tolist() == list(range(100))
-    assert all(3 * len(range(100)[cols]) <= 64 for cols in blocks)
+    assert all(len(range(100)[cols]) <= 64 for cols in blocks)
+
+
+def test_the_long_path_multiplies_one_contiguous_row_slice_at_a_time(monkeypatch):
+    monkeypatch.setattr(rowspace, "MAX_ENTRIES", 64)
+    seen = []
+    dot = torch.dot
+
+    def recording_dot(a, b):
+        seen.append((a.dim(), a.is_contiguous(), a.numel()))
+        return dot(a, b)
+
+    monkeypatch.setattr(torch, "dot", recording_dot)
+    rows, w = torch.ones(3, 100, dtype=torch.float64), torch.ones(100, dtype=torch.float64)
+    h = rowspace.coefficients(rows, w)
+    assert h.tolist() == [100.0, 100.0, 100.0]
+    assert seen == [(1, True, 64), (1, True, 36)] * 3
 
 
 def test_a_product_that_fits_is_one_product():
@@ -79,3 +96,19 @@ def test_hutchpp_with_blocked_projections_gives_the_same_trace(monkeypatch):
     monkeypatch.setattr(rowspace, "MAX_ENTRIES", 16)
     blocked = hessian_trace(model, loss_fn, samples=12, method="hutch++", progress=False).trace
     assert blocked == pytest.approx(whole, rel=1e-10)
+
+
+@require_gpu
+def test_a_billion_column_basis_on_the_gpu_gives_exact_components():
+    """Three rows of 1.1 B float32 columns (13 GiB): each row is 1 on its own 1,000 columns past 2^31 entries into
+    the basis, 0 elsewhere, and w is 2 everywhere; sums of small integers are exact in float32."""
+    n, span = 1_100_048_384, 1000
+    rows = torch.zeros(3, n, device="cuda")
+    starts = [n - 3 * span + i * span for i in range(3)]
+    for i, lo in enumerate(starts):
+        rows[i, lo : lo + span] = 1.0
+    w = torch.full((n,), 2.0, device="cuda")
+    h = rowspace.remove(w, rows)
+    assert h.tolist() == [2.0 * span] * 3
+    assert w[: starts[0]].unique().tolist() == [2.0]
+    assert w[starts[0] :].unique().tolist() == [2.0 - 2.0 * span]

@@ -635,7 +635,7 @@ def test_lanczos_counts_its_products_and_restarts():
         basis_size=5,
         progress=False,
     )
-    assert (restarted.iterations, restarted.restarts) == (102, 97)
+    assert (restarted.iterations, restarted.restarts) == (115, 110)
     plain = hessian_eigenvalues(
         TwoTensors(),
         quadratic(matrix_with_spectrum([9.0, 7.0, 5.0] + list(np.linspace(-2.0, 3.0, N - 3)))),
@@ -655,7 +655,7 @@ def test_lanczos_counts_its_products_and_restarts():
     default_basis = hessian_eigenvalues(
         Vector(), lambda m: 0.5 * m.x @ a @ m.x, k=3, tol=1e-6, max_iter=500, progress=False
     )
-    assert (default_basis.iterations, default_basis.restarts) == (47, 3)  # a basis of max(20, 2k + 2) = 20 vectors
+    assert (default_basis.iterations, default_basis.restarts) == (56, 4)  # a basis of max(20, 2k + 2) = 20 vectors
 
 
 def test_repeated_eigenvalues_are_all_found():
@@ -681,7 +681,7 @@ def test_eigen_defaults():
     assert len(result.eigenvalues) == 3 and result.tol == 1e-3 and result.eigenvectors is None
     again = hessian_eigenvalues(TwoTensors(), quadratic(a), seed=0, k=3, tol=1e-3, progress=False)
     np.testing.assert_array_equal(result.eigenvalues, again.eigenvalues)
-    n = 150  # a clustered spectrum that 100 products do not resolve: the default max_iter stops it
+    n = 300  # a clustered spectrum that 100 products do not resolve: the default max_iter stops it
     b = matrix_with_spectrum(list(np.linspace(0.0, 1.0, n)))
 
     class Vector(torch.nn.Module):

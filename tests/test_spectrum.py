@@ -14,6 +14,7 @@ import torch
 from testing_utils import ExactCurvature
 
 from hf_landscape import ConfigError, LandscapeProbe, SpectrumResult, SurfaceError, hessian_spectrum, hessian_trace
+from hf_landscape.curvature.hvp import rademacher
 
 
 class Vector(torch.nn.Module):
@@ -33,7 +34,7 @@ def quadratic(eigenvalues, seed: int = 1):
 def probe_vectors(n: int, probes: int, seed: int) -> list[torch.Tensor]:
     """The documented probes: Rademacher vectors from `seed`, divided by √n."""
     g = torch.Generator().manual_seed(seed)
-    return [(torch.randint(0, 2, (n,), generator=g) * 2 - 1).double() / math.sqrt(n) for _ in range(probes)]
+    return [rademacher(n, g, "cpu", torch.float64) / math.sqrt(n) for _ in range(probes)]
 
 
 @pytest.fixture(scope="module")
@@ -165,3 +166,12 @@ def test_bad_spectrum_options_are_refused_before_any_work(tiny, kwargs, match, m
     monkeypatch.setattr(spectrum, "check_centre", lambda *a: pytest.fail("the loss was evaluated"))
     with pytest.raises(ConfigError, match=match):
         hessian_spectrum(case.model, case.objective, progress=False, **kwargs)
+
+
+def test_rademacher_signs_are_balanced_reproducible_and_of_any_length():
+    draw = [rademacher(1001, torch.Generator().manual_seed(5), "cpu", torch.float32) for _ in range(2)]
+    assert torch.equal(draw[0], draw[1]) and draw[0].shape == (1001,)
+    assert set(draw[0].unique().tolist()) == {-1.0, 1.0}
+    assert abs(float(draw[0].sum())) < 4 * 1001**0.5  # ±1 with probability 1/2 each: a sum within 4 sigma
+    other = rademacher(1001, torch.Generator().manual_seed(6), "cpu", torch.float32)
+    assert not torch.equal(draw[0], other)

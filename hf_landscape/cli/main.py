@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import traceback
 
 from ..errors import LandscapeError, redact
+from ..hub.gguf import parsed_once
 from .demo import demo_command, demo_command_parser
 from .env import env_command, env_command_parser
 from .export import export_command, export_command_parser
@@ -58,8 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    # a GGUF checkpoint's config, tokenizer and weights are read from one parse of the file
+    gguf = parsed_once() if getattr(args, "gguf_file", None) else contextlib.nullcontext()
     try:
-        return int(args.func(args) or 0)
+        with gguf:
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:  # Ctrl-C: what was saved and how to go on, in one line
         print(f"hf-landscape {args.command}: {interrupted(args)}", file=sys.stderr)
         return 130

@@ -215,9 +215,10 @@ def dataset_kind(name: str) -> str:
 
 def load_text_dataset(args: argparse.Namespace, split: str) -> tuple[Any, dict[str, Any]]:
     """`--dataset` as a `datasets.Dataset` and where it came from (a local file, a saved folder or a Hub dataset)."""
-    import datasets
-
+    from ..dependencies import require
     from ..objectives.classification_data import FILE_BUILDERS, hub_offline
+
+    datasets = require("datasets", "`--dataset`")
 
     kind = dataset_kind(args.dataset)
     if kind == "file":
@@ -297,8 +298,9 @@ def data_arguments(args: argparse.Namespace) -> dict[str, Any]:
     if args.column_names is not None:
         raise ConfigError("`--column-names` names the columns of a headerless .csv/.tsv `--dataset` file.")
     if kind == "saved":
-        import datasets
+        from ..dependencies import require
 
+        datasets = require("datasets", "`--dataset`")
         return {"data": datasets.load_from_disk(args.dataset)}
     return {"dataset": args.dataset, "dataset_config": args.dataset_config}
 

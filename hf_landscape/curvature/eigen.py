@@ -18,7 +18,7 @@ from ..directions.base import Direction
 from ..errors import ConfigError
 from . import rowspace
 from .blocks import Partition, layer_partition, role_partition
-from .hvp import FlatParameters, check_int, check_positive, select
+from .hvp import FlatParameters, check_int, check_positive, random_start, select
 from .operators import check_centre, check_operator, operator_for
 from .trace import layer_of
 
@@ -295,7 +295,7 @@ def _thick_restart_lanczos(
     generator = torch.Generator().manual_seed(seed)
     basis = torch.zeros(m + 1, n, dtype=dtype, device=device)
     t = np.zeros((m + 1, m + 1))
-    start = torch.randn(n, generator=generator, dtype=torch.float64).to(device, dtype)
+    start = random_start(n, generator, device, dtype)
     basis[0] = start / torch.linalg.vector_norm(start)
     first = 0  # the first basis vector whose H-product is not yet in T
     iterations = restarts = 0
@@ -317,7 +317,7 @@ def _thick_restart_lanczos(
                     # An invariant subspace: its Ritz values are exact. Go on from a fresh random direction.
                     beta = 0.0
                     if size < n:
-                        w = torch.randn(n, generator=generator, dtype=torch.float64).to(device, dtype)
+                        w = random_start(n, generator, device, dtype)
                         _orthogonalize(w, basis[: j + 1])
                         basis[j + 1] = w / torch.linalg.vector_norm(w)
                 else:
@@ -357,8 +357,10 @@ def _orthogonalize(w: torch.Tensor, basis: torch.Tensor) -> np.ndarray:
 
 
 def _combine_rows(basis: torch.Tensor, size: int, coefficients: np.ndarray, chunk: int = 1 << 20) -> None:
-    """basis[:c] = coefficientsᵀ · basis[:size] in place, column block by column block (no full-size copy)."""
+    """basis[:c] = coefficientsᵀ · basis[:size] in place, column block by column block (no full-size copy). Each
+    block is copied to a small contiguous matrix first: as a view its rows lie a whole row length apart, past cuBLAS's
+    32-bit indices for a billion-parameter basis (`rowspace`)."""
     coef = torch.from_numpy(np.ascontiguousarray(coefficients.T)).to(basis.device, basis.dtype)
     for lo in range(0, basis.shape[1], chunk):
-        block = basis[:size, lo : lo + chunk]
+        block = basis[:size, lo : lo + chunk].contiguous()
         basis[: coef.shape[0], lo : lo + chunk] = coef @ block

@@ -16,6 +16,7 @@ import math
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..config import check_patterns
@@ -111,6 +112,27 @@ class FlatParameters:
         return {
             n: v.detach().to(p.device, p.dtype).clone() for n, v, p in zip(self.names, self.views(flat), self.params)
         }
+
+
+def rademacher(n: int, generator: torch.Generator, device: Any, dtype: torch.dtype) -> torch.Tensor:
+    """n random signs ±1, the same for a given `generator` state on every device, drawn fast at any size: one 62-bit
+    seed from `generator` starts numpy's PCG64, whose n/8 random bytes go to `device` and are unpacked into signs
+    there. (torch's CPU generator takes 8 s for a billion draws, one at a time; this takes a fraction of a second.)"""
+    seed = int(torch.randint(0, 1 << 62, (1,), generator=generator))
+    packed = np.frombuffer(np.random.default_rng(seed).bytes((n + 7) // 8), dtype=np.uint8)
+    bytes_ = torch.from_numpy(packed.copy()).to(device)
+    shifts = torch.arange(8, dtype=torch.uint8, device=bytes_.device)
+    bits = bytes_.unsqueeze(1).bitwise_right_shift(shifts).bitwise_and_(1).reshape(-1)[:n]
+    return bits.to(dtype).mul_(2).sub_(1)
+
+
+def random_start(n: int, generator: torch.Generator, device: Any, dtype: torch.dtype) -> torch.Tensor:
+    """n values spread evenly over (−1, 1), none zero, for a Lanczos start: 16 random bits each (numpy's PCG64,
+    seeded from `generator`, so the same on every device, and fast at a billion entries). Unlike signs, values from
+    a continuum give no start orthogonal to an eigenvector whose entries are ±c."""
+    seed = int(torch.randint(0, 1 << 62, (1,), generator=generator))
+    packed = np.frombuffer(np.random.default_rng(seed).bytes(2 * n), dtype=np.int16)
+    return torch.from_numpy(packed.copy()).to(device).to(dtype).add_(0.5).div_(32768.0)
 
 
 def hvp_into(model: torch.nn.Module, objective: Any, flat: FlatParameters, v: torch.Tensor) -> torch.Tensor:

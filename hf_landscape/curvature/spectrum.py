@@ -34,7 +34,7 @@ from ..errors import ConfigError, HubSurfaceError, SurfaceError
 from ..hub.mixin import FileSource, HubMixin
 from ..stats import DEFAULT_CONFIDENCE, check_confidence, mean_interval
 from . import rowspace
-from .hvp import FlatParameters, check_int, check_positive, select
+from .hvp import FlatParameters, check_int, check_positive, rademacher, select
 from .operators import check_centre, check_operator, operator_for
 
 logger = logging.getLogger(__name__)
@@ -300,7 +300,7 @@ def hessian_spectrum(
     try:
         with operator_for(model, objective, flat, operator=operator, hvp=hvp, fd_step=fd_step) as op:
             for p in range(probes):
-                z = (torch.randint(0, 2, (n,), generator=generator) * 2 - 1).to(device, flat.dtype)
+                z = rademacher(n, generator, device, flat.dtype)
                 alpha, beta = lanczos_tridiagonal(
                     lambda v: op(v).to(device), z / math.sqrt(n), steps, reorthogonalize, bar
                 )

@@ -18,7 +18,7 @@ from ..errors import ConfigError
 from ..stats import DEFAULT_CONFIDENCE, check_confidence, mean_interval
 from . import rowspace
 from .blocks import Partition, layer_partition, role_partition
-from .hvp import FlatParameters, check_int, select
+from .hvp import FlatParameters, check_int, rademacher, select
 from .operators import check_centre, check_operator, operator_for
 
 logger = logging.getLogger(__name__)
@@ -237,7 +237,7 @@ _Partitions = dict[str, Partition | None]
 
 
 def _rademacher(flat: FlatParameters, generator: torch.Generator) -> torch.Tensor:
-    return (torch.randint(0, 2, (flat.size,), generator=generator) * 2 - 1).to(flat.device, flat.dtype)
+    return rademacher(flat.size, generator, flat.device, flat.dtype)
 
 
 def _split(partitions: _Partitions, a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:

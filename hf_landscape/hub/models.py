@@ -12,6 +12,7 @@ the commit sha, so the surface records exactly which commit was probed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, HubModelError, ModelError, hidden_token, raise_detached
+from .gguf import parsed_once
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +136,8 @@ def load_model(
     report = not str(getattr(model_class, "__module__", "")).startswith("peft")
     if report:
         model_kwargs["output_loading_info"] = True
-    with hidden_token(token):
+    gguf = parsed_once() if model_kwargs.get("gguf_file") else contextlib.nullcontext()
+    with hidden_token(token), gguf:  # a GGUF file's metadata is parsed once, for the config and the weights
         try:
             loaded = model_class.from_pretrained(
                 folder, dtype=dtype, trust_remote_code=trust_remote_code, **model_kwargs

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..dependencies import require
 from ..errors import ConfigError, ObjectiveError
 from . import classification_data
 
@@ -55,7 +56,7 @@ def load_table(
 
 
 def _dict_splits(data: Any) -> list[str] | None:
-    import datasets
+    datasets = require("datasets", "Multiple-choice and generation data")
 
     return list(data) if isinstance(data, datasets.DatasetDict) else None
 

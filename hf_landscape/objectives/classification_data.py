@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .. import io
+from ..dependencies import require
 from ..errors import ConfigError, HubObjectiveError, ObjectiveError
 from .tasks import ClassificationTask
 
@@ -108,7 +109,7 @@ def load_examples(
 
 
 def _from_data(data: Any, split: str) -> tuple[Any, dict[str, Any]]:
-    import datasets
+    datasets = require("datasets", "Loading an objective's data")
 
     if isinstance(data, datasets.DatasetDict):
         if split not in data:
@@ -141,7 +142,7 @@ def _from_data(data: Any, split: str) -> tuple[Any, dict[str, Any]]:
 def _from_files(
     data_files: Any, split: str, column_names: Sequence[str] | None, delimiter: str | None
 ) -> tuple[Any, dict[str, Any]]:
-    import datasets
+    datasets = require("datasets", "Loading an objective's data")
 
     if isinstance(data_files, Mapping):
         if split not in data_files:
@@ -200,7 +201,7 @@ def from_hub_dataset(name: str, config: str | None, split: str, revision: str | 
             f"Loading the dataset {name!r} by name needs the Hugging Face Hub, but offline mode is on (HF_HUB_OFFLINE "
             "/ HF_DATASETS_OFFLINE). Pass local files with `data_files=`, or a `datasets.Dataset` with `data=`."
         )
-    import datasets
+    datasets = require("datasets", "Loading an objective's data")
 
     try:
         dataset = datasets.load_dataset(name, config, split=split, revision=revision)

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..dependencies import require
 from ..errors import ConfigError, HubObjectiveError
 from .classification_data import Example, hub_offline, load_examples, read_labels, tokenize
 from .glue_tasks import GlueTask
@@ -66,7 +67,7 @@ def _from_hub(task: GlueTask, split: str, revision: str | None) -> tuple[Any, di
             f"`GlueObjective({task.name!r}, tokenizer, data_files='dev.tsv', column_names={[*task.text_columns, 'label']})`"
             ", or a `datasets.Dataset` with `data=`."
         )
-    import datasets
+    datasets = require("datasets", "Loading GLUE from the Hub")
 
     try:
         builder = datasets.load_dataset_builder(GLUE_DATASET, hub_config, revision=revision)
