@@ -614,6 +614,25 @@ def test_a_list_with_a_column_names_attribute_is_still_a_list(tokenizer, texts):
     assert objective.num_examples == 3
 
 
+def test_a_dataset_like_object_with_only_columns_and_rows_is_described_with_what_it_has(tokenizer, texts):
+    class Table:
+        column_names = ["text"]
+        num_rows = 3
+
+        def __getitem__(self, column):
+            return texts[:3]
+
+    objective = CausalLMObjective(Table(), tokenizer)
+    assert objective.num_examples == 3
+    assert objective.describe()["source"] == {
+        "type": "datasets.Dataset",
+        "num_rows": 3,
+        "fingerprint": None,
+        "dataset_name": None,
+        "split": None,
+    }
+
+
 def test_dataset_columns_prompt_completion_and_pretokenized(gpt2_model, tokenizer):
     model = gpt2_model()
     pairs = datasets.Dataset.from_dict({"prompt": ["The river", "Cats"], "completion": [" runs past.", " sleep."]})
@@ -984,6 +1003,37 @@ def test_the_forward_builds_no_key_value_cache(gpt2_model, tokenizer, texts):
     model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs["use_cache"]), with_kwargs=True)
     CausalLMObjective(texts, tokenizer, batch_size=4).evaluate(model)
     assert seen == [False] * 3  # one forward per batch of 4 of the 12 texts
+
+
+def test_a_model_whose_input_embeddings_are_replaced_is_bound_again(gpt2_model):
+    model = gpt2_model().eval()
+    objective = CausalLMObjective({"input_ids": [[1, 2, 60]]})
+    objective.evaluate(model)  # vocabulary 300: fine
+    model.set_input_embeddings(torch.nn.Embedding(50, model.config.n_embd))  # the output head stays
+    with pytest.raises(ObjectiveError, match="input id 60, outside the model's vocabulary of 50"):
+        objective.evaluate(model)
+
+
+def test_another_model_of_the_same_shape_is_bound_again(gpt2_model, tokenizer, texts):
+    model = gpt2_model().eval()
+    objective = CausalLMObjective(texts, tokenizer, batch_size=4)  # padded batches: position ids are passed
+    loss = objective.evaluate(model).loss
+    assert objective.evaluate(NoPositions(model)).loss == loss  # whose forward takes no position ids
+
+
+def test_bound_batches_hold_the_longest_sequences_first_by_default(gpt2_model):
+    objective = CausalLMObjective({"input_ids": [[1, 2], [1, 2, 3, 4], [1, 2, 3]]}, batch_size=2)
+    objective.bind(gpt2_model())
+    assert [b.index for b in objective._batches] == [[1, 2], [0]]
+
+
+def test_bound_batches_are_padded_with_the_tokenizers_pad_id(gpt2_model):
+    from types import SimpleNamespace
+
+    tokenizer = SimpleNamespace(pad_token_id=7, eos_token_id=None)
+    objective = CausalLMObjective({"input_ids": [[1, 2, 3], [4, 5]]}, tokenizer, batch_size=2)
+    objective.bind(gpt2_model())
+    assert objective._batches[0].input_ids.tolist() == [[1, 2, 3], [4, 5, 7]]
 
 
 def test_an_output_head_without_a_weight_attribute(gpt2_model, tokenizer, texts):
