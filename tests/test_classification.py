@@ -67,6 +67,14 @@ def test_loss_is_the_mean_cross_entropy_of_examples_run_alone(tok):
     assert LandscapeProbe(model, objective, progress=False).loss() == pytest.approx(reference, rel=1e-6)
 
 
+def test_evaluate_binds_the_objective_itself_and_gives_no_per_example_losses_unasked(tok):
+    model = build_bert_classifier(len(tok))
+    objective = TextClassificationObjective({"text": SENTENCES, "label": LABELS}, tok, batch_size=3)
+    evaluation = objective.evaluate(model.eval())  # never bound before
+    assert evaluation.loss == LandscapeProbe(model, objective, progress=False).loss()
+    assert evaluation.sequence_losses is None
+
+
 def test_glue_task_is_a_preset_with_the_same_loss(tok):
     model = build_bert_classifier(len(tok))
     glue = GlueObjective("sst2", tok, data={"sentence": SENTENCES, "label": LABELS})
