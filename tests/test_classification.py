@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -65,6 +67,14 @@ def test_loss_is_the_mean_cross_entropy_of_examples_run_alone(tok):
     assert LandscapeProbe(model, objective, progress=False).loss() == pytest.approx(reference, rel=1e-6)
 
 
+def test_evaluate_binds_the_objective_itself_and_gives_no_per_example_losses_unasked(tok):
+    model = build_bert_classifier(len(tok))
+    objective = TextClassificationObjective({"text": SENTENCES, "label": LABELS}, tok, batch_size=3)
+    evaluation = objective.evaluate(model.eval())  # never bound before
+    assert evaluation.loss == LandscapeProbe(model, objective, progress=False).loss()
+    assert evaluation.sequence_losses is None
+
+
 def test_glue_task_is_a_preset_with_the_same_loss(tok):
     model = build_bert_classifier(len(tok))
     glue = GlueObjective("sst2", tok, data={"sentence": SENTENCES, "label": LABELS})
@@ -115,6 +125,51 @@ def test_metric_functions_and_shipped_names_give_sklearn_values(tok):
     assert objective.describe()["metrics"] == ["f1", "mine"]
 
 
+class ExactMatch:
+    """An `evaluate` module: a `name` and `compute`, not itself callable."""
+
+    def __init__(self, name="exact_match"):
+        self.name = name
+
+    def compute(self, predictions, references):
+        return {self.name: float(np.mean(predictions == references))}
+
+
+def balanced(predictions, references):
+    return float(np.mean(predictions == references))
+
+
+def test_metrics_given_as_a_list_are_reported_under_their_names():
+    from hf_landscape.objectives.tasks import metric_pairs
+
+    module = ExactMatch()
+    assert metric_pairs(["f1", balanced, module], default=()) == (
+        ("f1", "f1"),
+        ("balanced", balanced),
+        ("exact_match", module),
+    )
+
+
+@pytest.mark.parametrize(
+    "metric",
+    [functools.partial(balanced), ExactMatch(name=""), ExactMatch(name=5), SimpleNamespace(compute=balanced)],
+    ids=["partial", "empty name", "int name", "no name"],
+)
+def test_a_listed_metric_without_a_name_is_refused(metric):
+    from hf_landscape.objectives.tasks import metric_pairs
+
+    with pytest.raises(ConfigError, match="`metrics` holds .* no name to report it under"):
+        metric_pairs([metric], default=())
+
+
+def test_metric_keys_must_be_non_empty_strings():
+    from hf_landscape.objectives.tasks import metric_pairs
+
+    for key in (3, ""):
+        with pytest.raises(ConfigError, match="`metrics` keys must be non-empty strings"):
+            metric_pairs({key: "f1"}, default=())
+
+
 @pytest.mark.parametrize(
     ("kwargs", "argument"),
     [
@@ -123,6 +178,10 @@ def test_metric_functions_and_shipped_names_give_sklearn_values(tok):
         ({"label_names": ["a", "b"], "num_labels": 3}, "num_labels"),
         ({"text_columns": ["a", "b", "c"]}, "text_columns"),
         ({"metrics": [lambda p, r: 0.0]}, "metrics"),
+        ({"text_columns": ["text", 5]}, "text_columns"),
+        ({"label_column": "text"}, "label_column"),
+        ({"label_column": 5}, "label_column"),
+        ({"metrics": {3: "f1"}}, "metrics"),
     ],
 )
 def test_bad_options_name_the_argument(tok, kwargs, argument):

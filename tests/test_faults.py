@@ -157,6 +157,63 @@ def test_disk_full_at_the_final_save_keeps_every_point(tmp_path, monkeypatch):
     assert calls == [] and np.array_equal(again.values, plane.values)
 
 
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), "OSError: No space left on device"),
+        (OSError("no errno"), "no errno"),
+        (ValueError("not serializable"), "ValueError: not serializable"),
+    ],
+    ids=["errno", "bare OSError", "ValueError"],
+)
+def test_a_failed_save_names_the_folder_and_the_error(tmp_path, monkeypatch, error, reason):
+    import hf_landscape.io as io
+
+    def write_json(path, record):
+        raise error
+
+    monkeypatch.setattr(io, "write_json", write_json)
+    with pytest.raises(SurfaceError) as caught:
+        _write_surface(tmp_path)
+    assert str(caught.value) == (
+        f"Could not save the surface to {str(tmp_path)!r} ({reason}); the folder holds what it held before. "
+        "Fix that (free disk space, make the folder writable), then save again."
+    )
+
+
+def test_a_failed_save_of_draws_over_seeds_counts_every_draws_points_in_their_common_folder(tmp_path, monkeypatch):
+    import hf_landscape.io as io
+
+    line = make_probe().line(steps=3, seed=[0, 1], checkpoint_dir=tmp_path)
+
+    def write_json(path, record):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(io, "write_json", write_json)
+    with pytest.raises(SurfaceError) as caught:
+        line.save_pretrained(tmp_path)
+    assert str(caught.value) == (
+        f"Could not save the surface to {str(tmp_path)!r} (OSError: No space left on device); all 6 evaluated points "
+        f"are kept in {str(tmp_path)!r}: fix that (free disk space, make the folder writable), then run the same "
+        "command again (or call the same method with the same `checkpoint_dir`), which finishes from them without "
+        "evaluating any point again."
+    )
+
+
+def test_a_failed_save_names_the_one_partial_folder_as_given(tmp_path, monkeypatch):
+    import hf_landscape.io as io
+
+    monkeypatch.chdir(tmp_path)
+    line = make_probe().line(steps=3, checkpoint_dir=".")
+
+    def write_json(path, record):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(io, "write_json", write_json)
+    with pytest.raises(SurfaceError, match=r"all 3 evaluated points are kept in '\.': fix that"):
+        line.save_pretrained(".")
+
+
 def test_a_library_grid_is_kept_until_saved_and_a_rerun_evaluates_none(tmp_path, monkeypatch):
     first = make_probe().plane(steps=(3, 2), checkpoint_dir=tmp_path, checkpoint_every=100)
     assert partial_done(tmp_path) == 6  # fewer points than `checkpoint_every`, kept all the same
@@ -799,7 +856,7 @@ def test_a_library_grid_into_a_locked_folder_is_refused_before_any_point(lock_ho
     with pytest.raises(SurfaceError, match=rf"`checkpoint_dir` .* in use .*pid {lock_holder}"):
         make_probe().line(steps=3, checkpoint_dir=tmp_path / "out")
     assert calls == []
-    with pytest.raises(SurfaceError, match=rf"pid {lock_holder}"):
+    with pytest.raises(SurfaceError, match=rf"`save_directory` .* in use .*pid {lock_holder}"):
         _write_surface(tmp_path / "out")
 
 

@@ -39,6 +39,57 @@ def test_cpu_logits_take_the_log_softmax_path(monkeypatch):
     assert not fused_nll.available(torch.zeros(2, 3, 5, dtype=torch.bfloat16))
 
 
+def recording_kernel(monkeypatch) -> list:
+    """`fused_nll` as on a GPU, its kernel replaced by one that records its arguments and returns zeros."""
+    calls: list = []
+    monkeypatch.setattr(fused_nll, "available", lambda logits: True)
+    monkeypatch.setattr(fused_nll, "token_nll", lambda *args: calls.append(args) or torch.zeros(len(args[1])))
+    return calls
+
+
+def padded_batch():
+    from hf_landscape.objectives import text_data
+
+    examples = [(ids, ids) for ids in IDS[:2]]  # lengths 12 and 13
+    cpu = torch.device("cpu")
+    return text_data.make_batches(examples, cpu, batch_size=2, padding_side="right", sort_by_length=False, pad=0)[0]
+
+
+def test_the_kernel_reads_stacked_points_rows_batch_times_length_apart(monkeypatch):
+    from hf_landscape.objectives.nll import token_nll
+
+    calls = recording_kernel(monkeypatch)
+    b = padded_batch()
+    logits = torch.zeros(2, *b.input_ids.shape, 7)  # two stacked points
+    with torch.no_grad():
+        token_nll(logits, b)
+    ((given, rows, targets),) = calls
+    step = b.input_ids.numel()
+    assert given is logits
+    assert torch.equal(rows, torch.cat([b.counted, b.counted + step]))
+    assert torch.equal(targets, torch.cat([b.targets, b.targets]))
+
+
+def test_the_kernel_takes_logits_that_need_no_gradient_while_autograd_is_on(monkeypatch):
+    from hf_landscape.objectives.nll import token_nll
+
+    calls = recording_kernel(monkeypatch)
+    b = padded_batch()
+    with torch.enable_grad():
+        token_nll(torch.zeros(*b.input_ids.shape, 7), b)
+    assert len(calls) == 1
+
+
+def test_a_head_is_judged_by_its_weights_device_dtype_rows_and_the_autocast_state(monkeypatch):
+    from hf_landscape.objectives import nll
+
+    calls: list = []
+    monkeypatch.setattr(nll, "_alignment_pays", lambda *args: calls.append(args) or False)
+    head = torch.nn.Linear(8, 300, bias=False).to(torch.bfloat16)
+    assert nll._pads_head(head) is False
+    assert calls == [("cpu", torch.bfloat16, 300, False)]
+
+
 def test_a_kernel_that_cannot_launch_falls_back_to_log_softmax(monkeypatch, caplog):
     model = build_gpt2(100, seed=0).eval()
     objective = CausalLMObjective({"input_ids": IDS}, batch_size=4)

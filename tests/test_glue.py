@@ -516,3 +516,27 @@ def test_shared_cola_dev_with_minilm():
 def test_unknown_metric_module_is_a_config_error():
     with pytest.raises(ConfigError, match="shipped metrics"):
         metric_path("bleu")
+
+
+def test_keyword_options_reach_the_config_and_their_defaults_are_the_configs(tok):
+    from hf_landscape.objectives.glue import GlueObjectiveConfig
+
+    default = cola(tok).config
+    assert (default.max_length, default.batch_size, default.sort_by_length, default.check_padding) == (
+        128,
+        32,
+        True,
+        True,
+    )
+    assert default == GlueObjectiveConfig(task="cola")
+    given = cola(tok, max_length=16, batch_size=3, sort_by_length=False, check_padding=False).config
+    assert (given.max_length, given.batch_size, given.sort_by_length, given.check_padding) == (16, 3, False, False)
+
+
+@pytest.mark.parametrize(
+    ("spelling", "name"), [("STS Benchmark", "stsb"), ("MNLI-m", "mnli_matched"), ("SST-2", "sst2")]
+)
+def test_a_glue_task_is_found_by_its_usual_spellings(spelling, name):
+    from hf_landscape.objectives.glue_tasks import glue_task
+
+    assert glue_task(spelling).name == name

@@ -468,6 +468,18 @@ def test_aligned_head_under_stacked_points_equals_one_point(gpt2_model, tokenize
     assert "forward" not in model.get_output_embeddings().__dict__
 
 
+def test_stacked_points_go_through_the_aligned_head(gpt2_model, tokenizer, texts, aligned_everywhere, monkeypatch):
+    model = gpt2_model().eval()
+    objective = CausalLMObjective(texts, tokenizer, batch_size=4)
+    objective.bind(model)
+    calls = []
+    original = aligned_everywhere._aligned_forward
+    monkeypatch.setattr(aligned_everywhere, "_aligned_forward", lambda head, x: calls.append(1) or original(head, x))
+    with torch.no_grad():
+        objective.loss_points(model, lambda inputs: model(**inputs).logits.unsqueeze(0), 1)
+    assert len(calls) == len(objective._batches)
+
+
 def test_aligned_head_is_removed_after_an_exception(gpt2_model, tokenizer, texts, aligned_everywhere):
     model = gpt2_model().eval()
     objective = CausalLMObjective(texts, tokenizer)
@@ -602,6 +614,25 @@ def test_a_list_with_a_column_names_attribute_is_still_a_list(tokenizer, texts):
     assert objective.num_examples == 3
 
 
+def test_a_dataset_like_object_with_only_columns_and_rows_is_described_with_what_it_has(tokenizer, texts):
+    class Table:
+        column_names = ["text"]
+        num_rows = 3
+
+        def __getitem__(self, column):
+            return texts[:3]
+
+    objective = CausalLMObjective(Table(), tokenizer)
+    assert objective.num_examples == 3
+    assert objective.describe()["source"] == {
+        "type": "datasets.Dataset",
+        "num_rows": 3,
+        "fingerprint": None,
+        "dataset_name": None,
+        "split": None,
+    }
+
+
 def test_dataset_columns_prompt_completion_and_pretokenized(gpt2_model, tokenizer):
     model = gpt2_model()
     pairs = datasets.Dataset.from_dict({"prompt": ["The river", "Cats"], "completion": [" runs past.", " sleep."]})
@@ -672,6 +703,66 @@ def test_labels_at_the_edges_of_the_vocabulary(gpt2_model):
         objective = CausalLMObjective({"input_ids": [[1, 2, 3]], "labels": [[1, 2, bad]]})
         with pytest.raises(ObjectiveError, match=f"label {bad}, outside"):
             loss_of(model, objective)
+
+
+def test_input_ids_at_the_edges_of_the_vocabulary(gpt2_model):
+    model = gpt2_model()
+    vocab = model.config.vocab_size
+    assert np.isfinite(loss_of(model, CausalLMObjective({"input_ids": [[0, 1, vocab - 1]]})))
+    with pytest.raises(ObjectiveError, match=f"input id {vocab}, outside the model's vocabulary of {vocab}"):
+        loss_of(model, CausalLMObjective({"input_ids": [[1, 2, vocab]]}))
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        ({"input_ids": [5]}, r"`input_ids\[0\]` must be a list of integers"),
+        ({"input_ids": [[1, 2.5, 3]]}, r"example 0 has input id 2\.5 at position 1"),
+        ({"input_ids": [[1, True, 3]]}, r"example 0 has input id True at position 1"),
+        ({"input_ids": [[1, -100, 3]]}, r"example 0 has input id -100; token ids are >= 0"),
+        ({"input_ids": [[1, 2, 3]], "attention_mask": [[1, "x", 1]]}, r"`attention_mask` value 'x' at position 1"),
+        ({"input_ids": [[1, 2, 3]], "labels": [[1, 2, 3.5]]}, r"`labels` value 3\.5 at position 2"),
+    ],
+    ids=["row not a list", "float id", "bool id", "negative id", "mask value", "label value"],
+)
+def test_bad_pretokenized_data_is_refused_naming_the_field_and_the_value(data, match):
+    with pytest.raises(ObjectiveError, match=match):
+        CausalLMObjective(data)
+
+
+def test_pretokenized_rows_may_be_tensors_or_arrays():
+    data = {"input_ids": [torch.tensor([5, 17, 42]), np.array([7, 8])], "labels": [np.array([5, -100, 42]), [7, 8]]}
+    assert CausalLMObjective(data).examples == [([5, 17, 42], [5, -100, 42]), ([7, 8], [7, 8])]
+
+
+@pytest.mark.parametrize(
+    ("pad", "eos", "expected"), [(5, 7, 5), (None, 7, 7), (None, None, 0)], ids=["pad", "eos", "neither"]
+)
+def test_padding_takes_the_tokenizers_pad_then_its_eos_then_0(pad, eos, expected):
+    from types import SimpleNamespace
+
+    from hf_landscape.objectives.text_data import pad_id
+
+    assert pad_id(SimpleNamespace(pad_token_id=pad, eos_token_id=eos)) == expected
+
+
+def batches_of(lengths: list[int], **options):
+    from hf_landscape.objectives.text_data import make_batches
+
+    examples = [(list(range(1, n + 1)), list(range(1, n + 1))) for n in lengths]
+    return make_batches(examples, torch.device("cpu"), padding_side="right", pad=0, **options)
+
+
+def test_batches_hold_the_longest_sequences_first():
+    assert [b.index for b in batches_of([2, 4, 3], batch_size=2, sort_by_length=True)] == [[1, 2], [0]]
+    assert [b.index for b in batches_of([2, 4, 3], batch_size=2, sort_by_length=False)] == [[0, 1], [2]]
+
+
+def test_a_batch_without_padding_passes_no_attention_mask_or_positions():
+    even, padded = batches_of([3, 3, 4, 2], batch_size=2, sort_by_length=False)
+    assert even.attention_mask is None and even.position_ids is None
+    assert padded.attention_mask.tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
+    assert padded.position_ids.tolist() == [[0, 1, 2, 3], [0, 1, 1, 1]]
 
 
 def test_attention_mask_drops_padding_anywhere(gpt2_model):
@@ -877,6 +968,72 @@ def test_a_model_rebound_to_another_vocabulary_has_its_labels_checked(gpt2_model
     small = build_gpt2(50)
     with pytest.raises(ObjectiveError, match="label 60, outside the model's vocabulary of 50"):
         loss_of(small, objective)
+
+
+def test_a_model_whose_head_is_replaced_is_bound_again(gpt2_model):
+    model = gpt2_model().eval()
+    objective = CausalLMObjective({"input_ids": [[1, 2, 3]], "labels": [[1, 2, 60]]})
+    objective.evaluate(model)  # vocabulary 300: fine
+    model.set_output_embeddings(torch.nn.Linear(model.config.n_embd, 50, bias=False))  # the input embeddings stay
+    with pytest.raises(ObjectiveError, match="label 60, outside the model's vocabulary of 50"):
+        objective.evaluate(model)
+
+
+class Headless(torch.nn.Module):
+    """A module with input embeddings and no `get_output_embeddings` at all."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self.config = inner.config
+
+    def get_input_embeddings(self):
+        return self.inner.get_input_embeddings()
+
+
+def test_a_module_without_get_output_embeddings_is_a_model_error(gpt2_model):
+    objective = CausalLMObjective({"input_ids": [[1, 2, 3]]})
+    with pytest.raises(ModelError, match="`model` \\(Headless\\) has no language-model head"):
+        objective.bind(Headless(gpt2_model()))
+
+
+def test_the_forward_builds_no_key_value_cache(gpt2_model, tokenizer, texts):
+    model = gpt2_model().eval()
+    seen = []
+    model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs["use_cache"]), with_kwargs=True)
+    CausalLMObjective(texts, tokenizer, batch_size=4).evaluate(model)
+    assert seen == [False] * 3  # one forward per batch of 4 of the 12 texts
+
+
+def test_a_model_whose_input_embeddings_are_replaced_is_bound_again(gpt2_model):
+    model = gpt2_model().eval()
+    objective = CausalLMObjective({"input_ids": [[1, 2, 60]]})
+    objective.evaluate(model)  # vocabulary 300: fine
+    model.set_input_embeddings(torch.nn.Embedding(50, model.config.n_embd))  # the output head stays
+    with pytest.raises(ObjectiveError, match="input id 60, outside the model's vocabulary of 50"):
+        objective.evaluate(model)
+
+
+def test_another_model_of_the_same_shape_is_bound_again(gpt2_model, tokenizer, texts):
+    model = gpt2_model().eval()
+    objective = CausalLMObjective(texts, tokenizer, batch_size=4)  # padded batches: position ids are passed
+    loss = objective.evaluate(model).loss
+    assert objective.evaluate(NoPositions(model)).loss == loss  # whose forward takes no position ids
+
+
+def test_bound_batches_hold_the_longest_sequences_first_by_default(gpt2_model):
+    objective = CausalLMObjective({"input_ids": [[1, 2], [1, 2, 3, 4], [1, 2, 3]]}, batch_size=2)
+    objective.bind(gpt2_model())
+    assert [b.index for b in objective._batches] == [[1, 2], [0]]
+
+
+def test_bound_batches_are_padded_with_the_tokenizers_pad_id(gpt2_model):
+    from types import SimpleNamespace
+
+    tokenizer = SimpleNamespace(pad_token_id=7, eos_token_id=None)
+    objective = CausalLMObjective({"input_ids": [[1, 2, 3], [4, 5]]}, tokenizer, batch_size=2)
+    objective.bind(gpt2_model())
+    assert objective._batches[0].input_ids.tolist() == [[1, 2, 3], [4, 5, 7]]
 
 
 def test_an_output_head_without_a_weight_attribute(gpt2_model, tokenizer, texts):

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from hf_landscape import CausalLMObjective, LandscapeProbe, Surface, SurfaceError
+from hf_landscape import CausalLMObjective, ConfigError, LandscapeProbe, Surface, SurfaceError
+from hf_landscape.surface import combine_draws, grid_surface
 
 
 def make_plane(scale: float = 1.0) -> Surface:
@@ -74,6 +75,28 @@ def test_kind_ndim_and_centre():
     assert line.centre == 1.5
     odd = Surface(np.array([-1.0, 0.0, 1.0]), np.arange(6.0).reshape(2, 3), y=np.array([0.0, 1.0]))
     assert odd.centre == 1.0 and odd.kind == "plane"
+
+
+@pytest.mark.parametrize(
+    ("x", "samples"), [(np.array([-1.0, 0.0, 1.0]), np.zeros(4)), (np.zeros(0), np.zeros(0))], ids=["4 of 3", "empty"]
+)
+def test_samples_that_are_not_whole_draws_of_the_grid_are_refused(x, samples):
+    with pytest.raises(SurfaceError, match="`samples`"):
+        Surface(x, np.zeros_like(x), samples=samples)
+
+
+@pytest.mark.parametrize("draws", [1, 2])
+def test_a_one_point_grid_takes_samples_of_any_number_of_draws(draws):
+    samples = np.arange(1.0, draws + 1.0)
+    surface = Surface(np.array([0.0]), np.array([samples.mean()]), samples=samples)
+    np.testing.assert_array_equal(surface.samples, samples.reshape(draws, 1))
+
+
+@pytest.mark.parametrize("argument", ["values", "spread"])
+def test_an_array_of_no_numbers_is_refused_naming_its_argument(argument):
+    arrays = {"values": np.zeros(3), argument: ["a", "b", "c"]}
+    with pytest.raises(SurfaceError, match=f"`{argument}` must be an array of numbers"):
+        Surface(np.array([-1.0, 0.0, 1.0]), **arrays)
 
 
 # --- save / load ----------------------------------------------------------------------------------------
@@ -357,3 +380,121 @@ def test_push_to_hub_passes_every_option_to_the_pusher(monkeypatch):
     assert surface.push_to_hub("me/repo", path_in_repo="sub", **options) == "url"
     ((args, kwargs),) = calls
     assert args == ({"sub": surface}, "me/repo") and kwargs == options
+
+
+def test_plot_passes_its_kind_and_options(monkeypatch):
+    import hf_landscape.plotting as plotting
+
+    calls = []
+    monkeypatch.setattr(plotting, "plot_surface", lambda *args, **kwargs: calls.append((args, kwargs)) or "figure")
+    plane = make_plane()
+    assert plane.plot("heatmap", log_scale=True) == "figure"
+    assert calls == [((plane,), {"kind": "heatmap", "log_scale": True})]
+
+
+def test_an_unknown_plot_format_is_refused_naming_formats_before_writing(tmp_path):
+    with pytest.raises(ConfigError, match="`formats`"):
+        make_line().save_pretrained(tmp_path / "out", formats=("bmp",))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_named_like_the_viewer_page_is_refused_before_writing(tmp_path):
+    (tmp_path / "viewer.html").mkdir()
+    with pytest.raises(SurfaceError, match="`save_directory` .* holds 'viewer.html', which is a folder"):
+        make_line().save_pretrained(tmp_path, viewer=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["viewer.html"]
+
+
+def test_a_folder_that_cannot_be_written_is_refused_naming_save_directory(tmp_path, monkeypatch):
+    import errno
+
+    import hf_landscape.io as io
+
+    def read_only(folder):  # root ignores permission bits: stand in for a read-only file system
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(io, "_probe_write", read_only)
+    with pytest.raises(SurfaceError, match=r"`save_directory` .* is not writable \(Read-only file system\)"):
+        make_line().save_pretrained(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_named_like_the_viewer_page_is_left_alone_without_the_viewer(tmp_path):
+    (tmp_path / "viewer.html").mkdir()
+    make_line().save_pretrained(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["surface.json", "surface.safetensors", "viewer.html"]
+
+
+# --- a grid's surface, and draws over several seeds ------------------------------------------------------------
+
+
+def test_a_grid_surface_lays_its_metrics_out_as_its_values():
+    x, y = np.array([-1.0, 0.0, 1.0]), np.array([0.0, 1.0])
+    plane = grid_surface([x, y], np.arange(6.0), {"accuracy": np.arange(6.0) / 8}, {"kind": "plane"})
+    np.testing.assert_array_equal(plane.values, [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]])
+    np.testing.assert_array_equal(plane.metrics["accuracy"], [[0.0, 0.125, 0.25], [0.375, 0.5, 0.625]])
+
+
+def one_draw(seed: int, values: list[float], accuracy: list[float], **metadata) -> Surface:
+    """A line of one direction seed, as `LandscapeProbe.line` makes it (directions, wall time)."""
+    meta = {"kind": "line", "seed": seed, "directions": [{"seed": seed}], "wall_time_s": 1.0, **metadata}
+    x = np.array([-1.0, 0.0, 1.0])
+    return Surface(x, np.array(values), metrics={"accuracy": np.array(accuracy)}, metadata=meta, directions=[seed])
+
+
+def test_draws_combine_into_their_mean_spread_and_samples():
+    draws = [one_draw(4, [1.0, 2.0, 3.0], [0.0, 1.0, 0.5]), one_draw(5, [3.0, 6.0, 5.0], [1.0, 0.0, 0.25])]
+    combined = combine_draws(draws, [4, 5])
+    np.testing.assert_array_equal(combined.x, [-1.0, 0.0, 1.0])
+    np.testing.assert_array_equal(combined.values, [2.0, 4.0, 4.0])
+    np.testing.assert_array_equal(combined.spread, np.sqrt([2.0, 8.0, 2.0]))  # ddof=1: |a - b| / sqrt(2)
+    np.testing.assert_array_equal(combined.samples, [[1.0, 2.0, 3.0], [3.0, 6.0, 5.0]])
+
+
+def test_draws_combine_into_the_mean_of_each_metric():
+    draws = [one_draw(4, [1.0, 2.0, 3.0], [0.0, 1.0, 0.5]), one_draw(5, [3.0, 6.0, 5.0], [1.0, 0.0, 0.25])]
+    combined = combine_draws(draws, [4, 5])
+    assert list(combined.metrics) == ["accuracy"]
+    np.testing.assert_array_equal(combined.metrics["accuracy"], [0.5, 0.5, 0.375])
+
+
+def test_combined_draws_keep_the_first_draws_metadata_with_every_seed_and_direction():
+    draws = [one_draw(4, [1.0] * 3, [0.0] * 3, model="a"), one_draw(5, [2.0] * 3, [0.0] * 3, model="b")]
+    combined = combine_draws(draws, [4, 5])
+    assert combined.metadata == {
+        "kind": "line",
+        "model": "a",
+        "seed": None,
+        "seeds": [4, 5],
+        "directions": [{"seed": 4}, {"seed": 5}],
+        "wall_time_s": 2.0,
+        "compute_time_s": 2.0,
+        "resumed": None,
+    }
+    assert combined.directions == [4, 5]
+
+
+def test_combined_draws_sum_wall_and_compute_times_to_the_millisecond():
+    first = one_draw(4, [1.0] * 3, [0.0] * 3, wall_time_s=1.23456, compute_time_s=0.1111)
+    second = one_draw(5, [2.0] * 3, [0.0] * 3, wall_time_s=2.0)  # no compute time: its wall time counts
+    combined = combine_draws([first, second], [4, 5])
+    assert combined.metadata["wall_time_s"] == 3.235
+    assert combined.metadata["compute_time_s"] == 2.111
+
+
+def test_combined_draws_count_the_points_resumed_from_partial_grids():
+    first = one_draw(4, [1.0] * 3, [0.0] * 3, resumed={"points": 2})
+    second = one_draw(5, [2.0] * 3, [0.0] * 3, resumed={"points": 3})
+    assert combine_draws([first, second], [4, 5]).metadata["resumed"] == {"points": 5}
+
+
+def test_combined_draws_of_which_none_resumed_record_no_resumed_points():
+    first = one_draw(4, [1.0] * 3, [0.0] * 3)  # no `resumed` key
+    second = one_draw(5, [2.0] * 3, [0.0] * 3, resumed=None)
+    assert combine_draws([first, second], [4, 5]).metadata["resumed"] is None
+
+
+def test_combined_draws_keep_the_directions_of_the_draws_that_have_them():
+    first, second = one_draw(4, [1.0] * 3, [0.0] * 3), one_draw(5, [2.0] * 3, [0.0] * 3)
+    second.directions = None
+    assert combine_draws([first, second], [4, 5]).directions == [4]
