@@ -1,10 +1,12 @@
 """Optional packages. A feature that needs one imports it through `require`, so that a missing package is a
 `DependencyError` naming the extra that installs it, raised before any work.
 
-| package    | extra             | needed for                                                                   |
-|------------|-------------------|------------------------------------------------------------------------------|
+| package    | extra              | needed for                                                                  |
+|------------|--------------------|-----------------------------------------------------------------------------|
 | `datasets` | `data` (or `glue`) | objectives' data from files, columns or the Hub (classification, GLUE,      |
-|            |                   | multiple choice, generation) and the CLI's `--dataset`                       |
+|            |                    | multiple choice, generation) and the CLI's `--dataset`                      |
+
+The `data` extra also installs `evaluate` and scikit-learn, for the objectives' task metrics (`hf_landscape.metrics`).
 """
 
 from __future__ import annotations

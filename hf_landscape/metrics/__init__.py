@@ -53,14 +53,14 @@ def load_metric(name: str) -> Any:
         import evaluate
     except ImportError:
         raise ObjectiveError(
-            "GLUE metrics need the `evaluate` package; install it with `pip install 'hf_landscape[glue]'`."
+            "Task metrics need the `evaluate` package; install it with `pip install 'hf_landscape[data]'` (or `[glue]`)."
         ) from None
     try:
         return evaluate.load(str(path), keep_in_memory=True)
     except ImportError as err:
         raise ObjectiveError(
-            f"The metric module {name!r} could not be loaded ({err}); install the GLUE extras with "
-            "`pip install 'hf_landscape[glue]'`."
+            f"The metric module {name!r} could not be loaded ({err}); install the metric packages with "
+            "`pip install 'hf_landscape[data]'` (or `[glue]`)."
         ) from None
 
 
