@@ -321,7 +321,8 @@ def write_glb(surface: Surface, path: Path) -> None:
     from matplotlib import colormaps
     from trimesh.exchange.gltf import export_glb
 
-    assert surface.y is not None  # planes only (checked by `export_surface`)
+    if surface.y is None:  # `export_surface` refuses lines first; a direct call gets the same answer
+        raise SurfaceError(f"A .glb mesh holds planes only, and this surface is a {surface.kind}.")
     x, y, z = surface.x, surface.y, surface.values
     finite = np.isfinite(z)
     lo, hi = float(z[finite].min()), float(z[finite].max())

@@ -919,8 +919,8 @@ def test_stacked_points_over_full_batches_give_each_points_loss(gpt2_model):
     assert points.tolist() == pytest.approx([loss] * 3, rel=1e-12)
 
 
-class NoPositions(torch.nn.Module):
-    """A causal LM whose forward takes no position ids (only the attention mask keeps padding out)."""
+class Headless(torch.nn.Module):
+    """A module with input embeddings and no `get_output_embeddings` at all."""
 
     def __init__(self, inner):
         super().__init__()
@@ -929,6 +929,10 @@ class NoPositions(torch.nn.Module):
 
     def get_input_embeddings(self):
         return self.inner.get_input_embeddings()
+
+
+class NoPositions(Headless):
+    """A causal LM whose forward takes no position ids (only the attention mask keeps padding out)."""
 
     def get_output_embeddings(self):
         return self.inner.get_output_embeddings()
@@ -977,18 +981,6 @@ def test_a_model_whose_head_is_replaced_is_bound_again(gpt2_model):
     model.set_output_embeddings(torch.nn.Linear(model.config.n_embd, 50, bias=False))  # the input embeddings stay
     with pytest.raises(ObjectiveError, match="label 60, outside the model's vocabulary of 50"):
         objective.evaluate(model)
-
-
-class Headless(torch.nn.Module):
-    """A module with input embeddings and no `get_output_embeddings` at all."""
-
-    def __init__(self, inner):
-        super().__init__()
-        self.inner = inner
-        self.config = inner.config
-
-    def get_input_embeddings(self):
-        return self.inner.get_input_embeddings()
 
 
 def test_a_module_without_get_output_embeddings_is_a_model_error(gpt2_model):

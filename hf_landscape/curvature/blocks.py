@@ -108,9 +108,8 @@ class Partition:
         self.sizes = {name: sum(self._numel(p) for p in pieces) for name, pieces in self.groups.items()}
 
     def _numel(self, piece: Piece) -> int:
-        if piece.dim is None:
+        if piece.dim is None or piece.shape is None:  # a whole parameter
             return self.flat.numels[piece.index]
-        assert piece.shape is not None
         return int(np.prod(piece.shape)) // piece.shape[piece.dim] * piece.length
 
     def sums(self, a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:

@@ -286,10 +286,10 @@ def _search(evaluate: Any, evaluations: list[list[float]], start: float, config:
         run(top[0] * GROWTH)
     while len(evaluations) < config.max_evaluations:
         brackets = _brackets(evaluations, config.target, t)
-        if any(b is None for b in brackets):
+        bounded = [b for b in brackets if b is not None]
+        if len(bounded) < len(brackets):
             return False
-        widest = max(brackets, key=lambda b: b[1] / b[0])  # type: ignore[index]
-        assert widest is not None
+        widest = max(bounded, key=lambda b: b[1] / b[0])
         if widest[1] / widest[0] <= 1.0 + config.rtol:
             return True
         run(math.sqrt(widest[0] * widest[1]))
