@@ -196,8 +196,8 @@ class CurvatureOperator:
 
         def hook_for(i: int) -> Any:
             def hook(p: torch.Tensor) -> None:
-                assert p.grad is not None
-                views[i].add_(p.grad, alpha=sign[0])
+                if p.grad is not None:  # autograd calls the hook after accumulating, so it is there
+                    views[i].add_(p.grad, alpha=sign[0])
                 p.grad = None
 
             return hook

@@ -30,7 +30,7 @@ import torch
 from ..config import BaseConfig, check_choice, check_patterns
 from ..curvature.eigen import hessian_eigenvalues
 from ..curvature.operators import HVP_MODES, check_fd_step
-from ..errors import ConfigError
+from ..errors import ConfigError, DirectionError
 from .base import Direction
 from .random import NORMALIZATIONS, _normalized, unit_dim
 from .registry import kind_config, register_direction_kind
@@ -103,7 +103,8 @@ def curvature_directions(
         fd_step=config.fd_step,
         progress=progress,
     )
-    assert result.eigenvectors is not None
+    if result.eigenvectors is None:  # asked for with return_eigenvectors=True above
+        raise DirectionError("The eigenvalue search returned no eigenvectors to draw curvature directions from.")
     params = dict(model.named_parameters())
     theta_norm = math.sqrt(sum(float(params[n].detach().double().pow(2).sum()) for n in result.eigenvectors[0].keys()))
     out = []
