@@ -187,10 +187,11 @@ def test_stacked_weights_equal_the_one_point_weights_bitwise(objective, dtype):
 def test_available_memory_counts_the_allocators_unused_cache(monkeypatch):
     from hf_landscape.engine import available_memory
 
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (10 * 2**30, 80 * 2**30))
-    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 50 * 2**30)
-    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 20 * 2**30)
-    assert available_memory(torch.device("cuda", 0)) == 40 * 2**30  # 10 free + 30 cached but unused
+    second = torch.device("cuda", 1)  # each figure is asked of the device in question, not the current one
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: {second: (10 * 2**30, 80 * 2**30)}[device])
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: {second: 50 * 2**30}[device])
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: {second: 20 * 2**30}[device])
+    assert available_memory(second) == 40 * 2**30  # 10 free + 30 cached but unused
 
 
 @pytest.mark.slow

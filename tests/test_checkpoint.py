@@ -545,3 +545,40 @@ def test_deferred_stacked_reads_keep_queued_chunks_when_interrupted(tmp_path, mo
     resumed, calls = interrupted_then_resumed(tmp_path, monkeypatch, deferred, stacked_probe, "loss_points", 3)
     np.testing.assert_array_equal(resumed.values, reference.values)
     assert calls == 2  # the 2 chunks queued when it stopped were saved; 2 of 4 are computed again
+
+
+def interrupted_interpolation(tmp_path, monkeypatch, other):
+    """An interpolation to `other` stopped at its third point, points 1-2 saved in `tmp_path`."""
+    probe = make_probe()
+    fail_on_call(probe, monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        probe.interpolate(other, steps=5, checkpoint_dir=tmp_path, checkpoint_every=1)
+    monkeypatch.undo()
+
+
+def test_an_interrupted_interpolation_resumes_to_the_uninterrupted_values(tmp_path, monkeypatch):
+    other = build_gpt2(100, seed=1)
+    reference = make_probe().interpolate(other, steps=5)
+    interrupted_interpolation(tmp_path, monkeypatch, other)
+    saved = json.loads((tmp_path / META_NAME).read_text())
+    assert saved["done"] == 2 and saved["key"]["kind"] == "interpolation"
+    resumed = make_probe().interpolate(other, steps=5, checkpoint_dir=tmp_path)
+    np.testing.assert_array_equal(resumed.values, reference.values)
+    assert resumed.metadata["resumed"] == {"points": 2}
+    resumed.save_pretrained(tmp_path)  # the partial grid goes once the surface is saved in its folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["surface.json", "surface.safetensors"]
+
+
+def test_an_interpolation_to_another_model_is_refused_the_partial_grid(tmp_path, monkeypatch):
+    interrupted_interpolation(tmp_path, monkeypatch, build_gpt2(100, seed=1))
+    before = (tmp_path / ARRAYS_NAME).read_bytes()
+    with pytest.raises(SurfaceError, match=r"differs in \['other_model'\]"):
+        make_probe().interpolate(build_gpt2(100, seed=2), steps=5, checkpoint_dir=tmp_path)
+    assert (tmp_path / ARRAYS_NAME).read_bytes() == before
+
+
+def test_the_interpolation_progress_bar_names_it(capsys):
+    probe = make_probe()
+    probe.progress = True
+    probe.interpolate(build_gpt2(100, seed=1), steps=3)
+    assert re.search(r"^\s*interpolate: ", capsys.readouterr().err, flags=re.MULTILINE)

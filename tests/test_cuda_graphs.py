@@ -138,6 +138,19 @@ def test_long_evaluations_are_not_recorded(monkeypatch):
     assert isinstance(graphs.capture_loss(probe.model, probe.objective), graphs.GraphedLoss)
 
 
+def test_an_evaluation_counts_two_flop_per_parameter_and_token():
+    probe = make_probe()
+    parameters = sum(p.numel() for p in probe.model.parameters())
+    assert graphs.evaluation_flop(probe.model, probe.objective) == 2.0 * parameters * probe.objective.num_tokens
+
+
+def test_an_objective_without_a_loss_tensor_counts_no_flop():
+    class Counted:  # counts its tokens, but has no `loss_tensor`
+        num_tokens = 7
+
+    assert graphs.evaluation_flop(torch.nn.Linear(3, 2), Counted()) == 0.0
+
+
 def test_recording_out_of_memory_falls_back_to_eager(monkeypatch, caplog):
     monkeypatch.setattr(graphs, "_single_cuda_device", lambda model: torch.device("cpu"))  # pretend: one GPU
     freed = []

@@ -204,6 +204,32 @@ def test_evaluate_without_point_is_the_loss(probe):
     assert result.token_losses is not None and result.sequence_losses is not None
 
 
+def test_evaluate_at_a_point_gives_the_details_asked_for(probe):
+    directions = probe.directions(axes=1)
+    detailed = probe.evaluate(point=(0.3,), directions=directions)
+    plain = probe.evaluate(point=(0.3,), directions=directions, details=False)
+    assert detailed.loss == plain.loss == probe.line(steps=3, span=(-0.3, 0.3), direction=directions[0]).values[-1]
+    assert len(detailed.sequence_losses) == 6 and len(detailed.token_losses) == 6
+    assert plain.sequence_losses is None and plain.token_losses is None
+
+
+@pytest.mark.parametrize("coordinate", [1e6, -1e6])
+def test_a_point_may_lie_at_the_largest_coordinate(probe, coordinate):
+    zero = Direction({n: torch.zeros_like(p) for n, p in probe.model.named_parameters() if p.dim() >= 2})
+    assert probe.evaluate(point=(coordinate,), directions=[zero], details=False).loss == probe.loss()
+
+
+@pytest.mark.parametrize("coordinate", [1e6 * (1 + 2**-52), -2e6, float("inf"), float("nan")])
+def test_a_point_beyond_the_largest_coordinate_is_refused(probe, coordinate):
+    with pytest.raises(ConfigError, match="`point`"):
+        probe.evaluate(point=(coordinate,), directions=probe.directions(axes=1))
+
+
+def test_an_interpolation_span_of_non_numbers_is_a_config_error(probe, gpt2_model):
+    with pytest.raises(ConfigError, match="steps/span"):
+        probe.interpolate(gpt2_model(seed=1), span=("a", "b"))
+
+
 # --- restore guarantee ----------------------------------------------------------------------------------
 
 

@@ -74,3 +74,52 @@ def test_token_loss_map_round_trips_with_masked_tokens():
 def test_incomplete_data_names_what_is_missing(cls):
     with pytest.raises(ConfigError, match="missing keys"):
         cls.from_dict({})
+
+
+def test_eigen_result_round_trips_its_blocks_and_product():
+    result = hessian_eigenvalues(TwoLayers(), loss_fn, k=1, per_block=True, hvp="finite_difference", progress=False)
+    again = through_json(result)
+    assert same_dict(again, result)
+    assert again.hvp == "finite_difference" and list(again.per_block) == ["other"]
+    assert isinstance(again.per_block["other"], EigenResult)
+    np.testing.assert_array_equal(again.per_block["other"].eigenvalues, result.per_block["other"].eigenvalues)
+
+
+def test_trace_result_round_trips_its_blocks_and_product():
+    result = hessian_trace(TwoLayers(), loss_fn, samples=3, per_block=True, hvp="finite_difference", progress=False)
+    again = through_json(result)
+    assert again == result and again.hvp == "finite_difference"
+    assert again.per_block == result.per_block and again.per_block_intervals == result.per_block_intervals
+
+
+def test_eigen_values_read_back_as_float64_from_integral_json():
+    data = hessian_eigenvalues(TwoLayers(), loss_fn, k=1, progress=False).to_dict()
+    data.update(eigenvalues=[9], residuals=[0])
+    again = EigenResult.from_dict(data)
+    assert again.eigenvalues.dtype == np.float64 and again.residuals.dtype == np.float64
+
+
+OPTIONAL_KEYS = {
+    EigenResult: {"operator": "hessian", "hvp": "exact", "per_block": {}},
+    TraceResult: {
+        "operator": "hessian",
+        "hvp": "exact",
+        "per_block": {},
+        "method": "hutchinson",
+        "random_samples": None,
+    },
+}
+
+
+@pytest.mark.parametrize("cls", [EigenResult, TraceResult])
+def test_data_without_the_optional_keys_reads_with_their_defaults(cls):
+    """Results written before operators, products, blocks and trace methods existed read back as what they were."""
+    if cls is EigenResult:
+        result = hessian_eigenvalues(TwoLayers(), loss_fn, k=1, per_block=True, hvp="finite_difference", progress=False)
+    else:
+        result = hessian_trace(TwoLayers(), loss_fn, samples=3, per_block=True, hvp="finite_difference", progress=False)
+    data = result.to_dict()
+    for key in OPTIONAL_KEYS[cls]:
+        del data[key]
+    again = cls.from_dict(data)
+    assert {key: getattr(again, key) for key in OPTIONAL_KEYS[cls]} == OPTIONAL_KEYS[cls]
