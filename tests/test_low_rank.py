@@ -512,6 +512,13 @@ def test_merged_path_uses_one_scratch_the_size_of_the_largest_weight(tok, monkey
             expected = torch.nn.functional.linear(many, q.weight + 0.5 * (b @ a))
             torch.testing.assert_close(q(many), expected, rtol=1e-6, atol=1e-6)
             assert [t.numel() for t in editor._scratch.values()] == [largest]
+            (scratch,) = editor._scratch.values()
+            k = model.model.layers[0].self_attn.k_proj
+            b, a = d.factors["model.layers.0.self_attn.k_proj.weight"]
+            expected = torch.nn.functional.linear(many, k.weight + 0.5 * (b @ a))
+            torch.testing.assert_close(k(many), expected, rtol=1e-6, atol=1e-6)
+            (again,) = editor._scratch.values()
+            assert again is scratch  # the next merge reuses it: no second buffer
     assert not editor._scratch and "forward" not in q.__dict__
 
 

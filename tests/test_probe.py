@@ -627,3 +627,18 @@ def test_path_knots_key_a_checkpoint_by_the_target_or_by_every_knot():
     assert list(keyed) == [f"0:{n}" for n in names] + [f"1:{n}" for n in names]
     assert all(torch.equal(keyed[f"1:{n}"], dict(b.named_parameters())[n]) for n in names)
     assert all(torch.equal(t, keyed[f"1:{n}"]) for t, n in zip(knots[1], names))
+
+
+@pytest.mark.parametrize(
+    ("span", "ends"),
+    [
+        ((1 + 1e-13, 1000.0), (1.0, 1000.0)),  # within rounding of knot 1 on an axis reaching 1000: snapped onto it
+        ((-0.5, 1 + 1.5e-12), (-0.5, 1 + 1.5e-12)),  # 1.5e-12 from knot 1 on a unit axis: where it was asked
+        ((0.0, 2 + 1e-13), (0.0, 2 + 1e-13)),  # 2 is no knot of a one-model path: where it was asked
+    ],
+)
+def test_interpolation_axis_snaps_only_points_within_rounding_of_a_knot(span, ends):
+    from hf_landscape.grid import interpolation_axis
+
+    x, steps, _ = interpolation_axis(2, span, 1)
+    assert steps == 2 and (float(x[0]), float(x[-1])) == ends
