@@ -880,6 +880,33 @@ def test_modules_reading_the_same_input_share_one_product(tok):
         assert torch.equal(forward_logits(model), reference)
 
 
+def test_a_group_computes_its_shared_product_once_per_forward(tok):
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class CountProducts(TorchDispatchMode):  # matrix products whose right operand is the group's [L_q L_k L_v]
+        def __init__(self, left):
+            super().__init__()
+            self.left, self.count = left, 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if (
+                func in (torch.ops.aten.mm.default, torch.ops.aten.matmul.default)
+                and args[1].data_ptr() == self.left.data_ptr()
+            ):
+                self.count += 1
+            return func(*args, **(kwargs or {}))
+
+    model = build("llama", tok).eval()
+    with low_rank_editing(model, lora_dirs(model, "llama")) as editor:
+        editor.set_linear((0.7, -0.3))
+        forward_logits(model)  # the first forward learns the groups
+        group = next(slot["group"] for slot in editor.slots if "group" in slot)
+        assert sum(slot.get("group") is group for slot in editor.slots) == 3  # q, k and v of the first layer
+        with CountProducts(group["left"]) as counter:
+            forward_logits(model)
+    assert counter.count == 1
+
+
 def test_a_replaced_forward_kept_after_the_editor_is_gone_runs_the_modules_own():
     module = one_module("linear", bias=True)
     x = torch.randn(5, 8, dtype=torch.float64)
