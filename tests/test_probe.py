@@ -642,3 +642,18 @@ def test_interpolation_axis_snaps_only_points_within_rounding_of_a_knot(span, en
 
     x, steps, _ = interpolation_axis(2, span, 1)
     assert steps == 2 and (float(x[0]), float(x[-1])) == ends
+
+
+@pytest.mark.parametrize(
+    ("steps", "span", "axis"),
+    [((1, 3), (-1, 1), "x"), ((3, 1), (-1, 1), "y"), (3, ((-1, 1), (1, -1)), "y"), (3, ((1, 1), (-1, 1)), "x")],
+)
+def test_a_bad_plane_axis_is_named(probe, steps, span, axis):
+    with pytest.raises(ConfigError, match=rf"`steps/span \({axis}\)`"):
+        probe.plane(steps=steps, span=span)
+
+
+def test_a_plane_over_the_point_limit_is_refused_by_its_product_of_steps(probe, monkeypatch):
+    monkeypatch.setenv("HF_LANDSCAPE_MAX_POINTS", "11")
+    with pytest.raises(ConfigError, match=r"^`steps` asks for 12 points"):
+        probe.plane(steps=(4, 3))
