@@ -199,6 +199,9 @@ def run_group(folder: Path, names: list[str], max_children: int) -> int:
     (folder / "mutants").mkdir(exist_ok=True)
     path = os.pathsep.join(p for p in (str(folder / "mutants"), os.environ.get("PYTHONPATH", "")) if p)
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=path)
+    # One thread per test run: mutmut stops a mutant after a CPU-time limit, and a thread pool waiting for a thread
+    # that other processes keep off the cores spins, spending that limit without doing work (a false timeout).
+    env.update(OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"), MKL_NUM_THREADS=env.get("MKL_NUM_THREADS", "1"))
     with open(folder / "run.log", "ab") as log:
         return subprocess.run(command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
 
