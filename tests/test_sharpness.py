@@ -296,6 +296,35 @@ def test_objective_without_a_differentiable_loss_is_rejected():
         hessian_trace(TwoTensors(), object(), samples=2, progress=False)
 
 
+def test_a_hessian_vector_product_names_itself_when_the_objective_has_no_loss_terms():
+    from hf_landscape.objectives.base import Evaluation, Objective
+
+    class LossOnly(Objective):  # evaluates, but gives no differentiable loss
+        config = None
+
+        def bind(self, model):
+            pass
+
+        def evaluate(self, model, *, details=False):
+            return Evaluation(loss=0.0)
+
+        def fingerprint(self):
+            return "loss-only"
+
+    with pytest.raises(ObjectiveError, match=r"^A Hessian-vector product needs an objective with `loss_terms`"):
+        hessian_vector_product(TwoTensors(), LossOnly(), {"layer1.bias": torch.ones(5, dtype=torch.float64)})
+
+
+def test_a_hessian_vector_product_comes_in_each_parameters_dtype():
+    g = torch.Generator().manual_seed(0)
+    model = torch.nn.Linear(3, 2).to(torch.bfloat16)
+    x = torch.randn(4, 3, generator=g).to(torch.bfloat16)
+    loss_fn = lambda m: (torch.tanh(m(x).float()) ** 2).sum()  # noqa: E731
+    vector = {"weight": torch.randn(2, 3, generator=g, dtype=torch.float64)}
+    # computed in float32, handed back as the weights are
+    assert hessian_vector_product(model, loss_fn, vector)["weight"].dtype == torch.bfloat16
+
+
 @pytest.mark.parametrize(
     ("kwargs", "argument"),
     [
