@@ -99,6 +99,12 @@ def test_eigen_values_read_back_as_float64_from_integral_json():
     assert again.eigenvalues.dtype == np.float64 and again.residuals.dtype == np.float64
 
 
+def test_sharpness_losses_read_back_as_float64_from_integral_json():
+    data = sharpness(TwoLayers(), loss_fn, rho=0.1, kind="average", samples=2, progress=False).to_dict()
+    data.update(losses=[3, 4])
+    assert SharpnessResult.from_dict(data).losses.dtype == np.float64
+
+
 OPTIONAL_KEYS = {
     EigenResult: {"operator": "hessian", "hvp": "exact", "per_block": {}},
     TraceResult: {
