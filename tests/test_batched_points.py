@@ -303,3 +303,28 @@ def test_a_complete_saved_grid_is_returned_without_a_forward(objective, tmp_path
     assert (tmp_path / META_NAME).is_file()
     monkeypatch.setattr(objective, "evaluate_points", mock.Mock(side_effect=AssertionError("a forward ran")))
     np.testing.assert_array_equal(probe.line(steps=5, seed=1, checkpoint_dir=tmp_path).values, reference.values)
+
+
+@pytest.mark.parametrize(("compile_", "requested", "expected"), [(True, 3, 3), (True, "auto", 1), (False, 2, 2)])
+def test_points_per_forward_under_compile(objective, compile_, requested, expected):
+    """`compile=True` with a number of points compiles the stacked forward for them; with "auto" it takes one."""
+    model = build_gpt2(len(train_tokenizer()))
+    probe = LandscapeProbe(model, objective, progress=False, points_per_forward=requested, compile=compile_)
+    params = dict(model.named_parameters())
+    assert probe.runner._points_per_forward(params, 9, "plane") == expected
+
+
+@pytest.mark.parametrize(("spare", "kept"), [(0, True), (-1, False)])
+def test_a_plane_keeps_its_row_base_only_for_weights_within_the_row_cache(monkeypatch, spare, kept):
+    from hf_landscape import engine
+    from hf_landscape.engine import editing
+
+    model = torch.nn.Linear(4, 3)  # 15 float32 numbers: 60 bytes
+    params = dict(model.named_parameters())
+    monkeypatch.setattr(engine.POLICY, "row_cache_max_bytes", 60 + spare)
+    directions = [[torch.ones_like(p) for p in params.values()] for _ in range(2)]
+    with editing(model, params) as editor:
+        editor.set_linear((0.5, 0.25), directions)
+        assert (editor._row is not None) == kept
+        expected = [o + 0.25 + 0.5 for o in editor.originals]
+        assert all(torch.equal(p, e) for p, e in zip(editor.params, expected))

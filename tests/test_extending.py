@@ -3,6 +3,8 @@ direction kind (`register_direction_kind`), each working exactly like the built-
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -113,6 +115,23 @@ def test_a_user_objective_runs_one_point_per_forward_under_auto():
     probe.objective.calls = 0
     probe.line(steps=5, seed=0)
     assert probe.objective.calls == 5
+
+
+ONE_POINT = "NextTokenObjective evaluates one point per forward: it has no `evaluate_points`"
+
+
+@pytest.mark.parametrize(("requested", "said"), [("auto", True), (1, False)])
+def test_auto_says_why_a_user_objective_runs_one_point_per_forward(caplog, requested, said):
+    with caplog.at_level(logging.INFO, logger="hf_landscape"):
+        user_probe(points_per_forward=requested).line(steps=3, seed=0)
+    assert (ONE_POINT in caplog.text) == said
+
+
+def test_auto_says_nothing_of_one_point_for_an_objective_that_stacks_points(caplog):
+    objective = CausalLMObjective({"input_ids": IDS})
+    with caplog.at_level(logging.INFO, logger="hf_landscape"):
+        LandscapeProbe(build_gpt2(100, seed=0), objective, progress=False).line(steps=3, seed=0)
+    assert "line: 1 point(s) per forward" in caplog.text and "evaluates one point per forward" not in caplog.text
 
 
 def test_several_points_per_forward_on_a_user_objective_names_what_to_add():
