@@ -12,6 +12,7 @@ as killed (the mutant made the tests hang).
     python tests/mutate.py                      # every group, from scratch
     python tests/mutate.py checkpoint surface   # some groups
     python tests/mutate.py engine --survivors   # only the survivors of the last run of the group, again
+    python tests/mutate.py engine --timeouts    # the survivors and the mutants stopped as hanging, again
     python tests/mutate.py --summary            # the scores of the last runs, without running anything
     python tests/mutate.py surface --show       # ... and the diff of every surviving mutant
 
@@ -143,6 +144,15 @@ def summarize(
     return rows
 
 
+def timed_out(folder: Path, spec: dict[str, Any]) -> list[str]:
+    """The group's mutants whose last run was stopped as hanging."""
+    functions, skip = spec.get("functions"), spec.get("skip", [])
+    names = [n for codes in results(folder).values() for n, c in codes.items() if STATUS.get(c) == "timeout"]
+    if functions:
+        names = [n for n in names if any(fnmatch.fnmatchcase(n, f) for f in functions)]
+    return sorted(n for n in names if not any(fnmatch.fnmatchcase(n, f) for f in skip))
+
+
 def changed_since_last_run(folder: Path, spec: dict[str, Any]) -> bool:
     """Whether a module of the group is newer than its mutated copy: mutmut would then measure coverage on the
     stale copy, whose lines are not the module's, so only a fresh run is right."""
@@ -215,6 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("groups", nargs="*", help=f"groups to run (default: all of {list(groups)})")
     parser.add_argument("--survivors", action="store_true", help="rerun only the last run's surviving mutants")
+    parser.add_argument(
+        "--timeouts",
+        action="store_true",
+        help="rerun the last run's survivors and the mutants it stopped as hanging (a test run slowed by a busy "
+        "machine is stopped too, and would count as killed)",
+    )
     parser.add_argument("--resume", action="store_true", help="go on with the mutants the last run left unchecked")
     parser.add_argument("--summary", action="store_true", help="print the last runs' scores, run nothing")
     parser.add_argument(
@@ -229,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown groups {unknown}; the groups are {list(groups)}")
     chosen = args.groups or list(groups)
+    args.survivors |= args.timeouts
     args.summary |= args.show or args.markdown
     rows = []
     for group in chosen:
@@ -243,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
                 args_survivors = args.survivors
             if args_survivors:
                 names = [n for r in summarize(group, folder, {}, spec) for n in r["survivors"]]
+                names += timed_out(folder, spec) if args.timeouts else []
                 if not names:
                     print(f"{group}: no survivors to rerun")
                     rows += summarize(group, folder, equivalent, spec)
