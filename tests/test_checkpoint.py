@@ -582,3 +582,17 @@ def test_the_interpolation_progress_bar_names_it(capsys):
     probe.progress = True
     probe.interpolate(build_gpt2(100, seed=1), steps=3)
     assert re.search(r"^\s*interpolate: ", capsys.readouterr().err, flags=re.MULTILINE)
+
+
+def test_a_resumed_grid_counts_the_compute_time_of_the_earlier_runs(tmp_path, monkeypatch):
+    probe = make_probe()
+    fail_on_call(probe, monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        probe.line(steps=5, seed=0, checkpoint_dir=tmp_path, checkpoint_every=1)
+    monkeypatch.undo()
+    meta = json.loads((tmp_path / META_NAME).read_text())
+    meta["compute_s"] = 100.0  # as if the earlier runs had taken 100 s
+    (tmp_path / META_NAME).write_text(json.dumps(meta))
+    resumed = make_probe().line(steps=5, seed=0, checkpoint_dir=tmp_path).metadata
+    assert resumed["compute_time_s"] == pytest.approx(100.0 + resumed["wall_time_s"], abs=1e-3)
+    assert resumed["wall_time_s"] > 1e-3

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import types
 
 import numpy as np
 import pytest
@@ -386,3 +387,30 @@ def test_raw_draw_on_the_gpu_equals_the_cpu_one():
     on_gpu = gaussian((1 << 23,), 11, 1, "w", device="cuda")
     assert (on_cpu.abs() > 4.16957).sum() > 100
     assert torch.equal(on_gpu.cpu(), on_cpu)
+
+
+class OnCudaModel(torch.nn.Module):
+    """A model whose first parameter says it lives on a GPU (only `defers_reads` looks)."""
+
+    def parameters(self, recurse=True):
+        yield types.SimpleNamespace(device=torch.device("cuda", 0))
+
+
+@pytest.mark.parametrize(
+    ("model", "tensor_loss", "expected"),
+    [(OnCudaModel(), True, True), (OnCudaModel(), False, False), (torch.nn.Linear(2, 2), True, False)],
+    ids=["gpu", "gpu, no loss tensor", "cpu"],
+)
+def test_loss_reads_are_deferred_on_a_gpu_for_an_objective_with_a_loss_tensor(model, tensor_loss, expected):
+    objective = make_probe().objective
+    if not tensor_loss:
+
+        class Counted:  # evaluates, but has no `loss_tensor`
+            num_tokens = 7
+
+        objective = Counted()
+    assert engine.POLICY.defers_reads(model, objective) is expected
+
+
+def test_a_model_without_parameters_defers_no_reads():
+    assert engine.POLICY.defers_reads(torch.nn.ReLU(), make_probe().objective) is False
