@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from hf_landscape import CausalLMObjective, ConfigError, ObjectiveError
+from hf_landscape.objectives.base import Evaluation, Objective
 from hf_landscape.sharpness import (
     SharpnessConfig,
     differentiable_loss,
@@ -296,21 +297,22 @@ def test_objective_without_a_differentiable_loss_is_rejected():
         hessian_trace(TwoTensors(), object(), samples=2, progress=False)
 
 
+class LossOnly(Objective):
+    """Evaluates, but gives no differentiable loss."""
+
+    config = None
+
+    def bind(self, model):
+        pass
+
+    def evaluate(self, model, *, details=False):
+        return Evaluation(loss=0.0)
+
+    def fingerprint(self):
+        return "loss-only"
+
+
 def test_a_hessian_vector_product_names_itself_when_the_objective_has_no_loss_terms():
-    from hf_landscape.objectives.base import Evaluation, Objective
-
-    class LossOnly(Objective):  # evaluates, but gives no differentiable loss
-        config = None
-
-        def bind(self, model):
-            pass
-
-        def evaluate(self, model, *, details=False):
-            return Evaluation(loss=0.0)
-
-        def fingerprint(self):
-            return "loss-only"
-
     with pytest.raises(ObjectiveError, match=r"^A Hessian-vector product needs an objective with `loss_terms`"):
         hessian_vector_product(TwoTensors(), LossOnly(), {"layer1.bias": torch.ones(5, dtype=torch.float64)})
 
@@ -384,6 +386,63 @@ def test_worst_case_ascent_reaches_the_maximum_over_the_ball(quad):
     exact = value(a, b, x + eps) - value(a, b, x)
     result = sharpness(model, quadratic(a, b), rho=rho, kind="worst", steps=50, progress=False)
     assert result.sharpness == pytest.approx(exact, rel=1e-9)
+
+
+def test_at_a_critical_point_the_ascent_starts_along_the_first_average_draw():
+    """Where ∇L = 0 the first step goes along the seed's first Gaussian draw: the point the average kind's first
+    sample evaluates, ρ·z₀/‖z₀‖."""
+    a = matrix_with_spectrum(list(np.linspace(-3.0, 4.0, N)))
+    model = TwoTensors()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    worst = sharpness(model, quadratic(a), rho=0.5, kind="worst", steps=1, seed=3, progress=False)
+    average = sharpness(model, quadratic(a), rho=0.5, kind="average", samples=2, seed=3, progress=False)
+    assert worst.losses[0] == pytest.approx(average.losses[0], rel=1e-12)
+    assert worst.losses[0] != pytest.approx(average.losses[1], rel=1e-6)
+
+
+class OneWeight(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+
+
+def test_the_ascent_stops_where_the_gradient_vanishes():
+    loss_fn = lambda m: torch.clamp(m.w, max=0.5).sum()  # noqa: E731 - slope 1 below 0.5, flat above
+    result = sharpness(OneWeight(), loss_fn, rho=1.0, kind="worst", steps=5, progress=False)
+    assert result.losses.tolist() == [0.5]  # one unit step to w = 1, where the gradient is 0: stopped there
+    assert result.sharpness == 0.5
+
+
+def test_an_ascent_that_cannot_start_has_no_losses_and_no_sharpness():
+    loss_fn = lambda m: torch.sqrt(m.w).sum()  # noqa: E731 - an infinite gradient at w = 0
+    result = sharpness(OneWeight(), loss_fn, rho=1.0, kind="worst", steps=5, progress=False)
+    assert result.losses.shape == (0,) and result.losses.dtype == np.float64
+    assert result.sharpness == 0.0 and result.interval == (0.0, 0.0)  # θ itself is the best point
+
+
+def test_sharpness_losses_are_float64():
+    a = matrix_with_spectrum(list(np.linspace(-3.0, 4.0, N)))
+    assert sharpness(TwoTensors(), quadratic(a), rho=0.1, steps=2, progress=False).losses.dtype == np.float64
+
+
+def test_a_bad_step_size_is_named():
+    with pytest.raises(ConfigError, match="^`step_size`"):
+        SharpnessConfig(step_size=0.0)
+
+
+def test_worst_sharpness_names_itself_when_the_objective_has_no_loss_terms():
+    with pytest.raises(ObjectiveError, match=r"^Sharpness of kind 'worst' needs an objective with `loss_terms`"):
+        sharpness(TwoTensors(), LossOnly(), rho=0.1, kind="worst", progress=False)
+
+
+@pytest.mark.parametrize(
+    ("name", "layer"),
+    [("h.0.bias", "h.0"), ("transformer.h.0.attn.c_attn.weight", "transformer.h.0"), ("wte.weight", "wte")],
+)
+def test_a_parameter_belongs_to_the_layer_of_its_block_index(name, layer):
+    assert layer_of(name) == layer
 
 
 def test_worst_case_at_a_critical_point_climbs_the_top_curvature(caplog):
@@ -589,14 +648,14 @@ def test_worst_case_interval_matches_the_ratio_formula_on_one_step(gpt2_model, t
     loss = differentiable_loss(model, objective)
     grads = torch.autograd.grad(loss, list(model.parameters()))
     norm = torch.cat([g.reshape(-1) for g in grads]).norm()
-    result = sharpness(model, objective, rho=0.2, kind="worst", steps=1, progress=False)
+    result = sharpness(model, objective, rho=0.2, kind="worst", steps=1, confidence=0.9, progress=False)
     with torch.no_grad():  # SAM's point, by hand
         for p, g in zip(model.parameters(), grads):
             p.add_(0.2 * g / norm)
         moved = objective.evaluate(model, details=True).token_losses
     d = [np.nansum(m) - np.nansum(b0) for m, b0 in zip(moved, base)]
     c = [np.isfinite(b0).sum() for b0 in base]
-    _, expected = ratio_interval(d, c)
+    _, expected = ratio_interval(d, c, 0.9)
     np.testing.assert_allclose(result.interval, expected, rtol=1e-9)
 
 
@@ -878,12 +937,34 @@ def test_sharpness_progress_bars(quad, capsys):
     a, b, model = quad
     sharpness(model, quadratic(a, b), rho=0.3, kind="worst", steps=3, progress=True)
     err = capsys.readouterr().err
-    assert "worst sharpness" in err and "/3" in err and "step" in err
+    assert "worst sharpness" in err and "/3" in err and re.search(r"[?\d]step/s|s/step\]", err)
     sharpness(model, quadratic(a, b), rho=0.3, kind="average", samples=4, progress=True)
     err = capsys.readouterr().err
-    assert "average sharpness" in err and "/4" in err and "draw" in err
+    assert "average sharpness" in err and "/4" in err and re.search(r"[?\d]draw/s|s/draw\]", err)
     sharpness(model, quadratic(a, b), rho=0.3, kind="average", samples=4, progress=False)
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(("kind", "unit", "total"), [("worst", "step", 3), ("average", "draw", 4)])
+def test_a_sharpness_bar_counts_every_step_and_is_cleared(quad, monkeypatch, kind, unit, total):
+    import importlib
+
+    import tqdm as tqdm_module
+
+    module = importlib.import_module("hf_landscape.curvature.sharpness")  # the module, not the function
+    bars = []
+
+    class Recorded(tqdm_module.tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            bars.append((self, kwargs))
+
+    monkeypatch.setattr(module, "tqdm", Recorded)
+    a, b, model = quad
+    sharpness(model, quadratic(a, b), rho=0.3, kind=kind, steps=3, samples=4)  # progress by default
+    ((bar, kwargs),) = bars
+    assert (bar.n, bar.total, bar.unit) == (total, total, unit)
+    assert kwargs["leave"] is False and kwargs["disable"] is False  # shown by default, cleared when done
 
 
 @pytest.mark.parametrize(
@@ -988,3 +1069,46 @@ def test_lanczos_draws_from_its_own_seed_not_the_global_generator():
         TwoTensors(), quadratic(a), k=3, tol=1e-10, seed=8, return_eigenvectors=True, progress=False
     )
     assert not torch.equal(other.eigenvectors[0]["layer1.bias"], runs[0].eigenvectors[0]["layer1.bias"])
+
+
+class Vector(torch.nn.Module):
+    """θ = one float64 vector of `n` numbers."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.theta = torch.nn.Parameter(torch.randn(n, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+
+    def flat(self) -> torch.Tensor:
+        return self.theta
+
+
+def basis_rows(monkeypatch, **kwargs) -> int:
+    """The most vectors of the parameters' size that one `hessian_eigenvalues` call allocates at once."""
+    n = 40
+    shapes = []
+    zeros = torch.zeros
+
+    def spy(*size, **options):
+        shapes.append(tuple(size[0]) if len(size) == 1 and isinstance(size[0], (tuple, list)) else size)
+        return zeros(*size, **options)
+
+    monkeypatch.setattr(torch, "zeros", spy)
+    a = matrix_with_spectrum(list(np.linspace(-3.0, 4.0, n)))
+    hessian_eigenvalues(Vector(n), quadratic(a), tol=1e-8, max_iter=200, progress=False, **kwargs)
+    monkeypatch.undo()
+    return max(s[0] for s in shapes if len(s) == 2 and s[1] == n)
+
+
+@pytest.mark.parametrize(("kwargs", "rows"), [({"k": 3}, 21), ({"k": 10}, 23), ({"k": 2, "basis_size": 6}, 7)])
+def test_the_lanczos_basis_holds_its_size_plus_the_residual(monkeypatch, kwargs, rows):
+    """`basis_size` vectors and the residual direction; by default max(20, 2k + 2) of them."""
+    assert basis_rows(monkeypatch, **kwargs) == rows
+
+
+def test_random_start_values_are_the_16_bit_grid_over_minus_one_to_one():
+    from hf_landscape.curvature.hvp import random_start
+
+    v = random_start(1 << 20, torch.Generator().manual_seed(0), "cpu", torch.float64)
+    k = v * 65536  # an odd integer: (2i + 1) / 65536 for a 16-bit i
+    assert torch.equal(k, k.round()) and bool((k.remainder(2) == 1).all())
+    assert (float(v.min()), float(v.max())) == (-32767.5 / 32768, 32767.5 / 32768)  # every value hit at 2^20 draws
