@@ -416,8 +416,9 @@ def test_describe_records_the_label_names_and_num_labels(tok):
         (SimpleNamespace(name_or_path="org/tokenizer"), "org/tokenizer"),
         (SimpleNamespace(name_or_path="/data/runs/my-tokenizer"), "my-tokenizer"),
         (SimpleNamespace(name_or_path=""), "SimpleNamespace"),
+        (SimpleNamespace(), "SimpleNamespace"),
     ],
-    ids=["hub name", "local path", "no name"],
+    ids=["hub name", "local path", "empty name", "no name"],
 )
 def test_describe_names_the_tokenizer_by_its_public_name_else_its_type(tokenizer, recorded):
     objective = TextClassificationObjective({"input_ids": [[2, 5, 3]], "label": [0]}, tokenizer)
@@ -881,3 +882,11 @@ def test_text_longer_than_max_length_is_truncated_with_a_warning(tok, caplog):
     ]
     messages = [r.getMessage() for r in caplog.records if r.name == DATA_LOGGER]
     assert messages == ["1 of 3 examples are longer than `max_length` (5) and were truncated."]
+
+
+def test_text_tokenized_without_token_types_has_none(tokenizer):
+    # a byte-level BPE tokenizer, as GPT-2's, gives no `token_type_ids`
+    texts = ["the cat sat", "Why?"]
+    objective = TextClassificationObjective({"text": texts, "label": [1, 0]}, tokenizer)
+    assert [ex.input_ids for ex in objective.examples] == tokenizer(texts)["input_ids"]
+    assert [ex.token_type_ids for ex in objective.examples] == [None, None]
