@@ -312,6 +312,13 @@ def test_csv_with_header_and_column_mapping(tok, tmp_path):
     assert objective.fingerprint() == cola(tok).fingerprint()
 
 
+def test_csv_with_its_own_delimiter(tok, tmp_path):
+    path = tmp_path / "dev.csv"
+    path.write_text("sentence;label\n" + "".join(f"{s};{y}\n" for s, y in zip(SENTENCES, LABELS)))
+    objective = GlueObjective("cola", tok, data_files=path, delimiter=";")
+    assert objective.fingerprint() == cola(tok).fingerprint()
+
+
 def test_json_lines_and_split_dict(tok, tmp_path):
     path = tmp_path / "dev.jsonl"
     path.write_text("".join(json.dumps({"sentence": s, "label": y}) + "\n" for s, y in zip(SENTENCES, LABELS)))
