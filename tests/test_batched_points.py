@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from unittest import mock
 
 import numpy as np
@@ -328,3 +329,35 @@ def test_a_plane_keeps_its_row_base_only_for_weights_within_the_row_cache(monkey
         assert (editor._row is not None) == kept
         expected = [o + 0.25 + 0.5 for o in editor.originals]
         assert all(torch.equal(p, e) for p, e in zip(editor.params, expected))
+
+
+def stacked_inits(monkeypatch) -> list[dict]:
+    """Record the keyword arguments of every `StackedPoints` the engine builds."""
+    made = []
+    original = StackedPoints.__init__
+
+    def spy(self, *args, **kwargs):
+        made.append(kwargs)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(StackedPoints, "__init__", spy)
+    return made
+
+
+def test_two_points_per_forward_are_stacked_under_the_grids_name(objective, monkeypatch, capsys):
+    made = stacked_inits(monkeypatch)
+    probe = LandscapeProbe(build_gpt2(len(train_tokenizer())), objective, points_per_forward=2)
+    probe.line(steps=3, seed=0)
+    assert made == [{"compile": False}]
+    assert re.search(r"^\s*line: ", capsys.readouterr().err, flags=re.MULTILINE)
+
+
+def test_compile_hands_the_stacked_forward_to_torch_compile(objective, monkeypatch):
+    made = stacked_inits(monkeypatch)
+    monkeypatch.setattr(StackedPoints, "evaluate", mock.Mock(side_effect=KeyboardInterrupt))  # stop before compiling
+    probe = LandscapeProbe(
+        build_gpt2(len(train_tokenizer())), objective, progress=False, points_per_forward=2, compile=True
+    )
+    with pytest.raises(KeyboardInterrupt):
+        probe.line(steps=3, seed=0)
+    assert made == [{"compile": True}]
