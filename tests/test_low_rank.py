@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import json
 
+import numpy as np
 import pytest
 import torch
 from conftest import TEXTS, build_gpt2, build_llama, train_tokenizer
@@ -1078,3 +1080,31 @@ def test_a_float_target_weight_that_is_not_a_matrix_is_refused():
         DirectionError, match=r"Cannot perturb '0\.weight': its weight is a Parameter of dtype torch\.float32"
     ):
         target_weights(model, ["0"])
+
+
+def test_an_interrupted_low_rank_plane_resumes_to_the_uninterrupted_values(tok, objective, tmp_path, monkeypatch):
+    from testing_utils import interrupt_at_call
+
+    from hf_landscape.engine.checkpoint import META_NAME
+
+    def plane(probe, **kwargs):
+        return probe.plane(steps=(3, 2), directions="lora", rank=2, target_modules=LLAMA_TARGETS, **kwargs)
+
+    reference = plane(LandscapeProbe(build("llama", tok), objective, progress=False))
+    probe = LandscapeProbe(build("llama", tok), objective, progress=False)
+    interrupt_at_call(monkeypatch, probe.objective, "evaluate", 4)
+    with pytest.raises(KeyboardInterrupt):
+        plane(probe, checkpoint_dir=tmp_path, checkpoint_every=1)
+    monkeypatch.undo()
+    done = json.loads((tmp_path / META_NAME).read_text())["done"]
+    resumed = plane(LandscapeProbe(build("llama", tok), objective, progress=False), checkpoint_dir=tmp_path)
+    assert 0 < done < 6 and resumed.metadata["resumed"] == {"points": done}
+    np.testing.assert_array_equal(resumed.values, reference.values)  # the first point computed is no exception
+
+
+def test_a_single_low_rank_point_has_the_bits_of_the_same_point_in_a_plane(tok, objective):
+    probe = LandscapeProbe(build("llama", tok), objective, progress=False)
+    plane = probe.plane(steps=(3, 3), directions="lora", rank=2, target_modules=LLAMA_TARGETS)
+    for j, i in [(0, 0), (2, 1)]:
+        point = (plane.x[i], plane.y[j])
+        assert probe.evaluate(point=point, directions=plane.directions, details=False).loss == plane.values[j, i]

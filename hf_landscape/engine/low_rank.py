@@ -17,6 +17,10 @@ from ..objectives.base import eval_mode
 from .policy import POLICY
 
 
+class _Learned(Exception):
+    """Raised out of `LowRankEditor.learn`'s forward once the groups are known: the rest of it is not needed."""
+
+
 class LowRankEditor:
     """Applies low-rank directions as a forward path: y = W·x + Σᵢ cᵢ·(Bᵢ Aᵢ)·x, W untouched.
 
@@ -62,6 +66,7 @@ class LowRankEditor:
         # during the first forward: (slot, whether its input is the very tensor the previous call saw)
         self._trace: list[tuple[int, bool]] | None = []
         self._traced_input: Any = None  # the previous call's input, while the first forward runs
+        self._stop_when_learned = False  # `learn` is running: stop its forward once the groups are known
         self._shared: tuple[Any, torch.Tensor] | None = None  # (input, x·[L...]) of the current group
         self._axes = 0
         # per device and dtype: (flat buffer of the right factors, the unscaled factors, block lengths, slots, opmath)
@@ -290,6 +295,27 @@ class LowRankEditor:
                 self.slots[i]["group"] = group
                 self.slots[i]["cols"] = slice(start, start + left.shape[1])
                 start += left.shape[1]
+        if self._stop_when_learned:
+            raise _Learned
+
+    def learn(self, forward: Callable[[], Any]) -> None:
+        """Learn which modules read the same input from `forward()` (one evaluation, stopped as soon as every module
+        has run once) before any point is evaluated, so that every point runs the same arithmetic. Without it the
+        first point evaluated computes each module's x·L alone and the later ones a group's shared product: values
+        that differ in the last bits, so a grid resumed from a checkpoint or a single point would not give the bits
+        of an uninterrupted grid. A forward in which the modules do not each run once forms no group."""
+        if self._trace is None:
+            return
+        self.set_linear([1.0] * self._axes)
+        self._stop_when_learned = True
+        try:
+            forward()
+        except _Learned:
+            pass
+        finally:
+            self._stop_when_learned = False
+            self._trace = self._traced_input = None
+            self.set_linear([0.0] * self._axes)
 
     def set_linear(self, coords: Sequence[float]) -> None:
         """Every right factor becomes [c₁R₁; c₂R₂] (the same bits as `torch.cat([c₁ * R₁, c₂ * R₂])`); all

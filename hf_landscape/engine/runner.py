@@ -198,6 +198,7 @@ class GridRunner:
         with self.precision():
             if dirs and all(isinstance(d, LowRankDirection) for d in dirs):
                 with low_rank_editing(self.model, dirs) as low_rank:
+                    self._learn_groups(low_rank)
 
                     def at_low_rank(coords: Sequence[float], *, details: bool = False) -> Evaluation:
                         low_rank.set_linear(tuple(coords))
@@ -215,6 +216,11 @@ class GridRunner:
                         return self.objective.evaluate(self.model, details=details)
 
                 yield at
+
+    def _learn_groups(self, editor: Any) -> None:
+        """The low-rank editor's groups, learned from one forward of the objective before any point is evaluated."""
+        with torch.inference_mode():
+            editor.learn(lambda: self.objective.evaluate(self.model))
 
     # --- checkpoints -----------------------------------------------------------------------------------------
 
@@ -288,6 +294,7 @@ class GridRunner:
         low_rank = [isinstance(d, LowRankDirection) for d in dirs]
         if all(low_rank):
             with low_rank_editing(self.model, dirs) as hooks:
+                self._learn_groups(hooks)
                 return self._grid(points, hooks.set_linear, desc, checkpoint, graphs=False)
         if any(low_rank):
             raise ConfigError("`directions` mixes low-rank and full-rank directions; use one kind for every axis.")
