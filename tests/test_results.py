@@ -80,7 +80,7 @@ def test_eigen_result_round_trips_its_blocks_and_product():
     result = hessian_eigenvalues(TwoLayers(), loss_fn, k=1, per_block=True, hvp="finite_difference", progress=False)
     again = through_json(result)
     assert same_dict(again, result)
-    assert again.hvp == "finite_difference" and list(again.per_block) == ["other"]
+    assert again.hvp == again.per_block["other"].hvp == "finite_difference" and list(again.per_block) == ["other"]
     assert isinstance(again.per_block["other"], EigenResult)
     np.testing.assert_array_equal(again.per_block["other"].eigenvalues, result.per_block["other"].eigenvalues)
 

@@ -207,6 +207,7 @@ def hessian_eigenvalues(
                 restricted = _restricted(op, partition, name, basis_device)
                 top = min(k, size)
                 per = _eigen(restricted, size, top, None, **{**options, "max_iter": max(max_iter, top)})[0]
+                per.operator, per.hvp = operator, hvp  # a block of the same matrix, by the same products
                 getattr(result, attribute)[name] = per
         result.operator, result.hvp = operator, hvp
     if return_eigenvectors:
