@@ -1112,3 +1112,24 @@ def test_random_start_values_are_the_16_bit_grid_over_minus_one_to_one():
     k = v * 65536  # an odd integer: (2i + 1) / 65536 for a 16-bit i
     assert torch.equal(k, k.round()) and bool((k.remainder(2) == 1).all())
     assert (float(v.min()), float(v.max())) == (-32767.5 / 32768, 32767.5 / 32768)  # every value hit at 2^20 draws
+
+
+def test_the_lanczos_bar_counts_every_product_and_is_cleared(monkeypatch):
+    import importlib
+
+    import tqdm as tqdm_module
+
+    module = importlib.import_module("hf_landscape.curvature.eigen")
+    bars = []
+
+    class Recorded(tqdm_module.tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            bars.append((self, kwargs))
+
+    monkeypatch.setattr(module, "tqdm", Recorded)
+    a = matrix_with_spectrum(list(np.linspace(-3.0, 4.0, N)))
+    result = hessian_eigenvalues(TwoTensors(), quadratic(a), k=2, tol=1e-10, max_iter=60)  # progress by default
+    ((bar, kwargs),) = bars
+    assert (bar.n, bar.total, bar.unit, bar.desc) == (result.iterations, 60, "hvp", "lanczos")
+    assert kwargs["leave"] is False and kwargs["disable"] is False
