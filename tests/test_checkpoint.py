@@ -596,3 +596,31 @@ def test_a_resumed_grid_counts_the_compute_time_of_the_earlier_runs(tmp_path, mo
     resumed = make_probe().line(steps=5, seed=0, checkpoint_dir=tmp_path).metadata
     assert resumed["compute_time_s"] == pytest.approx(100.0 + resumed["wall_time_s"], abs=1e-3)
     assert resumed["wall_time_s"] > 1e-3
+
+
+def test_the_checkpoint_folder_is_locked_while_the_grid_runs(tmp_path, monkeypatch):
+    import threading
+
+    from hf_landscape import io
+
+    probe = make_probe()
+    outcomes = []
+    original = probe.objective.evaluate
+
+    def try_lock():  # from another thread, as another run of this process would
+        try:
+            with io.folder_lock(tmp_path, argument="checkpoint_dir"):
+                outcomes.append("taken")
+        except SurfaceError:
+            outcomes.append("refused")
+
+    def evaluate(*args, **kwargs):
+        thread = threading.Thread(target=try_lock)
+        thread.start()
+        thread.join()
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(probe.objective, "evaluate", evaluate)
+    probe.line(steps=3, seed=0, checkpoint_dir=tmp_path, checkpoint_every=1)
+    assert outcomes == ["refused"] * 3
+    assert json.loads((tmp_path / META_NAME).read_text())["key"]["kind"] == "line"

@@ -337,3 +337,34 @@ def test_prepare_lines_up_directions_of_different_parameters_in_the_parameters_d
     assert torch.equal(tensors[1][0], torch.zeros(shapes[first])) and torch.equal(
         tensors[1][1], torch.full(shapes[second], 2.0)
     )
+
+
+def test_compile_is_refused_for_an_objective_that_must_run_eagerly():
+    probe = user_probe(compile=True)
+    probe.objective.eager_only = True
+    with pytest.raises(ConfigError, match="^`compile=True` cannot run NextTokenObjective"):
+        probe.line(steps=3)
+
+
+def test_compile_runs_the_grid_through_the_compiled_forward_made_once(monkeypatch):
+    made, calls = [], []
+
+    def fake_compile(fn, **kwargs):  # stands in for torch.compile: no compilation on the CPU here
+        def compiled(*args, **kw):
+            calls.append(fn)
+            return fn(*args, **kw)
+
+        made.append(fn)
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    plain = user_probe()
+    plain.line(steps=3, seed=0)
+    assert made == [] and calls == []
+    probe = user_probe(compile=True, points_per_forward=1)
+    first = probe.line(steps=3, seed=0)
+    second = probe.line(steps=3, seed=0)
+    forwards = [fn for fn in made if getattr(fn, "__self__", None) is probe.model]
+    assert len(forwards) == 1  # the model's forward, compiled once for every grid of the probe
+    assert sum(fn is forwards[0] for fn in calls) >= 6  # every point of both grids went through it
+    np.testing.assert_array_equal(first.values, second.values)
