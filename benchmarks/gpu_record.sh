@@ -68,10 +68,15 @@ record)
     ;;
 refresh)
     python3 -m pip install -q --no-deps --no-index --upgrade --target .whl/site .whl/*.whl
-    step 150 peers-bf16 python3 benchmarks/compare_peers.py --workload both --device cuda --dtype bfloat16 --tools hf_landscape,loss_landscapes,landscaper --json "$DIR/peers_bf16.json"
-    step 150 peers-fp32 python3 benchmarks/compare_peers.py --workload both --device cuda --dtype float32 --tools hf_landscape,loss_landscapes,landscaper --json "$DIR/peers_fp32.json"
-    step 60 memory-trace python3 benchmarks/memory_trace.py
-    step 60 first-plane python3 benchmarks/first_plane.py --workload b --dtype bfloat16
+    # One step per workload and dtype: each tool's process takes 25-40 s on a fresh machine (imports, the floor), so a
+    # workload's three processes take ~100 s, and a step that runs past its limit loses only its own table.
+    for dtype in bfloat16 float32; do
+        for w in a b; do
+            step 120 "peers-$dtype-$w" python3 benchmarks/compare_peers.py --workload "$w" --device cuda --dtype "$dtype" --tools hf_landscape,loss_landscapes,landscaper --tool-timeout 100 --json "$DIR/peers_${dtype}_$w.json"
+        done
+    done
+    step 40 memory-trace python3 benchmarks/memory_trace.py
+    step 40 first-plane python3 benchmarks/first_plane.py --workload b --dtype bfloat16
     ;;
 curvature)
     step 60 test-rowspace python3 -m pytest tests/test_rowspace.py -q -p no:cacheprovider -m gpu
