@@ -62,7 +62,7 @@ case "$STAGE" in
 record)
     step 70 test-gpu python3 -m pytest tests/test_cuda_graphs.py tests/test_fused_nll.py tests/test_rowspace.py -q -p no:cacheprovider -m gpu
     step 130 llm-plane-8b python3 benchmarks/llm_plane.py --model 8b --steps 21 --sequences 4 --tokens 1024 --json "$DIR/llm_plane_8b.json"
-    step 150 benchmark-objectives python3 benchmarks/benchmark_objectives.py --device cuda --model 1b --steps 11 --questions 256 --generation-steps 3 --out "$DIR/benchmark_objectives.json"
+    step 150 benchmark-objectives python3 benchmarks/benchmark_objectives.py --device cuda --model 1b --steps 11 --floor-steps 5 --questions 256 --generation-steps 3 --out "$DIR/benchmark_objectives.json"
     step 130 curvature python3 benchmarks/curvature_cost.py --device cuda --models 1b,8b --budget-s 100 --out "$DIR/curvature_cost.json"
     step 150 llm-scale python3 benchmarks/llm_scale.py --models 1b,8b --steps 3 --lora-paths merged --json "$DIR/llm_scale.json"
     ;;
