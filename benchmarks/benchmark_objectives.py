@@ -18,6 +18,7 @@ filter-normalized random directions drawn once and shared):
   tokens to the first `--generation-prompts` contexts, scored by exact match, on its own smaller plane; its cost
   per point is also given per generated token (random weights rarely emit EOS, so answers run to the limit).
 
+`--floor-steps` gives the causal-LM plane its own, smaller size: its time per point does not depend on the grid.
 Each plane runs `--repeats` times, the objectives alternating in order, and the table keeps each one's fastest
 grid loop (the surface's `wall_time_s`, direction drawing excluded) per point; "x causal-LM" is the ratio to the
 causal-LM row. Prints a markdown table and writes everything (configuration, versions, every time, centre values)
@@ -130,6 +131,9 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=4096, help="BPE tokens trained on the questions")
     parser.add_argument("--steps", type=int, default=21, help="the plane is steps x steps points")
     parser.add_argument("--span", type=float, default=1.0, help="the plane covers [-span, span]^2")
+    parser.add_argument(
+        "--floor-steps", type=int, default=0, help="the causal-LM plane's points per axis (0: --steps); per point"
+    )
     parser.add_argument("--questions", type=int, default=256)
     parser.add_argument("--choices", type=int, default=4)
     parser.add_argument("--context-words", type=int, default=32)
@@ -193,7 +197,7 @@ def main() -> None:
     for r in range(args.repeats):
         names = list(probes) if r % 2 == 0 else list(reversed(probes))
         for name in names:
-            steps = args.generation_steps if name == "generation" else args.steps
+            steps = {"generation": args.generation_steps, "causal-LM loss": args.floor_steps}.get(name) or args.steps
             surface, call_s = timed_plane(probes[name], steps, args.span, directions, args.device)
             loop_s = surface.metadata["wall_time_s"]
             if loop_s < best[name].get("loop_s", float("inf")):
@@ -206,11 +210,12 @@ def main() -> None:
                 with open(args.out, "w") as f:
                     json.dump(record, f, indent=1)
 
+    floor_steps = args.floor_steps or args.steps
     header = ["objective", "points", "ms / point", "x causal-LM", "ms / generated token", "whole call s", "centre loss"]
     print(
         f"\n{args.model} Llama ({parameters / 1e6:.1f} M parameters, {args.dtype}) on {device_name}; "
         f"{args.questions} questions x {args.choices} choices, {record['tokens_per_point']} tokens per point; "
-        f"plane {args.steps} x {args.steps}"
+        f"plane {args.steps} x {args.steps}, causal-LM plane {floor_steps} x {floor_steps}"
     )
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for row in record["rows"]:

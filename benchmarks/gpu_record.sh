@@ -62,16 +62,21 @@ case "$STAGE" in
 record)
     step 70 test-gpu python3 -m pytest tests/test_cuda_graphs.py tests/test_fused_nll.py tests/test_rowspace.py -q -p no:cacheprovider -m gpu
     step 130 llm-plane-8b python3 benchmarks/llm_plane.py --model 8b --steps 21 --sequences 4 --tokens 1024 --json "$DIR/llm_plane_8b.json"
-    step 150 benchmark-objectives python3 benchmarks/benchmark_objectives.py --device cuda --model 1b --steps 11 --questions 256 --generation-steps 3 --out "$DIR/benchmark_objectives.json"
+    step 150 benchmark-objectives python3 benchmarks/benchmark_objectives.py --device cuda --model 1b --steps 11 --floor-steps 5 --questions 256 --generation-steps 3 --out "$DIR/benchmark_objectives.json"
     step 130 curvature python3 benchmarks/curvature_cost.py --device cuda --models 1b,8b --budget-s 100 --out "$DIR/curvature_cost.json"
     step 150 llm-scale python3 benchmarks/llm_scale.py --models 1b,8b --steps 3 --lora-paths merged --json "$DIR/llm_scale.json"
     ;;
 refresh)
     python3 -m pip install -q --no-deps --no-index --upgrade --target .whl/site .whl/*.whl
-    step 150 peers-bf16 python3 benchmarks/compare_peers.py --workload both --device cuda --dtype bfloat16 --tools hf_landscape,loss_landscapes,landscaper --json "$DIR/peers_bf16.json"
-    step 150 peers-fp32 python3 benchmarks/compare_peers.py --workload both --device cuda --dtype float32 --tools hf_landscape,loss_landscapes,landscaper --json "$DIR/peers_fp32.json"
-    step 60 memory-trace python3 benchmarks/memory_trace.py
-    step 60 first-plane python3 benchmarks/first_plane.py --workload b --dtype bfloat16
+    # One step per workload and dtype: each tool's process takes 25-40 s on a fresh machine (imports, the floor), so a
+    # workload's three processes take ~100 s, and a step that runs past its limit loses only its own table.
+    for dtype in bfloat16 float32; do
+        for w in a b; do
+            step 120 "peers-$dtype-$w" python3 benchmarks/compare_peers.py --workload "$w" --device cuda --dtype "$dtype" --tools hf_landscape,loss_landscapes,landscaper --tool-timeout 100 --json "$DIR/peers_${dtype}_$w.json"
+        done
+    done
+    step 40 memory-trace python3 benchmarks/memory_trace.py
+    step 40 first-plane python3 benchmarks/first_plane.py --workload b --dtype bfloat16
     ;;
 curvature)
     step 60 test-rowspace python3 -m pytest tests/test_rowspace.py -q -p no:cacheprovider -m gpu
