@@ -88,7 +88,7 @@ def test_eigen_result_round_trips_its_blocks_and_product():
 def test_trace_result_round_trips_its_blocks_and_product():
     result = hessian_trace(TwoLayers(), loss_fn, samples=3, per_block=True, hvp="finite_difference", progress=False)
     again = through_json(result)
-    assert again == result and again.hvp == "finite_difference"
+    assert again == result and again.hvp == "finite_difference" and list(result.per_block) == ["other"]
     assert again.per_block == result.per_block and again.per_block_intervals == result.per_block_intervals
 
 

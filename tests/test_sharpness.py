@@ -1133,3 +1133,44 @@ def test_the_lanczos_bar_counts_every_product_and_is_cleared(monkeypatch):
     ((bar, kwargs),) = bars
     assert (bar.n, bar.total, bar.unit, bar.desc) == (result.iterations, 60, "hvp", "lanczos")
     assert kwargs["leave"] is False and kwargs["disable"] is False
+
+
+@pytest.mark.parametrize("n", [1, 8, 13, 64])
+def test_rademacher_signs_are_the_bits_of_numpys_bytes_in_order(n):
+    """Sign i is bit i % 8 (least significant first) of byte i // 8 of PCG64's bytes, seeded by one 62-bit draw
+    from the generator: the same probes on every device and in every version."""
+    from hf_landscape.curvature.hvp import rademacher
+
+    seed = int(torch.randint(0, 1 << 62, (1,), generator=torch.Generator().manual_seed(7)))
+    bits = np.unpackbits(np.frombuffer(np.random.default_rng(seed).bytes(8), dtype=np.uint8), bitorder="little")
+    signs = rademacher(n, torch.Generator().manual_seed(7), "cpu", torch.float64)
+    assert signs.tolist() == (2.0 * bits[:n] - 1.0).tolist()
+
+
+def test_a_parameter_the_loss_does_not_use_leaves_worst_sharpness_as_it_is():
+    a = matrix_with_spectrum(list(np.linspace(-3.0, 4.0, 12)))
+    loss_fn = lambda m: 0.5 * m.layer0.weight.reshape(-1) @ a @ m.layer0.weight.reshape(-1)  # noqa: E731
+    worst = sharpness(TwoTensors(), loss_fn, rho=0.3, kind="worst", steps=3, progress=False)  # layer1 unused
+    alone = sharpness(TwoTensors(), loss_fn, rho=0.3, kind="worst", steps=3, include=["layer0"], progress=False)
+    assert worst.sharpness == pytest.approx(alone.sharpness, rel=1e-12)
+
+
+def test_the_trace_bar_counts_every_sample_and_is_cleared(monkeypatch):
+    import importlib
+
+    import tqdm as tqdm_module
+
+    module = importlib.import_module("hf_landscape.curvature.trace")
+    bars = []
+
+    class Recorded(tqdm_module.tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            bars.append((self, kwargs))
+
+    monkeypatch.setattr(module, "tqdm", Recorded)
+    a = matrix_with_spectrum(list(np.linspace(-3.0, 4.0, N)))
+    hessian_trace(TwoTensors(), quadratic(a), samples=5)  # progress by default
+    ((bar, kwargs),) = bars
+    assert (bar.n, bar.total, bar.unit, bar.desc) == (5, 5, "hvp", "hutchinson")
+    assert kwargs["leave"] is False and kwargs["disable"] is False
