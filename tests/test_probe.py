@@ -657,3 +657,26 @@ def test_a_plane_over_the_point_limit_is_refused_by_its_product_of_steps(probe, 
     monkeypatch.setenv("HF_LANDSCAPE_MAX_POINTS", "11")
     with pytest.raises(ConfigError, match=r"^`steps` asks for 12 points"):
         probe.plane(steps=(4, 3))
+
+
+@pytest.mark.parametrize("seeds", [[0], [0, 0], [0, 1.5]])
+def test_seeds_over_which_to_average_must_be_two_or_more_distinct_integers(probe, seeds):
+    with pytest.raises(ConfigError, match="seed"):
+        probe.line(steps=3, seed=seeds)
+
+
+@pytest.mark.parametrize(("kind", "steps"), [("line", 4), ("plane", (2, 2))])
+def test_the_point_limit_counts_every_seeds_grid_before_any_work(probe, monkeypatch, kind, steps):
+    monkeypatch.setenv("HF_LANDSCAPE_MAX_POINTS", "11")  # 4 x 3 seeds, or 2 x 2 x 3 seeds: 12 points
+    with pytest.raises(ConfigError, match=r"^`steps x seeds` asks for 12 points"):
+        getattr(probe, kind)(steps=steps, seed=[0, 1, 2])
+
+
+@pytest.mark.parametrize(
+    ("kind", "span", "argument"),
+    [("line", (1, -1), "steps/span"), ("plane", ((1, -1), (-1, 1)), r"steps/span \(x\)"),
+     ("plane", ((-1, 1), (1, -1)), r"steps/span \(y\)")],
+)  # fmt: skip
+def test_a_bad_span_over_seeds_is_named(probe, kind, span, argument):
+    with pytest.raises(ConfigError, match=rf"^`{argument}`"):
+        getattr(probe, kind)(steps=3, span=span, seed=[0, 1])
