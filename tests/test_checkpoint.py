@@ -624,3 +624,9 @@ def test_the_checkpoint_folder_is_locked_while_the_grid_runs(tmp_path, monkeypat
     probe.line(steps=3, seed=0, checkpoint_dir=tmp_path, checkpoint_every=1)
     assert outcomes == ["refused"] * 3
     assert json.loads((tmp_path / META_NAME).read_text())["key"]["kind"] == "line"
+
+
+def test_an_interpolation_saves_every_checkpoint_every_points(tmp_path, monkeypatch):
+    saves = record_saves(monkeypatch)
+    make_probe().interpolate(build_gpt2(100, seed=1), steps=5, checkpoint_dir=tmp_path, checkpoint_every=2)
+    assert [done for done, _ in saves] == [2, 4, 5]

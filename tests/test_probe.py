@@ -226,7 +226,7 @@ def test_a_point_beyond_the_largest_coordinate_is_refused(probe, coordinate):
 
 
 def test_an_interpolation_span_of_non_numbers_is_a_config_error(probe, gpt2_model):
-    with pytest.raises(ConfigError, match="steps/span"):
+    with pytest.raises(ConfigError, match="^`steps/span`"):
         probe.interpolate(gpt2_model(seed=1), span=("a", "b"))
 
 
@@ -635,6 +635,7 @@ def test_path_knots_key_a_checkpoint_by_the_target_or_by_every_knot():
         ((1 + 1e-13, 1000.0), (1.0, 1000.0)),  # within rounding of knot 1 on an axis reaching 1000: snapped onto it
         ((-0.5, 1 + 1.5e-12), (-0.5, 1 + 1.5e-12)),  # 1.5e-12 from knot 1 on a unit axis: where it was asked
         ((0.0, 2 + 1e-13), (0.0, 2 + 1e-13)),  # 2 is no knot of a one-model path: where it was asked
+        ((1.000000000001, 1.000088900582341), (1.000000000001, 1.000088900582341)),  # exactly 1e-12 · max|x| off 1
     ],
 )
 def test_interpolation_axis_snaps_only_points_within_rounding_of_a_knot(span, ends):
