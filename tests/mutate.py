@@ -13,6 +13,7 @@ as killed (the mutant made the tests hang).
     python tests/mutate.py checkpoint surface   # some groups
     python tests/mutate.py engine --survivors   # only the survivors of the last run of the group, again
     python tests/mutate.py engine --timeouts    # the survivors and the mutants stopped as hanging, again
+    python tests/mutate.py engine --check-timeouts 300   # those stopped as hanging, each in a fresh process
     python tests/mutate.py --summary            # the scores of the last runs, without running anything
     python tests/mutate.py surface --show       # ... and the diff of every surviving mutant
 
@@ -153,6 +154,39 @@ def timed_out(folder: Path, spec: dict[str, Any]) -> list[str]:
     return sorted(n for n in names if not any(fnmatch.fnmatchcase(n, f) for f in skip))
 
 
+def check_timeouts(folder: Path, spec: dict[str, Any], config: dict[str, Any], limit_s: float) -> Counter:
+    """Run the tests of every mutant the last run stopped as hanging again, each in a fresh process (mutmut forks
+    its workers, and a test run forked from a process that holds threads can stall), with `limit_s` seconds of wall
+    time; record a failing run as killed and a passing one as survived in mutmut's results, and keep the timeout of
+    a run that still hangs. Returns how many of each."""
+    stats = json.loads((folder / "mutants" / "mutmut-stats.json").read_text())
+    tests_by_function = stats["tests_by_mangled_function_name"]
+    pytest_args = list(config["tool"]["mutmut"].get("pytest_add_cli_args", []))
+    wanted = set(timed_out(folder, spec))
+    outcome: Counter = Counter()
+    for meta in sorted((folder / "mutants").rglob("*.py.meta")):
+        data = json.loads(meta.read_text())
+        names = [n for n in data["exit_code_by_key"] if n in wanted]
+        for name in names:
+            tests = tests_by_function.get(name.rsplit("__mutmut_", 1)[0], [])
+            env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+            env.update(PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=str(folder / "mutants"), MUTANT_UNDER_TEST=name)
+            command = [sys.executable, "-m", "pytest", "-x", "-q", *pytest_args, *tests]
+            try:
+                code = subprocess.run(command, cwd=folder / "mutants", env=env, capture_output=True, timeout=limit_s)
+            except subprocess.TimeoutExpired:
+                outcome["timeout"] += 1
+                continue
+            if code.returncode in (0, 1):  # passed: the mutant survives; a test failed: killed
+                data["exit_code_by_key"][name] = code.returncode
+                outcome["survived" if code.returncode == 0 else "killed"] += 1
+            else:
+                outcome[f"pytest exit {code.returncode}"] += 1
+        if names:
+            meta.write_text(json.dumps(data, indent=4))
+    return outcome
+
+
 def changed_since_last_run(folder: Path, spec: dict[str, Any]) -> bool:
     """Whether a module of the group is newer than its mutated copy: mutmut would then measure coverage on the
     stale copy, whose lines are not the module's, so only a fresh run is right."""
@@ -231,6 +265,13 @@ def main(argv: list[str] | None = None) -> int:
         help="rerun the last run's survivors and the mutants it stopped as hanging (a test run slowed by a busy "
         "machine is stopped too, and would count as killed)",
     )
+    parser.add_argument(
+        "--check-timeouts",
+        type=float,
+        metavar="SECONDS",
+        help="run the tests of each mutant stopped as hanging again in a fresh process with this wall-time limit, "
+        "and record it as killed or survived (run nothing else)",
+    )
     parser.add_argument("--resume", action="store_true", help="go on with the mutants the last run left unchecked")
     parser.add_argument("--summary", action="store_true", help="print the last runs' scores, run nothing")
     parser.add_argument(
@@ -247,6 +288,11 @@ def main(argv: list[str] | None = None) -> int:
     chosen = args.groups or list(groups)
     args.survivors |= args.timeouts
     args.summary |= args.show or args.markdown
+    if args.check_timeouts:
+        for group in chosen:
+            found = check_timeouts(WORK / group, groups[group], config, args.check_timeouts)
+            print(f"{group}: mutants stopped as hanging, run again in a fresh process: {dict(found)}")
+        args.summary = True
     rows = []
     for group in chosen:
         folder = WORK / group
