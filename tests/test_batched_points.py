@@ -361,3 +361,16 @@ def test_compile_hands_the_stacked_forward_to_torch_compile(objective, monkeypat
     with pytest.raises(KeyboardInterrupt):
         probe.line(steps=3, seed=0)
     assert made == [{"compile": True}]
+
+
+def test_the_stacked_forward_is_compiled_with_the_policys_mode_for_fixed_shapes(monkeypatch):
+    from hf_landscape import engine
+
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: calls.append(kwargs) or fn)  # records, compiles nothing
+    monkeypatch.setattr(engine.POLICY, "stacked_compile_mode", "max-autotune-no-cudagraphs")
+    model = torch.nn.Linear(2, 2)
+    params = dict(model.named_parameters())
+    StackedPoints(model, params, [[torch.zeros_like(p) for p in params.values()]], compile=True)
+    StackedPoints(model, params, [[torch.zeros_like(p) for p in params.values()]], compile=False)
+    assert calls == [{"mode": "max-autotune-no-cudagraphs", "dynamic": False}]  # one graph per batch shape
