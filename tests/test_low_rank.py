@@ -1108,3 +1108,19 @@ def test_a_single_low_rank_point_has_the_bits_of_the_same_point_in_a_plane(tok, 
     for j, i in [(0, 0), (2, 1)]:
         point = (plane.x[i], plane.y[j])
         assert probe.evaluate(point=point, directions=plane.directions, details=False).loss == plane.values[j, i]
+
+
+def test_learning_the_groups_costs_one_forward_before_the_grid(tok):
+    """Six sequences in batches of two: three forwards per point, and one more, stopped once every module has run,
+    before the first point."""
+    model = build("llama", tok)
+    objective = CausalLMObjective(TEXTS[:6], tok, max_length=24, batch_size=2)
+    probe = LandscapeProbe(model, objective, progress=False)
+    directions = low_rank_directions(model, 0, config=LowRankDirectionConfig(rank=2, target_modules=LLAMA_TARGETS))
+    forwards = []
+    handle = model.register_forward_pre_hook(lambda module, args: forwards.append(1))  # every forward begun
+    try:
+        probe.line(steps=3, span=(-1, 1), direction=directions[0])
+    finally:
+        handle.remove()
+    assert len(forwards) == 3 * 3 + 1
