@@ -129,3 +129,14 @@ def test_data_without_the_optional_keys_reads_with_their_defaults(cls):
         del data[key]
     again = cls.from_dict(data)
     assert {key: getattr(again, key) for key in OPTIONAL_KEYS[cls]} == OPTIONAL_KEYS[cls]
+
+
+def test_eigen_result_reads_back_its_operator():
+    data = hessian_eigenvalues(TwoLayers(), loss_fn, k=1, progress=False).to_dict()
+    data["operator"] = "ggn"  # as a Gauss-Newton run writes it
+    assert EigenResult.from_dict(json.loads(json.dumps(data))).operator == "ggn"
+
+
+def test_trace_result_writes_its_block_intervals():
+    result = hessian_trace(TwoLayers(), loss_fn, samples=3, per_block=True, progress=False)
+    assert result.to_dict()["per_block_intervals"] == {"other": list(result.per_block_intervals["other"])}

@@ -3,6 +3,7 @@ full Hessian of a tiny GPT-2 (`torch.autograd.functional.hessian`), and the rest
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 
@@ -1174,3 +1175,43 @@ def test_the_trace_bar_counts_every_sample_and_is_cleared(monkeypatch):
     ((bar, kwargs),) = bars
     assert (bar.n, bar.total, bar.unit, bar.desc) == (5, 5, "hvp", "hutchinson")
     assert kwargs["leave"] is False and kwargs["disable"] is False
+
+
+def test_hessian_eigenvalues_names_itself_when_the_objective_has_no_loss_terms():
+    with pytest.raises(ObjectiveError, match=r"^`hessian_eigenvalues` needs an objective with `loss_terms`"):
+        hessian_eigenvalues(TwoTensors(), LossOnly(), k=1, progress=False)
+
+
+@pytest.mark.parametrize("flag", ["per_layer", "per_block", "offload"])
+def test_a_flag_of_hessian_eigenvalues_that_is_no_bool_is_named(flag):
+    a = matrix_with_spectrum(list(np.linspace(-3.0, 4.0, N)))
+    with pytest.raises(ConfigError, match=rf"^`{flag}`"):
+        hessian_eigenvalues(TwoTensors(), quadratic(a), k=1, progress=False, **{flag: "yes"})
+
+
+@pytest.mark.parametrize(("basis_size", "refused"), [(16, True), (17, False)])
+def test_a_basis_holds_at_least_k_plus_two_vectors_where_the_space_has_them(basis_size, refused):
+    a = matrix_with_spectrum(list(np.linspace(-3.0, 4.0, N)))  # N = 17 = k + 2 for k = 15
+    call = functools.partial(hessian_eigenvalues, TwoTensors(), quadratic(a), k=15, progress=False)
+    if refused:
+        with pytest.raises(ConfigError, match="^`basis_size`"):
+            call(basis_size=basis_size)
+    else:
+        assert len(call(basis_size=basis_size, max_iter=60).eigenvalues) == 15
+
+
+def test_the_finite_difference_step_reaches_the_products():
+    """On a quartic loss the central difference depends on its step: a step of 0.5 and one of 1e-3 differ."""
+    loss_fn = lambda m: (m.flat() ** 4).sum() / 12  # noqa: E731
+    found = [
+        hessian_eigenvalues(TwoTensors(), loss_fn, k=1, hvp="finite_difference", fd_step=step, progress=False)
+        for step in (0.5, 1e-3)
+    ]
+    assert abs(found[0].eigenvalues[0] - found[1].eigenvalues[0]) > 1e-3
+
+
+def test_per_block_eigenvalues_come_per_role_of_the_model(tiny):
+    model, objective, _, _, _ = tiny
+    eigen = hessian_eigenvalues(model, objective, k=1, max_iter=5, tol=1.0, per_block=True, progress=False)
+    trace = hessian_trace(model, objective, samples=2, per_block=True, progress=False)
+    assert len(eigen.per_block) > 1 and set(eigen.per_block) == set(trace.per_block)
