@@ -887,6 +887,29 @@ def test_quantized_weights_are_found_packed_in_a_quantized_library_or_of_integer
     assert quantized_weights(model, names=["2.weight", "0.weight"]) == {"2.weight": "somelib.quantized.Linear4bit"}
 
 
+class PackedParams(torch.nn.Module):
+    """The holder of a packed weight, itself with `_packed_params` (as `torch.ao`'s `LinearPackedParams` is)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._packed_params = (torch.zeros(2, 2, dtype=torch.int8),)
+
+
+class PackedLinear(torch.nn.Module):
+    """A layer holding its weight in a `PackedParams` submodule (the layout of `torch.ao.nn.quantized.Linear`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._packed_params = PackedParams()
+
+
+def test_a_packed_weight_is_reported_once_under_its_layer_not_again_under_its_holder():
+    from hf_landscape.directions.base import quantized_weights
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), PackedLinear())
+    assert quantized_weights(model) == {"1.weight": f"{__name__}.PackedLinear"}
+
+
 def test_quantized_weights_are_refused_naming_the_model_by_default():
     from hf_landscape.directions.base import refuse_quantized
 
@@ -919,3 +942,10 @@ def test_the_selection_refuses_only_the_quantized_weights_it_would_take():
     with pytest.raises(DirectionError, match=r"1 quantized weight\(s\).*\['2\.0\.codes'\]"):
         select_parameters(model, exclude=[r"^1\."])
     assert list(select_parameters(model, include=[r"^0\."])) == ["0.weight"]
+
+
+def test_an_integer_parameter_left_out_of_the_selection_does_not_end_it():
+    from hf_landscape.directions.base import select_parameters
+
+    model = torch.nn.Sequential(IntegerCodes(), torch.nn.Linear(4, 4), torch.nn.Linear(4, 3))
+    assert list(select_parameters(model, exclude=[r"codes"])) == ["1.weight", "2.weight"]
