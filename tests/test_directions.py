@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
+import sys
 
 import pytest
 import torch
@@ -658,15 +660,33 @@ def test_torch_integer_path_equals_numpy_path(monkeypatch, chunk):
     assert torch.equal(on_torch, on_numpy)
 
 
+@contextlib.contextmanager
+def address_space_grows_by_at_most(extra_bytes: int):
+    """Within the block, an allocation that would take the process's address space more than `extra_bytes` beyond
+    its size now raises `MemoryError` (instead of swapping or being killed for it)."""
+    import resource  # Unix only
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    with open("/proc/self/statm") as f:
+        size = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    resource.setrlimit(resource.RLIMIT_AS, (size + extra_bytes, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the address space's size from /proc")
 @pytest.mark.parametrize("numpy_path", [True, False])
 def test_counters_beyond_two_to_the_32_take_the_next_segments_keys(monkeypatch, numpy_path):
     from hf_landscape.directions import draw
 
     monkeypatch.setattr(draw, "uses_numpy", lambda device: numpy_path)
-    last = torch.empty(4)
-    draw.fill_normal(last, 2**32 - 4, 2, 0, "w")  # the last counters of segment 0
-    first = torch.empty(4)
-    draw.fill_normal(first, 2**32, 2, 0, "w")  # the first of segment 1
+    draw.host_tables()  # built (and cached) before the address space is bounded
+    last, first = torch.empty(4), torch.empty(4)
+    with address_space_grows_by_at_most(1 << 30):  # four draws take four counters, not the 2^32 before them
+        draw.fill_normal(last, 2**32 - 4, 2, 0, "w")  # the last counters of segment 0
+        draw.fill_normal(first, 2**32, 2, 0, "w")  # the first of segment 1
     assert torch.isfinite(last).all() and torch.isfinite(first).all()
     assert not torch.equal(first, draw.gaussian((4,), 2, 0, "w"))  # other keys than segment 0 at the same offsets
     assert first.tolist() == [
