@@ -630,3 +630,40 @@ def test_an_interpolation_saves_every_checkpoint_every_points(tmp_path, monkeypa
     saves = record_saves(monkeypatch)
     make_probe().interpolate(build_gpt2(100, seed=1), steps=5, checkpoint_dir=tmp_path, checkpoint_every=2)
     assert [done for done, _ in saves] == [2, 4, 5]
+
+
+def saved_compute_s(folder) -> object:
+    return json.loads((folder / META_NAME).read_text())["compute_s"]
+
+
+def test_a_checkpoint_records_the_compute_seconds_of_its_run_to_the_millisecond(tmp_path):
+    GridCheckpoint(tmp_path, {"kind": "line"}).save(np.zeros(2), np.ones(2, dtype=bool), {}, elapsed=1.23456)
+    assert saved_compute_s(tmp_path) == 1.235
+
+
+def test_a_checkpoint_saved_without_elapsed_seconds_records_none(tmp_path):
+    GridCheckpoint(tmp_path, {"kind": "line"}).save(np.zeros(2), np.ones(2, dtype=bool), {})
+    assert saved_compute_s(tmp_path) == 0.0
+
+
+def test_a_resumed_checkpoint_adds_its_run_to_the_compute_seconds_of_the_earlier_ones(tmp_path):
+    GridCheckpoint(tmp_path, {"kind": "line"}).save(np.zeros(2), np.array([True, False]), {}, elapsed=0.5)
+    resumed = GridCheckpoint(tmp_path, {"kind": "line"})
+    resumed.load(2)
+    assert resumed.previous_compute_s == 0.5
+    resumed.save(np.zeros(2), np.ones(2, dtype=bool), {}, elapsed=0.25)
+    assert saved_compute_s(tmp_path) == 0.75
+
+
+@pytest.mark.parametrize("compute_s", ["absent", None, -2.0, "12", [1.0]])
+def test_compute_seconds_a_record_lacks_or_holds_as_no_number_count_as_none(tmp_path, compute_s):
+    GridCheckpoint(tmp_path, {"kind": "line"}).save(np.zeros(2), np.array([True, False]), {}, elapsed=3.0)
+    record = json.loads((tmp_path / META_NAME).read_text())
+    if compute_s == "absent":  # a record of an older version
+        del record["compute_s"]
+    else:
+        record["compute_s"] = compute_s
+    (tmp_path / META_NAME).write_text(json.dumps(record))
+    resumed = GridCheckpoint(tmp_path, {"kind": "line"})
+    assert resumed.load(2)[1].tolist() == [True, False]
+    assert resumed.previous_compute_s == 0.0

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
+import sys
 
 import pytest
 import torch
@@ -658,15 +660,33 @@ def test_torch_integer_path_equals_numpy_path(monkeypatch, chunk):
     assert torch.equal(on_torch, on_numpy)
 
 
+@contextlib.contextmanager
+def address_space_grows_by_at_most(extra_bytes: int):
+    """Within the block, an allocation that would take the process's address space more than `extra_bytes` beyond
+    its size now raises `MemoryError` (instead of swapping or being killed for it)."""
+    import resource  # Unix only
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    with open("/proc/self/statm") as f:
+        size = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    resource.setrlimit(resource.RLIMIT_AS, (size + extra_bytes, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the address space's size from /proc")
 @pytest.mark.parametrize("numpy_path", [True, False])
 def test_counters_beyond_two_to_the_32_take_the_next_segments_keys(monkeypatch, numpy_path):
     from hf_landscape.directions import draw
 
     monkeypatch.setattr(draw, "uses_numpy", lambda device: numpy_path)
-    last = torch.empty(4)
-    draw.fill_normal(last, 2**32 - 4, 2, 0, "w")  # the last counters of segment 0
-    first = torch.empty(4)
-    draw.fill_normal(first, 2**32, 2, 0, "w")  # the first of segment 1
+    draw.host_tables()  # built (and cached) before the address space is bounded
+    last, first = torch.empty(4), torch.empty(4)
+    with address_space_grows_by_at_most(1 << 30):  # four draws take four counters, not the 2^32 before them
+        draw.fill_normal(last, 2**32 - 4, 2, 0, "w")  # the last counters of segment 0
+        draw.fill_normal(first, 2**32, 2, 0, "w")  # the first of segment 1
     assert torch.isfinite(last).all() and torch.isfinite(first).all()
     assert not torch.equal(first, draw.gaussian((4,), 2, 0, "w"))  # other keys than segment 0 at the same offsets
     assert first.tolist() == [
@@ -887,6 +907,29 @@ def test_quantized_weights_are_found_packed_in_a_quantized_library_or_of_integer
     assert quantized_weights(model, names=["2.weight", "0.weight"]) == {"2.weight": "somelib.quantized.Linear4bit"}
 
 
+class PackedParams(torch.nn.Module):
+    """The holder of a packed weight, itself with `_packed_params` (as `torch.ao`'s `LinearPackedParams` is)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._packed_params = (torch.zeros(2, 2, dtype=torch.int8),)
+
+
+class PackedLinear(torch.nn.Module):
+    """A layer holding its weight in a `PackedParams` submodule (the layout of `torch.ao.nn.quantized.Linear`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._packed_params = PackedParams()
+
+
+def test_a_packed_weight_is_reported_once_under_its_layer_not_again_under_its_holder():
+    from hf_landscape.directions.base import quantized_weights
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), PackedLinear())
+    assert quantized_weights(model) == {"1.weight": f"{__name__}.PackedLinear"}
+
+
 def test_quantized_weights_are_refused_naming_the_model_by_default():
     from hf_landscape.directions.base import refuse_quantized
 
@@ -919,3 +962,10 @@ def test_the_selection_refuses_only_the_quantized_weights_it_would_take():
     with pytest.raises(DirectionError, match=r"1 quantized weight\(s\).*\['2\.0\.codes'\]"):
         select_parameters(model, exclude=[r"^1\."])
     assert list(select_parameters(model, include=[r"^0\."])) == ["0.weight"]
+
+
+def test_an_integer_parameter_left_out_of_the_selection_does_not_end_it():
+    from hf_landscape.directions.base import select_parameters
+
+    model = torch.nn.Sequential(IntegerCodes(), torch.nn.Linear(4, 4), torch.nn.Linear(4, 3))
+    assert list(select_parameters(model, exclude=[r"codes"])) == ["1.weight", "2.weight"]

@@ -178,13 +178,16 @@ def test_a_token_map_of_a_user_objective_names_what_to_add():
 
 @pytest.fixture
 def registry():
-    """The kinds registry, with the kinds a test registers removed afterwards."""
+    """The kinds registry, with the kinds a test registers (their default spans, whether they need the loss) removed
+    afterwards."""
     from hf_landscape.directions import DIRECTION_KINDS
+    from hf_landscape.directions.registry import DEFAULT_SPANS, KINDS_NEEDING_OBJECTIVE
 
-    before = dict(DIRECTION_KINDS)
+    before = dict(DIRECTION_KINDS), dict(DEFAULT_SPANS), set(KINDS_NEEDING_OBJECTIVE)
     yield DIRECTION_KINDS
-    DIRECTION_KINDS.clear()
-    DIRECTION_KINDS.update(before)
+    for table, saved in zip((DIRECTION_KINDS, DEFAULT_SPANS, KINDS_NEEDING_OBJECTIVE), before):
+        table.clear()
+        table.update(saved)
 
 
 def fixed_direction(model: torch.nn.Module, scale: float = 1.0) -> Direction:
@@ -290,6 +293,51 @@ def test_drawn_directions_record_their_kind_and_seed_where_the_kind_did_not(regi
     assert all(d.tensors is r.tensors for d, r in zip(drawn, returned))
 
 
+def test_a_registered_kind_spans_its_own_default_span(registry):
+    from hf_landscape.directions.registry import default_span
+
+    register_direction_kind("wide", default_span=(-0.5, 2))(lambda model, seed, *, axes: [])
+    assert default_span("wide") == (-0.5, 2.0)
+    assert default_span("lora") == (-0.2, 0.2)
+
+
+@pytest.mark.parametrize("name", ["not_registered", 3, ["random"]])
+def test_anything_but_a_registered_kind_spans_the_default_span(name):
+    from hf_landscape.directions.registry import DEFAULT_SPAN, default_span
+
+    assert DEFAULT_SPAN == (-1.0, 1.0)
+    assert default_span(name) == (-1.0, 1.0)
+
+
+def test_a_kind_that_needs_the_loss_is_given_the_objective_and_no_progress_bar_by_default(registry):
+    from hf_landscape.directions.registry import draw_directions
+
+    seen = []
+
+    @register_direction_kind("from_the_loss", needs_objective=True)
+    def from_the_loss(model, seed, *, axes, **options):
+        seen.append(options)
+        return [fixed_direction(model) for _ in range(axes)]
+
+    objective = NextTokenObjective(IDS)
+    draw_directions("from_the_loss", build_gpt2(100, seed=0), 0, axes=1, objective=objective)
+    assert seen == [{"objective": objective, "progress": False}]
+
+
+def test_a_kind_that_does_not_need_the_loss_is_given_neither_objective_nor_progress(registry):
+    from hf_landscape.directions.registry import draw_directions
+
+    seen = []
+
+    @register_direction_kind("without_the_loss")
+    def without_the_loss(model, seed, *, axes, **options):
+        seen.append(options)
+        return [fixed_direction(model) for _ in range(axes)]
+
+    draw_directions("without_the_loss", build_gpt2(100, seed=0), 0, axes=1, objective=NextTokenObjective(IDS))
+    assert seen == [{}]
+
+
 def test_unknown_options_of_a_kind_are_a_config_error():
     from hf_landscape.directions.registry import kind_config
 
@@ -309,6 +357,22 @@ def test_a_given_direction_that_is_not_one_is_named_by_its_place(axes, argument)
     own = {n: t for n, t in fixed_direction(model).tensors.items()}  # a plain dict becomes a Direction of its own
     given = given_directions([own] * axes, axes)
     assert [type(d) for d in given] == [Direction] * axes and all(d.tensors == own for d in given)
+
+
+def test_a_dict_of_tensors_becomes_a_custom_direction():
+    from hf_landscape.directions.prepare import as_direction
+
+    tensors = {"w": torch.ones(2, 2)}
+    direction = as_direction(tensors, "direction")
+    assert type(direction) is Direction and direction.tensors == tensors
+    assert direction.config == {"kind": "custom"}
+
+
+def test_a_dict_holding_something_else_than_tensors_is_named_by_its_argument():
+    from hf_landscape.directions.prepare import as_direction
+
+    with pytest.raises(DirectionError, match=r"^`directions\[1\]`\['w'\] must be a tensor"):
+        as_direction({"w": [0.0, 1.0]}, "directions[1]")
 
 
 @pytest.mark.parametrize("bad", ["not a direction", {"transformer.h.0.attn.c_attn.weight": torch.zeros(2, 2)}])
