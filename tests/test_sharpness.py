@@ -1215,3 +1215,37 @@ def test_per_block_eigenvalues_come_per_role_of_the_model(tiny):
     eigen = hessian_eigenvalues(model, objective, k=1, max_iter=5, tol=1.0, per_block=True, progress=False)
     trace = hessian_trace(model, objective, samples=2, per_block=True, progress=False)
     assert len(eigen.per_block) > 1 and set(eigen.per_block) == set(trace.per_block)
+
+
+def test_a_differentiable_loss_names_itself_and_the_objective_without_loss_terms():
+    from hf_landscape.objectives.loss import loss_terms
+
+    with pytest.raises(
+        ObjectiveError, match=r"^A differentiable loss needs an objective with `loss_terms`.*; LossOnly"
+    ):
+        next(loss_terms(TwoTensors(), LossOnly()))
+
+
+def test_a_loss_function_must_return_one_number():
+    from hf_landscape.objectives.loss import loss_terms
+
+    with pytest.raises(ObjectiveError, match=r"^`loss_fn\(model\)` must return a scalar tensor, got Tensor \(5,\)"):
+        next(loss_terms(TwoTensors(), lambda m: m.layer1.bias * 1.0))
+
+
+def test_a_callable_with_loss_terms_is_an_objective_not_a_loss_function():
+    from hf_landscape.objectives.loss import is_loss_fn
+
+    class Both:
+        def __call__(self, model):
+            return model.flat().sum()
+
+        def loss_terms(self, model):
+            yield model.flat().sum()
+
+    assert not is_loss_fn(Both()) and is_loss_fn(lambda model: model.flat().sum())
+
+
+def test_a_trace_without_per_block_has_no_blocks():
+    a = matrix_with_spectrum(list(np.linspace(-3.0, 4.0, N)))
+    assert hessian_trace(TwoTensors(), quadratic(a), samples=2, progress=False).per_block == {}
