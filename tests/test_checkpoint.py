@@ -37,6 +37,15 @@ def fail_on_call(probe, monkeypatch, n):
     interrupt_at_call(monkeypatch, probe.objective, "evaluate", n)
 
 
+def interrupt_at_the_third_point(monkeypatch, run):
+    """`run(probe)` on a fresh probe, stopped by a KeyboardInterrupt at its third evaluation (two points done)."""
+    probe = make_probe()
+    fail_on_call(probe, monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        run(probe)
+    monkeypatch.undo()
+
+
 def test_interrupted_grid_resumes_to_the_uninterrupted_values(tmp_path, monkeypatch):
     reference = make_probe().plane(steps=(4, 3), seed=1)
     probe = make_probe()
@@ -84,11 +93,9 @@ def test_a_different_configuration_in_the_same_folder_is_refused(tmp_path, monke
 
 
 def test_a_different_autocast_in_the_same_folder_is_refused(tmp_path, monkeypatch):
-    probe = make_probe()
-    fail_on_call(probe, monkeypatch, 3)
-    with pytest.raises(KeyboardInterrupt):
-        probe.line(steps=5, seed=0, checkpoint_dir=tmp_path, checkpoint_every=1)
-    monkeypatch.undo()
+    interrupt_at_the_third_point(
+        monkeypatch, lambda p: p.line(steps=5, seed=0, checkpoint_dir=tmp_path, checkpoint_every=1)
+    )
     mixed = make_probe()
     mixed.autocast = "bfloat16"
     with pytest.raises(SurfaceError, match=r"differs in \['autocast'\]"):
@@ -146,11 +153,9 @@ def test_partial_files_hold_the_finished_points_and_the_hash_of_the_arrays(tmp_p
 
 
 def test_arrays_that_do_not_match_their_hash_are_refused(tmp_path, monkeypatch):
-    probe = make_probe()
-    fail_on_call(probe, monkeypatch, 3)
-    with pytest.raises(KeyboardInterrupt):
-        probe.line(steps=5, seed=0, checkpoint_dir=tmp_path, checkpoint_every=1)
-    monkeypatch.undo()
+    interrupt_at_the_third_point(
+        monkeypatch, lambda p: p.line(steps=5, seed=0, checkpoint_dir=tmp_path, checkpoint_every=1)
+    )
     arrays = load_file(str(tmp_path / ARRAYS_NAME))
     arrays["values"][0] += 1.0  # a valid file, other numbers
     save_file(arrays, str(tmp_path / ARRAYS_NAME))
@@ -549,11 +554,9 @@ def test_deferred_stacked_reads_keep_queued_chunks_when_interrupted(tmp_path, mo
 
 def interrupted_interpolation(tmp_path, monkeypatch, other):
     """An interpolation to `other` stopped at its third point, points 1-2 saved in `tmp_path`."""
-    probe = make_probe()
-    fail_on_call(probe, monkeypatch, 3)
-    with pytest.raises(KeyboardInterrupt):
-        probe.interpolate(other, steps=5, checkpoint_dir=tmp_path, checkpoint_every=1)
-    monkeypatch.undo()
+    interrupt_at_the_third_point(
+        monkeypatch, lambda p: p.interpolate(other, steps=5, checkpoint_dir=tmp_path, checkpoint_every=1)
+    )
 
 
 def test_an_interrupted_interpolation_resumes_to_the_uninterrupted_values(tmp_path, monkeypatch):
@@ -585,11 +588,9 @@ def test_the_interpolation_progress_bar_names_it(capsys):
 
 
 def test_a_resumed_grid_counts_the_compute_time_of_the_earlier_runs(tmp_path, monkeypatch):
-    probe = make_probe()
-    fail_on_call(probe, monkeypatch, 3)
-    with pytest.raises(KeyboardInterrupt):
-        probe.line(steps=5, seed=0, checkpoint_dir=tmp_path, checkpoint_every=1)
-    monkeypatch.undo()
+    interrupt_at_the_third_point(
+        monkeypatch, lambda p: p.line(steps=5, seed=0, checkpoint_dir=tmp_path, checkpoint_every=1)
+    )
     meta = json.loads((tmp_path / META_NAME).read_text())
     meta["compute_s"] = 100.0  # as if the earlier runs had taken 100 s
     (tmp_path / META_NAME).write_text(json.dumps(meta))

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from testing_utils import record_bars
 from torch.func import functional_call
 
 from hf_landscape import CausalLMObjective, ConfigError, ObjectiveError
@@ -948,19 +949,7 @@ def test_sharpness_progress_bars(quad, capsys):
 
 @pytest.mark.parametrize(("kind", "unit", "total"), [("worst", "step", 3), ("average", "draw", 4)])
 def test_a_sharpness_bar_counts_every_step_and_is_cleared(quad, monkeypatch, kind, unit, total):
-    import importlib
-
-    import tqdm as tqdm_module
-
-    module = importlib.import_module("hf_landscape.curvature.sharpness")  # the module, not the function
-    bars = []
-
-    class Recorded(tqdm_module.tqdm):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            bars.append((self, kwargs))
-
-    monkeypatch.setattr(module, "tqdm", Recorded)
+    bars = record_bars(monkeypatch, "hf_landscape.curvature.sharpness")
     a, b, model = quad
     sharpness(model, quadratic(a, b), rho=0.3, kind=kind, steps=3, samples=4)  # progress by default
     ((bar, kwargs),) = bars
@@ -1116,19 +1105,7 @@ def test_random_start_values_are_the_16_bit_grid_over_minus_one_to_one():
 
 
 def test_the_lanczos_bar_counts_every_product_and_is_cleared(monkeypatch):
-    import importlib
-
-    import tqdm as tqdm_module
-
-    module = importlib.import_module("hf_landscape.curvature.eigen")
-    bars = []
-
-    class Recorded(tqdm_module.tqdm):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            bars.append((self, kwargs))
-
-    monkeypatch.setattr(module, "tqdm", Recorded)
+    bars = record_bars(monkeypatch, "hf_landscape.curvature.eigen")
     a = matrix_with_spectrum(list(np.linspace(-3.0, 4.0, N)))
     result = hessian_eigenvalues(TwoTensors(), quadratic(a), k=2, tol=1e-10, max_iter=60)  # progress by default
     ((bar, kwargs),) = bars
@@ -1157,19 +1134,7 @@ def test_a_parameter_the_loss_does_not_use_leaves_worst_sharpness_as_it_is():
 
 
 def test_the_trace_bar_counts_every_sample_and_is_cleared(monkeypatch):
-    import importlib
-
-    import tqdm as tqdm_module
-
-    module = importlib.import_module("hf_landscape.curvature.trace")
-    bars = []
-
-    class Recorded(tqdm_module.tqdm):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            bars.append((self, kwargs))
-
-    monkeypatch.setattr(module, "tqdm", Recorded)
+    bars = record_bars(monkeypatch, "hf_landscape.curvature.trace")
     a = matrix_with_spectrum(list(np.linspace(-3.0, 4.0, N)))
     hessian_trace(TwoTensors(), quadratic(a), samples=5)  # progress by default
     ((bar, kwargs),) = bars

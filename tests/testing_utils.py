@@ -280,3 +280,21 @@ class ExactCurvature:
             else:
                 h_out = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
         return torch.einsum("rvp,rvw,rwq->pq", jac, h_out, jac) / self.tokens
+
+
+def record_bars(monkeypatch, module_name: str) -> list:
+    """Replace `tqdm` in the module `module_name` with a subclass that records every bar it makes: a list of
+    (bar, keyword arguments) that fills as the module runs."""
+    import importlib
+
+    import tqdm as tqdm_module
+
+    bars: list = []
+
+    class Recorded(tqdm_module.tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            bars.append((self, kwargs))
+
+    monkeypatch.setattr(importlib.import_module(module_name), "tqdm", Recorded)  # the module, not a function
+    return bars
