@@ -668,3 +668,13 @@ def test_compute_seconds_a_record_lacks_or_holds_as_no_number_count_as_none(tmp_
     resumed = GridCheckpoint(tmp_path, {"kind": "line"})
     assert resumed.load(2)[1].tolist() == [True, False]
     assert resumed.previous_compute_s == 0.0
+
+
+def test_a_resumed_grid_result_counts_its_compute_seconds_to_the_millisecond():
+    from types import SimpleNamespace
+
+    from hf_landscape.engine.runner import GridResult
+
+    earlier = SimpleNamespace(previous_compute_s=2.0, resumed_points=3)  # what the checkpoint found
+    result = GridResult.of(np.zeros(4), {}, 0.00049, [], earlier)
+    assert (result.compute, result.resumed, result.wall) == (2.0, 3, 0.00049)

@@ -348,6 +348,25 @@ def test_auto_takes_one_point_for_weights_over_the_row_cache(monkeypatch, limit,
         assert call() == expected
 
 
+def test_auto_stacks_what_a_share_of_free_memory_holds_at_twice_the_cost_of_one_point(monkeypatch):
+    """The measurement, with the GPU's figures given: weights 2000 bytes (`OnGPU`), one evaluation's activations
+    3000, 10⁶ bytes free; 0.4·10⁶ // (2·5000) = 40 points, each figure asked of the parameters' device."""
+    import hf_landscape.engine.policy as policy
+
+    probe = make_probe()
+    asked: list[torch.device] = []
+    monkeypatch.setattr(torch.cuda, "synchronize", asked.append)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", asked.append)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: asked.append(device) or 5000)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device: asked.append(device) or 8000)
+    monkeypatch.setattr(policy, "available_memory", lambda device: asked.append(device) or 10**6)
+    monkeypatch.setattr(policy, "evaluate", lambda model, objective: None)  # one evaluation takes no time
+    for n, expected in ((100, 40), (30, 30)):
+        asked.clear()
+        assert engine.points_per_forward(probe.model, {"w": OnGPU()}, probe.objective, "auto", n) == expected
+        assert asked == [OnGPU.device] * 7  # sync, reset, allocated, sync after each of two runs, peak, free
+
+
 @gpu
 @pytest.mark.parametrize("normalization", ["filter", "layer", "none", "model"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

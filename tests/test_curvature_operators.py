@@ -68,6 +68,7 @@ def test_gauss_newton_top_eigenvalues_and_trace_are_the_matrixs(exact):
         include=[r"c_attn\.weight"], progress=False,
     )  # fmt: skip
     assert trace.trace == pytest.approx(float(torch.trace(ggn[index][:, index])), rel=1e-8)
+    assert (trace.operator, trace.hvp) == ("ggn", "exact")
 
 
 def test_the_gauss_newton_matrix_is_positive_semidefinite_where_the_hessian_is_not(exact):

@@ -130,6 +130,51 @@ def test_per_block_and_per_layer_splits_add_up_for_both_methods(tiny):
         assert full.per_block[name][0] == pytest.approx(float(torch.trace(hessian[index][:, index])), rel=1e-8), name
 
 
+def test_hutch_plus_plus_of_a_zero_hessian_leaves_every_product_to_its_random_part():
+    loss_fn, _ = quadratic_with_spectrum(np.zeros(6))  # H = 0: the sketch has rank 0
+    result = hessian_trace(Vector(6), loss_fn, samples=7, method="hutch++", progress=False)
+    assert (result.trace, result.stderr, result.random_samples) == (0.0, 0.0, 7 - 7 // 3)
+
+
+def test_one_layer_s_split_is_the_whole_estimate_for_both_methods():
+    loss_fn, _ = quadratic_with_spectrum(np.linspace(-2.0, 5.0, 10))
+    for method in ("hutchinson", "hutch++"):
+        result = hessian_trace(Vector(10), loss_fn, samples=9, method=method, per_layer=True, progress=False)
+        assert result.stderr > 0.1
+        assert result.per_layer == {"x": pytest.approx((result.trace, result.stderr), rel=1e-12)}
+
+
+def test_gpt_neox_fused_projection_splits_per_head_by_rows():
+    """GPT-NeoX's query_key_value holds per head the rows [q_h | k_h | v_h] (2 heads of size 2 here); with a sketch
+    spanning the projection, Hutch++ gives each part's exact trace, the sum of the Hessian's diagonal over its rows."""
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    from hf_landscape import CausalLMObjective
+    from hf_landscape.objectives.loss import loss_terms
+
+    torch.manual_seed(0)
+    config = GPTNeoXConfig(
+        vocab_size=40, hidden_size=4, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8,
+        max_position_embeddings=16, rotary_pct=1.0, attn_implementation="eager",
+    )  # fmt: skip
+    model = GPTNeoXForCausalLM(config).double().eval()
+    objective = CausalLMObjective({"input_ids": [[(5 * i + 3 * j) % 39 + 1 for j in range(8)] for i in range(2)]})
+    objective.bind(model)
+    weight = model.gpt_neox.layers[0].attention.query_key_value.weight
+    bias = model.gpt_neox.layers[0].attention.query_key_value.bias
+    flat = lambda tensors: torch.cat([t.reshape(-1) for t in tensors])  # noqa: E731
+    grad = flat(torch.autograd.grad(sum(loss_terms(model, objective)), (weight, bias), create_graph=True))
+    diagonal = torch.stack([flat(torch.autograd.grad(grad[i], (weight, bias), retain_graph=True))[i] for i in range(60)])
+    row = torch.cat([torch.arange(12).repeat_interleave(4), torch.arange(12)])  # the output row of each entry
+    is_v = row % 6 >= 4  # per head: rows 0-1 q, 2-3 k, 4-5 v
+    result = hessian_trace(
+        model, objective, samples=3 * 60 + 2, method="hutch++", per_block=True, include=[r"query_key_value"],
+        progress=False,
+    )  # fmt: skip
+    assert result.per_block["attention_qk"][0] == pytest.approx(float(diagonal[~is_v].sum()), rel=1e-8)
+    assert result.per_block["attention_vo"][0] == pytest.approx(float(diagonal[is_v].sum()), rel=1e-8)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [

@@ -1175,6 +1175,39 @@ def test_the_finite_difference_step_reaches_the_products():
     assert abs(found[0].eigenvalues[0] - found[1].eigenvalues[0]) > 1e-3
 
 
+def test_hessian_trace_names_itself_when_the_objective_has_no_loss_terms():
+    with pytest.raises(ObjectiveError, match=r"^`hessian_trace` needs an objective with `loss_terms`"):
+        hessian_trace(TwoTensors(), LossOnly(), samples=2, progress=False)
+
+
+@pytest.mark.parametrize("flag", ["per_layer", "per_block"])
+def test_a_flag_of_hessian_trace_that_is_no_bool_is_named(flag):
+    a = matrix_with_spectrum(list(np.linspace(-3.0, 4.0, N)))
+    with pytest.raises(ConfigError, match=rf"^`{flag}` must be True or False, got 'yes'"):
+        hessian_trace(TwoTensors(), quadratic(a), samples=2, progress=False, **{flag: "yes"})
+
+
+@pytest.mark.parametrize("seed", [1.5, True, "0"])
+def test_a_trace_seed_that_is_no_integer_is_named(seed):
+    a = matrix_with_spectrum(list(np.linspace(-3.0, 4.0, N)))
+    with pytest.raises(ConfigError, match=rf"^`seed` must be an integer, got {re.escape(repr(seed))}"):
+        hessian_trace(TwoTensors(), quadratic(a), samples=2, seed=seed, progress=False)
+
+
+def test_the_finite_difference_mode_and_step_reach_the_trace():
+    """On Σx⁴/12, H = diag(x²) and every zᵀHz is Σx². The central difference along z with step ε adds ε²z³/3 to
+    Hz, so ε²n/3 to zᵀHz; with ε = fd_step·‖θ‖/‖z‖ (‖θ‖ > 1, ‖z‖ = √n) that is fd_step²·‖θ‖²/3."""
+    model = TwoTensors()
+    squares = float((model.flat().detach() ** 2).sum())
+    assert squares > 1.0
+    loss_fn = lambda m: (m.flat() ** 4).sum() / 12  # noqa: E731
+    exact = hessian_trace(model, loss_fn, samples=2, progress=False)
+    difference = hessian_trace(model, loss_fn, samples=2, hvp="finite_difference", fd_step=0.5, progress=False)
+    assert exact.trace == pytest.approx(squares, rel=1e-12)
+    assert difference.trace == pytest.approx(squares * (1 + 0.5**2 / 3), rel=1e-9)
+    assert (difference.operator, difference.hvp) == ("hessian", "finite_difference")
+
+
 def test_per_block_eigenvalues_come_per_role_of_the_model(tiny):
     model, objective, _, _, _ = tiny
     eigen = hessian_eigenvalues(model, objective, k=1, max_iter=5, tol=1.0, per_block=True, progress=False)
