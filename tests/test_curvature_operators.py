@@ -56,10 +56,12 @@ def test_gauss_newton_products_match_the_matrix_built_by_autograd(exact, operato
 def test_gauss_newton_top_eigenvalues_and_trace_are_the_matrixs(exact):
     case, _, ggn, _ = exact
     result = hessian_eigenvalues(
-        case.model, case.objective, k=3, tol=1e-8, max_iter=300, operator="ggn", progress=False
-    )
+        case.model, case.objective, k=3, tol=1e-8, max_iter=300, operator="ggn", return_eigenvectors=True,
+        progress=False,
+    )  # fmt: skip
     np.testing.assert_allclose(result.eigenvalues, torch.linalg.eigvalsh(ggn).flip(0)[:3].numpy(), rtol=1e-6)
     assert result.operator == "ggn" and result.converged
+    assert [d.config["kind"] for d in result.eigenvectors] == ["ggn_eigenvector"] * 3
     sizes = dict(zip(case.names, [s.numel() for s in case.shapes]))
     name = "transformer.h.0.attn.c_attn.weight"
     index = torch.arange(case.offsets[name], case.offsets[name] + sizes[name])

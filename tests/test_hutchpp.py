@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from testing_utils import ExactCurvature
+from testing_utils import ExactCurvature, build_neox
 
 from hf_landscape import ConfigError, hessian_trace
 
@@ -147,17 +147,10 @@ def test_one_layer_s_split_is_the_whole_estimate_for_both_methods():
 def test_gpt_neox_fused_projection_splits_per_head_by_rows():
     """GPT-NeoX's query_key_value holds per head the rows [q_h | k_h | v_h] (2 heads of size 2 here); with a sketch
     spanning the projection, Hutch++ gives each part's exact trace, the sum of the Hessian's diagonal over its rows."""
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
-
     from hf_landscape import CausalLMObjective
     from hf_landscape.objectives.loss import loss_terms
 
-    torch.manual_seed(0)
-    config = GPTNeoXConfig(
-        vocab_size=40, hidden_size=4, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8,
-        max_position_embeddings=16, rotary_pct=1.0, attn_implementation="eager",
-    )  # fmt: skip
-    model = GPTNeoXForCausalLM(config).double().eval()
+    model = build_neox(40, attn_implementation="eager").double().eval()  # eager: the test's own double backward
     objective = CausalLMObjective({"input_ids": [[(5 * i + 3 * j) % 39 + 1 for j in range(8)] for i in range(2)]})
     objective.bind(model)
     weight = model.gpt_neox.layers[0].attention.query_key_value.weight

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import re
 
 import numpy as np
@@ -661,6 +662,52 @@ def test_worst_case_interval_matches_the_ratio_formula_on_one_step(gpt2_model, t
     np.testing.assert_allclose(result.interval, expected, rtol=1e-9)
 
 
+class TokensTurningNaN(LossOnly):
+    """L = x₀² + x₁² over x = layer1.bias[:2]; two examples of token losses, [x₀², √(1.2 − x₀)] and [x₁² + 1]: the
+    second token is finite at x₀ = 1 and NaN beyond x₀ = 1.2."""
+
+    def evaluate(self, model, *, details=False):
+        x = model.layer1.bias.detach()
+        tokens = [np.array([float(x[0] ** 2), math.sqrt(1.2 - x[0]) if x[0] <= 1.2 else math.nan]),
+                  np.array([float(x[1] ** 2 + 1)])]  # fmt: skip
+        return Evaluation(loss=float(x[0] ** 2 + x[1] ** 2), token_losses=tokens if details else None)
+
+    def loss_terms(self, model):
+        yield model.layer1.bias[0] ** 2 + model.layer1.bias[1] ** 2
+
+
+def test_a_token_that_turns_nan_at_the_point_found_makes_the_examples_interval_nan():
+    """The tokens that count are fixed at θ: a token lost on the way makes its example's increase NaN, not smaller."""
+    model = TwoTensors()
+    with torch.no_grad():
+        model.layer1.bias.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0]))
+    result = sharpness(model, TokensTurningNaN(), rho=0.5, kind="worst", steps=1, include=["layer1"], progress=False)
+    assert result.sharpness == pytest.approx(1.5**2 - 1.0)  # SAM's ε = (0.5, 0, ...): x₀ = 1.5, past 1.2
+    assert np.isnan(result.interval).all()
+
+
+class WithAnEmptyExample(TokensTurningNaN):
+    """Three examples of token losses; the second has no finite token at all."""
+
+    def evaluate(self, model, *, details=False):
+        x = [float(v) for v in model.layer1.bias.detach()[:2]]
+        tokens = [np.array([x[0] ** 2, x[0] * x[1] + 1]), np.array([math.nan, math.nan]),
+                  np.array([x[0] ** 3, 2 * x[1] ** 2 + x[0]])]  # fmt: skip
+        return Evaluation(loss=x[0] ** 2 + x[1] ** 2, token_losses=tokens if details else None)
+
+
+def test_an_example_without_a_counted_token_is_left_out_of_the_examples_interval():
+    from hf_landscape.stats import ratio_interval
+
+    model = TwoTensors()
+    with torch.no_grad():
+        model.layer1.bias.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0]))
+    result = sharpness(model, WithAnEmptyExample(), rho=0.5, kind="worst", steps=1, include=["layer1"], progress=False)
+    # at x = (1.5, 0): increases (2.25 + 1) − (1 + 1) and (3.375 + 1.5) − (1 + 1), over 2 tokens each
+    _, expected = ratio_interval(np.array([1.25, 2.875]), np.array([2.0, 2.0]), result.config["confidence"])
+    np.testing.assert_allclose(result.interval, expected, rtol=1e-12)
+
+
 def test_a_loss_function_gives_no_examples_interval(quad):
     a, b, model = quad
     result = sharpness(model, quadratic(a, b), rho=0.3, kind="worst", steps=1, progress=False)
@@ -1213,6 +1260,17 @@ def test_per_block_eigenvalues_come_per_role_of_the_model(tiny):
     eigen = hessian_eigenvalues(model, objective, k=1, max_iter=5, tol=1.0, per_block=True, progress=False)
     trace = hessian_trace(model, objective, samples=2, per_block=True, progress=False)
     assert len(eigen.per_block) > 1 and set(eigen.per_block) == set(trace.per_block)
+
+
+def test_per_block_eigenvalues_split_a_gpt_neox_fused_projection_per_head():
+    from testing_utils import build_neox
+
+    model = build_neox(40).double()
+    objective = CausalLMObjective({"input_ids": [[(5 * i + 3 * j) % 39 + 1 for j in range(8)] for i in range(2)]})
+    eigen = hessian_eigenvalues(
+        model, objective, k=1, max_iter=5, tol=1.0, per_block=True, include=[r"query_key_value"], progress=False
+    )
+    assert sorted(eigen.per_block) == ["attention_qk", "attention_vo"]
 
 
 def test_a_differentiable_loss_names_itself_and_the_objective_without_loss_terms():

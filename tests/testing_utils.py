@@ -152,6 +152,26 @@ def build_llama(vocab_size: int, seed: int = 0, **overrides):
     return LlamaForCausalLM(LlamaConfig(**kwargs))
 
 
+def build_neox(vocab_size: int, seed: int = 0, **overrides):
+    """A tiny GPT-NeoX LM (1 layer, width 4, 2 heads; its fused `query_key_value` holds [q_h | k_h | v_h] per head)."""
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    kwargs = dict(
+        hidden_size=4,
+        intermediate_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        vocab_size=vocab_size,
+        max_position_embeddings=16,
+        rotary_pct=1.0,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+    kwargs.update(overrides)
+    torch.manual_seed(seed)
+    return GPTNeoXForCausalLM(GPTNeoXConfig(**kwargs))
+
+
 def build_bert_classifier(vocab_size: int, seed: int = 0, **overrides):
     """A tiny BERT sequence classifier (2 layers, width 32, two labels unless `num_labels` is given)."""
     from transformers import BertConfig, BertForSequenceClassification
