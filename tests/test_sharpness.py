@@ -804,6 +804,24 @@ def test_repeated_eigenvalues_are_all_found():
     assert result.converged and result.iterations == N
 
 
+def test_a_krylov_space_that_closes_on_the_last_vector_of_the_basis_ends_the_search():
+    """Three distinct eigenvalues: the Krylov space closes after 3 products, filling a basis of 3. Its Ritz values
+    are exact, its coupling to the rest is 0, so Lanczos stops there without a restart."""
+    a = matrix_with_spectrum([5.0, 3.0] + [1.0] * (N - 2))
+    result = hessian_eigenvalues(TwoTensors(), quadratic(a), k=1, tol=1e-10, basis_size=3, progress=False)
+    assert result.eigenvalues[0] == pytest.approx(5.0, rel=1e-10)
+    assert (result.iterations, result.restarts, result.converged) == (3, 0, True)
+
+
+def test_a_zero_hessian_has_converged_zero_eigenvalues_after_one_basis():
+    """Every product is 0: each Krylov space closes at once, the residuals and coupling are 0, so the zero Ritz
+    values meet tol·|θ| = 0 and the search ends after one basis of 4."""
+    zero = torch.zeros(N, N, dtype=torch.float64)
+    result = hessian_eigenvalues(TwoTensors(), quadratic(zero), k=2, tol=1e-10, basis_size=4, progress=False)
+    assert result.eigenvalues.tolist() == [0.0, 0.0]
+    assert (result.iterations, result.restarts, result.converged) == (4, 0, True)
+
+
 def test_every_eigenvalue_when_k_is_the_dimension():
     spectrum = np.linspace(-5.0, 6.0, N)
     result = hessian_eigenvalues(
