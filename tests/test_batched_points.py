@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import re
 from unittest import mock
 
@@ -361,6 +362,28 @@ def test_compile_hands_the_stacked_forward_to_torch_compile(objective, monkeypat
     with pytest.raises(KeyboardInterrupt):
         probe.line(steps=3, seed=0)
     assert made == [{"compile": True}]
+
+
+def compiled_stacked_probe(objective, monkeypatch, **kwargs) -> LandscapeProbe:
+    """compile=True with two points per forward, `torch.compile` standing in as the function itself."""
+    monkeypatch.setattr(torch, "compile", lambda fn, **options: fn)
+    model = build_gpt2(len(train_tokenizer()))
+    return LandscapeProbe(model, objective, points_per_forward=2, compile=True, **kwargs)
+
+
+def test_a_compiled_stacked_grid_is_checkpointed(objective, monkeypatch, tmp_path):
+    from hf_landscape.engine.checkpoint import META_NAME
+
+    probe = compiled_stacked_probe(objective, monkeypatch, progress=False)
+    assert probe.runner.config.compiles_stacked
+    line = probe.line(steps=3, seed=0, checkpoint_dir=tmp_path, checkpoint_every=1)
+    assert json.loads((tmp_path / META_NAME).read_text())["key"]["kind"] == "line"
+    assert len(line.values) == 3
+
+
+def test_a_compiled_stacked_grid_shows_its_bar_under_the_grids_name(objective, monkeypatch, capsys):
+    compiled_stacked_probe(objective, monkeypatch).line(steps=3, seed=0)
+    assert re.search(r"^\s*line: ", capsys.readouterr().err, flags=re.MULTILINE)
 
 
 def test_the_stacked_forward_is_compiled_with_the_policys_mode_for_fixed_shapes(monkeypatch):

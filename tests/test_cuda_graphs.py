@@ -79,6 +79,14 @@ def test_compile_records_no_graph_of_its_own(recorded):
     assert not probe.runner.config.graphs  # the compiled forward (mode="reduce-overhead") records its own
 
 
+def test_a_low_rank_grid_records_no_graph(recorded):
+    """The low-rank hooks read each point's coefficients as the forward runs: a recording would replay the first."""
+    reference = make_probe(cuda_graphs=False).plane(steps=(3, 3), seed=1, directions="lora", rank=2)
+    plane = make_probe().plane(steps=(3, 3), seed=1, directions="lora", rank=2)
+    assert recorded == []
+    np.testing.assert_array_equal(plane.values, reference.values)
+
+
 def test_interpolation_records_a_graph(recorded):
     other = build_gpt2(100, seed=1)
     make_probe().interpolate(other, steps=5)

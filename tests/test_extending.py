@@ -410,6 +410,13 @@ def test_compile_is_refused_for_an_objective_that_must_run_eagerly():
         probe.line(steps=3)
 
 
+def test_the_one_point_forward_is_compiled_with_cuda_graphs_for_fixed_shapes(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: calls.append(kwargs) or fn)  # records, compiles nothing
+    user_probe(compile=True, points_per_forward=1).line(steps=3, seed=0)
+    assert calls == [{"mode": "reduce-overhead", "dynamic": False}]
+
+
 def test_compile_runs_the_grid_through_the_compiled_forward_made_once(monkeypatch):
     made, calls = [], []
 
