@@ -141,6 +141,28 @@ def test_distributed_state_reads_the_launchers_world_size(monkeypatch):
     assert isinstance(state, FakeState) and state.num_processes == 2 and made == [not torch.cuda.is_available()]
 
 
+def test_a_process_of_two_evaluates_every_second_point_and_gathers_the_rest(probe, monkeypatch):
+    """Process 1 of 2 evaluates grid points 1, 3, 5, ...; the gather hands it every process's points."""
+    from types import SimpleNamespace
+
+    import hf_landscape.engine.loop as loop
+
+    reference = probe.line(steps=5, seed=0).values
+    evaluated, gathered = [], []
+    original = probe.objective.evaluate
+    monkeypatch.setattr(probe.objective, "evaluate", lambda *a, **k: evaluated.append(1) or original(*a, **k))
+
+    def gather(state, values, done, metrics):  # stands in for the all-gather over the processes
+        gathered.append(done.copy())
+        return reference, metrics
+
+    monkeypatch.setattr(loop, "gather", gather)
+    monkeypatch.setattr(probe.runner, "shard", SimpleNamespace(process_index=1, num_processes=2))
+    line = probe.line(steps=5, seed=0)
+    assert len(evaluated) == 2 and [d.tolist() for d in gathered] == [[False, True, False, True, False]]
+    np.testing.assert_array_equal(line.values, reference)
+
+
 def test_plane_shape_with_non_square_steps(probe):
     plane = probe.plane(steps=(3, 5), span=((-1, 1), (-0.5, 0.5)), seed=0)
     assert plane.values.shape == (5, 3)
