@@ -20,6 +20,7 @@ from testing_utils import gpu
 import hf_landscape.engine as engine
 import hf_landscape.engine.graphs as graphs
 from hf_landscape import CausalLMObjective, ConfigError, LandscapeProbe
+from hf_landscape.objectives.base import Objective
 
 # Rows of different lengths: padded batches, whose loss gathers the counted positions by index.
 IDS = [[(7 * i + 3 * j) % 97 + 1 for j in range(12 + i % 5)] for i in range(6)]
@@ -77,6 +78,44 @@ def test_graphs_off_records_nothing(recorded):
 def test_compile_records_no_graph_of_its_own(recorded):
     probe = make_probe(compile=True)
     assert not probe.runner.config.graphs  # the compiled forward (mode="reduce-overhead") records its own
+
+
+class NotStacked(Objective):
+    """A user's objective: the causal-LM loss, also as a device tensor, but one point per forward only."""
+
+    def __init__(self) -> None:
+        self.inner = CausalLMObjective({"input_ids": IDS}, batch_size=4)
+
+    def bind(self, model):
+        self.inner.bind(model)
+
+    def evaluate(self, model, *, details=False):
+        return self.inner.evaluate(model, details=details)
+
+    def fingerprint(self):
+        return "not-stacked"
+
+    def describe(self):
+        return {"type": "NotStacked", "fingerprint": self.fingerprint()}
+
+    @property
+    def num_tokens(self):
+        return self.inner.num_tokens
+
+    def loss_tensor(self, model):
+        return self.inner.loss_tensor(model)
+
+
+def test_an_objective_with_a_loss_tensor_but_no_stacking_is_recorded_too(recorded):
+    from hf_landscape.objectives.base import LossTensor, StackedEvaluation, supports
+
+    objective = NotStacked()
+    assert supports(objective, LossTensor) and not supports(objective, StackedEvaluation)
+    reference = make_probe(cuda_graphs=False).plane(steps=(3, 3), seed=1)
+    probe = LandscapeProbe(build_gpt2(100, seed=0), objective, progress=False, points_per_forward=1)
+    plane = probe.plane(steps=(3, 3), seed=1)
+    assert len(recorded) == 1 and recorded[0].replays == 9
+    np.testing.assert_array_equal(plane.values, reference.values)
 
 
 def test_a_low_rank_grid_records_no_graph(recorded):

@@ -410,6 +410,22 @@ def test_compile_is_refused_for_an_objective_that_must_run_eagerly():
         probe.line(steps=3)
 
 
+def test_turning_compile_off_runs_the_models_own_forward_again(monkeypatch):
+    calls = []
+
+    def fake_compile(fn, **kwargs):  # a compiled forward that counts its calls
+        return lambda *args, **kw: calls.append(1) or fn(*args, **kw)
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    probe = user_probe(compile=True, points_per_forward=1)
+    probe.line(steps=3, seed=0)
+    assert len(calls) >= 3
+    calls.clear()
+    probe.compile = False
+    probe.line(steps=3, seed=0)
+    assert calls == []
+
+
 def test_the_one_point_forward_is_compiled_with_cuda_graphs_for_fixed_shapes(monkeypatch):
     calls = []
     monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: calls.append(kwargs) or fn)  # records, compiles nothing
