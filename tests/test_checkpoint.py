@@ -678,3 +678,43 @@ def test_a_resumed_grid_result_counts_its_compute_seconds_to_the_millisecond():
     earlier = SimpleNamespace(previous_compute_s=2.0, resumed_points=3)  # what the checkpoint found
     result = GridResult.of(np.zeros(4), {}, 0.00049, [], earlier)
     assert (result.compute, result.resumed, result.wall) == (2.0, 3, 0.00049)
+
+
+def test_a_grid_run_again_on_its_complete_checkpoint_writes_nothing(tmp_path, monkeypatch):
+    make_probe().line(steps=3, seed=0, checkpoint_dir=tmp_path, checkpoint_every=1)
+    saves = record_saves(monkeypatch)
+    make_probe().line(steps=3, seed=0, checkpoint_dir=tmp_path, checkpoint_every=1)
+    assert saves == []
+
+
+def record_elapsed(monkeypatch) -> list[float]:
+    """The `elapsed` seconds handed to every checkpoint save."""
+    found: list[float] = []
+    real_save = GridCheckpoint.save
+
+    def save(self, *args, **options):
+        found.append(options["elapsed"])
+        return real_save(self, *args, **options)
+
+    monkeypatch.setattr(GridCheckpoint, "save", save)
+    return found
+
+
+def test_every_save_of_a_running_grid_records_the_seconds_since_it_started(tmp_path, monkeypatch):
+    found = record_elapsed(monkeypatch)
+    start = time.perf_counter()
+    make_probe().line(steps=3, seed=0, checkpoint_dir=tmp_path, checkpoint_every=1)
+    wall = time.perf_counter() - start
+    assert len(found) == 4  # after each point, then the durable save of the whole grid
+    assert all(0.0 < e <= wall for e in found) and found == sorted(found)
+
+
+def test_the_save_of_an_interrupted_grid_records_the_seconds_since_it_started(tmp_path, monkeypatch):
+    probe = make_probe()
+    fail_on_call(probe, monkeypatch, 3)
+    found = record_elapsed(monkeypatch)
+    start = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        probe.line(steps=5, seed=0, checkpoint_dir=tmp_path, checkpoint_every=10)
+    wall = time.perf_counter() - start
+    assert len(found) == 1 and 0.0 < found[0] <= wall

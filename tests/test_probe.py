@@ -163,6 +163,21 @@ def test_a_process_of_two_evaluates_every_second_point_and_gathers_the_rest(prob
     np.testing.assert_array_equal(line.values, reference)
 
 
+def test_run_grid_shows_a_landscape_bar_by_default(monkeypatch):
+    from testing_utils import build_gpt2, record_bars
+
+    from hf_landscape.engine import run_grid
+
+    bars = record_bars(monkeypatch, "hf_landscape.engine.loop")
+    model = build_gpt2(100).eval()  # no dropout: both points are θ₀
+    objective = CausalLMObjective({"input_ids": [[5, 9, 2, 7, 11, 3]]})
+    objective.bind(model)
+    values, _, _ = run_grid(model, objective, [(0.0,), (0.0,)], lambda point: None)
+    ((bar, kwargs),) = bars
+    assert (bar.desc, bar.n, kwargs["disable"]) == ("landscape", 2, False)
+    assert values[0] == values[1] == objective.evaluate(model).loss
+
+
 def test_plane_shape_with_non_square_steps(probe):
     plane = probe.plane(steps=(3, 5), span=((-1, 1), (-0.5, 0.5)), seed=0)
     assert plane.values.shape == (5, 3)
