@@ -718,3 +718,27 @@ def test_the_save_of_an_interrupted_grid_records_the_seconds_since_it_started(tm
         probe.line(steps=5, seed=0, checkpoint_dir=tmp_path, checkpoint_every=10)
     wall = time.perf_counter() - start
     assert len(found) == 1 and 0.0 < found[0] <= wall
+
+
+@pytest.mark.parametrize("folder", [123, ""])
+def test_a_checkpoint_dir_that_is_no_folder_path_is_refused(folder):
+    with pytest.raises(ConfigError, match=r"^`checkpoint_dir` must be a folder path, got"):
+        make_probe().line(steps=3, seed=0, checkpoint_dir=folder)
+
+
+def test_a_checkpoint_is_keyed_by_everything_that_decides_the_values(tmp_path):
+    from hf_landscape.engine.runner import direction_fingerprint
+
+    probe = make_probe()
+    direction = probe.directions(axes=1, seed=0)[0]
+    probe.line(steps=3, span=(-0.5, 0.5), direction=direction, checkpoint_dir=tmp_path)
+    key = json.loads((tmp_path / META_NAME).read_text())["key"]
+    assert key == {
+        "kind": "line",
+        "axes": [[-0.5, 0.0, 0.5]],
+        "model": tensor_fingerprint(dict(probe.model.named_parameters())),
+        "objective": json.loads(json.dumps(probe.objective.describe())),
+        "autocast": probe.runner.config.autocast,
+        "directions": [direction_fingerprint(direction)],
+        "other_model": None,
+    }

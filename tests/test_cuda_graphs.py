@@ -126,6 +126,12 @@ def test_a_low_rank_grid_records_no_graph(recorded):
     np.testing.assert_array_equal(plane.values, reference.values)
 
 
+def test_run_grid_records_no_graph_unless_asked(recorded):
+    probe = make_probe()
+    values, _, _ = engine.run_grid(probe.model.eval(), probe.objective, [(0.0,)] * 2, lambda point: None)
+    assert recorded == [] and values[0] == values[1] == probe.loss()
+
+
 def test_interpolation_records_a_graph(recorded):
     other = build_gpt2(100, seed=1)
     make_probe().interpolate(other, steps=5)

@@ -117,6 +117,35 @@ def test_grid_axis_snaps_within_rounding_of_the_span():
     np.testing.assert_array_equal(grid_axis(3, (0.5, 1.5), "steps/span"), [0.5, 1.0, 1.5])  # no 0: nothing snaps
 
 
+def test_grid_axis_names_its_argument_when_the_grid_is_too_large(monkeypatch):
+    from hf_landscape.engine import grid_axis
+
+    monkeypatch.setenv("HF_LANDSCAPE_MAX_POINTS", "10")
+    with pytest.raises(ConfigError, match=r"^`steps/span` asks for 11 points, more than the limit of 10"):
+        grid_axis(11, (-1.0, 1.0), "steps/span")
+
+
+@pytest.mark.parametrize("span", [(float("-inf"), 1.0), (-1.0, float("inf")), (float("nan"), 1.0)])
+def test_grid_axis_refuses_a_span_with_an_infinite_or_nan_end(span):
+    from hf_landscape.engine import grid_axis
+
+    with pytest.raises(ConfigError, match=r"^`steps/span` span must be finite with low < high"):
+        grid_axis(3, span, "steps/span")
+
+
+def test_grid_axis_may_reach_the_largest_coordinate():
+    from hf_landscape.engine import grid_axis
+
+    np.testing.assert_array_equal(grid_axis(3, (-1e6, 1e6), "steps/span"), [-1e6, 0.0, 1e6])
+
+
+def test_grid_axis_keeps_a_coordinate_of_exactly_the_rounding_bound():
+    from hf_landscape.engine import grid_axis
+
+    # 1e-12 of the span's reach (1.0) is the bound: only coordinates below it are rounding of 0
+    np.testing.assert_array_equal(grid_axis(2, (1e-12, 1.0), "steps/span"), [1e-12, 1.0])
+
+
 def test_distributed_state_reads_the_launchers_world_size(monkeypatch):
     import os
 
