@@ -117,6 +117,23 @@ def test_grid_axis_snaps_within_rounding_of_the_span():
     np.testing.assert_array_equal(grid_axis(3, (0.5, 1.5), "steps/span"), [0.5, 1.0, 1.5])  # no 0: nothing snaps
 
 
+@pytest.mark.parametrize(("distributed", "sharded"), [(None, True), (True, True), (False, False)])
+def test_a_probe_started_by_a_launcher_shards_its_grids_unless_told_not_to(
+    gpt2_model, tokenizer, texts, monkeypatch, distributed, sharded
+):
+    import accelerate
+
+    class FakeState:
+        def __init__(self, cpu):
+            self.num_processes, self.process_index = 2, 0
+
+    monkeypatch.setattr(accelerate, "PartialState", FakeState)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    probe = LandscapeProbe(gpt2_model(), CausalLMObjective(texts[:2], tokenizer), distributed=distributed)
+    assert isinstance(probe.runner.shard, FakeState) == sharded
+    assert probe.runner.num_processes == (2 if sharded else 1)
+
+
 def test_grid_axis_names_its_argument_when_the_grid_is_too_large(monkeypatch):
     from hf_landscape.engine import grid_axis
 
@@ -670,6 +687,24 @@ def test_autocast_plane_centre_is_the_autocast_loss_and_weights_stay_float32(gpt
     assert plane.metadata["autocast"] == "bfloat16"
     assert_bitwise_equal(model, saved)
     assert next(model.parameters()).dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+
+
+@pytest.mark.parametrize(("autocast", "dtype"), [("bfloat16", torch.bfloat16), ("float16", torch.float16)])
+def test_autocast_runs_grids_in_the_dtype_named(gpt2_model, tokenizer, texts, autocast, dtype):
+    probe = LandscapeProbe(gpt2_model(), CausalLMObjective(texts[:2], tokenizer), autocast=autocast)
+    with probe.runner.precision():
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == dtype
+
+
+@pytest.mark.parametrize(("autocast", "expected"), [(None, []), ("bfloat16", [torch.bfloat16])])
+def test_the_objective_is_told_the_autocast_dtype_when_the_probe_is_made(
+    gpt2_model, tokenizer, texts, monkeypatch, autocast, expected
+):
+    told = []
+    monkeypatch.setattr(CausalLMObjective, "expect_dtype", lambda self, dtype: told.append(dtype))
+    objective = CausalLMObjective(texts[:2], tokenizer)
+    LandscapeProbe(gpt2_model(), objective, autocast=autocast)
+    assert [d for d in told if d != torch.float32] == expected  # binding tells it the float32 head's dtype too
 
 
 @pytest.mark.parametrize("bad", ["bf16", "float32", torch.bfloat16, ["bfloat16"]])
