@@ -134,6 +134,16 @@ def test_a_probe_started_by_a_launcher_shards_its_grids_unless_told_not_to(
     assert probe.runner.num_processes == (2 if sharded else 1)
 
 
+def test_the_grid_limit_may_be_set_as_low_as_one_point(monkeypatch):
+    from hf_landscape.grid import max_grid_points
+
+    monkeypatch.setenv("HF_LANDSCAPE_MAX_POINTS", "1")
+    assert max_grid_points() == 1
+    monkeypatch.setenv("HF_LANDSCAPE_MAX_POINTS", "0")
+    with pytest.raises(ConfigError, match="HF_LANDSCAPE_MAX_POINTS must be a positive integer, got '0'"):
+        max_grid_points()
+
+
 def test_grid_axis_names_its_argument_when_the_grid_is_too_large(monkeypatch):
     from hf_landscape.engine import grid_axis
 
