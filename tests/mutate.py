@@ -260,6 +260,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("groups", nargs="*", help=f"groups to run (default: all of {list(groups)})")
     parser.add_argument("--survivors", action="store_true", help="rerun only the last run's surviving mutants")
     parser.add_argument(
+        "--unjudged",
+        action="store_true",
+        help="rerun only the last run's surviving mutants that are not listed as equivalent",
+    )
+    parser.add_argument(
         "--timeouts",
         action="store_true",
         help="rerun the last run's survivors and the mutants it stopped as hanging (a test run slowed by a busy "
@@ -286,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown groups {unknown}; the groups are {list(groups)}")
     chosen = args.groups or list(groups)
-    args.survivors |= args.timeouts
+    args.survivors |= args.timeouts or args.unjudged
     args.summary |= args.show or args.markdown
     if args.check_timeouts:
         for group in chosen:
@@ -306,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
                 args_survivors = args.survivors
             if args_survivors:
                 names = [n for r in summarize(group, folder, {}, spec) for n in r["survivors"]]
+                names = [n for n in names if n not in equivalent] if args.unjudged else names
                 names += timed_out(folder, spec) if args.timeouts else []
                 if not names:
                     print(f"{group}: no survivors to rerun")
