@@ -337,7 +337,10 @@ def test_bad_input_ids_are_objective_errors(data, words):
 
 
 def test_a_half_precision_model_with_autocast_to_the_other_half_is_refused():
-    with pytest.raises(ConfigError, match=r"`autocast` 'bfloat16'.*float16"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^`autocast` 'bfloat16' cannot evaluate a model whose weights are float16; pass autocast='float16' ",
+    ):
         make_probe(build_gpt2(100).half(), autocast="bfloat16")
 
 
