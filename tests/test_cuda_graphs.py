@@ -126,6 +126,16 @@ def test_a_low_rank_grid_records_no_graph(recorded):
     np.testing.assert_array_equal(plane.values, reference.values)
 
 
+def test_a_low_rank_grid_shows_its_bar_under_the_grids_name(monkeypatch):
+    from testing_utils import record_bars
+
+    bars = record_bars(monkeypatch, "hf_landscape.engine.loop")
+    probe = make_probe()
+    probe.progress = True
+    probe.line(steps=3, seed=1, direction="lora", rank=2)
+    assert [bar.desc for bar, _ in bars] == ["line"]
+
+
 def test_run_grid_records_no_graph_unless_asked(recorded):
     probe = make_probe()
     values, _, _ = engine.run_grid(probe.model.eval(), probe.objective, [(0.0,)] * 2, lambda point: None)

@@ -699,6 +699,14 @@ def test_autocast_plane_centre_is_the_autocast_loss_and_weights_stay_float32(gpt
     assert next(model.parameters()).dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
 
 
+@pytest.mark.parametrize("bad", ["bf16", ["bfloat16"]])
+def test_an_execution_config_refuses_an_unknown_autocast(bad):
+    from hf_landscape.engine import ExecutionConfig
+
+    with pytest.raises(ConfigError, match=r"^`autocast` must be one of \[None, 'bfloat16', 'float16'\]"):
+        ExecutionConfig(autocast=bad)
+
+
 @pytest.mark.parametrize(("autocast", "dtype"), [("bfloat16", torch.bfloat16), ("float16", torch.float16)])
 def test_autocast_runs_grids_in_the_dtype_named(gpt2_model, tokenizer, texts, autocast, dtype):
     probe = LandscapeProbe(gpt2_model(), CausalLMObjective(texts[:2], tokenizer), autocast=autocast)
