@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import math
 import os
 import re
 import shutil
@@ -224,9 +225,9 @@ def print_markdown(rows: list[dict[str, Any]], equivalent: dict[str, list[str]])
     for r in rows:
         killed = r["killed"] + r["timeout"]
         survived = r["survived"]
+        score = "no mutant scored" if math.isnan(r["score"]) else f"{100 * r['score']:.1f}%"
         print(
-            f"| `{r['module']}` | {r['group']} | {killed + survived} | {killed} | {survived} | {r['equivalent']} "
-            f"| {100 * r['score']:.1f}% |"
+            f"| `{r['module']}` | {r['group']} | {killed + survived} | {killed} | {survived} | {r['equivalent']} | {score} |"
         )
     counted = {r["module"] for r in rows}
     print()
