@@ -33,6 +33,7 @@ SST = ["--objective", "multiple-choice", "--dataset", "reviews.tsv", "--question
 SST += ["--choices", "negative", "positive", "--answer-column", "label"]
 SST += ["--template", r"Review: {question}\nSentiment:"]
 GEN = ["--objective", "generation", "--dataset", "answers.csv", "--prompt-column", "text"]
+QUICK_GEN = [o for o in QUICK if o not in ("--max-length", "16")]  # generation cuts no prompt: no --max-length
 GEN += ["--reference-column", "gold", "--scorer", "contains", "--max-new-tokens", "3", "--stop", r"\n"]
 
 
@@ -96,7 +97,7 @@ def test_multiple_choice_line_reads_a_choices_column_of_a_jsonl_file(files, tmp_
 @pytest.mark.parametrize("source", ["recorded", "written"])
 def test_generation_plane_on_a_csv_records_the_objective_and_its_metrics(source, files, tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
-    code, io = run([*_at(files, ["plane", "gpt", *GEN]), "--steps", 3, "--out", out, *QUICK], capsys)
+    code, io = run([*_at(files, ["plane", "gpt", *GEN]), "--steps", 3, "--out", out, *QUICK_GEN], capsys)
     assert code == 0, io.err
     surface = Surface.from_pretrained(out)
     objective = surface.metadata["objective"]
@@ -118,7 +119,7 @@ def test_generation_interpolation_of_prompts_in_a_text_file_scores_refusals(file
     out = tmp_path / "out"
     argv = ["interpolate", files / "gpt", files / "gpt-b", "--objective", "generation", "--dataset"]
     argv += [files / "prompts.txt", "--prompt-column", "text", "--max-new-tokens", 2, "--scorer", r"regex:^\s*\w"]
-    code, io = run([*argv, "--steps", 3, "--out", out, *QUICK], capsys)
+    code, io = run([*argv, "--steps", 3, "--out", out, *QUICK_GEN], capsys)
     assert code == 0, io.err
     surface = Surface.from_pretrained(out)
     objective = surface.metadata["objective"]
@@ -155,6 +156,7 @@ BAD = {
     "scorer to multiple-choice": (SST + ["--scorer", "contains"], "`--scorer` does not apply to `--objective mult"),
     "choices to generation": (GEN + ["--choices", "a", "b"], "`--choices` does not apply to `--objective generation`"),
     "text file to generation": (GEN + ["--text-file", "prompts.txt"], "`--text-file` does not apply to `--objective g"),
+    "max length to generation": (GEN + ["--max-length", "64"], "`--max-length` does not apply to `--objective gen"),
     "template to causal-lm": (["--text-file", "prompts.txt", "--template", "{x}"], "`--template` does not apply"),
 }
 
@@ -164,7 +166,8 @@ def test_bad_option_is_refused_before_the_model_is_resolved(case, files, tmp_pat
     options, message = BAD[case]
     out = tmp_path / "out"
     # a model that does not exist: the option's error comes first, so nothing about the model was looked up
-    code, io = run(["plane", tmp_path / "no-model", *_at(files, options), "--out", out, *QUICK], capsys)
+    quick = QUICK_GEN if "generation" in options else QUICK
+    code, io = run(["plane", tmp_path / "no-model", *_at(files, options), "--out", out, *quick], capsys)
     assert code == 1
     assert message in io.err, io.err
     assert not out.exists()

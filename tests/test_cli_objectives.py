@@ -141,6 +141,16 @@ def test_dry_run_prints_the_plan_reads_no_weights_and_writes_nothing(files, tmp_
     assert not out.exists()
 
 
+def test_max_length_defaults_to_128_tokens_for_an_objective_that_reads_it(files, tmp_path, capsys):
+    argv = ["line", files / "gpt", "--text-file", files / "text.txt", "--out", tmp_path / "out", "--dry-run"]
+    plans = []
+    for extra in ([], ["--max-length", 128], ["--max-length", 64]):
+        code, io = run([*argv, *extra], capsys)
+        assert code == 0, io.err
+        plans.append(json.loads(io.out)["objective"])
+    assert plans[0] == plans[1] != plans[2]
+
+
 def test_dry_run_refuses_what_the_run_would_refuse(files, tmp_path, capsys):
     argv = ["line", files / "gpt", "--text-file", files / "text.txt", "--directions", "random", "--rank", 4]
     code, io = run([*argv, "--out", tmp_path / "out", "--dry-run", *QUICK], capsys)

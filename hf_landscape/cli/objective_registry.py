@@ -41,7 +41,10 @@ DATA_OPTIONS = {
     "column_names": "--column-names",
     "metrics": "--metrics",
     "task": "--task",
+    "max_length": "--max-length",  # every objective but generation, whose prompts are never cut
 }
+#: `--max-length` where it is not given
+DEFAULT_MAX_LENGTH = 128
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,8 @@ def head_names() -> dict[str, str]:
 
 
 def check_objective_options(args: argparse.Namespace, entry: CliObjective) -> None:
-    """Refuse a data option that `entry` does not read (it would be ignored), naming the objectives that read it."""
+    """Refuse a data option that `entry` does not read (it would be ignored), naming the objectives that read it;
+    then give `--max-length` its default where the objective reads it."""
     for dest, option in {**DATA_OPTIONS, **_own_options()}.items():
         if getattr(args, dest, None) is not None and dest not in entry.options:
             readers = sorted(e.name for e in CLI_OBJECTIVES.values() if dest in e.options)
@@ -115,6 +119,8 @@ def check_objective_options(args: argparse.Namespace, entry: CliObjective) -> No
                 f"`{option}` does not apply to `--objective {entry.name}`; it is read by "
                 f"{', '.join(f'`--objective {r}`' for r in readers)}."
             )
+    if getattr(args, "max_length", None) is None and "max_length" in entry.options:
+        args.max_length = DEFAULT_MAX_LENGTH
 
 
 def _own_options() -> dict[str, str]:
@@ -167,7 +173,12 @@ def add_objective_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--max-examples", type=int, default=None, help="examples to evaluate (default: causal-lm 16, others all)"
     )
-    group.add_argument("--max-length", type=int, default=128, help="tokens per example (default 128)")
+    group.add_argument(
+        "--max-length",
+        type=int,
+        default=None,
+        help=f"tokens per example (default {DEFAULT_MAX_LENGTH}; not generation)",
+    )
     group.add_argument("--batch-size", type=int, default=8, help="examples per forward pass (default 8)")
     for entry in CLI_OBJECTIVES.values():
         if entry.arguments is not None:
@@ -307,7 +318,7 @@ def data_arguments(args: argparse.Namespace) -> dict[str, Any]:
 
 def example_options(config: Mapping[str, Any]) -> list[str]:
     """`--max-length` and `--max-examples` of a recorded objective's config."""
-    out = ["--max-length", str(config.get("max_length", 128))]
+    out = ["--max-length", str(config.get("max_length", DEFAULT_MAX_LENGTH))]
     if config.get("max_examples"):
         out += ["--max-examples", str(config["max_examples"])]
     return out

@@ -18,6 +18,7 @@ from .objective_registry import (
     CLI_OBJECTIVES,
     COMMON,
     DATA_PLACEHOLDER,
+    DEFAULT_MAX_LENGTH,
     TEXT_PLACEHOLDER,
     CliObjective,
     add_objective_arguments,
@@ -106,7 +107,7 @@ def reproduce_causal_lm(meta: Mapping[str, Any]) -> tuple[list[str], list[str]]:
         count = source.get("windows") or meta.get("num_examples")
     if count:
         out += ["--max-examples", str(count)]
-    out += ["--max-length", str(config.get("max_length", 128))]
+    out += ["--max-length", str(config.get("max_length", DEFAULT_MAX_LENGTH))]
     return out, notes
 
 
