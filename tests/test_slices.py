@@ -410,6 +410,20 @@ def test_basin_of_a_metric_is_where_it_falls_by_the_drop():
         assert probe.evaluate((radius,), [d], details=False).metrics["accuracy"] <= 0.5
 
 
+def test_a_basin_whose_metric_never_falls_says_so_without_a_negative_zero():
+    from testing_utils import build_bert_classifier
+
+    from hf_landscape import GlueObjective
+
+    data = {"input_ids": [[2, 5 + 10 * (i % 2), 9 + i % 5, 3] for i in range(8)], "label": [i % 2 for i in range(8)]}
+    probe = LandscapeProbe(build_bert_classifier(30).eval(), GlueObjective("sst2", data=data), progress=False)
+    with pytest.raises(
+        ConfigError, match=r"the accuracy \(0\.5 at the weights\): it never fell by 0\.5 up to radius 0\.01"
+    ) as info:
+        probe.basin("accuracy", drop=0.5, seeds=[0], adversarial=False, max_radius=0.01)
+    assert "most seen 0," in str(info.value)
+
+
 def test_basin_along_adapter_directions_finds_the_worst_case_among_the_adapter(models):
     import copy
 
@@ -443,4 +457,6 @@ def test_curve_and_three_model_surfaces_save_load_and_plot(tmp_path, bezier, thr
         written = surface.save_plots(tmp_path / name)
         assert written and all(path.is_file() for path in written)
     assert Surface.from_pretrained(tmp_path / "through").metadata["points"] == through.metadata["points"]
-    assert Surface.from_pretrained(tmp_path / "curve").metadata["curve"]["barrier"] == bezier.metadata["curve"]["barrier"]
+    assert (
+        Surface.from_pretrained(tmp_path / "curve").metadata["curve"]["barrier"] == bezier.metadata["curve"]["barrier"]
+    )

@@ -123,7 +123,7 @@ def basin_sizes(
         if not math.isfinite(edge.radius):
             raise no_edge_error(
                 f"`basin`: along {what} the {metric} ({centre:.4g} at the weights)", drop, edge, max_radius,
-                "pass a smaller `drop` or a larger `max_radius`.",
+                "pass a smaller `drop` or a larger `max_radius`.", change="rose" if metric == "loss" else "fell",
             )  # fmt: skip
         return edge.radius
 

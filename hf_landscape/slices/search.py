@@ -198,12 +198,16 @@ def find_edge(
     return Edge(hi[0], hi[1], points, p)
 
 
-def no_edge_error(what: str, target: float, edge: Edge, max_radius: float, fix: str) -> ConfigError:
-    """The error of a search that found no edge: what was searched, the largest radius tried and the most it rose."""
+def no_edge_error(
+    what: str, target: float, edge: Edge, max_radius: float, fix: str, *, change: str = "rose"
+) -> ConfigError:
+    """The error of a search that found no edge: what was searched, the largest radius tried and the most it changed
+    (`change`: "rose" for a loss, "fell" for a metric searched as its fall)."""
     largest = max(r for r, _ in edge.points)
+    most = edge.value + 0.0  # no "-0" for a value that never moved
     return ConfigError(
-        f"{what}: it never rose by {target:g} up to radius {largest:g} (the largest tried; most seen "
-        f"{edge.value:.4g}, limit `max_radius`={max_radius:g}); {fix}"
+        f"{what}: it never {change} by {target:g} up to radius {largest:g} (the largest tried; most seen "
+        f"{most:.4g}, limit `max_radius`={max_radius:g}); {fix}"
     )
 
 
