@@ -122,72 +122,45 @@ def train_tokenizer():
 # --- tiny models -------------------------------------------------------------------------------------------------
 
 
+def _tiny(model_class: str, config_class: str, seed: int, defaults: dict, overrides: dict):
+    """transformers' `model_class` of a `config_class(**defaults)` with `overrides` applied, its weights drawn after
+    `torch.manual_seed(seed)`."""
+    import transformers
+
+    config = getattr(transformers, config_class)(**{**defaults, **overrides})
+    torch.manual_seed(seed)
+    return getattr(transformers, model_class)(config)
+
+
 def build_gpt2(vocab_size: int, seed: int = 0, **overrides):
     """A tiny GPT-2 LM (2 layers, width 32, tied embeddings; its projections are transposed `Conv1D`s)."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    kwargs = dict(n_layer=2, n_embd=32, n_head=2, vocab_size=vocab_size, n_positions=64, bos_token_id=0, eos_token_id=0)
-    kwargs.update(overrides)
-    torch.manual_seed(seed)
-    return GPT2LMHeadModel(GPT2Config(**kwargs))
+    defaults = dict(
+        n_layer=2, n_embd=32, n_head=2, vocab_size=vocab_size, n_positions=64, bos_token_id=0, eos_token_id=0
+    )
+    return _tiny("GPT2LMHeadModel", "GPT2Config", seed, defaults, overrides)
 
 
 def build_llama(vocab_size: int, seed: int = 0, **overrides):
     """A tiny Llama LM (2 layers, width 32, grouped-query attention: q_proj and o_proj are both 32 × 32)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    kwargs = dict(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=vocab_size,
-        max_position_embeddings=64,
-        bos_token_id=0,
-        eos_token_id=0,
-    )
-    kwargs.update(overrides)
-    torch.manual_seed(seed)
-    return LlamaForCausalLM(LlamaConfig(**kwargs))
+    defaults = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=2, vocab_size=vocab_size, max_position_embeddings=64, bos_token_id=0,
+                    eos_token_id=0)  # fmt: skip
+    return _tiny("LlamaForCausalLM", "LlamaConfig", seed, defaults, overrides)
 
 
 def build_neox(vocab_size: int, seed: int = 0, **overrides):
     """A tiny GPT-NeoX LM (1 layer, width 4, 2 heads; its fused `query_key_value` holds [q_h | k_h | v_h] per head)."""
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
-
-    kwargs = dict(
-        hidden_size=4,
-        intermediate_size=8,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        vocab_size=vocab_size,
-        max_position_embeddings=16,
-        rotary_pct=1.0,
-        bos_token_id=0,
-        eos_token_id=0,
-    )
-    kwargs.update(overrides)
-    torch.manual_seed(seed)
-    return GPTNeoXForCausalLM(GPTNeoXConfig(**kwargs))
+    defaults = dict(hidden_size=4, intermediate_size=8, num_hidden_layers=1, num_attention_heads=2,
+                    vocab_size=vocab_size, max_position_embeddings=16, rotary_pct=1.0, bos_token_id=0,
+                    eos_token_id=0)  # fmt: skip
+    return _tiny("GPTNeoXForCausalLM", "GPTNeoXConfig", seed, defaults, overrides)
 
 
 def build_bert_classifier(vocab_size: int, seed: int = 0, **overrides):
     """A tiny BERT sequence classifier (2 layers, width 32, two labels unless `num_labels` is given)."""
-    from transformers import BertConfig, BertForSequenceClassification
-
-    kwargs = dict(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        vocab_size=vocab_size,
-        max_position_embeddings=64,
-        num_labels=2,
-    )
-    kwargs.update(overrides)
-    torch.manual_seed(seed)
-    return BertForSequenceClassification(BertConfig(**kwargs))
+    defaults = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                    vocab_size=vocab_size, max_position_embeddings=64, num_labels=2)  # fmt: skip
+    return _tiny("BertForSequenceClassification", "BertConfig", seed, defaults, overrides)
 
 
 # --- interrupting and snapshotting -----------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ from .common import (
     write_outputs,
 )
 from .directions import add_direction_arguments, describe, direction_request, seeds
-from .objectives import add_objective_arguments, check_objective_options, cli_objective
+from .objectives import add_objective_arguments, check_objective_options, cli_objective, fill_defaults
 
 
 @dataclass
@@ -78,6 +78,7 @@ def run_grid_command(args: argparse.Namespace, plan: GridPlan, evaluate: Callabl
 
     entry = cli_objective(args.objective)
     check_objective_options(args, entry)
+    fill_defaults(args, entry)
     check_run_options(args)
     check_output_options(args)
     request = direction_request(args) if plan.kind != "interpolation" else None

@@ -110,8 +110,7 @@ def head_names() -> dict[str, str]:
 
 
 def check_objective_options(args: argparse.Namespace, entry: CliObjective) -> None:
-    """Refuse a data option that `entry` does not read (it would be ignored), naming the objectives that read it;
-    then give `--max-length` its default where the objective reads it."""
+    """Refuse a data option that `entry` does not read (it would be ignored), naming the objectives that read it."""
     for dest, option in {**DATA_OPTIONS, **_own_options()}.items():
         if getattr(args, dest, None) is not None and dest not in entry.options:
             readers = sorted(e.name for e in CLI_OBJECTIVES.values() if dest in e.options)
@@ -119,7 +118,12 @@ def check_objective_options(args: argparse.Namespace, entry: CliObjective) -> No
                 f"`{option}` does not apply to `--objective {entry.name}`; it is read by "
                 f"{', '.join(f'`--objective {r}`' for r in readers)}."
             )
-    if getattr(args, "max_length", None) is None and "max_length" in entry.options:
+
+
+def fill_defaults(args: argparse.Namespace, entry: CliObjective) -> None:
+    """Give the options `entry` reads but that were not given their defaults (`--max-length`: 128 tokens); after
+    `check_objective_options`, which refuses them given to an objective that does not read them."""
+    if args.max_length is None and "max_length" in entry.options:
         args.max_length = DEFAULT_MAX_LENGTH
 
 
